@@ -1,0 +1,5 @@
+import sys
+
+from streamkeep.cli import main
+
+sys.exit(main())

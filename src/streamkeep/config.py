@@ -1,0 +1,120 @@
+"""Settings: environment variables, `streamkeep serve` flags and an optional TOML file.
+
+Precedence (highest first): explicit keyword arguments (the CLI flags), `STREAMKEEP_*`
+environment variables (plus the vendors' own `OPENAI_*` / `ANTHROPIC_API_KEY`), then
+`streamkeep.toml` (path from `STREAMKEEP_CONFIG`, default `./streamkeep.toml`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_MODEL = "local/smollm2"
+
+
+class ProviderConfig(BaseModel):
+    """One configured provider; its name is the prefix of its model names."""
+
+    kind: Literal["openai", "anthropic", "local"]
+    base_url: str | None = None
+    api_key: str | None = None
+    # Models this provider serves (names without the prefix), listed by /v1/models.
+    # Empty means "any name is passed through" (e.g. a vLLM or OpenRouter endpoint).
+    models: list[str] = Field(default_factory=list)
+    connect_timeout: float = 10.0
+    first_token_timeout: float = 120.0
+    idle_timeout: float = 60.0
+    max_retries: int = 2
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAMKEEP_", extra="ignore")
+
+    data_dir: Path = Path(".streamkeep")
+    database_url: str | None = None
+    redis_url: str | None = None
+    model: str | None = None  # default model for new chats; None = first configured
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    openai_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "STREAMKEEP_OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPENAI_BASE_URL", "STREAMKEEP_OPENAI_BASE_URL"),
+    )
+    anthropic_api_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ANTHROPIC_API_KEY", "STREAMKEEP_ANTHROPIC_API_KEY"),
+    )
+    enable_local_model: bool = True
+
+    # Generations
+    checkpoint_interval: float = 1.0  # seconds between batched checkpoints of live replies
+    shutdown_grace: float = 30.0  # seconds live generations get to finish on SIGTERM
+    stop_on_disconnect: bool = False  # stop a generation when its last client leaves
+    max_message_chars: int = 100_000
+    generation_retention: float = 30.0  # seconds a finished generation's buffer is kept
+    # The OpenAI-compatible gateway stores every call as a chat unless this is off.
+    gateway_store: bool = True
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _expand(cls, v: Any) -> Any:
+        return Path(v).expanduser() if isinstance(v, str) else v
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'streamkeep.db').resolve()}"
+
+    def all_providers(self) -> dict[str, ProviderConfig]:
+        """Configured providers plus those implied by the vendors' own variables."""
+        found: dict[str, ProviderConfig] = {}
+        if self.enable_local_model:
+            found["local"] = ProviderConfig(kind="local", models=["smollm2"])
+        if self.openai_api_key or self.openai_base_url:
+            found["openai"] = ProviderConfig(
+                kind="openai",
+                base_url=self.openai_base_url or "https://api.openai.com/v1",
+                api_key=self.openai_api_key,
+            )
+        if self.anthropic_api_key:
+            found["anthropic"] = ProviderConfig(
+                kind="anthropic",
+                base_url="https://api.anthropic.com",
+                api_key=self.anthropic_api_key,
+            )
+        found.update(self.providers)
+        return found
+
+    def default_model(self) -> str:
+        if self.model:
+            return self.model
+        for name, cfg in self.all_providers().items():
+            if cfg.models:
+                return f"{name}/{cfg.models[0]}"
+        return LOCAL_MODEL
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the TOML file, the environment and explicit overrides."""
+    path = Path(os.environ.get("STREAMKEEP_CONFIG", "streamkeep.toml"))
+    file_values: dict[str, Any] = {}
+    if path.is_file():
+        with path.open("rb") as f:
+            file_values = tomllib.load(f)
+    env_settings = Settings()
+    merged = {**file_values, **env_settings.model_dump(exclude_unset=True)}
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings.model_validate(merged)

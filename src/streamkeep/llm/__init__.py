@@ -1,0 +1,76 @@
+"""streamkeep.llm: stream from OpenAI-compatible providers, Anthropic and a local model.
+
+    from streamkeep.llm import ChatRequest, Message, Accumulator
+    provider = ...  # see streamkeep.llm.registry
+    async for event in provider.stream(ChatRequest(model="gpt-4o-mini",
+                                                   messages=[Message("user", "Hi")])):
+        ...
+"""
+
+from streamkeep.llm.accumulator import Accumulator
+from streamkeep.llm.errors import (
+    ConfigurationError,
+    LLMError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderHTTPError,
+    ProviderStreamError,
+    ProviderTimeout,
+    UnknownModelError,
+)
+from streamkeep.llm.events import (
+    Finish,
+    ReasoningDelta,
+    StreamError,
+    StreamEvent,
+    TextDelta,
+    ToolCallComplete,
+    ToolCallDelta,
+    ToolCallStart,
+    UsageReport,
+)
+from streamkeep.llm.provider import Provider, complete
+from streamkeep.llm.types import (
+    ChatRequest,
+    Completion,
+    FinishReason,
+    Message,
+    ReasoningPart,
+    TextPart,
+    ToolCall,
+    ToolCallPart,
+    ToolSpec,
+    Usage,
+)
+
+__all__ = [
+    "Accumulator",
+    "ChatRequest",
+    "Completion",
+    "ConfigurationError",
+    "Finish",
+    "FinishReason",
+    "LLMError",
+    "Message",
+    "Provider",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderHTTPError",
+    "ProviderStreamError",
+    "ProviderTimeout",
+    "ReasoningDelta",
+    "ReasoningPart",
+    "StreamError",
+    "StreamEvent",
+    "TextDelta",
+    "TextPart",
+    "ToolCall",
+    "ToolCallComplete",
+    "ToolCallDelta",
+    "ToolCallPart",
+    "ToolCallStart",
+    "ToolSpec",
+    "UnknownModelError",
+    "Usage",
+    "complete",
+]

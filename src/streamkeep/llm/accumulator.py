@@ -1,0 +1,84 @@
+"""Fold a stream of events into the final assistant message.
+
+Consecutive text deltas extend one text part, consecutive reasoning deltas one
+reasoning part; a tool call becomes a part where its `ToolCallStart` arrived, so the
+order the user saw (text, call, more text) is the order that is stored.
+"""
+
+from __future__ import annotations
+
+from streamkeep.llm.events import (
+    Finish,
+    ReasoningDelta,
+    StreamError,
+    StreamEvent,
+    TextDelta,
+    ToolCallComplete,
+    ToolCallDelta,
+    ToolCallStart,
+    UsageReport,
+)
+from streamkeep.llm.types import (
+    Completion,
+    Part,
+    ReasoningPart,
+    TextPart,
+    ToolCall,
+    ToolCallPart,
+)
+
+
+class Accumulator:
+    __slots__ = ("_calls", "_completion", "_parts")
+
+    def __init__(self) -> None:
+        self._completion = Completion()
+        self._parts: list[Part] = self._completion.parts
+        # call_id -> the part standing in for it until ToolCallComplete arrives
+        self._calls: dict[str, ToolCallPart] = {}
+
+    def add(self, event: StreamEvent) -> None:
+        parts = self._parts
+        if isinstance(event, TextDelta):
+            last = parts[-1] if parts else None
+            if isinstance(last, TextPart):
+                last.text += event.text
+            else:
+                parts.append(TextPart(event.text))
+        elif isinstance(event, ReasoningDelta):
+            last = parts[-1] if parts else None
+            if isinstance(last, ReasoningPart):
+                last.text += event.text
+            else:
+                parts.append(ReasoningPart(event.text))
+        elif isinstance(event, ToolCallStart):
+            part = ToolCallPart(ToolCall(id=event.call_id, name=event.name, arguments={}))
+            self._calls[event.call_id] = part
+            parts.append(part)
+        elif isinstance(event, ToolCallDelta):
+            pending = self._calls.get(event.call_id)
+            if pending is not None:
+                pending.call.raw_arguments += event.arguments_delta
+        elif isinstance(event, ToolCallComplete):
+            pending = self._calls.get(event.call.id)
+            if pending is None:
+                parts.append(ToolCallPart(event.call))
+            else:
+                pending.call = event.call
+        elif isinstance(event, UsageReport):
+            self._completion.usage = event.usage
+        elif isinstance(event, Finish):
+            c = self._completion
+            c.finish_reason = event.reason
+            c.response_id = event.response_id or c.response_id
+            c.model = event.model or c.model
+        elif isinstance(event, StreamError):
+            c = self._completion
+            c.finish_reason = "error"
+            c.error = event.error.message
+            c.response_id = event.response_id or c.response_id
+            c.model = event.model or c.model
+
+    def result(self) -> Completion:
+        """The message so far (a live view: safe to call mid-stream for checkpoints)."""
+        return self._completion

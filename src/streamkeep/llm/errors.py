@@ -1,0 +1,86 @@
+"""The one exception hierarchy of `streamkeep.llm`.
+
+    LLMError                      anything that went wrong talking to a model
+    ├── ConfigurationError        bad or missing settings (no key, unknown provider)
+    ├── UnknownModelError         a model name no provider serves
+    └── ProviderError             the provider (or the way to it) failed
+        ├── ProviderHTTPError     it answered with an HTTP error status (has .status)
+        ├── ProviderConnectionError  could not connect, or the connection broke
+        ├── ProviderTimeout       connect / first-token / idle time limit passed
+        └── ProviderStreamError   an error reported inside the stream (HTTP 200)
+
+Providers map every failure at their boundary onto these; `stream()` reports them as
+a `StreamError` event rather than raising, so a consumer handles one code path.
+"""
+
+from __future__ import annotations
+
+
+class LLMError(Exception):
+    """Base of every error raised or reported by streamkeep.llm."""
+
+    #: a short machine-readable kind, used in API error bodies
+    kind: str = "llm_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigurationError(LLMError):
+    kind = "configuration_error"
+
+
+class UnknownModelError(LLMError):
+    kind = "unknown_model"
+
+
+class ProviderError(LLMError):
+    kind = "provider_error"
+    #: True when trying the same request again may succeed
+    retryable: bool = False
+
+    def __init__(self, message: str, *, provider: str = "") -> None:
+        super().__init__(message)
+        self.provider = provider
+
+
+class ProviderHTTPError(ProviderError):
+    kind = "provider_http_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        provider: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"HTTP {status}: {message}", provider=provider)
+        self.status = status
+        self.provider_message = message
+        self.retry_after = retry_after
+        self.retryable = status == 429 or status >= 500
+
+
+class ProviderConnectionError(ProviderError):
+    kind = "provider_connection_error"
+    retryable = True
+
+
+class ProviderTimeout(ProviderError):
+    kind = "provider_timeout"
+
+    def __init__(self, message: str, *, phase: str, provider: str = "") -> None:
+        super().__init__(message, provider=provider)
+        #: "connect", "first_token" or "idle"
+        self.phase = phase
+        self.retryable = phase != "idle"
+
+
+class ProviderStreamError(ProviderError):
+    kind = "provider_stream_error"
+
+    def __init__(self, message: str, *, provider: str = "", code: str | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.code = code

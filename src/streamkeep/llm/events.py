@@ -1,0 +1,82 @@
+"""The typed events every provider's `stream()` yields.
+
+A provider adapter translates its wire format into these and nothing else; everything
+downstream (the accumulator, the chat server's UI stream, the OpenAI gateway, the
+terminal) consumes only these. Slotted dataclasses keep the per-token cost low.
+
+Ordering guarantees a consumer may rely on:
+- `ToolCallStart` for a call comes before any `ToolCallDelta` for it, and
+  `ToolCallComplete` after them; `call_id` is stable and unique within the response.
+- `Usage` may come at any point (some providers send it early) and at most once per
+  response with the provider's final numbers; a later one replaces an earlier one.
+- A stream ends with exactly one of `Finish` or `StreamError`, and nothing after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streamkeep.llm.errors import LLMError
+from streamkeep.llm.types import FinishReason, ToolCall, Usage
+
+
+@dataclass(slots=True, frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class ReasoningDelta:
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCallStart:
+    call_id: str
+    name: str
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCallDelta:
+    call_id: str
+    arguments_delta: str
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCallComplete:
+    call: ToolCall
+
+
+@dataclass(slots=True, frozen=True)
+class UsageReport:
+    usage: Usage
+
+
+@dataclass(slots=True, frozen=True)
+class Finish:
+    reason: FinishReason
+    response_id: str | None = None
+    model: str | None = None
+    # The provider's own word for the reason ("end_turn", "tool_calls", ...).
+    raw_reason: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class StreamError:
+    """The provider failed; whatever came before this is the partial answer."""
+
+    error: LLMError
+    response_id: str | None = None
+    model: str | None = None
+
+
+StreamEvent = (
+    TextDelta
+    | ReasoningDelta
+    | ToolCallStart
+    | ToolCallDelta
+    | ToolCallComplete
+    | UsageReport
+    | Finish
+    | StreamError
+)

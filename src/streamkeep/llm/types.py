@@ -1,0 +1,139 @@
+"""Plain data shared by every provider: the request, messages, usage, the result.
+
+These are dataclasses rather than pydantic models on purpose: they are built once per
+token on the hot path, and slotted dataclasses cost a fraction of a validated model.
+Validation of untrusted input happens at the HTTP edge, not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+# Normalised finish reasons (the Vercel AI SDK's names, which the stream protocol uses).
+FinishReason = Literal[
+    "stop", "length", "content-filter", "tool-calls", "error", "other", "unknown"
+]
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """One complete tool call the model asked for."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    # The argument text exactly as the provider sent it (kept for replay and audit).
+    raw_arguments: str = ""
+    # Set when the arguments could not be parsed as a JSON object (e.g. cut off by
+    # finish_reason "length"); `arguments` is then {}.
+    parse_error: str | None = None
+
+
+@dataclass(slots=True)
+class Message:
+    """One message of the conversation sent to the model."""
+
+    role: Role
+    content: str = ""
+    reasoning: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None  # role == "tool": the call this answers
+    name: str | None = None  # role == "tool": the tool's name (Anthropic wants none; fine)
+
+
+@dataclass(slots=True)
+class ToolSpec:
+    """A function the model may call (OpenAI / JSON-schema shape)."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """What to ask a provider. `model` is the provider's own model name (no prefix)."""
+
+    model: str
+    messages: list[Message]
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: Any = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    response_format: dict[str, Any] | None = None
+    user: str | None = None
+    # Provider-specific fields passed through verbatim into the request body
+    # (e.g. {"stream_options": {...}} or {"reasoning_effort": "low"}).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_input_tokens: int = 0
+    # True when the numbers were counted or guessed by us, not reported by the provider.
+    estimated: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "estimated": self.estimated,
+        }
+
+
+@dataclass(slots=True)
+class TextPart:
+    text: str
+    type: Literal["text"] = "text"
+
+
+@dataclass(slots=True)
+class ReasoningPart:
+    text: str
+    type: Literal["reasoning"] = "reasoning"
+
+
+@dataclass(slots=True)
+class ToolCallPart:
+    call: ToolCall
+    type: Literal["tool-call"] = "tool-call"
+
+
+Part = TextPart | ReasoningPart | ToolCallPart
+
+
+@dataclass(slots=True)
+class Completion:
+    """The final assistant message assembled from a stream (see `Accumulator`)."""
+
+    parts: list[Part] = field(default_factory=list)
+    usage: Usage | None = None
+    finish_reason: FinishReason | None = None
+    response_id: str | None = None
+    model: str | None = None
+    error: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(p.text for p in self.parts if isinstance(p, ReasoningPart))
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        return [p.call for p in self.parts if isinstance(p, ToolCallPart)]
