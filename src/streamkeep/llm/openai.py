@@ -1,0 +1,426 @@
+"""The OpenAI-compatible provider: Chat Completions with `stream: true`.
+
+One adapter serves OpenAI, Azure, vLLM, Ollama, llama.cpp, Groq, xAI, DeepSeek,
+OpenRouter, Gemini's compatibility endpoint and the like. `OpenAIChunkParser` turns the
+SSE body into typed events (pure, no I/O: tests and the benchmark drive it with bytes);
+`OpenAIProvider` builds the request and moves bytes from the transport to the parser.
+
+What the parser tolerates, because some server out there sends it: SSE comments and
+CRLF, a first chunk with empty `choices` (Azure's prompt filter results), chunks without
+`delta`, chunks that are not JSON (skipped and counted in `skipped_chunks`), usage on
+any chunk (xAI sends it before the last) or under `x_groq.usage` (the last one wins),
+reasoning as `reasoning_content` (DeepSeek) or `reasoning` (vLLM, Ollama, Groq,
+OpenRouter), content as a list of typed blocks (Mistral), a `refusal` (kept as text),
+the deprecated `function_call` delta, and every tool-call quirk `ToolCallAssembler` documents.
+
+Order of the last events. OpenAI sends `finish_reason` on one chunk, then (with
+`include_usage`) a usage chunk with `choices: []`, then `data: [DONE]`. The finish is
+held until `[DONE]` or the end of the body, then: the `ToolCallComplete`s, one
+`UsageReport` if usage came, and `Finish` last. A body that ends with neither `[DONE]`
+nor a finish reason finishes as "unknown" (and open tool calls count as cut off).
+An `error` object in a chunk (OpenRouter, with HTTP 200 and `finish_reason: "error"`),
+`finish_reason: "error"` or an SSE event named `error` ends the stream with a
+`StreamError` instead; open tool calls are then not completed, since a consumer might
+run them. Finish reasons map one to one (`raw_reason` keeps the vendor's word): a
+server that says "stop" after tool calls (older Ollama) gets "stop", so a consumer
+deciding whether to run tools should look at the calls, not only the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from streamkeep.llm.errors import ProviderError, ProviderStreamError
+from streamkeep.llm.events import (
+    Finish,
+    ReasoningDelta,
+    StreamError,
+    StreamEvent,
+    TextDelta,
+    UsageReport,
+)
+from streamkeep.llm.sse import SSEDecoder
+from streamkeep.llm.toolcalls import ToolCallAssembler
+from streamkeep.llm.transport import RetryPolicy, Timeouts, make_client, post_stream
+from streamkeep.llm.types import ChatRequest, FinishReason, Message, Usage
+
+_FINISH_REASONS: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool-calls",
+    "function_call": "tool-calls",
+    "content_filter": "content-filter",
+}
+
+
+class OpenAIChunkParser:
+    """Chat Completions SSE body bytes in, typed stream events out."""
+
+    __slots__ = (
+        "_calls",
+        "_done",
+        "_finish_reason",
+        "_sniffed",
+        "_sse",
+        "_usage",
+        "_whole",
+        "model",
+        "provider",
+        "response_id",
+        "skipped_chunks",
+    )
+
+    def __init__(self, provider: str = "openai") -> None:
+        self.provider = provider
+        self.skipped_chunks = 0
+        self.response_id: str | None = None
+        self.model: str | None = None
+        self._sse = SSEDecoder()
+        self._calls = ToolCallAssembler()
+        self._usage: Usage | None = None
+        self._finish_reason: str | None = None
+        self._done = False
+        # Whether the body's first byte was seen; the body, if it was one JSON document.
+        self._sniffed = False
+        self._whole: bytearray | None = None
+
+    @property
+    def done(self) -> bool:
+        """True once the final event (Finish or StreamError) was returned."""
+        return self._done
+
+    def feed(self, data: bytes) -> list[StreamEvent]:
+        """Take the next bytes of the body; return the events they complete."""
+        out: list[StreamEvent] = []
+        if self._done:
+            return out
+        if self._whole is not None:
+            self._whole += data
+            return out
+        if not self._sniffed and self._sniff(data):
+            return out
+        for event in self._sse.feed(data):
+            payload = event.data
+            if payload[:1] != "{" and self._special(payload, event.event, out):
+                break
+            try:
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                self.skipped_chunks += 1
+                continue
+            if type(chunk) is not dict:
+                self.skipped_chunks += 1
+                continue
+            if event.event == "error":  # some servers name the event, not the field
+                self._fail(_stream_error(chunk.get("error") or chunk, self.provider), out)
+                break
+            self._chunk(chunk, out)
+            if self.done:  # an error chunk ended the stream
+                break
+        return out
+
+    def close(self) -> list[StreamEvent]:
+        """The body ended: the final events, unless `[DONE]` or an error came already."""
+        self._sse.flush()
+        if self._done:
+            return []
+        out: list[StreamEvent] = []
+        if self._whole is not None:
+            self._whole_body(out)
+        if not self._done:
+            self._end(out)
+        return out
+
+    def _sniff(self, data: bytes) -> bool:
+        """True when the body is one JSON document: the server ignored `stream: true`.
+
+        An event stream starts with a field name or `:`, never with `{`.
+        """
+        head = data.lstrip()
+        if not head:
+            return False
+        self._sniffed = True
+        if head[:1] != b"{":
+            return False
+        self._whole = bytearray(head)
+        return True
+
+    def _whole_body(self, out: list[StreamEvent]) -> None:
+        """A whole chat.completion (or an error): one chunk whose delta is the message."""
+        try:
+            body = orjson.loads(self._whole or b"")
+        except orjson.JSONDecodeError:
+            self.skipped_chunks += 1
+            return
+        if type(body) is not dict:
+            self.skipped_chunks += 1
+            return
+        choices = body.get("choices")
+        if type(choices) is list:
+            choices = [{**c, "delta": c.get("message")} for c in choices if type(c) is dict]
+            body = {**body, "choices": choices}
+        self._chunk(body, out)
+
+    def _special(self, payload: str, event_type: str | None, out: list[StreamEvent]) -> bool:
+        """`[DONE]`, or a non-JSON `event: error`; True when the stream ended."""
+        text = payload.strip()
+        if text == "[DONE]":
+            self._end(out)
+            return True
+        if event_type == "error" and not text.startswith("{"):
+            self._fail(ProviderStreamError(text or "error", provider=self.provider), out)
+            return True
+        return False
+
+    def _chunk(self, chunk: dict[str, Any], out: list[StreamEvent]) -> None:
+        if self.response_id is None and (rid := chunk.get("id")) and type(rid) is str:
+            self.response_id = rid
+        if self.model is None and (model := chunk.get("model")) and type(model) is str:
+            self.model = model
+        error = chunk.get("error")
+        if error:
+            self._fail(_stream_error(error, self.provider), out)
+            return
+        usage = chunk.get("usage") or _groq_usage(chunk)
+        if usage:
+            self._usage = _parse_usage(usage) or self._usage
+        choices = chunk.get("choices")
+        if not choices or type(choices) is not list:
+            return
+        choice = choices[0]
+        if type(choice) is not dict or choice.get("index", 0) not in (0, None):
+            return  # n > 1: only the first choice is the answer
+        delta = choice.get("delta")
+        if delta and type(delta) is dict:
+            self._delta(delta, out)
+        reason = choice.get("finish_reason")
+        if reason and type(reason) is str:
+            if reason == "error":
+                message = "the provider ended the answer with finish_reason 'error'"
+                self._fail(ProviderStreamError(message, provider=self.provider), out)
+            else:
+                self._finish_reason = reason
+
+    def _delta(self, delta: dict[str, Any], out: list[StreamEvent]) -> None:
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if reasoning and type(reasoning) is str:
+            out.append(ReasoningDelta(reasoning))
+        content = delta.get("content")
+        if content:
+            if type(content) is str:
+                out.append(TextDelta(content))
+            elif type(content) is list:
+                _content_blocks(content, out)
+        # A refusal (structured outputs) is what the user gets to read instead.
+        refusal = delta.get("refusal")
+        if refusal and type(refusal) is str:
+            out.append(TextDelta(refusal))
+        tool_calls = delta.get("tool_calls")
+        if tool_calls and type(tool_calls) is list:
+            for call in tool_calls:
+                if type(call) is dict:
+                    self._tool_call(call, out)
+        function_call = delta.get("function_call")
+        if function_call and type(function_call) is dict:
+            self._tool_call({"function": function_call}, out)
+
+    def _tool_call(self, call: dict[str, Any], out: list[StreamEvent]) -> None:
+        function = call.get("function")
+        if type(function) is not dict:
+            function = {}
+        index = call.get("index")
+        call_id = call.get("id")
+        name = function.get("name")
+        arguments = function.get("arguments")
+        if arguments is not None and type(arguments) not in (str, dict):
+            arguments = orjson.dumps(arguments).decode()  # a list or number: reported later
+        out.extend(
+            self._calls.feed(
+                index if type(index) is int else None,
+                call_id if type(call_id) is str else None,
+                name if type(name) is str else None,
+                arguments,
+            )
+        )
+
+    def _end(self, out: list[StreamEvent]) -> None:
+        self._done = True
+        raw = self._finish_reason
+        reason: FinishReason = _FINISH_REASONS.get(raw, "other") if raw else "unknown"
+        out.extend(self._calls.finish(truncated=reason in ("length", "unknown")))
+        if self._usage is not None:
+            out.append(UsageReport(self._usage))
+        out.append(Finish(reason, self.response_id, self.model, raw))
+
+    def _fail(self, error: ProviderError, out: list[StreamEvent]) -> None:
+        self._done = True
+        out.append(StreamError(error, self.response_id, self.model))
+
+
+def _content_blocks(blocks: list[Any], out: list[StreamEvent]) -> None:
+    """Content sent as typed blocks (Mistral's reasoning models): text and thinking."""
+    for block in blocks:
+        if type(block) is not dict:
+            continue
+        kind = block.get("type")
+        if kind == "text" and (text := block.get("text")) and type(text) is str:
+            out.append(TextDelta(text))
+        elif kind == "thinking":
+            for inner in block.get("thinking") or ():
+                if type(inner) is dict and (text := inner.get("text")) and type(text) is str:
+                    out.append(ReasoningDelta(text))
+
+
+def _groq_usage(chunk: dict[str, Any]) -> Any:
+    x_groq = chunk.get("x_groq")
+    return x_groq.get("usage") if type(x_groq) is dict else None
+
+
+def _count(value: Any) -> int:
+    return value if type(value) is int and value > 0 else 0
+
+
+def _parse_usage(raw: Any) -> Usage | None:
+    if type(raw) is not dict:
+        return None
+    output = raw.get("completion_tokens_details")
+    prompt = raw.get("prompt_tokens_details")
+    cached = prompt.get("cached_tokens") if type(prompt) is dict else None
+    return Usage(
+        input_tokens=_count(raw.get("prompt_tokens")),
+        output_tokens=_count(raw.get("completion_tokens")),
+        reasoning_tokens=_count(output.get("reasoning_tokens") if type(output) is dict else 0),
+        # DeepSeek reports cache hits under its own name.
+        cached_input_tokens=_count(cached or raw.get("prompt_cache_hit_tokens")),
+        estimated=False,
+    )
+
+
+def _stream_error(error: Any, provider: str) -> ProviderStreamError:
+    if type(error) is not dict:
+        return ProviderStreamError(str(error), provider=provider)
+    message = error.get("message") or orjson.dumps(error).decode()
+    code = error.get("code") or error.get("type")
+    return ProviderStreamError(
+        str(message), provider=provider, code=None if code is None else str(code)
+    )
+
+
+def request_body(request: ChatRequest) -> dict[str, Any]:
+    """The Chat Completions JSON body for a request, streaming, with usage asked for."""
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": [_message(m) for m in request.messages],
+    }
+    if request.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    **({"description": t.description} if t.description else {}),
+                    "parameters": t.parameters,
+                },
+            }
+            for t in request.tools
+        ]
+    optional = {
+        "tool_choice": request.tool_choice,
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "stop": request.stop,
+        "seed": request.seed,
+        "response_format": request.response_format,
+        "user": request.user,
+    }
+    body.update((k, v) for k, v in optional.items() if v is not None)
+    body.update(request.extra)
+    stream_options = body.get("stream_options")
+    body["stream"] = True
+    body["stream_options"] = {
+        **(stream_options if isinstance(stream_options, dict) else {}),
+        "include_usage": True,
+    }
+    return body
+
+
+def _message(message: Message) -> dict[str, Any]:
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.role == "assistant" and message.tool_calls:
+        # Reasoning is not sent back: DeepSeek rejects `reasoning_content` in history.
+        out["content"] = message.content or None
+        out["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {
+                    "name": call.name,
+                    # The exact text the model wrote when it was valid; else what we parsed.
+                    "arguments": call.raw_arguments
+                    if call.raw_arguments and call.parse_error is None
+                    else orjson.dumps(call.arguments).decode(),
+                },
+            }
+            for call in message.tool_calls
+        ]
+    return out
+
+
+class OpenAIProvider:
+    """A Chat Completions endpoint: `base_url` is the part before `/chat/completions`."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        extra_headers: dict[str, str] | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.name = name
+        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._headers = {"accept": "text/event-stream", **(extra_headers or {})}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
+        self._timeouts = timeouts or Timeouts()
+        self._retry = retry or RetryPolicy()
+        self._owns_client = client is None
+        self._client = client or make_client()
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        parser = OpenAIChunkParser(self.name)
+        upstream = post_stream(
+            self._client,
+            self._url,
+            json_body=request_body(request),
+            headers=self._headers,
+            timeouts=self._timeouts,
+            retry=self._retry,
+            provider=self.name,
+        )
+        try:
+            async for data in upstream:
+                for event in parser.feed(data):
+                    yield event
+                if parser.done:
+                    return  # after [DONE] or an error: `finally` closes the connection
+            for event in parser.close():
+                yield event
+        except ProviderError as exc:
+            yield StreamError(exc, parser.response_id, parser.model)
+        finally:
+            await upstream.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()

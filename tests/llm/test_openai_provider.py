@@ -1,0 +1,305 @@
+"""OpenAIProvider: the request it sends, and streams over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from streamkeep.llm.accumulator import Accumulator
+from streamkeep.llm.errors import (
+    ProviderConnectionError,
+    ProviderHTTPError,
+    ProviderStreamError,
+)
+from streamkeep.llm.events import Finish, StreamError, StreamEvent, TextDelta
+from streamkeep.llm.openai import OpenAIChunkParser, OpenAIProvider, request_body
+from streamkeep.llm.provider import Provider, complete
+from streamkeep.llm.transport import RetryPolicy
+from streamkeep.llm.types import ChatRequest, Completion, Message, ToolCall, ToolSpec, Usage
+from tests.fakes import upstream_wire as wire
+from tests.fakes.upstream import FakeUpstream, Script
+
+TRANSCRIPTS = Path(__file__).parent / "transcripts"
+NO_RETRY = RetryPolicy(max_retries=0)
+
+
+@pytest.fixture
+async def provider(fake_upstream: FakeUpstream) -> AsyncIterator[OpenAIProvider]:
+    p = OpenAIProvider("fake", fake_upstream.base_url, "sk-test", retry=NO_RETRY)
+    yield p
+    await p.aclose()
+
+
+class _WatchedBody(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream, closed: list[bool]) -> None:
+        self._inner = inner
+        self._closed = closed
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        self._closed.append(True)
+        await self._inner.aclose()
+
+
+class WatchedTransport(httpx.AsyncHTTPTransport):
+    """httpx's real transport, noting when a response body gets closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed: list[bool] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_WatchedBody(response.stream, self.closed),
+            extensions=response.extensions,
+        )
+
+
+def hello(**kwargs: Any) -> ChatRequest:
+    return ChatRequest(model="fake-model", messages=[Message("user", "Hello")], **kwargs)
+
+
+async def collect(provider: OpenAIProvider, request: ChatRequest) -> list[StreamEvent]:
+    return [event async for event in provider.stream(request)]
+
+
+def accumulate(events: list[StreamEvent]) -> Completion:
+    acc = Accumulator()
+    for event in events:
+        acc.add(event)
+    return acc.result()
+
+
+def test_the_request_body_maps_every_field() -> None:
+    call = ToolCall("call_1", "get_weather", {"city": "Oslo"}, raw_arguments='{"city":"Oslo"}')
+    broken = ToolCall("call_2", "f", {}, raw_arguments='{"cut', parse_error="cut off")
+    request = ChatRequest(
+        model="gpt-4o-mini",
+        messages=[
+            Message("system", "Be brief."),
+            Message("user", "Weather?"),
+            Message("assistant", "", reasoning="secret", tool_calls=[call, broken]),
+            Message("tool", '{"temp": 3}', tool_call_id="call_1", name="get_weather"),
+            Message("assistant", "It is 3 degrees."),
+        ],
+        tools=[ToolSpec("get_weather", "Current weather", {"type": "object"}), ToolSpec("f")],
+        tool_choice="auto",
+        max_tokens=100,
+        temperature=0.0,
+        top_p=0.9,
+        stop=["\n\n"],
+        seed=7,
+        response_format={"type": "text"},
+        user="u-1",
+        extra={"reasoning_effort": "low", "stream_options": {"chunk_size": 1}},
+    )
+    assert request_body(request) == {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                    },
+                    {
+                        "id": "call_2",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": "{}"},
+                    },
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 3}'},
+            {"role": "assistant", "content": "It is 3 degrees."},
+        ],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "description": "Current weather",
+                    "parameters": {"type": "object"},
+                },
+            },
+            {
+                "type": "function",
+                "function": {"name": "f", "parameters": {"type": "object", "properties": {}}},
+            },
+        ],
+        "tool_choice": "auto",
+        "max_tokens": 100,
+        "temperature": 0.0,
+        "top_p": 0.9,
+        "stop": ["\n\n"],
+        "seed": 7,
+        "response_format": {"type": "text"},
+        "user": "u-1",
+        "reasoning_effort": "low",
+        "stream": True,
+        "stream_options": {"chunk_size": 1, "include_usage": True},
+    }
+
+
+def test_extra_cannot_turn_streaming_or_usage_off() -> None:
+    body = request_body(hello(extra={"stream": False, "stream_options": {"include_usage": False}}))
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert "tools" not in request_body(hello()) and "max_tokens" not in request_body(hello())
+
+
+async def test_streams_text_and_usage_and_sends_auth(
+    fake_upstream: FakeUpstream, provider: OpenAIProvider
+) -> None:
+    assert isinstance(provider, Provider)
+    events = await collect(provider, hello())
+    completion = accumulate(events)
+    assert completion.text == "Hello! You said: Hello"
+    assert completion.usage == Usage(input_tokens=1, output_tokens=4)
+    assert events[-1] == Finish("stop", "chatcmpl_fake1", "fake-model", "stop")
+    assert fake_upstream.request_headers[0]["authorization"] == "Bearer sk-test"
+    assert fake_upstream.requests[0]["stream_options"] == {"include_usage": True}
+
+
+async def test_no_api_key_sends_no_authorization(fake_upstream: FakeUpstream) -> None:
+    provider = OpenAIProvider(
+        "local", fake_upstream.base_url + "/", extra_headers={"x-title": "streamkeep"}
+    )
+    try:
+        await collect(provider, hello())
+    finally:
+        await provider.aclose()
+    headers = fake_upstream.request_headers[0]
+    assert "authorization" not in headers and headers["x-title"] == "streamkeep"
+
+
+async def test_a_tool_call_end_to_end(
+    fake_upstream: FakeUpstream, provider: OpenAIProvider
+) -> None:
+    fake_upstream.enqueue(Script(tool="search"))
+    completion = await complete(provider, hello(tools=[ToolSpec("search")]))
+    assert [(c.id, c.name, c.arguments) for c in completion.tool_calls] == [
+        ("call_fake1", "search", {"q": "Hello"})
+    ]
+    assert completion.finish_reason == "tool-calls"
+
+
+async def test_a_transcript_split_inside_utf8_characters_over_http(
+    fake_upstream: FakeUpstream, provider: OpenAIProvider
+) -> None:
+    data = (TRANSCRIPTS / "openai_gpt4o_text.sse").read_bytes()
+    cut = data.index("東".encode()) + 1  # inside the three bytes of one character
+    emoji = data.index("👋".encode()) + 2
+    fake_upstream.enqueue(Script(raw=[data[:cut], data[cut:emoji], data[emoji:]], delay=0.01))
+    events = await collect(provider, hello())
+    parser = OpenAIChunkParser("fake")
+    assert events == parser.feed(data) + parser.close()
+
+
+async def test_an_http_error_is_a_stream_error_with_the_vendors_message(
+    fake_upstream: FakeUpstream, provider: OpenAIProvider
+) -> None:
+    fake_upstream.enqueue(Script(status=401))
+    events = await collect(provider, hello())
+    assert len(events) == 1 and isinstance(events[0], StreamError)
+    error = events[0].error
+    assert isinstance(error, ProviderHTTPError)
+    assert (error.status, error.provider_message) == (401, "fake upstream error 401")
+
+
+async def test_an_in_stream_error_keeps_the_partial_answer(
+    fake_upstream: FakeUpstream, provider: OpenAIProvider
+) -> None:
+    fake_upstream.enqueue(Script(tokens=5, error_after=2))
+    events = await collect(provider, hello())
+    assert accumulate(events).text == "lorem ipsum"
+    last = events[-1]
+    assert isinstance(last, StreamError) and isinstance(last.error, ProviderStreamError)
+    assert last.response_id == "chatcmpl_fake1"
+
+
+async def test_a_dropped_connection_is_a_stream_error_after_the_partial_answer(
+    fake_upstream: FakeUpstream, provider: OpenAIProvider
+) -> None:
+    fake_upstream.enqueue(Script(tokens=5, fail_after=3))
+    events = await collect(provider, hello())
+    assert accumulate(events).text == "lorem ipsum dolor"
+    last = events[-1]
+    assert isinstance(last, StreamError)
+    assert isinstance(last.error, ProviderConnectionError)
+
+
+async def test_the_stream_ends_at_done_even_if_the_server_keeps_the_body_open(
+    fake_upstream: FakeUpstream, provider: OpenAIProvider
+) -> None:
+    data = (TRANSCRIPTS / "openai_gpt4o_text.sse").read_bytes()
+    fake_upstream.enqueue(Script(raw=[data, wire.HANG]))  # type: ignore[list-item]
+    async with asyncio.timeout(30):  # a guard against hanging, not a measurement
+        events = await collect(provider, hello())
+        await fake_upstream.wait_idle()
+    assert isinstance(events[-1], Finish) and events[-1].reason == "stop"
+    assert fake_upstream.closed_by_client == 1
+
+
+async def test_closing_the_stream_early_closes_the_upstream_connection(
+    fake_upstream: FakeUpstream, provider: OpenAIProvider
+) -> None:
+    fake_upstream.enqueue(Script(tokens=1000, delay=0.05))
+    stream = provider.stream(hello())
+    assert isinstance(await anext(stream), TextDelta)
+    await stream.aclose()  # type: ignore[attr-defined]
+    async with asyncio.timeout(30):
+        await fake_upstream.wait_idle()
+    assert fake_upstream.closed_by_client == 1
+
+
+async def test_cancelling_the_consumer_closes_the_upstream_connection(
+    fake_upstream: FakeUpstream, provider: OpenAIProvider
+) -> None:
+    fake_upstream.enqueue(Script(tokens=1000, delay=0.05))
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in provider.stream(hello()):
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await first.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with asyncio.timeout(30):
+        await fake_upstream.wait_idle()
+    assert fake_upstream.closed_by_client == 1
+
+
+async def test_the_upstream_response_is_closed_before_aclose_returns(
+    fake_upstream: FakeUpstream,
+) -> None:
+    # Not left to the garbage collector: closed by the time the consumer's aclose ends.
+    transport = WatchedTransport()
+    async with httpx.AsyncClient(transport=transport) as client:
+        provider = OpenAIProvider("fake", fake_upstream.base_url, client=client)
+        fake_upstream.enqueue(Script(tokens=1000, delay=0.05))
+        stream = provider.stream(hello())
+        assert isinstance(await anext(stream), TextDelta)
+        assert transport.closed == []
+        await stream.aclose()  # type: ignore[attr-defined]
+        assert transport.closed == [True]
+        await provider.aclose()
+        assert not client.is_closed  # a client passed in belongs to the caller
