@@ -1,0 +1,149 @@
+"""The database handle: engine set-up per backend, sessions, migrations, health.
+
+SQLite (the default) runs in WAL mode, so readers never block the writer, with a busy
+timeout and foreign keys on. PostgreSQL goes through asyncpg. Both take plain
+`sqlite:///path` / `postgresql://...` URLs; the async driver is filled in here.
+
+Read with `session()`, write with `transaction()`: on SQLite a write transaction
+takes the write lock when it begins, and writers of one process queue in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from streamkeep.store import migrations
+
+# How long a SQLite writer waits for another process's write lock before failing.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Seconds `ping` waits: a readiness probe must answer even when the database hangs.
+PING_TIMEOUT = 5.0
+# Execution option marking a connection whose transaction will write (see `transaction`).
+_WRITE = "streamkeep_write"
+
+
+def normalize_url(url: str) -> URL:
+    """`sqlite:///x` -> `sqlite+aiosqlite:///x`, `postgres(ql)://` -> `postgresql+asyncpg://`."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)}")
+
+
+class Database:
+    """One engine and its sessions. Create with `from_url`, close with `dispose`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # SQLite allows one writer at a time. Writers of this process queue here, on the
+        # event loop, instead of each holding a pooled connection (and a thread) while
+        # sleeping in busy_timeout; busy_timeout remains for writers of other processes.
+        self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+
+    @classmethod
+    def from_url(cls, url: str) -> Database:
+        parsed = normalize_url(url)
+        if parsed.get_backend_name() == "postgresql":
+            return cls(create_async_engine(parsed, pool_pre_ping=True))
+        if parsed.database in (None, "", ":memory:"):
+            # Each pooled connection would be a separate empty database.
+            raise ValueError("in-memory SQLite is not supported: give a file path")
+        path = Path(parsed.database).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        parsed = parsed.set(database=str(path))
+        engine = create_async_engine(parsed)
+        _configure_sqlite(engine)
+        return cls(engine)
+
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgresql`."""
+        return self.engine.dialect.name
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session for reading; anything left uncommitted is rolled back on exit."""
+        async with self._sessions() as session:
+            yield session
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session for writing, committed on a clean exit and rolled back on error.
+
+        On SQLite the transaction starts with BEGIN IMMEDIATE (it takes the write lock
+        up front, so it cannot fail later when a read turns into a write).
+        """
+        async with self._writer(), self._sessions() as session:
+            await session.connection(execution_options={_WRITE: True})
+            yield session
+            await session.commit()
+
+    async def upgrade(self) -> None:
+        """Apply every Alembic revision not applied yet (safe to call at each start)."""
+        async with self._writer(), self.engine.connect() as conn:
+            conn = await conn.execution_options(**{_WRITE: True})
+            await conn.run_sync(migrations.upgrade_to_head)
+
+    async def ping(self) -> bool:
+        """True when the database answers a trivial query within PING_TIMEOUT seconds."""
+        try:
+            async with asyncio.timeout(PING_TIMEOUT), self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (SQLAlchemyError, OSError):  # OSError includes TimeoutError
+            return False
+        return True
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def _writer(self) -> AsyncIterator[None]:
+        if self._write_lock is None:
+            yield
+            return
+        async with self._write_lock:
+            yield
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    """Pragmas per connection, and SQLAlchemy (not sqlite3) emitting BEGIN."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+        # Stop the driver's own implicit BEGIN; `_on_begin` emits a real one, so reads
+        # see a consistent snapshot and DDL (migrations) is transactional.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")  # first: WAL may wait
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough with WAL
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

@@ -1,0 +1,60 @@
+"""The one exception hierarchy of `streamkeep.store`.
+
+    StoreError                 anything the store refuses or cannot do
+    ├── NotFound               an unknown chat / message / generation id (has .what, .id)
+    ├── GenerationConflict     the chat already has a running generation, or the
+    │                          idempotency key was used before (has .generation_id,
+    │                          .message_id, .same_key, .running)
+    └── InvalidOperation       a request that can never succeed as given (a parent id
+                               from another chat, a bad cursor, an unknown status)
+
+An operation that raises wrote nothing: every write is one transaction.
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base of every error raised by streamkeep.store."""
+
+    #: a short machine-readable kind, used in API error bodies
+    kind: str = "store_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(StoreError):
+    kind = "not_found"
+
+    def __init__(self, what: str, id: str) -> None:
+        super().__init__(f"{what} {id!r} not found")
+        self.what = what
+        self.id = id
+
+
+class GenerationConflict(StoreError):
+    """Starting a reply collided with an existing generation of the same chat.
+
+    `same_key` is True when that generation was started with the request's own
+    idempotency key: the caller then joins it (it is a retry of the same request)
+    instead of starting a second one. `running` is False only in that case, when the
+    keyed generation has already finished.
+    """
+
+    kind = "generation_conflict"
+
+    def __init__(
+        self, *, generation_id: str, message_id: str, same_key: bool, running: bool = True
+    ) -> None:
+        state = "running" if running else "finished"
+        super().__init__(f"chat has a {state} generation {generation_id!r}")
+        self.generation_id = generation_id
+        self.message_id = message_id
+        self.same_key = same_key
+        self.running = running
+
+
+class InvalidOperation(StoreError):
+    kind = "invalid_operation"

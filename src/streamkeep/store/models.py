@@ -1,0 +1,148 @@
+"""The ORM tables: chats, messages (a tree per chat) and generations.
+
+The schema is owned by the Alembic revisions in `migrations/versions`; a test checks
+that upgrading an empty database gives exactly this metadata. Change both together,
+with a new revision (never edit a landed one).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Named constraints, so that later revisions can refer to them (and SQLite's batch
+# mode can rebuild tables) on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID_LENGTH = 40
+ID = String(ID_LENGTH)
+# none_as_null: a Python None is SQL NULL (not the JSON value `null`).
+JSONDocument = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in, timezone-aware UTC out, on every backend.
+
+    SQLite has no timezone type: values are stored as naive UTC text (which sorts in
+    time order) and get their UTC tzinfo back when read.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: the store only takes timezone-aware values")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONDocument}
+
+
+class Chat(Base):
+    __tablename__ = "chats"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    title: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(Text)
+    system: Mapped[str | None] = mapped_column(Text)
+    # No foreign key: chats and messages would reference each other, which makes
+    # creating and cascade-deleting them awkward. The store checks it instead.
+    active_leaf_id: Mapped[str | None] = mapped_column(ID)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (Index(None, "updated_at", "id"),)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    chat_id: Mapped[str] = mapped_column(ID, ForeignKey("chats.id", ondelete="CASCADE"))
+    parent_id: Mapped[str | None] = mapped_column(
+        ID, ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(16))
+    parts: Mapped[list[dict[str, Any]]] = mapped_column(JSONDocument)
+    status: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str | None] = mapped_column(Text)
+    finish_reason: Mapped[str | None] = mapped_column(Text)
+    usage: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # Siblings are (chat_id, parent_id); its prefix also serves lookups by chat.
+        Index(None, "chat_id", "parent_id"),
+        CheckConstraint("role IN ('system', 'user', 'assistant', 'tool')", name="role"),
+        CheckConstraint(
+            "status IN ('streaming', 'complete', 'stopped', 'error', 'interrupted')",
+            name="status",
+        ),
+    )
+
+
+class Generation(Base):
+    __tablename__ = "generations"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    chat_id: Mapped[str] = mapped_column(ID, ForeignKey("chats.id", ondelete="CASCADE"))
+    message_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16))
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+    worker_id: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # At most one running generation per chat, enforced by the database so that it
+        # holds across processes and hosts; the store translates the violation.
+        Index(
+            "uq_generations_running_chat_id",
+            "chat_id",
+            unique=True,
+            sqlite_where=text("status = 'running'"),
+            postgresql_where=text("status = 'running'"),
+        ),
+        # NULL keys are distinct on both backends: only real keys collide.
+        UniqueConstraint("chat_id", "idempotency_key"),
+        CheckConstraint("status IN ('running', 'finished')", name="status"),
+    )

@@ -1,0 +1,75 @@
+"""What the store returns: plain pydantic models, never ORM objects.
+
+Datetimes are timezone-aware UTC and serialise as ISO 8601 (`model_dump(mode="json")`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "user", "assistant", "tool"]
+MessageStatus = Literal["streaming", "complete", "stopped", "error", "interrupted"]
+GenerationStatus = Literal["running", "finished"]
+
+ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
+MESSAGE_STATUSES: tuple[MessageStatus, ...] = (
+    "streaming",
+    "complete",
+    "stopped",
+    "error",
+    "interrupted",
+)
+#: the statuses a generation may end its message with
+FINAL_STATUSES: frozenset[str] = frozenset({"complete", "stopped", "error", "interrupted"})
+GENERATION_STATUSES: tuple[GenerationStatus, ...] = ("running", "finished")
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+
+class ChatRecord(_Record):
+    id: str
+    title: str | None
+    model: str
+    system: str | None
+    #: the message at the tip of the active branch (None for an empty chat)
+    active_leaf_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class MessageRecord(_Record):
+    id: str
+    chat_id: str
+    parent_id: str | None
+    role: Role
+    #: AI SDK UIMessage parts, e.g. ``{"type": "text", "text": "..."}``
+    parts: list[dict[str, Any]]
+    status: MessageStatus
+    model: str | None
+    finish_reason: str | None
+    #: input_tokens, output_tokens, reasoning_tokens, cached_input_tokens, estimated
+    usage: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    completed_at: datetime | None
+    #: this message and its siblings (same parent), oldest first; filled by
+    #: `ChatStore.active_branch` so a UI can show "2 / 3" and switch branches
+    sibling_ids: list[str] = Field(default_factory=list)
+
+
+class GenerationRecord(_Record):
+    id: str
+    chat_id: str
+    #: the assistant message this generation writes
+    message_id: str
+    status: GenerationStatus
+    idempotency_key: str | None
+    worker_id: str | None
+    started_at: datetime
+    heartbeat_at: datetime
+    ended_at: datetime | None

@@ -1,0 +1,376 @@
+"""`ChatStore`: the only storage API the rest of streamkeep uses.
+
+Every public method is one transaction (reads: one consistent snapshot); it returns
+pydantic records, never ORM objects, and a method that raises has written nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, bindparam, delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from streamkeep.store import cursor as cursor_codec
+from streamkeep.store import ids
+from streamkeep.store.db import Database
+from streamkeep.store.errors import InvalidOperation, NotFound
+from streamkeep.store.models import Chat, Generation, Message
+from streamkeep.store.queries import (
+    chat_row,
+    check_parent,
+    checked_id,
+    find_conflict,
+    load_branch,
+    load_tree,
+    message_record,
+    message_row,
+    new_message,
+    sibling_ids,
+)
+from streamkeep.store.records import (
+    FINAL_STATUSES,
+    ChatRecord,
+    GenerationRecord,
+    MessageRecord,
+    Role,
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ChatStore:
+    """Chats, their message trees and the generations writing into them.
+
+    `clock` (timezone-aware) exists so tests can make timestamps tie or advance.
+    """
+
+    def __init__(self, db: Database, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._db = db
+        self._clock = clock
+
+    # -- chats ---------------------------------------------------------------------
+
+    async def create_chat(
+        self,
+        *,
+        model: str,
+        title: str | None = None,
+        system: str | None = None,
+        chat_id: str | None = None,
+    ) -> ChatRecord:
+        """A new empty chat; `chat_id` lets a client choose the id (useChat's, the
+        gateway's), InvalidOperation if it is taken."""
+        now = self._clock()
+        chat = Chat(
+            id=checked_id(chat_id) if chat_id is not None else ids.chat_id(),
+            title=title,
+            model=model,
+            system=system,
+            active_leaf_id=None,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with self._db.transaction() as s:
+                s.add(chat)
+        except IntegrityError:
+            raise InvalidOperation(f"chat {chat.id!r} exists already") from None
+        return ChatRecord.model_validate(chat)
+
+    async def list_chats(
+        self, *, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[ChatRecord], str | None]:
+        """Newest `updated_at` first, ties by id; pass the returned cursor for more."""
+        if limit < 1:
+            raise InvalidOperation("limit must be at least 1")
+        stmt = select(Chat).order_by(Chat.updated_at.desc(), Chat.id.desc()).limit(limit + 1)
+        if cursor is not None:
+            after_time, after_id = cursor_codec.decode(cursor)
+            stmt = stmt.where(
+                or_(
+                    Chat.updated_at < after_time,
+                    and_(Chat.updated_at == after_time, Chat.id < after_id),
+                )
+            )
+        async with self._db.session() as s:
+            chats = [ChatRecord.model_validate(c) for c in (await s.scalars(stmt)).all()]
+        if len(chats) <= limit:
+            return chats, None
+        chats = chats[:limit]
+        return chats, cursor_codec.encode(chats[-1].updated_at, chats[-1].id)
+
+    async def get_chat(self, chat_id: str) -> ChatRecord:
+        async with self._db.session() as s:
+            return ChatRecord.model_validate(await chat_row(s, chat_id))
+
+    async def update_chat(
+        self,
+        chat_id: str,
+        *,
+        title: str | None = None,
+        model: str | None = None,
+        active_leaf_id: str | None = None,
+    ) -> ChatRecord:
+        """Change what is given. `active_leaf_id` switches branch: the branch becomes
+        root..that message's most recent descendant leaf (itself if it is a leaf)."""
+        async with self._db.transaction() as s:
+            chat = await chat_row(s, chat_id)
+            if title is not None:
+                chat.title = title
+            if model is not None:
+                chat.model = model
+            if active_leaf_id is not None:
+                tree = await load_tree(s, chat_id)
+                if active_leaf_id not in tree:
+                    raise InvalidOperation(f"message {active_leaf_id!r} is not in this chat")
+                chat.active_leaf_id = tree.latest_leaf(active_leaf_id)
+            chat.updated_at = self._clock()
+        return ChatRecord.model_validate(chat)
+
+    async def delete_chat(self, chat_id: str) -> None:
+        """Delete the chat with its messages and generations (ON DELETE CASCADE)."""
+        stmt = delete(Chat).where(Chat.id == chat_id).returning(Chat.id)
+        async with self._db.transaction() as s:
+            if (await s.execute(stmt)).scalar_one_or_none() is None:
+                raise NotFound("chat", chat_id)
+
+    # -- messages --------------------------------------------------------------------
+
+    async def get_message(self, message_id: str) -> MessageRecord:
+        async with self._db.session() as s:
+            message = await message_row(s, message_id)
+            siblings = await sibling_ids(s, message)
+        return message_record(message, siblings)
+
+    async def siblings(self, message_id: str) -> list[str]:
+        """The message and the others with the same parent, oldest first."""
+        async with self._db.session() as s:
+            return await sibling_ids(s, await message_row(s, message_id))
+
+    async def history(self, message_id: str) -> list[MessageRecord]:
+        """Root..message inclusive: the conversation a reply to `message_id` sees."""
+        async with self._db.session() as s:
+            message = await message_row(s, message_id)
+            return await load_branch(s, await load_tree(s, message.chat_id), message_id)
+
+    async def active_branch(
+        self, chat_id: str, *, leaf_id: str | None = None
+    ) -> list[MessageRecord]:
+        """Root..leaf in order (the chat's active leaf unless `leaf_id` is given), each
+        message with its `sibling_ids`; empty for a chat without messages."""
+        async with self._db.session() as s:
+            chat = await chat_row(s, chat_id)
+            leaf = leaf_id or chat.active_leaf_id
+            if leaf is None:
+                return []
+            tree = await load_tree(s, chat_id)
+            if leaf not in tree:
+                raise InvalidOperation(f"message {leaf!r} is not in this chat")
+            return await load_branch(s, tree, leaf)
+
+    # -- generations -----------------------------------------------------------------
+
+    async def start_reply(
+        self,
+        *,
+        chat_id: str,
+        parent_id: str | None,
+        user_content: str | None,
+        model: str,
+        idempotency_key: str | None = None,
+        worker_id: str | None = None,
+        prior: Sequence[tuple[Role, list[dict[str, Any]]]] = (),
+        message_id: str | None = None,
+        generation_id: str | None = None,
+    ) -> tuple[MessageRecord | None, MessageRecord, GenerationRecord]:
+        """Store the user's message (unless regenerating: `user_content` None), an empty
+        streaming assistant reply under it, and a running generation, in one transaction.
+
+        `prior` are finished messages (e.g. the history an OpenAI-compatible client
+        sent) stored first, as a chain under `parent_id`. `message_id` and
+        `generation_id` are ids the caller chose (with `ids`) to announce before this
+        write lands. Raises GenerationConflict when the chat already has a running
+        generation or the idempotency key was used before in this chat; the database's
+        unique indexes make this hold across processes, not only within this one.
+        """
+        if user_content is None and parent_id is None and not prior:
+            raise InvalidOperation("regenerating needs the parent_id of the prompt")
+        chain = list(prior)
+        if user_content is not None:
+            chain.append(("user", [{"type": "text", "text": user_content}]))
+        reply = new_message(chat_id, None, "assistant", "streaming", self._clock())
+        reply.id = checked_id(message_id) if message_id is not None else reply.id
+        reply.model = model
+        generation = Generation(
+            id=checked_id(generation_id) if generation_id is not None else ids.generation_id(),
+            chat_id=chat_id,
+            message_id=reply.id,
+            status="running",
+            idempotency_key=idempotency_key,
+            worker_id=worker_id,
+            started_at=reply.created_at,
+            heartbeat_at=reply.created_at,
+            ended_at=None,
+        )
+        try:
+            async with self._db.transaction() as s:
+                rows = await self._insert_reply(s, parent_id, chain, reply, generation)
+        except IntegrityError as exc:
+            # Another process wrote between our checks and our inserts: usually its own
+            # generation for this chat, rarely a deletion of the chat.
+            async with self._db.session() as s:
+                conflict = await find_conflict(s, chat_id, idempotency_key)
+                if conflict is None:
+                    await chat_row(s, chat_id)  # NotFound if the chat is gone
+            if conflict is None:  # what is left: a caller-chosen id that exists already
+                raise InvalidOperation("message_id or generation_id is taken") from exc
+            raise conflict from None
+        user = message_record(rows[-1]) if user_content is not None else None
+        return user, message_record(reply), GenerationRecord.model_validate(generation)
+
+    async def _insert_reply(
+        self,
+        s: AsyncSession,
+        parent_id: str | None,
+        chain: list[tuple[Role, list[dict[str, Any]]]],
+        reply: Message,
+        generation: Generation,
+    ) -> list[Message]:
+        """Check, then insert `chain` (finished messages), the reply and its generation."""
+        chat = await chat_row(s, reply.chat_id)
+        await check_parent(s, reply.chat_id, parent_id)
+        conflict = await find_conflict(s, reply.chat_id, generation.idempotency_key)
+        if conflict is not None:
+            raise conflict
+        now = reply.created_at
+        rows: list[Message] = []
+        for role, parts in chain:
+            row = new_message(
+                reply.chat_id, rows[-1].id if rows else parent_id, role, "complete", now
+            )
+            row.parts, row.completed_at = parts, now
+            rows.append(row)
+        reply.parent_id = rows[-1].id if rows else parent_id
+        # Rows of one table are not ordered by the unit of work: flush parents first.
+        for new in [*rows, reply, generation]:
+            s.add(new)
+            await s.flush()  # for the generation: the unique indexes speak here
+        chat.active_leaf_id, chat.updated_at = reply.id, now
+        return rows
+
+    async def finish_reply(
+        self,
+        *,
+        generation_id: str,
+        message_id: str,
+        status: str,
+        parts: list[dict[str, Any]],
+        usage: dict[str, Any] | None,
+        finish_reason: str | None,
+        error: str | None,
+        model: str | None = None,
+    ) -> None:
+        """Write the final message and mark its generation finished, together."""
+        if status not in FINAL_STATUSES:
+            raise InvalidOperation(f"{status!r} is not a final message status")
+        now = self._clock()
+        values: dict[str, Any] = {
+            "status": status,
+            "parts": parts,
+            "usage": usage,
+            "finish_reason": finish_reason,
+            "error": error,
+            "completed_at": now,
+        }
+        if model is not None:
+            values["model"] = model
+        end = (
+            update(Generation)
+            .where(Generation.id == generation_id, Generation.message_id == message_id)
+            .values(status="finished", ended_at=now)
+            .returning(Generation.chat_id)
+        )
+        async with self._db.transaction() as s:
+            chat_id = (await s.execute(end)).scalar_one_or_none()
+            if chat_id is None:
+                raise NotFound("generation", generation_id)
+            await s.execute(update(Message).where(Message.id == message_id).values(values))
+            await s.execute(update(Chat).where(Chat.id == chat_id).values(updated_at=now))
+
+    async def checkpoint(self, items: Sequence[tuple[str, list[dict[str, Any]]]]) -> None:
+        """Save the parts so far of many live replies in one transaction and one
+        (executemany) statement; replies no longer streaming are left alone."""
+        if not items:
+            return
+        table = cast(Table, Message.__table__)  # Core: a plain executemany UPDATE
+        stmt = (
+            update(table)
+            .where(table.c.id == bindparam("b_id"), table.c.status == "streaming")
+            .values(parts=bindparam("b_parts"))
+        )
+        params = [{"b_id": message_id, "b_parts": parts} for message_id, parts in items]
+        async with self._db.transaction() as s:
+            await s.execute(stmt, params)
+
+    async def heartbeat(self, generation_ids: Sequence[str], worker_id: str) -> None:
+        """Mark running generations as alive and owned by `worker_id`."""
+        if not generation_ids:
+            return
+        stmt = (
+            update(Generation)
+            .where(Generation.id.in_(generation_ids), Generation.status == "running")
+            .values(heartbeat_at=self._clock(), worker_id=worker_id)
+        )
+        async with self._db.transaction() as s:
+            await s.execute(stmt)
+
+    async def interrupt_orphans(
+        self,
+        *,
+        exclude_generation_ids: Collection[str] = (),
+        stale_before: datetime | None = None,
+    ) -> list[str]:
+        """End running generations nobody drives any more (all but `exclude_...`;
+        with `stale_before`, only those whose last heartbeat is older). Their messages
+        become `interrupted`, keeping the last checkpoint. Returns those message ids."""
+        now = self._clock()
+        end = (
+            update(Generation)
+            .where(Generation.status == "running")
+            .values(status="finished", ended_at=now)
+            .returning(Generation.message_id)
+        )
+        if exclude_generation_ids:
+            end = end.where(Generation.id.not_in(list(exclude_generation_ids)))
+        if stale_before is not None:
+            end = end.where(Generation.heartbeat_at < stale_before)
+        async with self._db.transaction() as s:
+            message_ids = list((await s.execute(end)).scalars())
+            if message_ids:
+                await s.execute(
+                    update(Message)
+                    .where(Message.id.in_(message_ids), Message.status == "streaming")
+                    .values(status="interrupted", completed_at=now)
+                )
+        return message_ids
+
+    async def running_generation(self, chat_id: str) -> GenerationRecord | None:
+        stmt = select(Generation).where(
+            Generation.chat_id == chat_id, Generation.status == "running"
+        )
+        async with self._db.session() as s:
+            generation = (await s.scalars(stmt)).one_or_none()
+            return GenerationRecord.model_validate(generation) if generation else None
+
+    async def get_generation(self, generation_id: str) -> GenerationRecord:
+        async with self._db.session() as s:
+            generation = await s.get(Generation, generation_id)
+            if generation is None:
+                raise NotFound("generation", generation_id)
+            return GenerationRecord.model_validate(generation)

@@ -1,0 +1,98 @@
+"""Alembic: an empty database upgraded to head has exactly the models' schema."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+
+from streamkeep.store import ChatStore, Database
+from streamkeep.store.migrations import MIGRATIONS_DIR, alembic_config, upgrade_to_head
+from streamkeep.store.models import Base
+
+
+def _diff(conn: Connection) -> list[Any]:
+    diff: list[Any] = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    return diff
+
+
+async def test_upgrading_an_empty_database_gives_the_models_schema(db: Database) -> None:
+    await db.upgrade()
+    async with db.engine.connect() as conn:
+        assert await conn.run_sync(_diff) == []
+
+
+async def test_a_schema_the_models_disagree_with_is_detected(db: Database) -> None:
+    # The check above can fail: a missing index (the one that allows a single running
+    # generation per chat) shows up as a difference.
+    await db.upgrade()
+    async with db.engine.begin() as conn:
+        await conn.execute(text("DROP INDEX uq_generations_running_chat_id"))
+    async with db.engine.connect() as conn:
+        diff = await conn.run_sync(_diff)
+    assert [(kind, index.name) for kind, index in diff] == [
+        ("add_index", "uq_generations_running_chat_id")
+    ]
+
+
+async def test_upgrade_is_idempotent_and_stamps_head(db: Database) -> None:
+    await db.upgrade()
+    await db.upgrade()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    async with db.engine.connect() as conn:
+        version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+    assert version == head == "0001_initial"
+    assert tables == {"alembic_version", "chats", "messages", "generations"}
+
+
+def test_revisions_ship_inside_the_package() -> None:
+    assert (MIGRATIONS_DIR / "env.py").is_file()
+    assert (MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
+    assert "streamkeep" in MIGRATIONS_DIR.parts
+
+
+BATCH_REVISION = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002_batch"
+down_revision = "0001_initial"
+
+
+def upgrade():
+    with op.batch_alter_table("messages", recreate="always") as batch:
+        batch.add_column(sa.Column("extra", sa.Text(), nullable=True))
+"""
+
+
+async def test_a_sqlite_table_rebuild_keeps_the_rows_that_reference_it(tmp_path: Path) -> None:
+    # A later revision that makes SQLite rebuild `messages` (copy, drop, rename) must
+    # not cascade-delete the generations that reference it.
+    db = Database.from_url(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        await db.upgrade()
+        store = ChatStore(db)
+        chat = await store.create_chat(model="m")
+        _, reply, gen = await store.start_reply(
+            chat_id=chat.id, parent_id=None, user_content="hi", model="m"
+        )
+        location = tmp_path / "migrations"
+        shutil.copytree(MIGRATIONS_DIR, location, ignore=shutil.ignore_patterns("__pycache__"))
+        (location / "versions" / "0002_batch.py").write_text(BATCH_REVISION)
+        async with db.engine.connect() as conn:
+            await conn.run_sync(lambda c: upgrade_to_head(c, location=location))
+            version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        assert version == "0002_batch"
+        assert (await store.get_generation(gen.id)).message_id == reply.id
+        assert [m.id for m in await store.active_branch(chat.id)] == [reply.parent_id, reply.id]
+        async with db.engine.connect() as conn:  # the pooled connection has them back on
+            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        await db.dispose()
