@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.fakes.upstream"]  # the `fake_upstream` fixture
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TEST_DATABASE_URL = os.environ.get(
     "STREAMKEEP_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"

@@ -1,0 +1,332 @@
+"""A scripted fake LLM provider over real HTTP on loopback.
+
+It speaks OpenAI's Chat Completions (`POST /v1/chat/completions`, `GET /v1/models`) and
+Anthropic's Messages (`POST /v1/messages`) wire formats, streaming or not, and can be
+told to misbehave: slow tokens, HTTP errors with `Retry-After`, in-stream errors, a
+dropped connection, a hang before or during the body.
+
+Why a raw `asyncio.start_server` HTTP/1.1 server rather than an ASGI app under uvicorn:
+faults are about bytes and sockets (abort mid-chunk, hold a connection open without
+writing, notice at once that the client went away), which a framework hides; and the
+benchmarks run hundreds of paced streams against it, where one coroutine per connection
+and pre-encoded chunks cost far less than a framework's per-request machinery.
+
+How a request picks its behaviour, first match wins:
+1. a `Script` queued with `enqueue()` (FIFO, one per chat request);
+2. a directive in the last user message, e.g. `[[tokens=50 delay=0.02 fail_after=10]]`
+   or `[[text="Hi there" reasoning=3]]` (any scalar `Script` field), so a separate
+   server process can be scripted from a browser;
+3. `FakeUpstream.default` if set, else an echo: "Hello! You said: <user text>".
+
+Counting rules (exact, so tests can assert them):
+- "chunks" are output pieces: reasoning words, text words, tool-argument pieces.
+  `fail_after`, `error_after` and `hang_after` count them all.
+- prompt tokens = whitespace-separated words in every request message (and `system`);
+  completion tokens = output chunks sent (reasoning tokens are reported separately
+  too, as OpenAI does: they are included in the completion count).
+- With `tool` set, `tokens` is ignored and text is sent only if `text` is given.
+- `delay` is between output chunks (not before the first). A fault "after 0 chunks"
+  comes right after the headers, before any body byte.
+- Anthropic streams always carry usage; OpenAI ones only with `stream_options`.
+- Non-streaming requests: `fail_after` drops the connection, `hang_after` hangs,
+  `error_after` is ignored; `status` and `hang_before_first_byte` apply as usual.
+
+Counters for tests: `open_streams`, `closed_by_client`, `connections` (TCP accepts),
+and `await wait_idle()` (wrap it in `asyncio.timeout`) for "the upstream was closed".
+
+Run standalone: `python -m tests.fakes.upstream --port 8123` prints the base URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest_asyncio
+
+from tests.fakes import upstream_wire as wire
+from tests.fakes.upstream_wire import Script, parse_directive
+
+__all__ = ["FakeUpstream", "Script", "fake_upstream", "parse_directive"]
+
+
+class _ClientGone(Exception):
+    """The client closed the connection while we were answering."""
+
+
+class _Request:
+    __slots__ = ("body", "headers", "method", "path")
+
+    def __init__(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self.body = body
+
+
+class FakeUpstream:
+    """The fake provider; `async with FakeUpstream() as up:` starts and stops it."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.requests: list[dict[str, Any]] = []
+        self.request_headers: list[dict[str, str]] = []
+        self.open_streams = 0
+        self.closed_by_client = 0
+        self.connections = 0  # TCP connections accepted (shows keep-alive reuse)
+        self.default: Script | None = None
+        self._queue: deque[Script] = deque()
+        self._server: asyncio.Server | None = None
+        self._conns: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def root_url(self) -> str:
+        """The URL an Anthropic client takes as its base (it appends /v1/messages)."""
+        return f"http://{self.host}:{self.port}"
+
+    def enqueue(self, script: Script) -> None:
+        self._queue.append(script)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._on_connect, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._conns):
+                task.cancel()
+            await asyncio.gather(*self._conns, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> FakeUpstream:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def wait_idle(self) -> None:
+        """Wait until no response is being streamed (the client's close reached us).
+
+        Wrap it in `asyncio.timeout(...)`: a leak then fails the test instead of hanging.
+        """
+        await self._idle.wait()
+
+    # -- connections -------------------------------------------------------------
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Run in a task of our own: on Python 3.11, cancelling the task asyncio made for
+        # this callback (as `stop()` must) logs a spurious error.
+        task = asyncio.create_task(self._converse(reader, writer))
+        self._conns.add(task)
+        self.connections += 1
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._conns.discard(task)
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while (request := await _read_request(reader)) is not None:
+                if not await self._serve_one(request, reader, writer):
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            writer.close()  # flushes what was written, then FIN: an "abrupt" end of body
+
+    async def _serve_one(
+        self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Answer one request; False when the connection must not be reused."""
+        if request.method == "GET" and request.path.rstrip("/").endswith("/models"):
+            await _send_json(writer, 200, wire.models_body())
+            return True
+        if request.method != "POST" or not request.path.endswith(
+            ("/chat/completions", "/messages")
+        ):
+            await _send_json(writer, 404, wire.openai_error(404, f"no route {request.path}"))
+            return True
+        body = orjson.loads(request.body or b"{}")
+        self.requests.append(body)
+        self.request_headers.append(request.headers)
+        anthropic = request.path.endswith("/messages")
+        try:
+            script = self._pick_script(body, anthropic)
+        except ValueError as exc:  # a malformed [[directive]]
+            await _send_json(writer, 400, wire.openai_error(400, str(exc)))
+            return True
+        plan = wire.Plan.build(script, body, anthropic, len(self.requests))
+        # Race the answer against the client going away, so a hang notices a close.
+        answer = asyncio.create_task(self._answer(plan, writer))
+        watch = asyncio.create_task(reader.read(1))
+        self._track(plan.streaming)
+        try:
+            await asyncio.wait({answer, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if not answer.done():
+                answer.cancel()
+                self.closed_by_client += plan.streaming
+                return False
+            watch.cancel()
+            return answer.result()
+        except _ClientGone:
+            self.closed_by_client += plan.streaming
+            return False
+        finally:
+            self._track(-plan.streaming)
+            for task in (answer, watch):
+                task.cancel()
+            await asyncio.gather(answer, watch, return_exceptions=True)
+
+    def _track(self, change: int) -> None:
+        self.open_streams += change
+        if self.open_streams:
+            self._idle.clear()
+        else:
+            self._idle.set()
+
+    def _pick_script(self, body: dict[str, Any], anthropic: bool) -> Script | None:
+        if self._queue:
+            return self._queue.popleft()
+        directive = parse_directive(wire.last_user_text(body, anthropic))
+        return directive if directive is not None else self.default
+
+    async def _answer(self, plan: wire.Plan, writer: asyncio.StreamWriter) -> bool:
+        script = plan.script
+        if script.hang_before_first_byte:
+            await asyncio.sleep(script.hang_before_first_byte)
+        if script.status is not None:
+            headers = {}
+            if script.retry_after is not None:
+                headers["retry-after"] = f"{script.retry_after:g}"
+            await _send_json(writer, script.status, plan.error_body(), headers)
+            return True
+        if not plan.streaming:
+            return await self._answer_whole(plan, writer)
+        await _write(writer, _head(200, "text/event-stream", chunked=True))
+        async for piece in plan.stream_pieces():
+            if piece is wire.DROP:
+                return False
+            if piece is wire.HANG:
+                await asyncio.Event().wait()
+            assert isinstance(piece, bytes)
+            await _write(writer, b"%x\r\n%b\r\n" % (len(piece), piece))
+        await _write(writer, b"0\r\n\r\n")
+        return True
+
+    async def _answer_whole(self, plan: wire.Plan, writer: asyncio.StreamWriter) -> bool:
+        script = plan.script
+        if script.fail_after is not None:
+            return False
+        if script.hang_after is not None:
+            await asyncio.Event().wait()
+        await _send_json(writer, 200, plan.whole_body())
+        return True
+
+
+async def _read_request(reader: asyncio.StreamReader) -> _Request | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _ = lines[0].split(" ", 2)
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = await _read_chunked(reader)
+    else:
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return _Request(method, path, headers, body)
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")
+            return b"".join(parts)
+        parts.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+
+
+def _head(
+    status: int,
+    content_type: str,
+    *,
+    chunked: bool = False,
+    length: int = 0,
+    extra: dict[str, str] | None = None,
+) -> bytes:
+    lines = [
+        f"HTTP/1.1 {status} {wire.REASONS.get(status, 'Status')}",
+        f"content-type: {content_type}",
+    ]
+    lines.append("transfer-encoding: chunked" if chunked else f"content-length: {length}")
+    if chunked:
+        lines.append("cache-control: no-cache")
+    lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def _send_json(
+    writer: asyncio.StreamWriter, status: int, body: Any, headers: dict[str, str] | None = None
+) -> None:
+    data = orjson.dumps(body)
+    await _write(writer, _head(status, "application/json", length=len(data), extra=headers) + data)
+
+
+async def _write(writer: asyncio.StreamWriter, data: bytes) -> None:
+    if writer.transport.is_closing():
+        raise _ClientGone
+    writer.write(data)
+    try:
+        await writer.drain()
+    except ConnectionError as exc:
+        raise _ClientGone from exc
+
+
+@pytest_asyncio.fixture
+async def fake_upstream() -> AsyncIterator[FakeUpstream]:
+    """A started fake provider, stopped after the test."""
+    async with FakeUpstream() as up:
+        yield up
+
+
+async def _serve_forever(host: str, port: int) -> None:
+    async with FakeUpstream(host, port) as up:
+        print(up.base_url, flush=True)
+        await asyncio.Event().wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_forever(args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()

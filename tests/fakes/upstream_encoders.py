@@ -1,0 +1,279 @@
+"""The two wire formats the fake upstream speaks, as encoders driven by a `Plan`.
+
+`OpenAIStream` / `AnthropicStream` turn the plan's output pieces into SSE bytes
+(opening, one output piece, fault, closing); `openai_whole` / `anthropic_whole` build
+the non-streaming bodies.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from tests.fakes.upstream_wire import Plan
+
+
+class Fault(enum.Enum):
+    DROP = "drop"  # close the TCP connection now
+    HANG = "hang"  # stop writing, keep the connection open
+
+
+DROP, HANG = Fault.DROP, Fault.HANG
+Piece = bytes | Fault
+
+
+def _sse(data: Any, event: str | None = None) -> bytes:
+    head = b"event: %b\n" % event.encode() if event else b""
+    return head + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+class OpenAIStream:
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.created = int(time.time())
+        self.tool_started = False
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return _sse(
+            {
+                "id": self.plan.response_id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.plan.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+        )
+
+    def opening(self) -> list[bytes]:
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def output(self, kind: str, value: str) -> list[bytes]:
+        if kind == "reasoning":
+            return [self._chunk({"reasoning_content": value})]
+        if kind == "text":
+            return [self._chunk({"content": value})]
+        out = []
+        if not self.tool_started:
+            self.tool_started = True
+            out.append(
+                self._chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": self.plan.call_id,
+                                "type": "function",
+                                "function": {"name": self.plan.script.tool, "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
+        out.append(self._chunk({"tool_calls": [{"index": 0, "function": {"arguments": value}}]}))
+        return out
+
+    def fault(self, kind: str) -> Piece:
+        if kind == "drop":
+            return DROP
+        if kind == "hang":
+            return HANG
+        # OpenRouter's way: HTTP 200 already sent, so the error rides in a chunk.
+        return _sse(
+            {
+                "id": self.plan.response_id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.plan.model,
+                "error": {"code": 502, "message": "fake upstream error mid-stream"},
+                "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+            }
+        )
+
+    def closing(self, sent: int) -> list[bytes]:
+        out = [self._chunk({}, self.plan.finish_reason)]
+        if self.plan.include_usage:
+            out.append(
+                _sse(
+                    {
+                        "id": self.plan.response_id,
+                        "object": "chat.completion.chunk",
+                        "created": self.created,
+                        "model": self.plan.model,
+                        "choices": [],
+                        "usage": _openai_usage(self.plan, sent),
+                    }
+                )
+            )
+        out.append(b"data: [DONE]\n\n")
+        return out
+
+
+def _openai_usage(plan: Plan, sent: int) -> dict[str, Any]:
+    prompt, completion = plan.prompt_tokens, sent
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": min(sent, len(plan.reasoning))},
+    }
+
+
+def openai_whole(plan: Plan) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(plan.text) or None}
+    if plan.reasoning:
+        message["reasoning_content"] = "".join(plan.reasoning)
+    if plan.tool_args:
+        message["tool_calls"] = [
+            {
+                "id": plan.call_id,
+                "type": "function",
+                "function": {"name": plan.script.tool, "arguments": "".join(plan.tool_args)},
+            }
+        ]
+    sent = len(plan.reasoning) + len(plan.text) + len(plan.tool_args)
+    return {
+        "id": plan.response_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": plan.model,
+        "usage": _openai_usage(plan, sent),
+        "choices": [{"index": 0, "message": message, "finish_reason": plan.finish_reason}],
+    }
+
+
+class AnthropicStream:
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.block: str | None = None  # the kind of the open content block
+        self.index = -1
+
+    def opening(self) -> list[bytes]:
+        message: dict[str, Any] = {
+            "id": self.plan.response_id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.plan.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": self.plan.prompt_tokens,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": 1,
+            },
+        }
+        return [
+            _sse({"type": "message_start", "message": message}, "message_start"),
+            _sse({"type": "ping"}, "ping"),
+        ]
+
+    def _close_block(self) -> list[bytes]:
+        if self.block is None:
+            return []
+        out = []
+        if self.block == "reasoning":
+            out.append(self._delta({"type": "signature_delta", "signature": "ZmFrZQ=="}))
+        out.append(_sse({"type": "content_block_stop", "index": self.index}, "content_block_stop"))
+        self.block = None
+        return out
+
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        return _sse(
+            {"type": "content_block_delta", "index": self.index, "delta": delta},
+            "content_block_delta",
+        )
+
+    def _open_block(self, kind: str) -> list[bytes]:
+        out = self._close_block()
+        self.index += 1
+        self.block = kind
+        options: dict[str, dict[str, Any]] = {
+            "reasoning": {"type": "thinking", "thinking": "", "signature": ""},
+            "text": {"type": "text", "text": ""},
+            "tool": {
+                "type": "tool_use",
+                "id": self.plan.call_id,
+                "name": self.plan.script.tool,
+                "input": {},
+            },
+        }
+        block = options[kind]
+        out.append(
+            _sse(
+                {"type": "content_block_start", "index": self.index, "content_block": block},
+                "content_block_start",
+            )
+        )
+        return out
+
+    def output(self, kind: str, value: str) -> list[bytes]:
+        out = self._open_block(kind) if kind != self.block else []
+        delta = {
+            "reasoning": {"type": "thinking_delta", "thinking": value},
+            "text": {"type": "text_delta", "text": value},
+            "tool": {"type": "input_json_delta", "partial_json": value},
+        }[kind]
+        out.append(self._delta(delta))
+        return out
+
+    def fault(self, kind: str) -> Piece:
+        if kind == "drop":
+            return DROP
+        if kind == "hang":
+            return HANG
+        return _sse(
+            {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+            "error",
+        )
+
+    def closing(self, sent: int) -> list[bytes]:
+        out = self._close_block()
+        stop = "tool_use" if self.plan.tool_args else "end_turn"
+        out.append(
+            _sse(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": {"output_tokens": sent},
+                },
+                "message_delta",
+            )
+        )
+        out.append(_sse({"type": "message_stop"}, "message_stop"))
+        return out
+
+
+def anthropic_whole(plan: Plan) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    if plan.reasoning:
+        content.append(
+            {"type": "thinking", "thinking": "".join(plan.reasoning), "signature": "ZmFrZQ=="}
+        )
+    if plan.text:
+        content.append({"type": "text", "text": "".join(plan.text)})
+    if plan.tool_args:
+        content.append(
+            {
+                "type": "tool_use",
+                "id": plan.call_id,
+                "name": plan.script.tool,
+                "input": orjson.loads("".join(plan.tool_args)),
+            }
+        )
+    sent = len(plan.reasoning) + len(plan.text) + len(plan.tool_args)
+    return {
+        "id": plan.response_id,
+        "type": "message",
+        "role": "assistant",
+        "model": plan.model,
+        "content": content,
+        "stop_reason": "tool_use" if plan.tool_args else "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": plan.prompt_tokens, "output_tokens": sent},
+    }

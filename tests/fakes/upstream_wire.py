@@ -1,0 +1,283 @@
+"""What the fake upstream says: the `Script`, its `[[directives]]`, and the `Plan`.
+
+`Plan` turns a `Script` and the request body into the exact pieces to send (the byte
+formats live in `upstream_encoders.py`); the server in `upstream.py` only moves them
+onto the socket and obeys `DROP` / `HANG`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, fields
+from typing import Any
+
+import orjson
+
+from tests.fakes.upstream_encoders import (
+    DROP,
+    HANG,
+    AnthropicStream,
+    Fault,
+    OpenAIStream,
+    Piece,
+    anthropic_whole,
+    openai_whole,
+)
+
+__all__ = ["DROP", "HANG", "Fault", "Piece", "Plan", "Script", "parse_directive", "split_words"]
+
+MODEL = "fake-model"
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    529: "Overloaded",
+}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+_LOREM = (
+    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
+    "incididunt ut labore et dolore magna aliqua"
+)
+_THOUGHTS = "let me think about this step by step first"
+_WORDS = re.compile(r"\s*\S+")
+_DIRECTIVE = re.compile(r"\[\[(.*?)\]\]", re.S)
+
+
+@dataclass
+class Script:
+    """How the fake answers one request (see the module docstring for the rules)."""
+
+    tokens: int = 8
+    delay: float = 0.0
+    text: str | None = None
+    reasoning: int = 0
+    tool: str | None = None
+    fail_after: int | None = None
+    error_after: int | None = None
+    status: int | None = None
+    retry_after: float | None = None
+    hang_before_first_byte: float = 0.0
+    hang_after: int | None = None
+    usage: bool = True
+    # Body pieces sent as they are; DROP or HANG among them act at that point.
+    raw: list[bytes | Fault] | None = None
+
+
+def parse_directive(text: str) -> Script | None:
+    """The `Script` a `[[key=value ...]]` directive in `text` asks for, if any."""
+    match = _DIRECTIVE.search(text)
+    if match is None:
+        return None
+    kinds = {f.name: f.type for f in fields(Script)}
+    values: dict[str, Any] = {}
+    for item in shlex.split(match.group(1)):
+        key, _, raw = item.partition("=")
+        if key not in kinds or key == "raw":
+            raise ValueError(f"unknown directive field {key!r}")
+        values[key] = _coerce(str(kinds[key]), raw)
+    return Script(**values)
+
+
+def _coerce(kind: str, raw: str) -> Any:
+    if raw.lower() in ("none", "null"):
+        return None
+    if kind.startswith("bool"):
+        return raw.lower() in ("1", "true", "yes")
+    if kind.startswith("int"):
+        return int(raw)
+    if kind.startswith("float"):
+        return float(raw)
+    return raw
+
+
+def strip_directive(text: str) -> str:
+    return _DIRECTIVE.sub("", text).strip()
+
+
+def _cycle(words: str, i: int) -> str:
+    pool = words.split()
+    return pool[i % len(pool)]
+
+
+def split_words(text: str) -> list[str]:
+    """Word tokens that concatenate back to `text` (leading spaces kept, like BPE)."""
+    return _WORDS.findall(text)
+
+
+def _text_of(content: Any) -> str:
+    """The text in an OpenAI or Anthropic message content (string or list of blocks)."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    out = []
+    for block in content:
+        if isinstance(block, dict):
+            if block.get("type") == "text":
+                out.append(str(block.get("text", "")))
+            elif block.get("type") == "tool_result":
+                out.append(_text_of(block.get("content")))
+    return " ".join(out)
+
+
+def last_user_text(body: dict[str, Any], anthropic: bool) -> str:
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user" and (text := _text_of(message.get("content"))):
+            return text
+    return ""
+
+
+def prompt_words(body: dict[str, Any]) -> int:
+    texts = [_text_of(m.get("content")) for m in body.get("messages") or []]
+    texts.append(_text_of(body.get("system")))
+    return sum(len(t.split()) for t in texts)
+
+
+def models_body() -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "fake"}],
+    }
+
+
+def openai_error(status: int, message: str) -> dict[str, Any]:
+    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": str(status)}}
+
+
+def anthropic_error(status: int, message: str) -> dict[str, Any]:
+    kind = _ERROR_TYPES.get(status, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+@dataclass
+class Plan:
+    """Everything needed to answer one chat request."""
+
+    script: Script
+    anthropic: bool
+    streaming: bool
+    model: str
+    number: int
+    prompt_tokens: int
+    reasoning: list[str]
+    text: list[str]
+    tool_args: list[str]
+    include_usage: bool
+
+    @classmethod
+    def build(
+        cls, script: Script | None, body: dict[str, Any], anthropic: bool, number: int
+    ) -> Plan:
+        if script is None:
+            user = strip_directive(last_user_text(body, anthropic))
+            script = Script(text=f"Hello! You said: {user}")
+        if script.text is not None:
+            text = split_words(script.text)
+        elif script.tool is None:
+            text = split_words(" ".join(_cycle(_LOREM, i) for i in range(script.tokens)))
+        else:
+            text = []
+        tool_args: list[str] = []
+        if script.tool is not None:
+            query = strip_directive(last_user_text(body, anthropic)) or "query"
+            encoded = orjson.dumps({"q": query}).decode()
+            step = max(1, len(encoded) // 4)
+            tool_args = [encoded[i : i + step] for i in range(0, len(encoded), step)]
+        wants_usage = anthropic or bool((body.get("stream_options") or {}).get("include_usage"))
+        return cls(
+            script=script,
+            anthropic=anthropic,
+            streaming=body.get("stream") is True,
+            model=str(body.get("model") or MODEL),
+            number=number,
+            prompt_tokens=prompt_words(body),
+            reasoning=split_words(" ".join(_cycle(_THOUGHTS, i) for i in range(script.reasoning))),
+            text=text,
+            tool_args=tool_args,
+            include_usage=script.usage and wants_usage,
+        )
+
+    # -- shared ----------------------------------------------------------------
+
+    @property
+    def response_id(self) -> str:
+        return f"{'msg' if self.anthropic else 'chatcmpl'}_fake{self.number}"
+
+    @property
+    def call_id(self) -> str:
+        return f"{'toolu' if self.anthropic else 'call'}_fake{self.number}"
+
+    def error_body(self) -> dict[str, Any]:
+        status = self.script.status or 500
+        message = f"fake upstream error {status}"
+        return anthropic_error(status, message) if self.anthropic else openai_error(status, message)
+
+    def _outputs(self) -> Iterator[tuple[str, str]]:
+        for word in self.reasoning:
+            yield "reasoning", word
+        for word in self.text:
+            yield "text", word
+        for piece in self.tool_args:
+            yield "tool", piece
+
+    def _fault_at(self, sent: int) -> str | None:
+        s = self.script
+        if s.fail_after == sent:
+            return "drop"
+        if s.error_after == sent:
+            return "error"
+        if s.hang_after == sent:
+            return "hang"
+        return None
+
+    async def stream_pieces(self) -> AsyncIterator[Piece]:
+        """The SSE body, piece by piece, with the script's pacing and faults."""
+        if self.script.raw is not None:
+            for i, raw in enumerate(self.script.raw):
+                if i and self.script.delay:
+                    await asyncio.sleep(self.script.delay)
+                yield raw
+            return
+        encoder = AnthropicStream(self) if self.anthropic else OpenAIStream(self)
+        if (fault := self._fault_at(0)) is not None and fault != "error":
+            yield encoder.fault(fault)  # a fault "after 0 chunks" comes before any body byte
+            return
+        for piece in encoder.opening():
+            yield piece
+        sent = 0
+        for kind, value in self._outputs():
+            if (fault := self._fault_at(sent)) is not None:
+                yield encoder.fault(fault)
+                return
+            if sent and self.script.delay:
+                await asyncio.sleep(self.script.delay)
+            for piece in encoder.output(kind, value):
+                yield piece
+            sent += 1
+        if (fault := self._fault_at(sent)) is not None:
+            yield encoder.fault(fault)
+            return
+        for piece in encoder.closing(sent):
+            yield piece
+
+    @property
+    def finish_reason(self) -> str:
+        return "tool_calls" if self.tool_args else "stop"
+
+    def whole_body(self) -> dict[str, Any]:
+        return anthropic_whole(self) if self.anthropic else openai_whole(self)

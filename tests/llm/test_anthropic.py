@@ -1,0 +1,346 @@
+"""The Anthropic provider: request mapping, recorded transcripts, the fake end to end."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from streamkeep.llm.accumulator import Accumulator
+from streamkeep.llm.anthropic import AnthropicProvider, AnthropicStreamParser, request_body
+from streamkeep.llm.errors import (
+    ProviderConnectionError,
+    ProviderHTTPError,
+    ProviderStreamError,
+)
+from streamkeep.llm.events import (
+    Finish,
+    StreamError,
+    StreamEvent,
+    TextDelta,
+    ToolCallComplete,
+    ToolCallDelta,
+    ToolCallStart,
+    UsageReport,
+)
+from streamkeep.llm.provider import Provider, complete
+from streamkeep.llm.transport import RetryPolicy, Timeouts
+from streamkeep.llm.types import ChatRequest, Message, ToolCall, ToolSpec, Usage
+from tests.fakes.upstream import FakeUpstream, Script
+
+TRANSCRIPTS = Path(__file__).parent / "transcripts"
+HELLO = ChatRequest(model="claude-test", messages=[Message("user", "hello there")])
+
+
+@pytest.fixture
+async def provider(fake_upstream: FakeUpstream) -> AsyncIterator[AnthropicProvider]:
+    p = AnthropicProvider(
+        "anthropic",
+        fake_upstream.root_url,
+        "sk-ant-test",
+        timeouts=Timeouts(first_token=5, idle=5),
+        retry=RetryPolicy(max_retries=1, base_delay=0.001),
+        extra_headers={"anthropic-beta": "fake-beta"},
+    )
+    yield p
+    await p.aclose()
+
+
+async def events_of(provider: AnthropicProvider, request: ChatRequest = HELLO) -> list[StreamEvent]:
+    return [e async for e in provider.stream(request)]
+
+
+def parse(body: bytes, piece: int | None = None) -> list[StreamEvent]:
+    """Parse a body fed whole, or in pieces of `piece` bytes."""
+    parser = AnthropicStreamParser()
+    step = piece or len(body) or 1
+    out: list[StreamEvent] = []
+    for i in range(0, len(body), step):
+        out += parser.feed(body[i : i + step])
+    return out + parser.close()
+
+
+def transcript(name: str) -> bytes:
+    return (TRANSCRIPTS / f"anthropic_{name}.sse").read_bytes()
+
+
+# -- request mapping -------------------------------------------------------------------
+
+
+def test_request_maps_system_tools_and_sampling() -> None:
+    request = ChatRequest(
+        model="claude-test",
+        messages=[
+            Message("system", "Be brief."),
+            Message("system", "Use metric units."),
+            Message("user", "weather?"),
+        ],
+        tools=[ToolSpec("get_weather", "Look it up", {"type": "object", "properties": {}})],
+        tool_choice="required",
+        temperature=0.2,
+        top_p=0.9,
+        stop=["END"],
+        user="u-1",
+        extra={"top_k": 5},
+    )
+    body = request_body(request, default_max_tokens=1000)
+    assert body["system"] == "Be brief.\n\nUse metric units."
+    assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "weather?"}]}]
+    assert body["max_tokens"] == 1000
+    assert body["stream"] is True
+    assert body["tools"] == [
+        {
+            "name": "get_weather",
+            "description": "Look it up",
+            "input_schema": {"type": "object", "properties": {}},
+        }
+    ]
+    assert body["tool_choice"] == {"type": "any"}
+    assert (body["temperature"], body["top_p"]) == (0.2, 0.9)
+    assert body["stop_sequences"] == ["END"]
+    assert body["metadata"] == {"user_id": "u-1"}
+    assert body["top_k"] == 5
+
+
+def test_tool_calls_and_results_become_blocks_with_results_merged() -> None:
+    call_a = ToolCall("toolu_a", "get_weather", {"city": "Paris"})
+    call_b = ToolCall("toolu_b", "get_time", {})
+    request = ChatRequest(
+        model="claude-test",
+        max_tokens=10,
+        messages=[
+            Message("user", "weather and time?"),
+            Message("assistant", "Checking.", tool_calls=[call_a, call_b]),
+            Message("tool", "18C", tool_call_id="toolu_a"),
+            Message("tool", "noon", tool_call_id="toolu_b"),
+            Message("user", "thanks"),
+        ],
+    )
+    messages = request_body(request)["messages"]
+    assert request_body(request)["max_tokens"] == 10
+    assert "system" not in request_body(request)
+    assert messages == [
+        {"role": "user", "content": [{"type": "text", "text": "weather and time?"}]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Checking."},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_a",
+                    "name": "get_weather",
+                    "input": {"city": "Paris"},
+                },
+                {"type": "tool_use", "id": "toolu_b", "name": "get_time", "input": {}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_a", "content": "18C"},
+                {"type": "tool_result", "tool_use_id": "toolu_b", "content": "noon"},
+                {"type": "text", "text": "thanks"},
+            ],
+        },
+    ]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("auto", {"type": "auto"}),
+        ("none", {"type": "none"}),
+        ("required", {"type": "any"}),
+        ({"type": "function", "function": {"name": "f"}}, {"type": "tool", "name": "f"}),
+        ({"type": "tool", "name": "f"}, {"type": "tool", "name": "f"}),
+    ],
+)
+def test_tool_choice_mapping(given: object, expected: dict[str, str]) -> None:
+    request = ChatRequest(
+        model="m", messages=[Message("user", "x")], tools=[ToolSpec("f")], tool_choice=given
+    )
+    assert request_body(request)["tool_choice"] == expected
+
+
+# -- recorded transcripts --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("piece", [None, 1, 7])
+def test_text_transcript(piece: int | None) -> None:
+    events = parse(transcript("text"), piece)
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert text == "Hello! How can I help you today? ☀️\nAsk me anything."
+    assert events[-2:] == [
+        UsageReport(Usage(input_tokens=2060, output_tokens=17, cached_input_tokens=2048)),
+        Finish("stop", "msg_01HCvRq6NN9xEbyKuTE9rW4m", "claude-sonnet-4-5-20250929", "end_turn"),
+    ]
+
+
+def test_tool_use_transcript() -> None:
+    events = parse(transcript("tool_use"), 5)
+    calls = [e for e in events if not isinstance(e, TextDelta)]
+    weather_id, time_id = "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "toolu_01BKFa1gMyHzxMZPz4SdSkJz"
+    assert calls[0] == ToolCallStart(weather_id, "get_weather")
+    deltas = [e.arguments_delta for e in calls if isinstance(e, ToolCallDelta)]
+    assert "".join(deltas) == '{"location": "San Francisco, CA", "unit": "fahrenheit"}'
+    assert "" not in deltas
+    done = [e.call for e in calls if isinstance(e, ToolCallComplete)]
+    assert done[0].arguments == {"location": "San Francisco, CA", "unit": "fahrenheit"}
+    assert done[1] == ToolCall(time_id, "get_time", {}, "", None)
+    # Each call completes at its own content_block_stop, before the second one starts.
+    assert events.index(ToolCallComplete(done[0])) < events.index(
+        ToolCallStart(time_id, "get_time")
+    )
+    assert events[-1] == Finish(
+        "tool-calls", "msg_014p7gG3wDgGV9EUtLvnow3U", "claude-sonnet-4-5-20250929", "tool_use"
+    )
+
+
+def test_thinking_transcript_gives_reasoning_then_text() -> None:
+    acc = Accumulator()
+    for event in parse(transcript("thinking"), 3):
+        acc.add(event)
+    result = acc.result()
+    assert result.reasoning == "The user asks for 27 * 453.\n27 * 453 = 12231."
+    assert result.text == "27 \u00d7 453 = **12,231**"
+    assert [p.type for p in result.parts] == ["reasoning", "text"]
+    assert result.usage == Usage(input_tokens=38, output_tokens=112)
+
+
+def test_error_event_ends_the_stream_with_the_partial_text_kept() -> None:
+    events = parse(transcript("error"))
+    assert events[0] == TextDelta("Once upon a time")
+    last = events[-1]
+    assert isinstance(last, StreamError)
+    assert isinstance(last.error, ProviderStreamError)
+    assert last.error.code == "overloaded_error"
+    assert last.error.message == "Overloaded"
+    assert last.response_id == "msg_01Ve6aLkWc8bhHP4oXkgNXHC"
+    assert len([e for e in events if isinstance(e, StreamError | Finish)]) == 1
+
+
+def test_max_tokens_cuts_a_tool_call() -> None:
+    events = parse(transcript("max_tokens"))
+    [complete_call] = [e for e in events if isinstance(e, ToolCallComplete)]
+    assert complete_call.call.arguments == {}
+    assert complete_call.call.parse_error is not None
+    assert complete_call.call.raw_arguments.startswith('{"path": "notes.md"')
+    usage = [e.usage for e in events if isinstance(e, UsageReport)]
+    assert usage == [Usage(input_tokens=130, output_tokens=16)]
+    assert events[-1] == Finish(
+        "length", "msg_01Gm5dFCHEg1yBEbDmhdDJvr", "claude-haiku-4-5-20251001", "max_tokens"
+    )
+
+
+def test_a_body_without_message_stop_finishes_unknown() -> None:
+    events = parse(transcript("cut_off"))
+    assert events[0] == TextDelta("The answer is")
+    assert events[-1] == Finish(
+        "unknown", "msg_01NcM3T6UtvDyR1pd8qcXKaz", "claude-sonnet-4-5-20250929", None
+    )
+
+
+async def test_transcript_replayed_over_http(
+    fake_upstream: FakeUpstream, provider: AnthropicProvider
+) -> None:
+    body = transcript("tool_use")
+    fake_upstream.enqueue(Script(raw=[body[i : i + 40] for i in range(0, len(body), 40)]))
+    assert await events_of(provider) == parse(body)
+
+
+# -- end to end against the fake -------------------------------------------------------
+
+
+async def test_is_a_provider_and_sends_headers_and_body(
+    fake_upstream: FakeUpstream, provider: AnthropicProvider
+) -> None:
+    assert isinstance(provider, Provider)
+    result = await complete(provider, HELLO)
+    assert result.text == "Hello! You said: hello there"
+    assert result.finish_reason == "stop"
+    assert result.response_id == "msg_fake1"
+    assert result.usage == Usage(input_tokens=2, output_tokens=5)
+    headers = fake_upstream.request_headers[0]
+    assert headers["x-api-key"] == "sk-ant-test"
+    assert headers["anthropic-version"] == "2023-06-01"
+    assert headers["anthropic-beta"] == "fake-beta"
+    sent = fake_upstream.requests[0]
+    assert sent["stream"] is True and sent["model"] == "claude-test"
+    assert sent["max_tokens"] == 4096
+
+
+async def test_thinking_text_and_tool_use_from_the_fake(
+    fake_upstream: FakeUpstream, provider: AnthropicProvider
+) -> None:
+    fake_upstream.default = Script(reasoning=3, text="Searching now.", tool="search")
+    result = await complete(provider, HELLO)
+    assert result.reasoning == "let me think"
+    assert result.text == "Searching now."
+    [call] = result.tool_calls
+    assert (call.id, call.name, call.arguments) == ("toolu_fake1", "search", {"q": "hello there"})
+    assert result.finish_reason == "tool-calls"
+    deltas = [e for e in await events_of(provider) if isinstance(e, ToolCallDelta)]
+    # The fake counts every output piece: 3 reasoning, 2 text and the argument pieces.
+    assert result.usage is not None and result.usage.output_tokens == 3 + 2 + len(deltas)
+
+
+async def test_in_stream_error_from_the_fake(
+    fake_upstream: FakeUpstream, provider: AnthropicProvider
+) -> None:
+    fake_upstream.enqueue(Script(text="a b c d", error_after=2))
+    events = await events_of(provider)
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["a", " b"]
+    last = events[-1]
+    assert isinstance(last, StreamError) and isinstance(last.error, ProviderStreamError)
+    assert last.error.code == "overloaded_error"
+
+
+async def test_http_error_is_retried_then_reported_as_stream_error(
+    fake_upstream: FakeUpstream, provider: AnthropicProvider
+) -> None:
+    fake_upstream.enqueue(Script(status=529))
+    fake_upstream.enqueue(Script(status=529))
+    events = await events_of(provider)
+    assert len(events) == 1 and isinstance(events[0], StreamError)
+    error = events[0].error
+    assert isinstance(error, ProviderHTTPError)
+    assert error.status == 529 and error.provider_message == "fake upstream error 529"
+    assert len(fake_upstream.requests) == 2
+
+
+async def test_dropped_connection_keeps_the_partial_answer(
+    fake_upstream: FakeUpstream, provider: AnthropicProvider
+) -> None:
+    fake_upstream.enqueue(Script(text="one two three", fail_after=2))
+    events = await events_of(provider)
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "one two"
+    last = events[-1]
+    assert isinstance(last, StreamError) and isinstance(last.error, ProviderConnectionError)
+    assert last.response_id == "msg_fake1"
+
+
+async def test_closing_the_stream_closes_upstream(
+    fake_upstream: FakeUpstream, provider: AnthropicProvider
+) -> None:
+    fake_upstream.enqueue(Script(tokens=10, hang_after=2))
+    stream = provider.stream(HELLO)
+    assert isinstance(await anext(stream), TextDelta)
+    await stream.aclose()
+    async with asyncio.timeout(5):
+        await fake_upstream.wait_idle()
+    assert fake_upstream.closed_by_client == 1
+
+
+async def test_base_url_with_version_segment_and_shared_client(
+    fake_upstream: FakeUpstream,
+) -> None:
+    async with httpx.AsyncClient(timeout=None) as client:
+        p = AnthropicProvider("claude", fake_upstream.root_url + "/v1/", client=client)
+        result = await complete(p, HELLO)
+        await p.aclose()  # a shared client stays open
+        assert not client.is_closed
+    assert result.text == "Hello! You said: hello there"
+    assert "x-api-key" not in fake_upstream.request_headers[0]
