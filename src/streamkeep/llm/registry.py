@@ -17,6 +17,7 @@ from streamkeep.llm.events import StreamEvent
 from streamkeep.llm.provider import Provider
 from streamkeep.llm.tracing import traced_stream
 from streamkeep.llm.types import ChatRequest
+from streamkeep.llm.usage import with_usage
 
 _DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
@@ -58,7 +59,8 @@ class ModelRegistry:
         return self._provider(prefix, cfg), name
 
     def stream(self, model: str, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        """Stream `request` from the model named `model`, traced.
+        """Stream `request` from the model named `model`, traced, always with usage
+        (the provider's, or an estimate flagged `estimated` when it sent none).
 
         Resolves at once, so an unknown model raises here (before any event), which
         lets an HTTP caller answer 4xx instead of opening a stream that fails.
@@ -67,7 +69,7 @@ class ModelRegistry:
         request = dataclasses.replace(request, model=own_name)
         cfg = self._configs[model.partition("/")[0]]
         return traced_stream(
-            provider.stream(request),
+            with_usage(provider.stream(request), request),
             provider=provider.name,
             request=request,
             server_address=_host(cfg),

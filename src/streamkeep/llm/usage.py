@@ -1,0 +1,74 @@
+"""Usage for every answer: the provider's exact numbers, or an estimate flagged as one.
+
+Some OpenAI-compatible servers (llama.cpp's, several proxies) never send usage in a
+stream, even when asked. Rather than store "no usage", the registry passes each stream
+through `with_usage`, which adds an estimate (`estimated=True`) before the end when the
+provider reported none. The estimate is the common ~4 characters per token rule: good
+enough for accounting dashboards, and marked so nobody mistakes it for a bill.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+
+from streamkeep.llm.events import (
+    Finish,
+    ReasoningDelta,
+    StreamError,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    UsageReport,
+)
+from streamkeep.llm.types import ChatRequest, Usage
+
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(chars: int) -> int:
+    return math.ceil(chars / CHARS_PER_TOKEN) if chars > 0 else 0
+
+
+def prompt_chars(request: ChatRequest) -> int:
+    total = 0
+    for message in request.messages:
+        total += len(message.content) + len(message.reasoning)
+        for call in message.tool_calls:
+            total += len(call.name) + len(call.raw_arguments or "")
+    for tool in request.tools:
+        total += len(tool.name) + len(tool.description)
+    return total
+
+
+async def with_usage(
+    stream: AsyncIterator[StreamEvent], request: ChatRequest
+) -> AsyncIterator[StreamEvent]:
+    """Pass `stream` through; if it ends without usage, report an estimate first."""
+    reported = False
+    output_chars = 0
+    reasoning_chars = 0
+    try:
+        async for event in stream:
+            cls = type(event)
+            if cls is TextDelta or cls is ToolCallDelta:
+                output_chars += len(
+                    event.text if cls is TextDelta else event.arguments_delta  # type: ignore[union-attr]
+                )
+            elif cls is ReasoningDelta:
+                reasoning_chars += len(event.text)  # type: ignore[union-attr]
+            elif cls is UsageReport:
+                reported = True
+            elif (cls is Finish or cls is StreamError) and not reported:
+                reasoning = estimate_tokens(reasoning_chars)
+                yield UsageReport(
+                    Usage(
+                        input_tokens=estimate_tokens(prompt_chars(request)),
+                        output_tokens=estimate_tokens(output_chars) + reasoning,
+                        reasoning_tokens=reasoning,
+                        estimated=True,
+                    )
+                )
+            yield event
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
