@@ -1,0 +1,119 @@
+"""`streamkeep chat [MESSAGE]`: talk to a server (or, with --local, an in-process one)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from streamkeep.client import ApiError, ServerUnreachable, StreamkeepClient
+from streamkeep.client.render import ReplyOutcome, render_reply, usage_line
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+HELP = "Enter to send; /new starts a new chat, /exit (or Ctrl+D) quits, Ctrl+C stops a reply."
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("chat", help="chat in the terminal", description=__doc__)
+    p.add_argument("message", nargs="?", help="the message (else stdin when piped, else a prompt)")
+    p.add_argument("--url", default=os.environ.get("STREAMKEEP_URL", DEFAULT_URL))
+    p.add_argument("--local", action="store_true", help="run the engine in this process")
+    p.add_argument("--model", help="PROVIDER/MODEL for a new chat or this message")
+    p.add_argument("--system", help="system prompt for a new chat")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--chat", metavar="ID", help="continue this chat")
+    group.add_argument(
+        "-c", "--continue", dest="last", action="store_true", help="continue the most recent chat"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console()
+    err = Console(stderr=True)
+    message = args.message
+    if message is None and not sys.stdin.isatty():
+        message = sys.stdin.read().strip()
+    with contextlib.ExitStack() as stack:
+        url = args.url
+        if args.local:
+            from streamkeep.client.local import LocalServer
+            from streamkeep.config import load_settings
+
+            url = stack.enter_context(LocalServer(load_settings())).url
+        client = stack.enter_context(StreamkeepClient(url))
+        try:
+            session = _Session(client, args, console, err)
+            if message:
+                return session.turn(message, interactive=False)
+            return session.loop()
+        except ServerUnreachable:
+            err.print(
+                f"[red]No streamkeep server at {url}.[/] Start one with "
+                "`streamkeep serve` (or `make run`), or use `streamkeep chat --local`."
+            )
+            return 1
+        except ApiError as exc:
+            err.print(f"[red]{exc.message}[/] [dim](HTTP {exc.status})[/]")
+            return 1
+
+
+class _Session:
+    def __init__(
+        self, client: StreamkeepClient, args: argparse.Namespace, console: Console, err: Console
+    ) -> None:
+        self.client, self.args, self.console, self.err = client, args, console, err
+        self.chat_id: str | None = args.chat
+        if args.last:
+            items = client.list_chats(limit=1)["items"]
+            self.chat_id = items[0]["id"] if items else None
+
+    def _ensure_chat(self) -> str:
+        if self.chat_id is None:
+            chat = self.client.create_chat(model=self.args.model, system=self.args.system)
+            self.chat_id = str(chat["id"])
+        return self.chat_id
+
+    def turn(self, message: str, *, interactive: bool) -> int:
+        chat_id = self._ensure_chat()
+        outcome = ReplyOutcome()
+        try:
+            render_reply(
+                self.client.send(chat_id, message, model=self.args.model), self.console, outcome
+            )
+        except KeyboardInterrupt:
+            self.client.stop(chat_id)
+            self.err.print("[yellow]stopped[/]")
+            return 0 if interactive else 130
+        if outcome.error:
+            self.err.print(f"[red]error: {outcome.error}[/]")
+            return 1
+        footer = usage_line(outcome.usage)
+        if outcome.status and outcome.status != "complete":
+            footer = f"{outcome.status} · {footer}" if footer else outcome.status
+        if footer:
+            self.err.print(f"[dim]{footer}[/]")
+        return 0
+
+    def loop(self) -> int:
+        self.err.print(f"[dim]{HELP}[/]")
+        while True:
+            try:
+                line = input(">>> ").strip()
+            except EOFError:
+                self.err.print()
+                return 0
+            except KeyboardInterrupt:
+                self.err.print()
+                continue
+            if line in ("/exit", "/quit"):
+                return 0
+            if line == "/new":
+                self.chat_id = None
+                continue
+            if line:
+                self.turn(line, interactive=True)

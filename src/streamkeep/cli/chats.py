@@ -1,0 +1,86 @@
+"""`streamkeep chats list|show|export`: browse the stored chats of a server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.table import Table
+
+from streamkeep.client import ApiError, ServerUnreachable, StreamkeepClient
+from streamkeep.client.render import message_markdown, usage_line
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("chats", help="list, show and export stored chats")
+    p.add_argument("--url", default=os.environ.get("STREAMKEEP_URL", DEFAULT_URL))
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    lst = sub.add_parser("list", help="the most recent chats")
+    lst.add_argument("--limit", type=int, default=20)
+    show = sub.add_parser("show", help="a chat's active branch")
+    show.add_argument("chat_id")
+    export = sub.add_parser("export", help="a chat as Markdown or JSON, to stdout")
+    export.add_argument("chat_id")
+    export.add_argument("--format", choices=("md", "json"), default="md")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    console, err = Console(), Console(stderr=True)
+    try:
+        with StreamkeepClient(args.url) as client:
+            if args.action == "list":
+                _list(client, console, args.limit)
+            elif args.action == "show":
+                _show(client.get_chat(args.chat_id), console)
+            else:
+                _export(client.get_chat(args.chat_id), args.format, console)
+    except ServerUnreachable:
+        err.print(f"[red]No streamkeep server at {args.url}.[/] Start one with `streamkeep serve`.")
+        return 1
+    except ApiError as exc:
+        err.print(f"[red]{exc.message}[/] [dim](HTTP {exc.status})[/]")
+        return 1
+    return 0
+
+
+def _list(client: StreamkeepClient, console: Console, limit: int) -> None:
+    table = Table("id", "title", "model", "updated")
+    for chat in client.list_chats(limit=limit)["items"]:
+        table.add_row(
+            chat["id"],
+            chat.get("title") or "",
+            chat.get("model") or "",
+            str(chat.get("updated_at", ""))[:19].replace("T", " "),
+        )
+    console.print(table)
+
+
+def _show(chat: dict[str, Any], console: Console) -> None:
+    console.rule(chat.get("title") or chat["id"])
+    for message in chat.get("messages", []):
+        status = message.get("status")
+        label = message["role"] + ("" if status in (None, "complete") else f" · {status}")
+        console.print(f"[bold]{label}[/]")
+        console.print(Markdown(message_markdown(message)))
+        if message.get("error"):
+            console.print(f"[red]{message['error']}[/]")
+        if message.get("usage"):
+            console.print(f"[dim]{usage_line(message['usage'])}[/]")
+        console.print()
+
+
+def _export(chat: dict[str, Any], fmt: str, console: Console) -> None:
+    if fmt == "json":
+        console.file.write(json.dumps(chat, indent=2, ensure_ascii=False) + "\n")
+        return
+    lines = [f"# {chat.get('title') or chat['id']}", ""]
+    for message in chat.get("messages", []):
+        lines += [f"## {message['role']}", "", message_markdown(message), ""]
+    console.file.write("\n".join(lines))

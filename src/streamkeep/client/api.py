@@ -1,0 +1,147 @@
+"""A typed, synchronous client for the contract's HTTP API and its UI message stream.
+
+Synchronous on purpose: a terminal client's one hard case is Ctrl+C in the middle of a
+reply, and a KeyboardInterrupt raised into a blocking read is simpler and more reliable
+than signal handling across an event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from streamkeep.llm.sse import SSEDecoder
+
+
+class ApiError(Exception):
+    """The server answered with an error status."""
+
+    def __init__(self, status: int, type_: str, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status}, {type_})")
+        self.status = status
+        self.type = type_
+        self.message = message
+
+
+class ServerUnreachable(Exception):
+    """Nothing answers at the server's URL."""
+
+
+@dataclass(slots=True, frozen=True)
+class Chunk:
+    """One UI message stream chunk; `data` is None for the closing `[DONE]`."""
+
+    seq: int | None
+    data: dict[str, Any] | None
+
+    @property
+    def type(self) -> str:
+        return "done" if self.data is None else str(self.data.get("type", ""))
+
+
+class StreamkeepClient:
+    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        # No read timeout on streams: a model may think for minutes before a token.
+        self._http = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(timeout, read=None))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> StreamkeepClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plain JSON calls -------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError as exc:
+            raise ServerUnreachable(self.base_url) from exc
+        _raise_for_error(response)
+        return response.json() if response.content else None
+
+    def create_chat(
+        self, *, model: str | None = None, system: str | None = None, title: str | None = None
+    ) -> dict[str, Any]:
+        body = {k: v for k, v in (("model", model), ("system", system), ("title", title)) if v}
+        result: dict[str, Any] = self._request("POST", "/api/chats", json=body)
+        return result
+
+    def list_chats(self, *, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        result: dict[str, Any] = self._request("GET", "/api/chats", params=params)
+        return result
+
+    def get_chat(self, chat_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/api/chats/{chat_id}")
+        return result
+
+    def stop(self, chat_id: str) -> bool:
+        result = self._request("POST", f"/api/chats/{chat_id}/stop")
+        return bool(result and result.get("stopped"))
+
+    # -- streams ----------------------------------------------------------------------
+
+    def send(self, chat_id: str, content: str, *, model: str | None = None) -> Iterator[Chunk]:
+        """Send a message and yield the reply's chunks; a dropped connection is resumed
+        with Last-Event-ID, so nothing is lost or repeated."""
+        body: dict[str, Any] = {"content": content}
+        if model:
+            body["model"] = model
+        last_seq = 0
+        for chunk in self._stream("POST", f"/api/chats/{chat_id}/messages", json=body):
+            last_seq = chunk.seq or last_seq
+            yield chunk
+            if chunk.data is None:
+                return
+        # The connection ended before [DONE]: pick the generation up where we were.
+        yield from self.resume(chat_id, after=last_seq)
+
+    def resume(self, chat_id: str, *, after: int = 0) -> Iterator[Chunk]:
+        headers = {"Last-Event-ID": str(after)} if after else {}
+        yield from self._stream("GET", f"/api/chats/{chat_id}/stream", headers=headers)
+
+    def _stream(self, method: str, path: str, **kwargs: Any) -> Iterator[Chunk]:
+        try:
+            with self._http.stream(method, path, **kwargs) as response:
+                if response.status_code == 204:  # nothing live: the stored message is the truth
+                    return
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for_error(response)
+                decoder = SSEDecoder()
+                try:
+                    for raw in response.iter_raw():
+                        for event in decoder.feed(raw):
+                            yield _chunk(event.data, event.id)
+                except (httpx.RemoteProtocolError, httpx.ReadError):
+                    return  # dropped mid-stream; the caller resumes
+        except httpx.ConnectError as exc:
+            raise ServerUnreachable(self.base_url) from exc
+
+
+def _chunk(data: str, event_id: str | None) -> Chunk:
+    seq = int(event_id) if event_id and event_id.isdigit() else None
+    if data == "[DONE]":
+        return Chunk(seq, None)
+    return Chunk(seq, orjson.loads(data))
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        error = response.json()["error"]
+        raise ApiError(response.status_code, str(error["type"]), str(error["message"]))
+    except (ValueError, KeyError, TypeError):
+        raise ApiError(response.status_code, "http_error", response.text[:500]) from None

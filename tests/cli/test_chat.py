@@ -1,0 +1,155 @@
+"""`streamkeep chat` driven in a real pseudo-terminal against a real server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import pytest
+
+from tests.cli.conftest import STREAMKEEP, LiveServer
+from tests.cli.pty_run import PtyProcess
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow  # each test spawns the real command (a Python start-up)
+
+
+def latest_chat(server: LiveServer) -> dict[str, Any]:
+    with server.api() as api:
+        chat_id = api.get("/api/chats", params={"limit": 1}).json()["items"][0]["id"]
+        chat: dict[str, Any] = api.get(f"/api/chats/{chat_id}").json()
+        return chat
+
+
+def texts(chat: dict[str, Any]) -> list[str]:
+    return ["".join(p.get("text", "") for p in m["parts"]) for m in chat["messages"]]
+
+
+def test_one_shot_message_streams_the_reply_and_usage(live_server: LiveServer) -> None:
+    term = PtyProcess([STREAMKEEP, "chat", "ping pong"], live_server.env)
+    term.expect(lambda t: "tokens:" in t)
+    assert term.wait() == 0
+    assert "You said: ping pong" in term.text
+    assert texts(latest_chat(live_server))[-1] == "Hello! You said: ping pong"
+
+
+def test_piped_stdin_is_the_message_and_output_is_plain_text(live_server: LiveServer) -> None:
+    done = subprocess.run(
+        [STREAMKEEP, "chat"],
+        input=b"from a pipe\n",
+        env=live_server.env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode() == "Hello! You said: from a pipe\n"  # no escape codes
+
+
+def test_continue_flag_appends_to_the_most_recent_chat(live_server: LiveServer) -> None:
+    run = [STREAMKEEP, "chat"]
+    subprocess.run([*run, "first turn"], env=live_server.env, capture_output=True, check=True)
+    subprocess.run(
+        [*run, "-c", "second turn"], env=live_server.env, capture_output=True, check=True
+    )
+    assert texts(latest_chat(live_server)) == [
+        "first turn",
+        "Hello! You said: first turn",
+        "second turn",
+        "Hello! You said: second turn",
+    ]
+
+
+def test_ctrl_c_mid_answer_stops_the_generation_and_it_is_stored_stopped(
+    live_server: LiveServer,
+) -> None:
+    term = PtyProcess([STREAMKEEP, "chat", "[[tokens=600 delay=0.05]] go"], live_server.env)
+    term.expect(lambda t: "lorem ipsum dolor" in t)  # the answer is streaming
+    term.interrupt()
+    assert term.wait() == 130
+    assert "stopped" in term.text
+    reply = latest_chat(live_server)["messages"][-1]
+    assert reply["status"] == "stopped"
+    assert 0 < len(texts({"messages": [reply]})[0].split()) < 600
+
+
+def test_interactive_mode_keeps_one_chat_across_turns_until_eof(live_server: LiveServer) -> None:
+    term = PtyProcess([STREAMKEEP, "chat"], live_server.env)
+    term.expect(lambda t: ">>> " in t)
+    term.send("alpha\r")
+    term.expect(lambda t: "You said: alpha" in t and t.count(">>> ") >= 2)
+    term.send("beta\r")
+    term.expect(lambda t: "You said: beta" in t and t.count(">>> ") >= 3)
+    term.send("\x04")  # Ctrl+D
+    assert term.wait() == 0
+    assert texts(latest_chat(live_server)) == [
+        "alpha",
+        "Hello! You said: alpha",
+        "beta",
+        "Hello! You said: beta",
+    ]
+
+
+def test_a_provider_error_is_shown_and_exits_1(live_server: LiveServer) -> None:
+    done = subprocess.run(
+        [STREAMKEEP, "chat", "[[tokens=10 error_after=3]] fail please"],
+        env=live_server.env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "error:" in done.stderr.decode()
+    assert latest_chat(live_server)["messages"][-1]["status"] == "error"
+
+
+def test_no_server_gives_a_clear_message(live_server: LiveServer) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    done = subprocess.run(
+        [STREAMKEEP, "chat", "--url", url, "hi"],
+        env=live_server.env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert "No streamkeep server" in err and "streamkeep serve" in err
+
+
+def test_chats_list_show_and_export(live_server: LiveServer) -> None:
+    env = live_server.env
+    subprocess.run([STREAMKEEP, "chat", "export me"], env=env, capture_output=True, check=True)
+    chat = latest_chat(live_server)
+
+    listing = subprocess.run(
+        [STREAMKEEP, "chats", "list"], env=env, capture_output=True, check=True
+    ).stdout.decode()
+    assert chat["id"] in listing
+
+    shown = subprocess.run(
+        [STREAMKEEP, "chats", "show", chat["id"]], env=env, capture_output=True, check=True
+    ).stdout.decode()
+    assert "export me" in shown and "You said: export me" in shown
+
+    md = subprocess.run(
+        [STREAMKEEP, "chats", "export", chat["id"], "--format", "md"],
+        env=env,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    assert "## user\n\nexport me" in md and "## assistant\n\nHello! You said: export me" in md
+
+    raw = subprocess.run(
+        [STREAMKEEP, "chats", "export", chat["id"], "--format", "json"],
+        env=env,
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert json.loads(raw)["messages"] == chat["messages"]
+
+    missing = subprocess.run(
+        [STREAMKEEP, "chats", "show", "chat_nope"], env=env, capture_output=True, check=False
+    )
+    assert missing.returncode == 1 and b"HTTP 404" in missing.stderr
