@@ -1,0 +1,425 @@
+// The chat page: sidebar of chats, the active branch of one chat, the composer.
+// The server is the truth: after every stream the chat is fetched again.
+
+import { api, runStream, streams } from "./api.js";
+import { applyChunk, liveMessage, textOf } from "./parts.js";
+import { el, icon, messageElement } from "./render.js";
+import { chatTitle, createSidebar } from "./sidebar.js";
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  app: $("app"),
+  sidebar: $("sidebar"),
+  backdrop: $("backdrop"),
+  menu: $("menu"),
+  newChat: $("new-chat"),
+  chatList: $("chat-list"),
+  moreChats: $("more-chats"),
+  title: $("chat-title"),
+  model: $("model"),
+  alerts: $("alerts"),
+  notice: $("notice"),
+  transcript: $("transcript"),
+  empty: $("empty"),
+  messages: $("messages"),
+  composer: $("composer"),
+  input: $("input"),
+  send: $("send"),
+  stop: $("stop"),
+};
+
+const state = {
+  chats: [],
+  nextCursor: null,
+  chat: null, // the open chat (without its messages), or null for a new one
+  messages: [],
+  models: [],
+  live: null, // {chatId, msg, controller} while a reply streams
+  elements: new Map(), // message object -> its <li>
+};
+
+const ctx = {
+  busy: () => state.live !== null,
+  onEdit: startEdit,
+  onRegenerate: regenerate,
+  onSwitch: switchVersion,
+};
+
+// ---------- errors ----------
+
+function showError(err) {
+  if (err && err.name === "AbortError") return;
+  const text = err instanceof Error ? err.message : String(err);
+  const close = el("button", {
+    type: "button",
+    class: "icon-btn",
+    "aria-label": "Dismiss",
+    html: "×",
+  });
+  const item = el("div", { class: "alert" }, el("span", {}, text), close);
+  close.addEventListener("click", () => item.remove());
+  ui.alerts.append(item);
+}
+
+function clearErrors() {
+  ui.alerts.replaceChildren();
+}
+
+const sidebar = createSidebar(ui, state, {
+  showError,
+  onRenamed(chat) {
+    if (state.chat && state.chat.id === chat.id) Object.assign(state.chat, chat);
+    renderHeader();
+  },
+  onDeleted(chat) {
+    if (state.chat && state.chat.id === chat.id) location.hash = "#/";
+  },
+});
+
+// ---------- models ----------
+
+async function loadModels() {
+  try {
+    state.models = await api.models();
+  } catch {
+    state.models = []; // no model list: the chat's own model is still offered below
+  }
+  renderModels();
+}
+
+function renderModels() {
+  const current = state.chat ? state.chat.model : ui.model.value || state.models[0];
+  const names = [...state.models];
+  if (current && !names.includes(current)) names.unshift(current);
+  ui.model.replaceChildren(...names.map((m) => el("option", { value: m }, m)));
+  if (current) ui.model.value = current;
+  ui.model.hidden = names.length === 0;
+}
+
+// ---------- the open chat ----------
+
+function renderHeader() {
+  ui.title.textContent = state.chat ? chatTitle(state.chat) : "New chat";
+  document.title = state.chat ? `${chatTitle(state.chat)} · streamkeep` : "streamkeep";
+}
+
+function renderMessages() {
+  const visible = state.messages.filter((m) => m.role === "user" || m.role === "assistant");
+  ui.empty.hidden = visible.length > 0;
+  const keep = new Map();
+  let cursor = ui.messages.firstElementChild;
+  for (const msg of visible) {
+    // Reuse the element of the same message (by id once known) so updates happen in place.
+    const old = state.elements.get(msg) || (msg.id && findById(msg.id));
+    const node = messageElement(old, msg, ctx);
+    keep.set(msg, node);
+    if (node !== cursor) ui.messages.insertBefore(node, cursor);
+    else cursor = cursor.nextElementSibling;
+  }
+  while (cursor) {
+    const next = cursor.nextElementSibling;
+    cursor.remove();
+    cursor = next;
+  }
+  state.elements = keep;
+  ui.send.hidden = ctx.busy();
+  ui.stop.hidden = !ctx.busy();
+}
+
+function findById(id) {
+  for (const [msg, node] of state.elements) if (msg.id === id) return node;
+  return null;
+}
+
+let frame = 0;
+function scheduleRender() {
+  if (frame) return;
+  frame = requestAnimationFrame(() => {
+    frame = 0;
+    const stick = nearBottom();
+    renderMessages();
+    if (stick) scrollToBottom();
+  });
+}
+
+function nearBottom() {
+  const t = ui.transcript;
+  return t.scrollHeight - t.scrollTop - t.clientHeight < 120;
+}
+
+function scrollToBottom() {
+  ui.transcript.scrollTop = ui.transcript.scrollHeight;
+}
+
+function chatIdFromHash() {
+  const m = location.hash.match(/^#\/chat\/([^/?#]+)/);
+  return m ? decodeURIComponent(m[1]) : null;
+}
+
+async function openChat(id) {
+  if (state.live && state.live.chatId === id) return; // already open and streaming
+  if (state.live) state.live.controller.abort(); // the reply goes on in the server
+  clearErrors();
+  if (!id) {
+    state.chat = null;
+    state.messages = [];
+    renderAll();
+    ui.input.focus();
+    return;
+  }
+  await reloadChat(id, { resume: true });
+  scrollToBottom();
+}
+
+async function reloadChat(id, { resume = false } = {}) {
+  let chat;
+  try {
+    chat = await api.getChat(id);
+  } catch (err) {
+    showError(
+      err.status === 404 ? new Error("This chat does not exist (it may have been deleted).") : err,
+    );
+    return;
+  }
+  if (chatIdFromHash() !== id) return; // the reader moved on meanwhile
+  const { messages, active_generation: gen, ...rest } = chat;
+  state.chat = rest;
+  state.messages = messages;
+  const known = state.chats.find((c) => c.id === id);
+  if (known) Object.assign(known, rest);
+  renderAll();
+  if (resume && gen && !state.live) {
+    const msg = messages.find((m) => m.id === gen.message_id);
+    if (msg) attachResume(id, msg);
+  }
+}
+
+function renderAll() {
+  renderHeader();
+  renderModels();
+  sidebar.render();
+  renderMessages();
+}
+
+// ---------- streaming ----------
+
+async function stream(chatId, msg, start) {
+  const controller = new AbortController();
+  state.live = { chatId, msg, controller };
+  renderMessages();
+  scrollToBottom();
+  try {
+    await runStream(
+      chatId,
+      start,
+      {
+        onChunk(chunk) {
+          // A resume replays from the first event: start the reply afresh, so no text repeats.
+          if (chunk.type === "start" && start.replay) msg.parts = [];
+          if (chunk.type === "error")
+            showError(new Error(`The answer failed: ${chunk.errorText || "unknown error"}`));
+          if (applyChunk(msg, chunk)) scheduleRender();
+        },
+        onReconnecting(on) {
+          ui.notice.textContent = on ? "Connection lost. Reconnecting…" : "";
+        },
+      },
+      controller.signal,
+    );
+  } catch (err) {
+    showError(err);
+  } finally {
+    ui.notice.textContent = "";
+    if (state.live && state.live.controller === controller) state.live = null;
+  }
+  if (controller.signal.aborted) return;
+  if (msg.status === "streaming") msg.status = "complete";
+  await reloadChat(chatId);
+  sidebar.load();
+}
+
+function attachResume(chatId, msg) {
+  msg.status = "streaming";
+  return stream(chatId, msg, { replay: true });
+}
+
+async function send(text) {
+  if (ctx.busy()) return;
+  clearErrors();
+  let chat = state.chat;
+  if (!chat) {
+    try {
+      // A title from the first line, so the sidebar shows something recognisable at once.
+      const title =
+        text
+          .replace(/\[\[[\s\S]*?\]\]/g, "")
+          .trim()
+          .split("\n")[0]
+          .slice(0, 60) || null;
+      chat = await api.createChat({ title, model: ui.model.value || undefined });
+    } catch (err) {
+      showError(err);
+      return;
+    }
+    state.chat = chat;
+    state.messages = [];
+    state.chats.unshift(chat);
+    history.pushState(null, "", `#/chat/${chat.id}`);
+    renderAll();
+  }
+  state.messages.push({
+    id: null,
+    role: "user",
+    parts: [{ type: "text", text }],
+    status: "complete",
+    sibling_ids: [],
+  });
+  const msg = liveMessage({ model: ui.model.value });
+  state.messages.push(msg);
+  ui.input.value = "";
+  autosize();
+  const body = { content: text };
+  if (ui.model.value) body.model = ui.model.value;
+  await stream(chat.id, msg, { request: streams.send(chat.id, body) });
+}
+
+async function regenerate(target) {
+  if (ctx.busy() || !state.chat) return;
+  clearErrors();
+  const i = state.messages.indexOf(target);
+  if (i < 0) return;
+  state.messages = state.messages.slice(0, i);
+  const msg = liveMessage({ model: state.chat.model });
+  state.messages.push(msg);
+  await stream(state.chat.id, msg, { request: streams.regenerate(target.id) });
+}
+
+function startEdit(target) {
+  if (ctx.busy()) return;
+  const node = state.elements.get(target);
+  const box = el("textarea", { class: "edit-box", "aria-label": "Edit message", rows: "3" });
+  box.value = textOf(target);
+  const save = el("button", { type: "submit", class: "primary small" }, "Send");
+  const cancel = el("button", { type: "button", class: "ghost small" }, "Cancel");
+  const form = el(
+    "form",
+    { class: "edit-form" },
+    box,
+    el("div", { class: "edit-actions" }, cancel, save),
+  );
+  const bubble = node.querySelector(".bubble");
+  const restore = () => {
+    form.remove();
+    bubble.hidden = false;
+    node.querySelector(".msg-foot").hidden = false;
+  };
+  cancel.addEventListener("click", restore);
+  box.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      form.requestSubmit();
+    } else if (e.key === "Escape") restore();
+  });
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const text = box.value.trim();
+    if (!text) return;
+    restore();
+    clearErrors();
+    const i = state.messages.indexOf(target);
+    state.messages = state.messages.slice(0, i);
+    state.messages.push({
+      id: null,
+      role: "user",
+      parts: [{ type: "text", text }],
+      status: "complete",
+      sibling_ids: [],
+    });
+    const msg = liveMessage({ model: state.chat.model });
+    state.messages.push(msg);
+    await stream(state.chat.id, msg, { request: streams.edit(target.id, text) });
+  });
+  bubble.hidden = true;
+  node.querySelector(".msg-foot").hidden = true;
+  node.insertBefore(form, bubble);
+  box.focus();
+}
+
+async function switchVersion(id) {
+  if (ctx.busy() || !state.chat) return;
+  try {
+    await api.updateChat(state.chat.id, { active_leaf_id: id });
+  } catch (err) {
+    showError(err);
+    return;
+  }
+  await reloadChat(state.chat.id);
+  // The arrows were re-rendered: put focus back on the version group of the same place.
+  findById(id)?.querySelector(".versions button:not([disabled])")?.focus();
+}
+
+async function stop() {
+  if (!state.live) return;
+  try {
+    await api.stop(state.live.chatId);
+  } catch (err) {
+    showError(err);
+  }
+}
+
+// ---------- composer ----------
+
+function autosize() {
+  ui.input.style.height = "auto";
+  ui.input.style.height = `${Math.min(ui.input.scrollHeight, 240)}px`;
+}
+
+function submit() {
+  const text = ui.input.value.trim();
+  if (!text || ctx.busy()) return;
+  send(text);
+}
+
+ui.composer.addEventListener("submit", (e) => {
+  e.preventDefault();
+  submit();
+});
+ui.input.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    submit();
+  }
+});
+ui.input.addEventListener("input", autosize);
+ui.stop.addEventListener("click", stop);
+ui.model.addEventListener("change", async () => {
+  if (!state.chat) return;
+  try {
+    state.chat = {
+      ...state.chat,
+      ...(await api.updateChat(state.chat.id, { model: ui.model.value })),
+    };
+  } catch (err) {
+    showError(err);
+  }
+});
+ui.newChat.addEventListener("click", () => {
+  sidebar.setOpen(false);
+  if (location.hash === "#/" || location.hash === "") openChat(null);
+  else location.hash = "#/";
+});
+// The hash is the route, so the skip link moves focus itself instead of changing it.
+document.querySelector(".skip").addEventListener("click", (e) => {
+  e.preventDefault();
+  ui.input.focus();
+});
+window.addEventListener("hashchange", () => openChat(chatIdFromHash()));
+window.addEventListener("unhandledrejection", (e) => showError(e.reason));
+
+ui.stop.innerHTML = `${icon("stop")}<span>Stop</span>`;
+ui.send.innerHTML = icon("send");
+ui.newChat.insertAdjacentHTML("afterbegin", icon("plus"));
+
+loadModels();
+sidebar.load();
+openChat(chatIdFromHash());

@@ -1,0 +1,195 @@
+"""The page streams a reply, stops it, resumes it after a refresh, and shows failures.
+
+The fake provider is told what to do by a directive in the message, e.g.
+`[[tokens=60 delay=0.05]]`: 60 words, one every 50 ms.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.browser.pagekit import (
+    chat_id,
+    last_reply,
+    reply_text,
+    send,
+    shoot,
+    stored_chat,
+    text_of,
+    wait_reply_longer_than,
+    words,
+)
+from tests.browser.procs import launch_server, stop_process
+from tests.browser.tcpcut import CutRelay
+from tests.conftest import free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def test_tokens_appear_before_the_answer_ends(
+    page: Page, api: httpx.Client, tmp_path: Path
+) -> None:
+    page.goto("/")
+    expect(page.get_by_role("heading", name="What can I help with?")).to_be_visible()
+    shoot(page, "empty", tmp_path)
+
+    send(page, "Tell me a story [[tokens=40 delay=0.1]]")
+    stop = page.get_by_role("button", name="Stop")
+    expect(stop).to_be_visible()
+    # The text grows while the Stop button is up: tokens arrive before the end.
+    first = wait_reply_longer_than(page, 0)
+    wait_reply_longer_than(page, max(first, 80))
+    # Screen readers get the reply politely, once it settles (busy while it streams).
+    live = last_reply(page).locator(".parts")
+    expect(live).to_have_attribute("aria-live", "polite")
+    expect(live).to_have_attribute("aria-busy", "true")
+    shoot(page, "streaming", tmp_path)
+
+    reply = last_reply(page)
+    expect(reply).to_have_attribute("data-status", "complete")
+    expect(stop).to_be_hidden()
+    expect(live).to_have_attribute("aria-busy", "false")
+    expect(page.get_by_role("button", name="Send message")).to_be_visible()
+
+    stored = stored_chat(api, chat_id(page))["messages"][-1]
+    assert stored["status"] == "complete"
+    assert len(words(text_of(stored))) == 40
+    assert reply_text(reply).split() == text_of(stored).split()
+    expect(reply.locator(".usage")).to_contain_text("40 out")
+    # The first message names the chat in the sidebar, and the URL reopens it.
+    expect(page.get_by_role("link", name="Tell me a story")).to_be_visible()
+
+
+def test_shift_enter_is_a_new_line(page: Page) -> None:
+    page.goto("/")
+    box = page.get_by_role("textbox", name="Message")
+    box.press_sequentially("one")
+    box.press("Shift+Enter")
+    box.press_sequentially("two")
+    expect(box).to_have_value("one\ntwo")
+    expect(page.locator("li.msg")).to_have_count(0)
+
+
+def test_stop_keeps_the_partial_answer(page: Page, api: httpx.Client) -> None:
+    page.goto("/")
+    send(page, "Go on [[tokens=300 delay=0.05]]")
+    wait_reply_longer_than(page, 20)
+    page.get_by_role("button", name="Stop").click()
+
+    reply = last_reply(page)
+    expect(reply).to_have_attribute("data-status", "stopped")
+    expect(reply.locator(".badge")).to_have_text("Stopped")
+    stored = stored_chat(api, chat_id(page))["messages"][-1]
+    assert stored["status"] == "stopped"
+    kept = words(text_of(stored))
+    assert 0 < len(kept) < 300
+    assert reply_text(reply).split() == kept
+
+
+def test_refresh_mid_answer_resumes_without_repeats(page: Page, api: httpx.Client) -> None:
+    page.goto("/")
+    send(page, "Count with me [[tokens=60 delay=0.08]]")
+    cid = chat_id(page)
+    wait_reply_longer_than(page, 30)
+
+    page.reload()
+    # Back on the same chat, still streaming, then complete: the page rejoined the stream.
+    expect(page.get_by_role("heading", name="Count with me")).to_be_visible()
+    reply = last_reply(page)
+    expect(reply).to_have_attribute("data-status", "complete")
+    stored = stored_chat(api, cid)["messages"][-1]
+    assert stored["status"] == "complete"
+    assert len(words(text_of(stored))) == 60
+    # Exactly the stored words, in order: nothing repeated, nothing lost.
+    assert reply_text(reply).split() == text_of(stored).split()
+    expect(page.locator("li.msg.assistant")).to_have_count(1)
+
+
+def test_provider_failure_is_shown_in_the_page(
+    page: Page, api: httpx.Client, tmp_path: Path
+) -> None:
+    page.goto("/")
+    send(page, "Break please [[fail_after=5 delay=0.05]]")
+    reply = last_reply(page)
+    expect(reply).to_have_attribute("data-status", "error")
+    expect(reply.locator(".badge")).to_have_text("Error")
+    expect(page.get_by_role("alert")).not_to_be_empty()
+    stored = stored_chat(api, chat_id(page))["messages"][-1]
+    assert stored["status"] == "error"
+    assert stored["error"]
+    expect(reply.locator(".msg-error")).to_have_text(stored["error"])
+    # The words that came before the failure are kept and shown.
+    assert reply_text(reply).split() == text_of(stored).split() != []
+    shoot(page, "error", tmp_path)
+
+
+def test_http_error_is_shown_in_the_page(page: Page, api: httpx.Client) -> None:
+    page.goto("/")
+    send(page, "Hello [[tokens=3]]")
+    cid = chat_id(page)
+    expect(last_reply(page)).to_have_attribute("data-status", "complete")
+    # The chat disappears behind the page's back: the next send gets a 404.
+    api.delete(f"/api/chats/{cid}").raise_for_status()
+    send(page, "Anyone there?")
+    expect(page.get_by_role("alert")).to_contain_text("not")
+
+
+def test_dropped_connection_rejoins_after_the_last_event(
+    page: Page, api: httpx.Client, server: str
+) -> None:
+    relay = CutRelay(int(server.rsplit(":", 1)[1]))
+    try:
+        page.goto(f"{relay.url}/")
+        send(page, "Keep going [[tokens=80 delay=0.08]]")
+        cid = chat_id(page)
+        wait_reply_longer_than(page, 20)
+        assert relay.cut() > 0
+
+        reply = last_reply(page)
+        expect(reply).to_have_attribute("data-status", "complete")
+        sent = relay.sent_by_clients().decode("latin-1").lower()
+    finally:
+        relay.close()
+    # The page came back for the rest of the stream, saying where it had got to...
+    assert f"get /api/chats/{cid.lower()}/stream" in sent
+    assert "last-event-id: " in sent
+    # ...and shows exactly the stored answer: nothing lost, nothing repeated.
+    stored = stored_chat(api, cid)["messages"][-1]
+    assert stored["status"] == "complete"
+    assert len(words(text_of(stored))) == 80
+    assert reply_text(reply).split() == text_of(stored).split()
+
+
+def test_server_killed_mid_answer_shows_interrupted(
+    browser: Browser, fake_provider: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = launch_server(tmp_path, fake_provider, port)
+    context = browser.new_context(base_url=url)
+    try:
+        page = context.new_page()
+        page.goto("/")
+        send(page, "Until the lights go out [[tokens=400 delay=0.05]]")
+        cid = chat_id(page)
+        wait_reply_longer_than(page, 20)
+        proc.kill()  # no graceful shutdown: the reply is left `streaming` in the database
+        proc.wait()
+        proc = launch_server(tmp_path, fake_provider, port)
+
+        # At start the server marks the reply interrupted; the page shows it, keeping the
+        # checkpointed words, whether it rejoined by itself or after a refresh.
+        page.reload()
+        reply = last_reply(page)
+        expect(reply).to_have_attribute("data-status", "interrupted")
+        expect(reply.locator(".badge")).to_have_text("Interrupted")
+        stored = httpx.get(f"{url}/api/chats/{cid}").json()["messages"][-1]
+        assert stored["status"] == "interrupted"
+        assert reply_text(reply).split() == text_of(stored).split()
+    finally:
+        context.close()
+        stop_process(proc)
