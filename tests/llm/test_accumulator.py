@@ -86,12 +86,19 @@ def test_argument_deltas_show_in_the_live_view_before_the_call_completes() -> No
     assert (call.id, call.name, call.arguments, call.raw_arguments) == ("c1", "f", {}, '{"a":')
 
 
-def test_the_result_is_a_live_view_safe_to_read_mid_stream() -> None:
+def test_the_result_can_be_read_mid_stream_and_later_reads_see_everything() -> None:
     acc = Accumulator()
     acc.add(TextDelta("a"))
-    view = acc.result()
+    assert acc.result().text == "a"
     acc.add(TextDelta("b"))
-    assert view.text == "ab" and view is acc.result()
+    acc.add(ReasoningDelta("r"))
+    acc.add(TextDelta("c"))
+    assert acc.result().parts == [TextPart("ab"), ReasoningPart("r"), TextPart("c")]
+
+
+def test_a_long_answer_is_assembled_exactly() -> None:
+    pieces = [f"w{i} " for i in range(20_000)]
+    assert fold(*(TextDelta(p) for p in pieces)).text == "".join(pieces)
 
 
 def test_a_complete_call_without_a_start_is_appended() -> None:

@@ -29,29 +29,29 @@ from streamkeep.llm.types import (
 
 
 class Accumulator:
-    __slots__ = ("_calls", "_completion", "_parts")
+    __slots__ = ("_calls", "_completion", "_parts", "_pieces")
 
     def __init__(self) -> None:
         self._completion = Completion()
         self._parts: list[Part] = self._completion.parts
         # call_id -> the part standing in for it until ToolCallComplete arrives
         self._calls: dict[str, ToolCallPart] = {}
+        # Deltas of the last part when it is text or reasoning, joined on demand: adding
+        # to an attribute with `+=` copies the whole string, quadratic on long answers.
+        self._pieces: list[str] = []
 
     def add(self, event: StreamEvent) -> None:
         parts = self._parts
-        if isinstance(event, TextDelta):
-            last = parts[-1] if parts else None
-            if isinstance(last, TextPart):
-                last.text += event.text
-            else:
-                parts.append(TextPart(event.text))
-        elif isinstance(event, ReasoningDelta):
-            last = parts[-1] if parts else None
-            if isinstance(last, ReasoningPart):
-                last.text += event.text
-            else:
-                parts.append(ReasoningPart(event.text))
-        elif isinstance(event, ToolCallStart):
+        cls = type(event)
+        if cls is TextDelta or cls is ReasoningDelta:
+            kind = TextPart if cls is TextDelta else ReasoningPart
+            if not (parts and type(parts[-1]) is kind):
+                self._flush()
+                parts.append(kind(""))
+            self._pieces.append(event.text)  # type: ignore[union-attr]
+            return
+        self._flush()
+        if isinstance(event, ToolCallStart):
             part = ToolCallPart(ToolCall(id=event.call_id, name=event.name, arguments={}))
             self._calls[event.call_id] = part
             parts.append(part)
@@ -79,6 +79,14 @@ class Accumulator:
             c.response_id = event.response_id or c.response_id
             c.model = event.model or c.model
 
+    def _flush(self) -> None:
+        if self._pieces:
+            last = self._parts[-1]
+            assert isinstance(last, TextPart | ReasoningPart)
+            last.text += "".join(self._pieces)
+            self._pieces = []
+
     def result(self) -> Completion:
-        """The message so far (a live view: safe to call mid-stream for checkpoints)."""
+        """The message so far (safe to call mid-stream, e.g. for checkpoints)."""
+        self._flush()
         return self._completion
