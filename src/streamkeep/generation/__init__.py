@@ -1,0 +1,26 @@
+"""The generation engine: relays a model's stream to any number of subscribers and keeps
+the answer, whatever happens to the clients, the provider or the process.
+
+    manager.GenerationManager   starts, joins, stops and recovers generations
+    generation.Generation       one live answer: its task, its event log, its final write
+    checkpointer.Checkpointer   batched periodic saves of live answers, and heartbeats
+    log.EventLog                the replayable frame buffer subscribers read
+    ui_stream                   typed events -> Vercel AI SDK UI message stream frames
+    parts                       stored message parts <-> llm types
+"""
+
+from streamkeep.generation.errors import GenerationError, ShuttingDown
+from streamkeep.generation.generation import Generation
+from streamkeep.generation.log import EventLog, InProcessEventLog
+from streamkeep.generation.manager import GenerationManager
+from streamkeep.generation.ui_stream import HEADERS as UI_STREAM_HEADERS
+
+__all__ = [
+    "UI_STREAM_HEADERS",
+    "EventLog",
+    "Generation",
+    "GenerationError",
+    "GenerationManager",
+    "InProcessEventLog",
+    "ShuttingDown",
+]

@@ -1,0 +1,282 @@
+"""One live generation: the task that relays a model's stream and keeps the answer.
+
+The task reads the provider's typed events, encodes each into UI-stream frames and
+appends them to the event log at once; storage never sits on that path. The answer is
+written once at the end (plus the checkpointer's periodic batches), and only then do the
+closing frames go out, so a client that refetches on `finish` finds the stored message.
+
+HTTP requests never own a generation: they `subscribe()` to its log, and leaving does
+not stop it (unless `stop_on_disconnect`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from streamkeep.generation.log import EventLog, InProcessEventLog
+from streamkeep.generation.parts import completion_to_parts
+from streamkeep.generation.ui_stream import UIStreamEncoder, sse_frames
+from streamkeep.llm.accumulator import Accumulator
+from streamkeep.llm.events import Finish, StreamError, StreamEvent
+from streamkeep.llm.types import FinishReason, Usage
+from streamkeep.store.errors import NotFound
+
+if TYPE_CHECKING:
+    from streamkeep.generation.checkpointer import Checkpointer
+    from streamkeep.store import ChatStore
+
+logger = logging.getLogger(__name__)
+
+Status = Literal["streaming", "complete", "stopped", "error", "interrupted"]
+EndStatus = Literal["complete", "stopped", "error", "interrupted"]
+
+# Bounded retries of the final write in the generation's own task; after that the
+# checkpointer keeps retrying every tick, so the content survives while the process lives.
+FINAL_WRITE_ATTEMPTS = 5
+FINAL_WRITE_FIRST_DELAY = 0.05
+
+
+@dataclass(slots=True, frozen=True)
+class GenerationIds:
+    id: str
+    chat_id: str
+    message_id: str
+    user_message_id: str | None
+    model: str
+    idempotency_key: str | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: EndStatus
+    finish_reason: FinishReason | None = None
+    error: str | None = None
+
+
+class Generation:
+    """A generation owned by this process; see the module docstring."""
+
+    def __init__(
+        self,
+        ids: GenerationIds,
+        *,
+        store: ChatStore,
+        checkpointer: Checkpointer,
+        stop_on_disconnect: bool = False,
+        on_done: Callable[[Generation], None] | None = None,
+        log: EventLog | None = None,
+    ) -> None:
+        self.ids = ids
+        self.id = ids.id
+        self.chat_id = ids.chat_id
+        self.message_id = ids.message_id
+        self.user_message_id = ids.user_message_id
+        self.model = ids.model
+        self.status: Status = "streaming"
+        self.log: EventLog = log if log is not None else InProcessEventLog()
+        self.done = asyncio.Event()
+        # Set by the run loop on new content, cleared by the checkpointer.
+        self.dirty = False
+        # Set once the end is being written: checkpoints must no longer touch the message.
+        self.finalizing = False
+        self._store = store
+        self._checkpointer = checkpointer
+        self._stop_on_disconnect = stop_on_disconnect
+        self._on_done = on_done
+        self._acc = Accumulator()
+        self._encoder = UIStreamEncoder()
+        self._subscribers = 0
+        self._task: asyncio.Task[None] | None = None
+        self._running = False
+        self._cancel_status: EndStatus | None = None
+        self._prompt_chars = 0
+        self._pieces = 0  # content events relayed: the usage estimate if none is reported
+
+    def __repr__(self) -> str:
+        return f"<Generation {self.ids.id} chat={self.ids.chat_id} {self.status}>"
+
+    # -- the public face -----------------------------------------------------------
+
+    @property
+    def subscribers(self) -> int:
+        return self._subscribers
+
+    def parts(self) -> list[dict[str, Any]]:
+        """The answer so far, as stored message parts."""
+        return completion_to_parts(self._acc.result())
+
+    async def subscribe(self, after: int = 0) -> AsyncGenerator[bytes, None]:
+        """The stream's frames after sequence number `after`, live until the end."""
+        self._subscribers += 1
+        try:
+            async for chunk in self.log.read(after):
+                yield chunk
+        finally:
+            self._subscribers -= 1
+            if self._subscribers == 0 and self._stop_on_disconnect and not self.done.is_set():
+                self._cancel("stopped")
+
+    async def stop(self) -> None:
+        """Stop at once: the upstream is closed and the partial answer stored `stopped`."""
+        self._cancel("stopped")
+        await self.done.wait()
+
+    def interrupt(self) -> None:
+        """Stop for a shutdown: the partial answer is stored `interrupted`."""
+        self._cancel("interrupted")
+
+    async def wait(self) -> None:
+        await self.done.wait()
+
+    # -- the task --------------------------------------------------------------------
+
+    def start(
+        self, stream: AsyncIterator[StreamEvent], metadata: dict[str, Any], *, prompt_chars: int = 0
+    ) -> None:
+        self._prompt_chars = prompt_chars
+        # The start frames go in before anyone can subscribe: `start` is always seq 1.
+        self._append(self._encoder.start(self.ids.message_id, metadata))
+        self._task = asyncio.create_task(self._run(stream), name=f"generation-{self.ids.id}")
+
+    def _cancel(self, status: EndStatus) -> None:
+        if self.finalizing or self._cancel_status is not None:
+            return
+        self._cancel_status = status
+        if self._running and self._task is not None:
+            self._task.cancel()
+
+    def _append(self, payloads: list[bytes]) -> None:
+        log = self.log
+        log.append(sse_frames(payloads, log.next_seq))
+
+    async def _run(self, stream: AsyncIterator[StreamEvent]) -> None:
+        self._running = True
+        foreign_cancel = False
+        try:
+            if self._cancel_status is not None:  # stopped before the task first ran
+                await _aclose(stream)
+                outcome = Outcome(self._cancel_status)
+            else:
+                outcome = await self._pump(stream)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._cancel_status is None:
+                foreign_cancel = True  # e.g. the event loop is going away
+            elif task is not None:
+                task.uncancel()  # our own stop: the task carries on to store the answer
+            outcome = Outcome(self._cancel_status or "interrupted")
+        except Exception as exc:  # a bug below us: keep what we have, report it
+            logger.exception("generation %s failed", self.ids.id)
+            outcome = Outcome("error", "error", f"internal error: {exc}")
+        await self._finish(outcome)
+        if foreign_cancel:
+            raise asyncio.CancelledError
+
+    async def _pump(self, stream: AsyncIterator[StreamEvent]) -> Outcome:
+        acc, encoder = self._acc, self._encoder
+        try:
+            async for event in stream:
+                acc.add(event)
+                if isinstance(event, Finish):
+                    return Outcome("complete", event.reason)
+                if isinstance(event, StreamError):
+                    return Outcome("error", "error", event.error.message)
+                payloads = encoder.encode(event)
+                if payloads:
+                    self._append(payloads)
+                    self.dirty = True
+                    self._pieces += 1
+        finally:
+            # Closing the iterator closes the upstream connection, at once on a stop.
+            await _aclose(stream)
+        return Outcome("error", "error", "the model's stream ended without finishing")
+
+    async def _finish(self, outcome: Outcome) -> None:
+        self.finalizing = True
+        try:
+            if outcome.status == "error":
+                self._append(self._encoder.error(outcome.error or "unknown error"))
+            await self._checkpointer.settle(self)
+            await self._store_final(outcome)
+            aborted = outcome.status in ("stopped", "interrupted")
+            metadata = self._metadata(outcome)
+            self._append(self._encoder.end(metadata, outcome.finish_reason, aborted=aborted))
+        finally:
+            # Whatever happened above, nobody may wait for this generation forever.
+            self.status = outcome.status
+            self.log.close()
+            self.done.set()
+            if self._on_done is not None:
+                self._on_done(self)
+
+    def _metadata(self, outcome: Outcome) -> dict[str, Any]:
+        meta: dict[str, Any] = {"status": outcome.status}
+        meta["usage"] = self._usage().as_dict()
+        if outcome.finish_reason is not None:
+            meta["finishReason"] = outcome.finish_reason
+        if outcome.error is not None:
+            meta["error"] = outcome.error
+        return meta
+
+    def _usage(self) -> Usage:
+        """The provider's numbers, or (stopped early, or a provider that reports none)
+        an estimate: one token per streamed piece, four prompt characters per token."""
+        reported = self._acc.result().usage
+        if reported is not None:
+            return reported
+        return Usage(
+            input_tokens=self._prompt_chars // 4, output_tokens=self._pieces, estimated=True
+        )
+
+    def final_write_args(self, outcome: Outcome) -> dict[str, Any]:
+        completion = self._acc.result()
+        return {
+            "generation_id": self.ids.id,
+            "message_id": self.ids.message_id,
+            "status": outcome.status,
+            "parts": completion_to_parts(completion),
+            "usage": self._usage().as_dict(),
+            "finish_reason": outcome.finish_reason,
+            "error": outcome.error,
+        }
+
+    async def _store_final(self, outcome: Outcome) -> None:
+        args = self.final_write_args(outcome)
+        delay = FINAL_WRITE_FIRST_DELAY
+        for attempt in range(1, FINAL_WRITE_ATTEMPTS + 1):
+            if await write_final(self._store, args, attempt=attempt):
+                return
+            if attempt < FINAL_WRITE_ATTEMPTS:
+                await asyncio.sleep(delay)
+                delay *= 2
+        logger.error(
+            "could not store message %s after %d attempts; retrying in the background",
+            self.ids.message_id,
+            FINAL_WRITE_ATTEMPTS,
+        )
+        self._checkpointer.retry_later(args)
+
+
+async def write_final(store: ChatStore, args: dict[str, Any], *, attempt: int = 1) -> bool:
+    """One try of a message's final write; True when nothing is left to do."""
+    try:
+        await store.finish_reply(**args)
+    except NotFound:
+        # The chat was deleted mid-generation: there is nothing left to store it in.
+        logger.info("message %s vanished before its final write", args["message_id"])
+    except Exception as exc:  # the database is down or busy: retried by the caller
+        logger.warning(
+            "final write of message %s failed (attempt %d): %s", args["message_id"], attempt, exc
+        )
+        return False
+    return True
+
+
+async def _aclose(stream: AsyncIterator[StreamEvent]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -1,0 +1,98 @@
+"""The per-generation event log: the buffer every subscriber of a generation reads.
+
+The generation appends pre-encoded SSE frames as tokens arrive; any number of readers
+replay from any sequence number and then follow live until the log is closed. The
+interface is small on purpose so a Redis Streams log can stand in for this in-process one
+when several workers share live generations.
+
+Sequence numbers are 1, 2, 3... in append order; frame `n` carries `id: n`, so a client's
+`Last-Event-ID: n` resumes with frame `n + 1`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+
+class EventLog(Protocol):
+    """An append-only, replayable, closeable sequence of frames."""
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next appended frame gets (the encoder writes it in)."""
+        ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def append(self, frames: list[bytes]) -> None:
+        """Add frames (numbered from `next_seq`). Never blocks: it is on the token path."""
+        ...
+
+    def close(self) -> None:
+        """No more frames will come; readers end once they have read everything."""
+        ...
+
+    def read(self, after: int = 0) -> AsyncIterator[bytes]:
+        """Everything after sequence number `after`, then live frames until the close.
+
+        Frames available at one wake-up are joined into one bytes, so a slow reader
+        catches up in one write instead of thousands.
+        """
+        ...
+
+
+class InProcessEventLog:
+    """An `EventLog` held in memory by the process that runs the generation."""
+
+    __slots__ = ("_closed", "_frames", "_wakeup")
+
+    def __init__(self) -> None:
+        self._frames: list[bytes] = []
+        self._closed = False
+        # Created only while some reader waits, so appends with nobody waiting cost nothing.
+        self._wakeup: asyncio.Event | None = None
+
+    @property
+    def next_seq(self) -> int:
+        return len(self._frames) + 1
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def append(self, frames: list[bytes]) -> None:
+        if self._closed:
+            raise RuntimeError("append to a closed event log")
+        self._frames.extend(frames)
+        self._wake()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set()
+
+    async def read(self, after: int = 0) -> AsyncIterator[bytes]:
+        cursor = max(after, 0)
+        frames = self._frames
+        while True:
+            end = len(frames)
+            if cursor < end:
+                yield frames[cursor] if end - cursor == 1 else b"".join(frames[cursor:end])
+                cursor = end
+                continue
+            if self._closed:
+                return
+            if self._wakeup is None:
+                self._wakeup = asyncio.Event()
+            await self._wakeup.wait()

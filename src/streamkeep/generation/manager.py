@@ -1,0 +1,285 @@
+"""The registry of this process's generations: start, join, stop, recover, shut down.
+
+Starting a reply writes the user message, the assistant message (status `streaming`)
+and a running generation in one transaction, then hands the stream to a `Generation`
+task owned here, not by the HTTP request. The database allows one running generation
+per chat; a retry with the same idempotency key joins the one already running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from streamkeep.generation.checkpointer import Checkpointer
+from streamkeep.generation.errors import ShuttingDown
+from streamkeep.generation.generation import Generation, GenerationIds
+from streamkeep.generation.parts import history_to_messages
+from streamkeep.llm.types import ChatRequest, Message
+from streamkeep.store.errors import GenerationConflict, InvalidOperation
+
+if TYPE_CHECKING:
+    from streamkeep.config import Settings
+    from streamkeep.llm.registry import ModelRegistry
+    from streamkeep.store import ChatStore, MessageRecord
+
+logger = logging.getLogger(__name__)
+
+# How many loop turns a same-key retry waits for the winning request to register its
+# generation (both requests' transactions have ended; only task scheduling is left).
+_JOIN_YIELDS = 20
+# A worker is presumed dead after this many missed heartbeats (and at least _MIN_STALE s).
+_STALE_HEARTBEATS = 5
+_MIN_STALE = 15.0
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class GenerationManager:
+    def __init__(
+        self,
+        store: ChatStore,
+        registry: ModelRegistry,
+        settings: Settings,
+        *,
+        worker_id: str | None = None,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._settings = settings
+        self.worker_id = worker_id or default_worker_id()
+        self._by_id: dict[str, Generation] = {}
+        self._by_chat: dict[str, Generation] = {}
+        self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self._accepting = False
+        self.checkpointer = Checkpointer(
+            store,
+            self._running,
+            interval=settings.checkpoint_interval,
+            worker_id=self.worker_id,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Mark what a dead process left `streaming` as `interrupted`, then serve.
+
+        A single process owns every generation, so all running ones are orphans. With
+        Redis, other live workers may own some: only those whose heartbeat stopped are.
+        """
+        stale_before = None
+        if self._settings.redis_url:
+            silence = max(_STALE_HEARTBEATS * self._settings.checkpoint_interval, _MIN_STALE)
+            stale_before = datetime.now(UTC) - timedelta(seconds=silence)
+        orphans = await self._store.interrupt_orphans(
+            exclude_generation_ids=[g.id for g in self._running()], stale_before=stale_before
+        )
+        if orphans:
+            logger.warning("marked %d orphaned generation(s) interrupted", len(orphans))
+        self.checkpointer.start()
+        self._accepting = True
+
+    async def shutdown(self) -> None:
+        """Take no new generations; give live ones the grace period, then interrupt them."""
+        self._accepting = False
+        running = list(self._running())
+        if running:
+            waits = [asyncio.create_task(g.wait()) for g in running]
+            _, pending = await asyncio.wait(waits, timeout=self._settings.shutdown_grace)
+            for task in pending:
+                task.cancel()
+            for gen in running:
+                if not gen.done.is_set():
+                    logger.warning("interrupting generation %s at shutdown", gen.id)
+                    gen.interrupt()
+            await asyncio.gather(*(g.wait() for g in running))
+        await self.checkpointer.stop()
+        for handle in self._expiry.values():
+            handle.cancel()
+        self._expiry.clear()
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def live(self, chat_id: str) -> Generation | None:
+        """The chat's generation: running, or finished within the retention period."""
+        return self._by_chat.get(chat_id)
+
+    def get(self, generation_id: str) -> Generation | None:
+        return self._by_id.get(generation_id)
+
+    def _running(self) -> Iterator[Generation]:
+        return (g for g in list(self._by_id.values()) if not g.done.is_set())
+
+    async def stop(self, chat_id: str) -> bool:
+        """Stop the chat's running generation; False when it has none."""
+        gen = self._by_chat.get(chat_id)
+        if gen is None or gen.done.is_set():
+            return False
+        await gen.stop()
+        return True
+
+    # -- starting replies ----------------------------------------------------------------
+
+    async def reply(
+        self,
+        *,
+        chat_id: str,
+        content: str,
+        parent_id: str | None = None,
+        model: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Generation:
+        """A new user message under `parent_id` (default: the active leaf) and its reply."""
+        self._check_accepting()
+        chat = await self._store.get_chat(chat_id)
+        model = model or chat.model
+        self._registry.resolve(model)  # an unknown model raises before anything is written
+        if parent_id is None:
+            parent_id = chat.active_leaf_id
+        history = await self._history(chat_id, parent_id)
+        prompt = [*history_to_messages(chat.system, history), Message("user", content)]
+        return await self._begin(
+            chat_id, parent_id, content, model, prompt, idempotency_key=idempotency_key
+        )
+
+    async def regenerate(
+        self, message_id: str, *, model: str | None = None, idempotency_key: str | None = None
+    ) -> Generation:
+        """A new answer: a sibling of an assistant message, or a reply under a user one."""
+        self._check_accepting()
+        message = await self._store.get_message(message_id)
+        if message.role == "assistant":
+            parent_id = message.parent_id
+        elif message.role == "user":
+            parent_id = message.id
+        else:
+            raise InvalidOperation(f"cannot regenerate a {message.role} message")
+        chat = await self._store.get_chat(message.chat_id)
+        model = model or chat.model
+        self._registry.resolve(model)
+        history = await self._history(chat.id, parent_id)
+        prompt = history_to_messages(chat.system, history)
+        return await self._begin(
+            chat.id, parent_id, None, model, prompt, idempotency_key=idempotency_key
+        )
+
+    async def edit(
+        self,
+        message_id: str,
+        content: str,
+        *,
+        model: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Generation:
+        """A sibling of a user message with new content, and its reply."""
+        self._check_accepting()
+        message = await self._store.get_message(message_id)
+        if message.role != "user":
+            raise InvalidOperation(f"only user messages can be edited, not {message.role}")
+        chat = await self._store.get_chat(message.chat_id)
+        model = model or chat.model
+        self._registry.resolve(model)
+        history = await self._history(chat.id, message.parent_id)
+        prompt = [*history_to_messages(chat.system, history), Message("user", content)]
+        return await self._begin(
+            chat.id, message.parent_id, content, model, prompt, idempotency_key=idempotency_key
+        )
+
+    def _check_accepting(self) -> None:
+        if not self._accepting:
+            raise ShuttingDown
+
+    async def _history(self, chat_id: str, parent_id: str | None) -> list[MessageRecord]:
+        if parent_id is None:
+            return []
+        history = await self._store.history(parent_id)
+        if history and history[0].chat_id != chat_id:
+            raise InvalidOperation(f"message {parent_id!r} belongs to another chat")
+        return history
+
+    async def _begin(
+        self,
+        chat_id: str,
+        parent_id: str | None,
+        user_content: str | None,
+        model: str,
+        prompt: list[Message],
+        *,
+        idempotency_key: str | None,
+    ) -> Generation:
+        try:
+            user, assistant, record = await self._store.start_reply(
+                chat_id=chat_id,
+                parent_id=parent_id,
+                user_content=user_content,
+                model=model,
+                idempotency_key=idempotency_key,
+                worker_id=self.worker_id,
+            )
+        except GenerationConflict as conflict:
+            joined = await self._join(conflict)
+            if joined is None:
+                raise
+            return joined
+        ids = GenerationIds(
+            id=record.id,
+            chat_id=chat_id,
+            message_id=assistant.id,
+            user_message_id=user.id if user is not None else None,
+            model=model,
+            idempotency_key=idempotency_key,
+        )
+        return self._launch(ids, ChatRequest(model=model, messages=prompt))
+
+    async def _join(self, conflict: GenerationConflict) -> Generation | None:
+        if not conflict.same_key:
+            return None
+        for _ in range(_JOIN_YIELDS):
+            gen = self._by_id.get(conflict.generation_id)
+            if gen is not None:
+                return gen
+            await asyncio.sleep(0)
+        return None
+
+    def _launch(self, ids: GenerationIds, request: ChatRequest) -> Generation:
+        gen = Generation(
+            ids,
+            store=self._store,
+            checkpointer=self.checkpointer,
+            stop_on_disconnect=self._settings.stop_on_disconnect,
+            on_done=self._finished,
+        )
+        self._by_id[ids.id] = gen
+        self._by_chat[ids.chat_id] = gen
+        metadata = {
+            "chatId": ids.chat_id,
+            "generationId": ids.id,
+            "userMessageId": ids.user_message_id,
+            "model": ids.model,
+            "status": "streaming",
+        }
+        prompt_chars = sum(len(m.content) for m in request.messages)
+        gen.start(self._registry.stream(ids.model, request), metadata, prompt_chars=prompt_chars)
+        return gen
+
+    def _finished(self, gen: Generation) -> None:
+        loop = asyncio.get_running_loop()
+        retention = self._settings.generation_retention
+        self._expiry[gen.id] = loop.call_later(retention, self._forget, gen)
+
+    def _forget(self, gen: Generation) -> None:
+        handle = self._expiry.pop(gen.id, None)
+        if handle is not None:
+            handle.cancel()
+        if self._by_id.get(gen.id) is gen:
+            del self._by_id[gen.id]
+        if self._by_chat.get(gen.chat_id) is gen:
+            del self._by_chat[gen.chat_id]

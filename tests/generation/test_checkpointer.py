@@ -1,0 +1,130 @@
+"""Batched checkpoints: one transaction per tick for every live answer, one final write
+per message, nothing per token. Statements are counted on the real engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+from streamkeep.generation import GenerationManager
+from streamkeep.store import ChatStore, Database
+from tests.conftest import TEST_DATABASE_URL
+from tests.fakes.upstream import FakeUpstream, Script
+from tests.generation.conftest import MODEL
+from tests.generation.streams import deltas, read_all, read_until, stored_text
+
+
+@contextmanager
+def statements(db: Database) -> Iterator[list[str]]:
+    """Every SQL statement the engine sends while inside the block (BEGIN included)."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        seen.append(" ".join(sql.split()).upper())
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+
+
+def message_updates(seen: list[str]) -> list[str]:
+    return [s for s in seen if s.startswith("UPDATE MESSAGES")]
+
+
+async def test_live_answers_are_checkpointed_together_in_one_transaction(
+    manager: GenerationManager, store: ChatStore, db: Database, fake_upstream: FakeUpstream
+) -> None:
+    gens = []
+    for _ in range(3):
+        chat_id = (await store.create_chat(model=MODEL)).id
+        fake_upstream.enqueue(Script(tokens=10, hang_after=3))
+        gen = await manager.reply(chat_id=chat_id, content="hi")
+        await read_until(gen.subscribe(), deltas(3))
+        gens.append(gen)
+
+    with statements(db) as seen:
+        await manager.checkpointer.tick()
+
+    # One UPDATE (executemany) for all three messages, one for the heartbeats, and
+    # nothing else but the transaction's own bookkeeping.
+    assert len(message_updates(seen)) == 1
+    assert len([s for s in seen if s.startswith("UPDATE GENERATIONS")]) == 1
+    assert not [s for s in seen if s.startswith(("INSERT", "DELETE"))]
+    for gen in gens:
+        message = await store.get_message(gen.message_id)
+        assert message.status == "streaming"
+        assert stored_text(message.parts) == "lorem ipsum dolor"
+
+    with statements(db) as seen:
+        await manager.checkpointer.tick()  # nothing new since: only heartbeats
+    assert message_updates(seen) == []
+
+    with statements(db) as seen:
+        for gen in gens:
+            await gen.stop()
+        await manager.checkpointer.tick()  # nothing live any more: nothing written
+    assert len(message_updates(seen)) == 3  # exactly one final write per message
+    for gen in gens:
+        message = await store.get_message(gen.message_id)
+        assert message.status == "stopped"
+        assert stored_text(message.parts) == "lorem ipsum dolor"
+
+
+async def test_a_generation_writes_its_message_once_with_no_checkpoint_in_between(
+    manager: GenerationManager, store: ChatStore, db: Database, fake_upstream: FakeUpstream
+) -> None:
+    chat_id = (await store.create_chat(model=MODEL)).id
+    fake_upstream.enqueue(Script(tokens=50))
+    with statements(db) as seen:
+        gen = await manager.reply(chat_id=chat_id, content="hi")
+        frames = await read_all(gen)
+    assert frames[-1].type == "[DONE]"
+    # start_reply inserts it; finish_reply is the only UPDATE of any message.
+    assert len(message_updates(seen)) == 1
+    message = await store.get_message(gen.message_id)
+    assert message.status == "complete" and len(stored_text(message.parts).split()) == 50
+
+
+async def test_a_final_write_that_fails_while_the_database_is_down_is_kept_and_retried(
+    manager: GenerationManager,
+    store: ChatStore,
+    db: Database,
+    database_url: str,
+    fake_upstream: FakeUpstream,
+) -> None:
+    if db.is_sqlite:
+        pytest.skip("takes a PostgreSQL database offline; SQLite has no server to stop")
+    chat_id = (await store.create_chat(model=MODEL)).id
+    fake_upstream.enqueue(Script(tokens=10, hang_after=2))
+    gen = await manager.reply(chat_id=chat_id, content="hi")
+    await read_until(gen.subscribe(), deltas(2))
+
+    name = make_url(database_url).database
+    admin = await asyncpg.connect(TEST_DATABASE_URL)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        await gen.stop()  # every retry of the final write fails: the database is gone
+        assert manager.checkpointer.pending_final_writes == 1
+        frames = await read_all(gen)
+        assert frames[-1].type == "[DONE]"  # the client is not left hanging meanwhile
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+
+    await manager.checkpointer.tick()  # the database is back
+
+    assert manager.checkpointer.pending_final_writes == 0
+    message = await store.get_message(gen.message_id)
+    assert message.status == "stopped"
+    assert stored_text(message.parts) == "lorem ipsum"

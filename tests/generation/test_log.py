@@ -1,0 +1,68 @@
+"""The in-process event log: numbering, replay after N, late readers, close."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from streamkeep.generation.log import InProcessEventLog
+
+
+async def collect(log: InProcessEventLog, after: int = 0) -> list[bytes]:
+    return [chunk async for chunk in log.read(after)]
+
+
+def test_sequence_numbers_start_at_one() -> None:
+    log = InProcessEventLog()
+    assert log.next_seq == 1
+    log.append([b"a", b"b"])
+    assert log.next_seq == 3
+    log.append([b"c"])
+    assert log.next_seq == 4 and len(log) == 3
+
+
+async def test_replay_after_n_yields_exactly_the_rest_joined() -> None:
+    log = InProcessEventLog()
+    log.append([b"1", b"2", b"3", b"4"])
+    log.close()
+    assert await collect(log, after=0) == [b"1234"]
+    assert await collect(log, after=2) == [b"34"]
+    assert await collect(log, after=4) == []
+    assert await collect(log, after=99) == []
+
+
+async def test_readers_follow_live_appends_until_close() -> None:
+    log = InProcessEventLog()
+    log.append([b"s"])
+    reader = log.read(0)
+    assert await anext(reader) == b"s"
+    pending = asyncio.ensure_future(anext(reader))
+    await asyncio.sleep(0)
+    assert not pending.done()  # nothing new: the reader waits
+    log.append([b"x", b"y"])
+    assert await pending == b"xy"
+    log.close()
+    assert [c async for c in reader] == []
+
+
+async def test_many_readers_and_a_late_one_all_see_everything() -> None:
+    log = InProcessEventLog()
+    early = [asyncio.create_task(collect(log)) for _ in range(3)]
+    await asyncio.sleep(0)
+    for i in range(5):
+        log.append([b"%d" % i])
+        await asyncio.sleep(0)
+    log.close()
+    late = await collect(log)
+    assert b"".join(late) == b"01234"
+    for task in early:
+        assert b"".join(await task) == b"01234"
+
+
+async def test_append_after_close_is_refused() -> None:
+    log = InProcessEventLog()
+    log.close()
+    with pytest.raises(RuntimeError):
+        log.append([b"x"])
+    assert log.closed
