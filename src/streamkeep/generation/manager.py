@@ -31,9 +31,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# How many loop turns a same-key retry waits for the winning request to register its
-# generation (both requests' transactions have ended; only task scheduling is left).
-_JOIN_YIELDS = 20
 # A worker is presumed dead after this many missed heartbeats (and at least _MIN_STALE s).
 _STALE_HEARTBEATS = 5
 _MIN_STALE = 15.0
@@ -59,6 +56,9 @@ class GenerationManager:
         self._by_id: dict[str, Generation] = {}
         self._by_chat: dict[str, Generation] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
+        # (chat_id, idempotency key) -> the start in flight in this process: a same-key
+        # request arriving meanwhile awaits it instead of racing it at the database.
+        self._starting: dict[tuple[str, str], asyncio.Future[Generation]] = {}
         self._accepting = False
         self.checkpointer = Checkpointer(
             store,
@@ -215,6 +215,34 @@ class GenerationManager:
         *,
         idempotency_key: str | None,
     ) -> Generation:
+        if idempotency_key is None:
+            return await self._insert(chat_id, parent_id, user_content, model, prompt, None)
+        key = (chat_id, idempotency_key)
+        in_flight = self._starting.get(key)
+        if in_flight is not None:
+            return await asyncio.shield(in_flight)
+        future: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
+        self._starting[key] = future
+        try:
+            gen = await self._insert(chat_id, parent_id, user_content, model, prompt, key[1])
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here; waiters (if any) get it raised too
+            raise
+        finally:
+            del self._starting[key]
+        future.set_result(gen)
+        return gen
+
+    async def _insert(
+        self,
+        chat_id: str,
+        parent_id: str | None,
+        user_content: str | None,
+        model: str,
+        prompt: list[Message],
+        idempotency_key: str | None,
+    ) -> Generation:
         try:
             user, assistant, record = await self._store.start_reply(
                 chat_id=chat_id,
@@ -240,14 +268,10 @@ class GenerationManager:
         return self._launch(ids, ChatRequest(model=model, messages=prompt))
 
     async def _join(self, conflict: GenerationConflict) -> Generation | None:
+        """The running generation a same-key retry joins, when this process has it."""
         if not conflict.same_key:
             return None
-        for _ in range(_JOIN_YIELDS):
-            gen = self._by_id.get(conflict.generation_id)
-            if gen is not None:
-                return gen
-            await asyncio.sleep(0)
-        return None
+        return self._by_id.get(conflict.generation_id)
 
     def _launch(self, ids: GenerationIds, request: ChatRequest) -> Generation:
         gen = Generation(
