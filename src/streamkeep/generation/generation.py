@@ -23,6 +23,7 @@ from streamkeep.generation.ui_stream import UIStreamEncoder, sse_frames
 from streamkeep.llm.accumulator import Accumulator
 from streamkeep.llm.events import Finish, StreamError, StreamEvent
 from streamkeep.llm.types import FinishReason, Usage
+from streamkeep.llm.usage import completion_chars, estimate_usage
 from streamkeep.store.errors import NotFound
 
 if TYPE_CHECKING:
@@ -94,7 +95,6 @@ class Generation:
         self._running = False
         self._cancel_status: EndStatus | None = None
         self._prompt_chars = 0
-        self._pieces = 0  # content events relayed: the usage estimate if none is reported
 
     def __repr__(self) -> str:
         return f"<Generation {self.ids.id} chat={self.ids.chat_id} {self.status}>"
@@ -189,7 +189,6 @@ class Generation:
                 if payloads:
                     self._append(payloads)
                     self.dirty = True
-                    self._pieces += 1
         finally:
             # Closing the iterator closes the upstream connection, at once on a stop.
             await _aclose(stream)
@@ -223,14 +222,12 @@ class Generation:
         return meta
 
     def _usage(self) -> Usage:
-        """The provider's numbers, or (stopped early, or a provider that reports none)
-        an estimate: one token per streamed piece, four prompt characters per token."""
-        reported = self._acc.result().usage
-        if reported is not None:
-            return reported
-        return Usage(
-            input_tokens=self._prompt_chars // 4, output_tokens=self._pieces, estimated=True
-        )
+        """The provider's numbers, or (stopped before the provider reported any)
+        an estimate flagged as such."""
+        completion = self._acc.result()
+        if completion.usage is not None:
+            return completion.usage
+        return estimate_usage(self._prompt_chars, *completion_chars(completion))
 
     def final_write_args(self, outcome: Outcome) -> dict[str, Any]:
         completion = self._acc.result()

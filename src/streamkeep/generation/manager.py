@@ -22,6 +22,7 @@ from streamkeep.generation.errors import ShuttingDown
 from streamkeep.generation.generation import Generation, GenerationIds
 from streamkeep.generation.parts import history_to_messages
 from streamkeep.llm.types import ChatRequest, Message
+from streamkeep.llm.usage import prompt_chars
 from streamkeep.store.errors import GenerationConflict, InvalidOperation
 
 if TYPE_CHECKING:
@@ -290,8 +291,8 @@ class GenerationManager:
             "model": ids.model,
             "status": "streaming",
         }
-        prompt_chars = sum(len(m.content) for m in request.messages)
-        gen.start(self._registry.stream(ids.model, request), metadata, prompt_chars=prompt_chars)
+        stream = self._registry.stream(ids.model, request)
+        gen.start(stream, metadata, prompt_chars=prompt_chars(request))
         return gen
 
     def _finished(self, gen: Generation) -> None:

@@ -21,7 +21,7 @@ from streamkeep.llm.events import (
     ToolCallDelta,
     UsageReport,
 )
-from streamkeep.llm.types import ChatRequest, Usage
+from streamkeep.llm.types import ChatRequest, Completion, Usage
 
 CHARS_PER_TOKEN = 4
 
@@ -39,6 +39,23 @@ def prompt_chars(request: ChatRequest) -> int:
     for tool in request.tools:
         total += len(tool.name) + len(tool.description)
     return total
+
+
+def estimate_usage(prompt: int, output: int, reasoning: int = 0) -> Usage:
+    """Usage from character counts (prompt, visible output, reasoning), flagged estimated."""
+    reasoning_tokens = estimate_tokens(reasoning)
+    return Usage(
+        input_tokens=estimate_tokens(prompt),
+        output_tokens=estimate_tokens(output) + reasoning_tokens,
+        reasoning_tokens=reasoning_tokens,
+        estimated=True,
+    )
+
+
+def completion_chars(completion: Completion) -> tuple[int, int]:
+    """(output, reasoning) characters of an answer so far, for `estimate_usage`."""
+    output = len(completion.text) + sum(len(c.raw_arguments) for c in completion.tool_calls)
+    return output, len(completion.reasoning)
 
 
 async def with_usage(
@@ -60,15 +77,8 @@ async def with_usage(
             elif cls is UsageReport:
                 reported = True
             elif (cls is Finish or cls is StreamError) and not reported:
-                reasoning = estimate_tokens(reasoning_chars)
-                yield UsageReport(
-                    Usage(
-                        input_tokens=estimate_tokens(prompt_chars(request)),
-                        output_tokens=estimate_tokens(output_chars) + reasoning,
-                        reasoning_tokens=reasoning,
-                        estimated=True,
-                    )
-                )
+                estimate = estimate_usage(prompt_chars(request), output_chars, reasoning_chars)
+                yield UsageReport(estimate)
             yield event
     finally:
         await stream.aclose()  # type: ignore[attr-defined]
