@@ -1,0 +1,114 @@
+"""`streamkeep serve`: run the HTTP server (uvicorn, one worker).
+
+Every CONTRACT section 2 variable has a flag; flags win over the environment, which wins
+over `streamkeep.toml`. On SIGTERM / Ctrl-C the server stops taking new generations at
+once, lets live ones finish for up to `shutdown_grace` seconds, stores the rest
+`interrupted`, then exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import socket
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from streamkeep.config import Settings, load_settings
+from streamkeep.server import begin_shutdown, create_app
+
+# Past the grace period, the interrupted generations still need a moment to be stored.
+_SHUTDOWN_MARGIN = 5.0
+
+
+def add_parser(subparsers: Any) -> None:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "serve", help="run the HTTP server", description=__doc__
+    )
+    p.add_argument("--host", help="address to listen on (STREAMKEEP_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (STREAMKEEP_PORT, 8000)")
+    p.add_argument("--database-url", help="SQLAlchemy URL (STREAMKEEP_DATABASE_URL)")
+    p.add_argument("--redis-url", help="Redis URL for multi-worker (STREAMKEEP_REDIS_URL)")
+    p.add_argument("--data-dir", help="local state directory (STREAMKEEP_DATA_DIR)")
+    p.add_argument("--model", help="default model for new chats (STREAMKEEP_MODEL)")
+    p.add_argument("--log-level", default="info", help="uvicorn log level (info)")
+    p.set_defaults(func=run)
+
+
+class _Server(uvicorn.Server):
+    """Begins the app's shutdown as soon as uvicorn starts its own, not after the open
+    streams have closed (they close because their generations end)."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # A signal handler runs between two steps of the loop; the task starts at once.
+        with contextlib.suppress(RuntimeError):  # no loop yet: nothing to shut down
+            asyncio.get_running_loop().call_soon_threadsafe(self._begin_shutdown)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._begin_shutdown()  # also when uvicorn stops for another reason
+        await super().shutdown(sockets)
+
+    def _begin_shutdown(self) -> None:
+        if getattr(self._app.state, "manager", None) is not None:
+            begin_shutdown(self._app)
+
+
+def build_server(
+    settings: Settings, *, app: FastAPI | None = None, log_level: str = "info"
+) -> uvicorn.Server:
+    """A uvicorn server for `app` (default: a new app for `settings`)."""
+    app = app or create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_grace + _SHUTDOWN_MARGIN) + 1,
+        # SSE bodies are relayed as they come; no proxy headers trust by default.
+        proxy_headers=False,
+        lifespan="on",
+    )
+    return _Server(config, app)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(
+        host=args.host,
+        port=args.port,
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        data_dir=args.data_dir,
+        model=args.model,
+    )
+    server = build_server(settings, log_level=args.log_level)
+    sock = listen(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"streamkeep serving on http://{shown}:{port}", flush=True)
+    server.run(sockets=[sock])
+    return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, made here so that it says IPPROTO_TCP: asyncio's transports
+    then set TCP_NODELAY on each connection (uvloop does anyway), and Nagle's algorithm
+    never holds back a token written right after another."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock

@@ -1,0 +1,120 @@
+"""The app factory and its lifespan.
+
+`create_app(settings)` builds a FastAPI app; its lifespan opens the database (applying
+migrations), the store, the model registry and the generation manager, and puts them on
+`app.state`, where the dependencies of `server.deps` find them. Nothing is global: each
+app (a test's, a worker's) has its own.
+
+Shutdown is two-phase. `begin_shutdown(app)` makes the manager refuse new generations at
+once and gives live ones `shutdown_grace` to finish before storing them `interrupted`;
+`streamkeep serve` calls it when the signal arrives (uvicorn otherwise waits for open
+streams to close before the lifespan ends, so the grace period would never start). The
+lifespan's own exit then awaits the same task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
+
+import streamkeep
+from streamkeep.config import Settings, load_settings
+from streamkeep.generation import GenerationManager, ShuttingDown
+from streamkeep.llm.registry import ModelRegistry
+from streamkeep.server import errors
+from streamkeep.server.metrics import Metrics
+from streamkeep.server.routes import chats, messages, ops, streams, usechat
+from streamkeep.store import ChatStore, Database
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(streamkeep.__file__).parent / "web"
+
+DESCRIPTION = """\
+Stream an LLM's answer token by token and keep every message.
+
+Streams are Server-Sent Events in the Vercel AI SDK UI Message Stream protocol v1; every
+event has an `id:` so `Last-Event-ID` (or `?after=N`) resumes exactly after it.
+Errors are `{"error": {"type", "message"}}`; an unknown model is a 404 (`unknown_model`).
+
+Extension of the contract: `PATCH /api/chats/{id}` takes `active_leaf_id` to switch the
+chat's active branch (each message of `GET /api/chats/{id}` lists its `sibling_ids`).
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    app = FastAPI(
+        title="streamkeep",
+        version=getattr(streamkeep, "__version__", "0"),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    errors.install(app, shutting_down=ShuttingDown)
+    for router in (chats.router, messages.router, streams.router, usechat.router, ops.router):
+        app.include_router(router)
+    gateway = _gateway_router()
+    if gateway is not None:
+        app.include_router(gateway)
+    if (WEB_DIR / "index.html").is_file():
+        # Mounted last: it answers every path no route above claims.
+        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+    return app
+
+
+def _gateway_router() -> APIRouter | None:
+    """The OpenAI-compatible gateway's routes, when that package is installed."""
+    try:
+        module = importlib.import_module("streamkeep.gateway")
+    except ModuleNotFoundError as exc:
+        if exc.name != "streamkeep.gateway":
+            raise
+        return None
+    router: APIRouter | None = getattr(module, "router", None)  # None while it is built
+    return router
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    metrics: Metrics = app.state.metrics
+    database = Database.from_url(settings.resolved_database_url)
+    metrics.watch_engine(database.engine)
+    registry = ModelRegistry(settings)
+    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
+    try:
+        await database.upgrade()
+        store = ChatStore(database)
+        manager = GenerationManager(store, registry, settings)
+        await manager.start()
+        app.state.database, app.state.store = database, store
+        app.state.registry, app.state.manager, app.state.redis = registry, manager, redis
+        app.state.shutdown = None
+        yield
+        await begin_shutdown(app)
+    finally:
+        await metrics.aclose()
+        await registry.aclose()
+        if redis is not None:
+            await redis.aclose()
+        await database.dispose()
+
+
+def begin_shutdown(app: FastAPI) -> asyncio.Task[None]:
+    """Start (once) the manager's shutdown; the returned task ends when it is done."""
+    task: asyncio.Task[None] | None = getattr(app.state, "shutdown", None)
+    if task is None:
+        manager: GenerationManager = app.state.manager
+        task = asyncio.get_running_loop().create_task(manager.shutdown())
+        app.state.shutdown = task
+    return task

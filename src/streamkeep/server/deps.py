@@ -1,0 +1,56 @@
+"""FastAPI dependencies: how a route (ours or the gateway's) reaches the app's parts.
+
+Everything lives on `app.state`, put there by the lifespan in `server.app`; nothing is
+module-level, so several apps (tests, workers) never share state.
+
+    @router.get("/x")
+    async def x(store: StoreDep, manager: ManagerDep) -> ...
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, cast
+
+from fastapi import Depends, Request
+
+from streamkeep.config import Settings
+from streamkeep.generation import GenerationManager
+from streamkeep.llm.registry import ModelRegistry
+from streamkeep.server.metrics import Metrics
+from streamkeep.store import ChatStore, Database
+
+
+def _state(request: Request, name: str) -> Any:
+    return getattr(request.app.state, name)
+
+
+def get_settings(request: Request) -> Settings:
+    return cast(Settings, _state(request, "settings"))
+
+
+def get_database(request: Request) -> Database:
+    return cast(Database, _state(request, "database"))
+
+
+def get_store(request: Request) -> ChatStore:
+    return cast(ChatStore, _state(request, "store"))
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    return cast(ModelRegistry, _state(request, "registry"))
+
+
+def get_manager(request: Request) -> GenerationManager:
+    return cast(GenerationManager, _state(request, "manager"))
+
+
+def get_metrics(request: Request) -> Metrics:
+    return cast(Metrics, _state(request, "metrics"))
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+StoreDep = Annotated[ChatStore, Depends(get_store)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+ManagerDep = Annotated[GenerationManager, Depends(get_manager)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -1,0 +1,75 @@
+"""Chats: create, list, read (with the active branch), update, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from streamkeep.server.deps import ManagerDep, RegistryDep, SettingsDep, StoreDep
+from streamkeep.server.schemas import (
+    ERROR_RESPONSES,
+    ActiveGeneration,
+    ChatCreate,
+    ChatDetail,
+    ChatPage,
+    ChatUpdate,
+)
+from streamkeep.store.records import ChatRecord
+
+router = APIRouter(prefix="/api/chats", tags=["chats"], responses=ERROR_RESPONSES)
+
+
+@router.post("", status_code=201, response_model=ChatRecord)
+async def create_chat(
+    body: ChatCreate, store: StoreDep, registry: RegistryDep, settings: SettingsDep
+) -> ChatRecord:
+    model = body.model or settings.default_model()
+    if body.model is not None:
+        registry.resolve(model)  # unknown model -> 404, and no chat is created
+    return await store.create_chat(model=model, title=body.title, system=body.system)
+
+
+@router.get("", response_model=ChatPage)
+async def list_chats(
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> ChatPage:
+    items, next_cursor = await store.list_chats(limit=limit, cursor=cursor)
+    return ChatPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{chat_id}", response_model=ChatDetail)
+async def get_chat(chat_id: str, store: StoreDep, manager: ManagerDep) -> ChatDetail:
+    chat = await store.get_chat(chat_id)
+    messages = await store.active_branch(chat_id)
+    live = manager.live(chat_id)
+    active = None
+    if live is not None and not live.done.is_set():
+        active = ActiveGeneration(message_id=live.message_id, last_seq=live.log.next_seq - 1)
+    return ChatDetail(**chat.model_dump(), messages=messages, active_generation=active)
+
+
+@router.patch(
+    "/{chat_id}",
+    response_model=ChatRecord,
+    description="Rename the chat, change its model, or (`active_leaf_id`, an extension "
+    "of the contract) switch its active branch to the one ending at that message.",
+)
+async def update_chat(
+    chat_id: str, body: ChatUpdate, store: StoreDep, registry: RegistryDep
+) -> ChatRecord:
+    if body.model is not None:
+        registry.resolve(body.model)
+    return await store.update_chat(
+        chat_id, title=body.title, model=body.model, active_leaf_id=body.active_leaf_id
+    )
+
+
+@router.delete("/{chat_id}", status_code=204, response_class=Response)
+async def delete_chat(chat_id: str, store: StoreDep, manager: ManagerDep) -> Response:
+    await store.get_chat(chat_id)  # 404 before touching a live generation
+    await manager.stop(chat_id)
+    await store.delete_chat(chat_id)
+    return Response(status_code=204)

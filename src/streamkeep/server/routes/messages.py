@@ -1,0 +1,86 @@
+"""Messages: read one, and the three ways to start a stream (reply, regenerate, edit).
+
+Each stream-starting POST answers with the generation's UI message stream (SSE); see
+`server.launch` for `Idempotency-Key` and `server.relay` for the relay itself.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.sse import EventSourceResponse
+
+from streamkeep.server.deps import ManagerDep, MetricsDep, SettingsDep, StoreDep
+from streamkeep.server.launch import check_length, idempotency_key, launch
+from streamkeep.server.schemas import ERROR_RESPONSES, MessageCreate, MessageEdit
+from streamkeep.store.records import MessageRecord
+
+router = APIRouter(tags=["messages"], responses=ERROR_RESPONSES)
+
+_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Vercel AI SDK UI Message Stream v1 (SSE; every event has an `id:`)",
+        "content": {"text/event-stream": {}},
+    }
+}
+
+
+@router.get("/api/messages/{message_id}", response_model=MessageRecord)
+async def get_message(message_id: str, store: StoreDep) -> MessageRecord:
+    return await store.get_message(message_id)
+
+
+@router.post("/api/chats/{chat_id}/messages", responses=_STREAM)
+async def post_message(
+    chat_id: str,
+    body: MessageCreate,
+    request: Request,
+    manager: ManagerDep,
+    metrics: MetricsDep,
+    settings: SettingsDep,
+) -> EventSourceResponse:
+    check_length(body.content, settings)
+    start = partial(
+        manager.reply,
+        chat_id=chat_id,
+        content=body.content,
+        parent_id=body.parent_id,
+        model=body.model,
+        idempotency_key=idempotency_key(request),
+    )
+    return await launch(request, start, metrics)
+
+
+@router.post(
+    "/api/messages/{message_id}/regenerate",
+    responses=_STREAM,
+    description="A new answer: a sibling of an assistant message (or, for a user "
+    "message, a new reply under it).",
+)
+async def regenerate(
+    message_id: str, request: Request, manager: ManagerDep, metrics: MetricsDep
+) -> EventSourceResponse:
+    start = partial(manager.regenerate, message_id, idempotency_key=idempotency_key(request))
+    return await launch(request, start, metrics)
+
+
+@router.post(
+    "/api/messages/{message_id}/edit",
+    responses=_STREAM,
+    description="A new sibling of a user message with this content, and its reply.",
+)
+async def edit(
+    message_id: str,
+    body: MessageEdit,
+    request: Request,
+    manager: ManagerDep,
+    metrics: MetricsDep,
+    settings: SettingsDep,
+) -> EventSourceResponse:
+    check_length(body.content, settings)
+    start = partial(
+        manager.edit, message_id, body.content, idempotency_key=idempotency_key(request)
+    )
+    return await launch(request, start, metrics)

@@ -1,0 +1,66 @@
+"""Resuming and stopping a chat's generation (also under useChat's `/api/chat/...`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from streamkeep.server.deps import ManagerDep, MetricsDep, StoreDep
+from streamkeep.server.relay import resume_point, stream_response
+from streamkeep.server.schemas import ERROR_RESPONSES, StopResult
+
+router = APIRouter(tags=["streams"], responses=ERROR_RESPONSES)
+
+_RESUME: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The rest of the stream, after `Last-Event-ID` (or `?after=N`)",
+        "content": {"text/event-stream": {}},
+    },
+    204: {"description": "The chat has no live generation"},
+}
+
+
+async def resume(
+    chat_id: str, request: Request, store: StoreDep, manager: ManagerDep, metrics: MetricsDep
+) -> Response:
+    after = resume_point(request)
+    generation = manager.live(chat_id)
+    if generation is None:
+        await store.get_chat(chat_id)  # 404 for an unknown chat, 204 for a quiet one
+        return Response(status_code=204)
+    if generation.done.is_set() and (
+        not _asks_for_replay(request) or after >= generation.log.next_seq - 1
+    ):
+        # Finished: only a client that names where it stopped gets the rest (a page
+        # that loads without one has the stored message already).
+        return Response(status_code=204)
+    return stream_response(generation, metrics, after=after)
+
+
+def _asks_for_replay(request: Request) -> bool:
+    return "last-event-id" in request.headers or "after" in request.query_params
+
+
+router.add_api_route(
+    "/api/chats/{chat_id}/stream",
+    resume,
+    methods=["GET"],
+    responses=_RESUME,
+    summary="Resume the chat's generation",
+)
+router.add_api_route(
+    "/api/chat/{chat_id}/stream",
+    resume,
+    methods=["GET"],
+    responses=_RESUME,
+    summary="Resume the chat's generation (useChat's path)",
+    tags=["useChat"],
+)
+
+
+@router.post("/api/chats/{chat_id}/stop", response_model=StopResult)
+async def stop(chat_id: str, store: StoreDep, manager: ManagerDep) -> StopResult:
+    if manager.live(chat_id) is None:
+        await store.get_chat(chat_id)  # an unknown chat is a 404, not {stopped: false}
+    return StopResult(stopped=await manager.stop(chat_id))

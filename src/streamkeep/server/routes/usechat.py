@@ -1,0 +1,103 @@
+"""The Vercel AI SDK `useChat` endpoint (its DefaultChatTransport's defaults).
+
+The transport posts `{id, messages, trigger, messageId?}` plus any `body` extras (we
+read `model`). The client's message list is only used for its last user message: the
+server's stored history is the truth, so a client cannot rewrite the past by editing
+its local copy. Resuming (`GET /api/chat/{id}/stream`) lives in `routes.streams`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+from fastapi import APIRouter, Request
+from fastapi.sse import EventSourceResponse
+
+from streamkeep.config import Settings
+from streamkeep.generation import Generation, GenerationManager
+from streamkeep.llm.registry import ModelRegistry
+from streamkeep.server.deps import ManagerDep, MetricsDep, RegistryDep, SettingsDep, StoreDep
+from streamkeep.server.errors import ApiError
+from streamkeep.server.launch import check_length, idempotency_key, launch
+from streamkeep.server.schemas import ERROR_RESPONSES, UseChatRequest
+from streamkeep.store import ChatRecord, ChatStore, NotFound
+
+router = APIRouter(tags=["useChat"], responses=ERROR_RESPONSES)
+
+
+@router.post(
+    "/api/chat",
+    responses={200: {"content": {"text/event-stream": {}}}},
+    summary="useChat: send a message or regenerate",
+)
+async def use_chat(
+    body: UseChatRequest,
+    request: Request,
+    store: StoreDep,
+    manager: ManagerDep,
+    registry: RegistryDep,
+    metrics: MetricsDep,
+    settings: SettingsDep,
+) -> EventSourceResponse:
+    key = idempotency_key(request)
+    if body.trigger == "regenerate-message":
+        chat = await store.get_chat(body.id)
+        target = await _regeneration_target(store, chat, body.messageId)
+        start: Callable[[], Awaitable[Generation]] = partial(
+            manager.regenerate, target, model=body.model, idempotency_key=key
+        )
+    else:
+        content = _last_user_text(body)
+        check_length(content, settings)
+        chat = await _ensure_chat(store, registry, settings, body)
+        start = partial(_reply, manager, chat.id, content, body.model, key)
+    return await launch(request, start, metrics)
+
+
+async def _reply(
+    manager: GenerationManager, chat_id: str, content: str, model: str | None, key: str | None
+) -> Generation:
+    return await manager.reply(chat_id=chat_id, content=content, model=model, idempotency_key=key)
+
+
+def _last_user_text(body: UseChatRequest) -> str:
+    for message in reversed(body.messages):
+        if message.role == "user":
+            text = "".join(str(p.get("text", "")) for p in message.parts if p.get("type") == "text")
+            if text.strip():
+                return text
+            break
+    raise ApiError(422, "invalid_request", "messages: the last user message has no text")
+
+
+async def _ensure_chat(
+    store: ChatStore, registry: ModelRegistry, settings: Settings, body: UseChatRequest
+) -> ChatRecord:
+    """The chat `body.id` names, created on its first message."""
+    try:
+        return await store.get_chat(body.id)
+    except NotFound:
+        model = body.model or settings.default_model()
+        registry.resolve(model)  # 404 before creating anything
+        return await store.create_chat(model=model, chat_id=body.id)
+
+
+async def _regeneration_target(store: ChatStore, chat: ChatRecord, message_id: str | None) -> str:
+    """The message to answer again: `messageId` if the server knows it, else the
+    active branch's last assistant message (or its last message, a user one)."""
+    if message_id is not None:
+        try:
+            message = await store.get_message(message_id)
+        except NotFound:
+            pass  # a client-side id: fall back to the stored branch
+        else:
+            if message.chat_id == chat.id:
+                return message.id
+    branch = await store.active_branch(chat.id)
+    if not branch:
+        raise ApiError(422, "invalid_operation", "the chat has no message to regenerate")
+    for message in reversed(branch):
+        if message.role == "assistant":
+            return message.id
+    return branch[-1].id

@@ -1,0 +1,121 @@
+"""Request and response bodies of the HTTP API (validated at the edge, typed in OpenAPI).
+
+Response shapes reuse the store's records so the API shows exactly what is kept.
+Message length is checked against `settings.max_message_chars` in the routes (it is a
+setting, not a constant), so here `content` only has to be non-blank.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from streamkeep.store.records import ChatRecord, MessageRecord
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+NonBlank = Annotated[str, AfterValidator(_not_blank)]
+Title = Annotated[str, StringConstraints(max_length=500)]
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class _Body(BaseModel):
+    # A typo in a field name is an error, not a silently ignored field.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChatCreate(_Body):
+    title: Title | None = None
+    model: ModelName | None = None
+    system: str | None = None
+
+
+class ChatUpdate(_Body):
+    title: Title | None = None
+    model: ModelName | None = None
+    active_leaf_id: str | None = Field(
+        default=None,
+        description="Switch the chat's active branch to the one ending at this message "
+        "(an extension of the contract: a UI's version arrows use it).",
+    )
+
+
+class MessageCreate(_Body):
+    content: NonBlank
+    model: ModelName | None = None
+    parent_id: str | None = Field(
+        default=None, description="Reply under this message (default: the active leaf)."
+    )
+
+
+class MessageEdit(_Body):
+    content: NonBlank
+
+
+class ActiveGeneration(BaseModel):
+    message_id: str
+    #: the sequence number of the last event so far: resume with `?after=` up to it
+    last_seq: int
+
+
+class ChatDetail(ChatRecord):
+    messages: list[MessageRecord]
+    active_generation: ActiveGeneration | None = None
+
+
+class ChatPage(BaseModel):
+    items: list[ChatRecord]
+    next_cursor: str | None
+
+
+class StopResult(BaseModel):
+    stopped: bool
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class UIMessageIn(BaseModel):
+    """A useChat UIMessage; only the parts' text matters to the server."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    role: Literal["system", "user", "assistant", "tool"]
+    parts: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class UseChatRequest(BaseModel):
+    """The body of the Vercel AI SDK's DefaultChatTransport (plus any `body` extras)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=40)]
+    messages: list[UIMessageIn]
+    trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
+    messageId: str | None = None  # the SDK's own field name
+    model: ModelName | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (404, "Unknown chat, message or model"),
+        (409, "The chat already has a running generation"),
+        (413, "Message longer than max_message_chars"),
+        (422, "Malformed request"),
+        (503, "Shutting down, or the database is unreachable"),
+    )
+}

@@ -1,0 +1,161 @@
+"""`streamkeep serve` as a real process: graceful SIGTERM, and recovery after SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from streamkeep.store import ChatStore, Database
+from tests.conftest import free_port
+from tests.fakes.upstream import FakeUpstream
+from tests.server.sse import Event, events, until
+
+pytestmark = pytest.mark.slow
+
+
+@contextmanager
+def serve(data_dir: Path, upstream: FakeUpstream, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    port = free_port()
+    environ = os.environ | {
+        "OPENAI_BASE_URL": upstream.base_url,
+        "OPENAI_API_KEY": "x",
+        "STREAMKEEP_ENABLE_LOCAL_MODEL": "false",
+        "STREAMKEEP_MODEL": "openai/fake-model",
+        **env,
+    }
+    cmd = [sys.executable, "-m", "streamkeep", "serve", "--port", str(port)]
+    cmd += ["--data-dir", str(data_dir), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE)
+    proc.port = port  # type: ignore[attr-defined]
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+async def wait_ready(proc: subprocess.Popen[bytes]) -> httpx.AsyncClient:
+    url = f"http://127.0.0.1:{proc.port}"  # type: ignore[attr-defined]
+    client = httpx.AsyncClient(base_url=url, timeout=30)
+    while True:
+        assert proc.poll() is None, "streamkeep serve exited during start-up"
+        try:
+            if (await client.get("/healthz")).status_code == 200:
+                return client
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def reply(
+    client: httpx.AsyncClient, content: str
+) -> AsyncIterator[tuple[str, AsyncIterator[Event]]]:
+    chat = (await client.post("/api/chats", json={})).json()
+    path = f"/api/chats/{chat['id']}/messages"
+    async with client.stream("POST", path, json={"content": content}) as r:
+        assert r.status_code == 200
+        yield r.headers["x-streamkeep-message-id"], events(r)
+
+
+async def stored(data_dir: Path, message_id: str) -> dict[str, Any]:
+    db = Database.from_url(f"sqlite:///{data_dir / 'streamkeep.db'}")
+    try:
+        message = await ChatStore(db).get_message(message_id)
+    finally:
+        await db.dispose()
+    text = "".join(p.get("text", "") for p in message.parts if p["type"] == "text")
+    return {"status": message.status, "text": text}
+
+
+def text_of(evts: list[Event]) -> str:
+    return "".join(e.data["delta"] for e in evts if e.type == "text-delta")
+
+
+async def rest_of(stream: AsyncIterator[Event]) -> list[Event]:
+    seen = []
+    try:
+        async for event in stream:
+            seen.append(event)
+    except httpx.TransportError:
+        pass  # the server died under us
+    return seen
+
+
+async def test_sigterm_finishes_short_generations_and_interrupts_long_ones(
+    data_dir: Path, fake_upstream: FakeUpstream
+) -> None:
+    with serve(data_dir, fake_upstream, STREAMKEEP_SHUTDOWN_GRACE="5") as proc:
+        client = await wait_ready(proc)
+        async with (
+            reply(client, "[[tokens=4 delay=0.5]] short") as (short_id, short),
+            reply(client, "[[tokens=5000 delay=0.02]] long") as (long_id, long),
+        ):
+            short_seen = await until(short, "text-delta")
+            long_seen = await until(long, "text-delta")
+            chat = (await client.post("/api/chats", json={})).json()["id"]
+            proc.send_signal(signal.SIGTERM)
+            # Once the signal is handled (readiness says so, or the listener is closed),
+            # new generations are refused while the running ones carry on.
+            async with httpx.AsyncClient(base_url=str(client.base_url)) as fresh:
+                try:
+                    while (await fresh.get("/readyz")).status_code == 200:
+                        pass
+                    r = await fresh.post(f"/api/chats/{chat}/messages", json={"content": "x"})
+                    assert r.status_code == 503
+                    assert r.json()["error"]["type"] == "shutting_down"
+                except httpx.TransportError:
+                    pass
+            short_seen += await rest_of(short)
+            long_seen += await rest_of(long)
+        await client.aclose()
+        assert proc.wait(timeout=60) is not None
+    assert [e.type for e in short_seen][-2:] == ["finish", "[DONE]"]
+    assert "abort" not in [e.type for e in short_seen]
+    assert "abort" in [e.type for e in long_seen]
+    assert await stored(data_dir, short_id) == {"status": "complete", "text": text_of(short_seen)}
+    long_stored = await stored(data_dir, long_id)
+    assert long_stored["status"] == "interrupted"
+    assert long_stored["text"] == text_of(long_seen)
+    assert 0 < len(long_stored["text"].split()) < 5000
+
+
+async def test_sigkill_leaves_the_last_checkpoint_marked_interrupted(
+    data_dir: Path, fake_upstream: FakeUpstream
+) -> None:
+    env = {"STREAMKEEP_CHECKPOINT_INTERVAL": "0.1"}
+    with serve(data_dir, fake_upstream, **env) as proc:
+        client = await wait_ready(proc)
+        async with reply(client, "[[tokens=5000 delay=0.02]] long") as (message_id, stream):
+            seen = await until(stream, "text-delta")
+            while not (await client.get(f"/api/messages/{message_id}")).json()["parts"]:
+                seen += [await anext(stream)]  # a checkpoint has not been stored yet
+            proc.send_signal(signal.SIGKILL)
+            seen += await rest_of(stream)
+        await client.aclose()
+        proc.wait()
+    # The dead process's message is still `streaming` until a server starts again.
+    assert (await stored(data_dir, message_id))["status"] == "streaming"
+    with serve(data_dir, fake_upstream, **env) as proc:
+        client = await wait_ready(proc)
+        message = (await client.get(f"/api/messages/{message_id}")).json()
+        await client.aclose()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert message["status"] == "interrupted"
+    checkpoint = "".join(p["text"] for p in message["parts"] if p["type"] == "text")
+    assert checkpoint
+    assert text_of(seen).startswith(checkpoint)
