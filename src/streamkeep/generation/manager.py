@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,8 @@ from streamkeep.generation.checkpointer import Checkpointer
 from streamkeep.generation.errors import ShuttingDown
 from streamkeep.generation.generation import Generation, GenerationIds
 from streamkeep.generation.parts import history_to_messages
+from streamkeep.llm.errors import LLMError
+from streamkeep.llm.events import StreamError, StreamEvent
 from streamkeep.llm.types import ChatRequest, Message
 from streamkeep.llm.usage import prompt_chars
 from streamkeep.store.errors import GenerationConflict, InvalidOperation
@@ -282,8 +284,6 @@ class GenerationManager:
             stop_on_disconnect=self._settings.stop_on_disconnect,
             on_done=self._finished,
         )
-        self._by_id[ids.id] = gen
-        self._by_chat[ids.chat_id] = gen
         metadata = {
             "chatId": ids.chat_id,
             "generationId": ids.id,
@@ -291,7 +291,12 @@ class GenerationManager:
             "model": ids.model,
             "status": "streaming",
         }
-        stream = self._registry.stream(ids.model, request)
+        try:
+            stream = self._registry.stream(ids.model, request)
+        except LLMError as exc:  # the rows exist now: the reply must end, as an error
+            stream = _failed(exc)
+        self._by_id[ids.id] = gen
+        self._by_chat[ids.chat_id] = gen
         gen.start(stream, metadata, prompt_chars=prompt_chars(request))
         return gen
 
@@ -308,3 +313,8 @@ class GenerationManager:
             del self._by_id[gen.id]
         if self._by_chat.get(gen.chat_id) is gen:
             del self._by_chat[gen.chat_id]
+
+
+async def _failed(error: LLMError) -> AsyncIterator[StreamEvent]:
+    """A stream that fails at once, for a model that could not even be opened."""
+    yield StreamError(error)
