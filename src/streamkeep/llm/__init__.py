@@ -1,10 +1,10 @@
 """streamkeep.llm: stream from OpenAI-compatible providers, Anthropic and a local model.
 
-    from streamkeep.llm import ChatRequest, Message, Accumulator
-    provider = ...  # see streamkeep.llm.registry
-    async for event in provider.stream(ChatRequest(model="gpt-4o-mini",
-                                                   messages=[Message("user", "Hi")])):
-        ...
+from streamkeep.llm import ChatRequest, Message, Accumulator
+provider = ...  # see streamkeep.llm.registry
+async for event in provider.stream(ChatRequest(model="gpt-4o-mini",
+                                               messages=[Message("user", "Hi")])):
+    ...
 """
 
 from streamkeep.llm.accumulator import Accumulator
@@ -72,5 +72,6 @@ __all__ = [
     "ToolSpec",
     "UnknownModelError",
     "Usage",
+    "UsageReport",
     "complete",
 ]
