@@ -37,7 +37,7 @@ CHROMIUM_ARGS = [
 expect.set_options(timeout=30_000)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def fake_provider() -> Iterator[str]:
     """The fake OpenAI-compatible provider; yields its base URL (…/v1)."""
     proc = subprocess.Popen(
@@ -56,7 +56,7 @@ def fake_provider() -> Iterator[str]:
     stop_process(proc)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(fake_provider: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`streamkeep serve` with a temporary data dir and the fake provider; yields its URL."""
     port = free_port()
@@ -67,7 +67,9 @@ def server(fake_provider: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         stop_process(proc)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running in the
+# main thread while it is open, and pytest-asyncio cannot start loops for later tests.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
         if IN_CI:
