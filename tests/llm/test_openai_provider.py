@@ -256,6 +256,20 @@ async def test_the_stream_ends_at_done_even_if_the_server_keeps_the_body_open(
     assert fake_upstream.closed_by_client == 1
 
 
+async def test_a_stream_ended_by_done_leaves_its_connection_for_the_next(
+    fake_upstream: FakeUpstream, provider: OpenAIProvider
+) -> None:
+    # The consumer stops at Finish, as a generation does: the body's rest (its last
+    # chunk) must still have been read, or every answer pays a new (TLS) connection.
+    for _ in range(3):
+        stream = provider.stream(hello())
+        async for event in stream:
+            if isinstance(event, Finish):
+                break
+        await stream.aclose()  # type: ignore[attr-defined]
+    assert fake_upstream.connections == 1
+
+
 async def test_closing_the_stream_early_closes_the_upstream_connection(
     fake_upstream: FakeUpstream, provider: OpenAIProvider
 ) -> None:

@@ -44,7 +44,7 @@ from streamkeep.llm.events import (
 )
 from streamkeep.llm.sse import SSEDecoder
 from streamkeep.llm.toolcalls import parse_arguments
-from streamkeep.llm.transport import RetryPolicy, Timeouts, make_client, post_stream
+from streamkeep.llm.transport import RetryPolicy, Timeouts, make_client, post_stream, release
 from streamkeep.llm.types import ChatRequest, FinishReason, Message, ToolCall, Usage
 
 __all__ = ["AnthropicProvider", "AnthropicStreamParser", "request_body"]
@@ -106,7 +106,11 @@ class AnthropicProvider:
         )
         try:
             async for data in upstream:
-                for event in parser.feed(data):
+                events = parser.feed(data)
+                if parser.done:
+                    # Before the last events: a consumer may stop reading at Finish.
+                    await release(upstream)
+                for event in events:
                     yield event
                 if parser.done:
                     return  # message_stop or an error: `finally` closes the connection

@@ -45,7 +45,7 @@ from streamkeep.llm.events import (
 )
 from streamkeep.llm.sse import SSEDecoder
 from streamkeep.llm.toolcalls import ToolCallAssembler
-from streamkeep.llm.transport import RetryPolicy, Timeouts, make_client, post_stream
+from streamkeep.llm.transport import RetryPolicy, Timeouts, make_client, post_stream, release
 from streamkeep.llm.types import ChatRequest, FinishReason, Message, Usage
 
 _FINISH_REASONS: dict[str, FinishReason] = {
@@ -410,7 +410,11 @@ class OpenAIProvider:
         )
         try:
             async for data in upstream:
-                for event in parser.feed(data):
+                events = parser.feed(data)
+                if parser.done:
+                    # Before the last events: a consumer may stop reading at Finish.
+                    await release(upstream)
+                for event in events:
                     yield event
                 if parser.done:
                     return  # after [DONE] or an error: `finally` closes the connection

@@ -26,6 +26,7 @@ import asyncio
 import email.utils
 import logging
 import random
+import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
@@ -40,13 +41,25 @@ from streamkeep.llm.errors import (
     ProviderHTTPError,
     ProviderTimeout,
 )
+from streamkeep.llm.netio import use_asyncio_backend
 
-__all__ = ["RetryPolicy", "Timeouts", "error_message", "make_client", "post_stream"]
+__all__ = [
+    "RetryPolicy",
+    "Timeouts",
+    "error_message",
+    "make_client",
+    "post_stream",
+    "release",
+]
 
 log = logging.getLogger(__name__)
 
 _ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error body worth reading
 _MESSAGE_LIMIT = 500  # characters of a non-JSON error body kept in the message
+# After an answer's end marker, how long (seconds) and how much (bytes) of the body's
+# rest is read so its connection can be pooled; the rest usually came in the same packet.
+_RELEASE_TIMEOUT = 0.05
+_RELEASE_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,18 +80,21 @@ class RetryPolicy:
     max_retry_after: float = 30.0
 
 
-def make_client() -> httpx.AsyncClient:
+def make_client(*, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
     """A client fit for many long concurrent streams.
 
     Timeouts are per request (set by `post_stream`), so the client's own read timeout
     is off; the pool is large because each live answer holds a connection.
     """
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
+        verify=verify,
         timeout=httpx.Timeout(None, connect=10.0),
         limits=httpx.Limits(
             max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30.0
         ),
     )
+    use_asyncio_backend(client)  # reads per token without anyio's per-read overhead
+    return client
 
 
 async def post_stream(
@@ -125,6 +141,24 @@ async def post_stream(
         await _close(response, chunks)
 
 
+async def release(body: AsyncGenerator[bytes, None]) -> None:
+    """Read the rest of a finished answer's body, so its connection goes back to the pool.
+
+    A connection closed mid-body cannot be reused: every answer would pay a new TCP
+    (and TLS) handshake before its first token. A rest that does not come promptly, or
+    is large, or fails, is not waited for: the caller's `aclose()` then drops it.
+    """
+    received = 0
+    try:
+        async with asyncio.timeout(_RELEASE_TIMEOUT):
+            async for chunk in body:
+                received += len(chunk)
+                if received > _RELEASE_LIMIT:
+                    return
+    except (TimeoutError, ProviderError):
+        return
+
+
 async def _open(
     client: httpx.AsyncClient, request: httpx.Request, timeouts: Timeouts, provider: str
 ) -> tuple[httpx.Response, AsyncIterator[bytes], bytes]:
@@ -161,21 +195,81 @@ async def _open(
 
 async def _rest(chunks: AsyncIterator[bytes], idle: float, provider: str) -> AsyncIterator[bytes]:
     """The body after its first chunk, each read under the idle time limit."""
-    while True:
-        try:
-            async with asyncio.timeout(idle):
+    watch = _IdleWatch(idle)
+    try:
+        while True:
+            cancelling = watch.arm()
+            try:
                 chunk = await anext(chunks)
-        except StopAsyncIteration:
+            except StopAsyncIteration:
+                return
+            except asyncio.CancelledError:
+                if watch.timed_out(cancelling):
+                    raise ProviderTimeout(
+                        f"no data for {idle:g}s mid-stream", phase="idle", provider=provider
+                    ) from None
+                raise
+            except httpx.TransportError as exc:
+                raise ProviderConnectionError(
+                    f"connection broke mid-stream: {_describe(exc)}", provider=provider
+                ) from exc
+            finally:
+                watch.disarm()
+            yield chunk
+    finally:
+        watch.close()
+
+
+class _IdleWatch:
+    """`asyncio.timeout(idle)` around each read of a loop, at one timer per `idle`
+    seconds instead of one per read: an answer reads once per token.
+
+    A timer that fires early (the deadline moved on since) re-arms itself; one that
+    fires while no read waits (the consumer holds a chunk) lets the next read re-arm.
+    Only a waiting read is ever cancelled, as `asyncio.timeout` would.
+    """
+
+    __slots__ = ("_deadline", "_expired", "_handle", "_idle", "_loop", "_task")
+
+    def __init__(self, idle: float) -> None:
+        self._idle = idle
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None  # the task whose read waits
+        self._deadline = 0.0
+        self._expired = False
+
+    def arm(self) -> int:
+        """Before a read; returns the task's cancel count, for `timed_out`."""
+        task = self._task = asyncio.current_task()
+        self._deadline = self._loop.time() + self._idle
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._deadline, self._fire)
+        return task.cancelling() if task is not None else 0
+
+    def disarm(self) -> None:
+        self._task = None
+
+    def timed_out(self, cancelling: int) -> bool:
+        """Whether a read's CancelledError is this watch's doing (and no one else's)."""
+        task = asyncio.current_task()
+        return self._expired and task is not None and task.uncancel() <= cancelling
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        task = self._task
+        if task is None:
             return
-        except TimeoutError as exc:
-            raise ProviderTimeout(
-                f"no data for {idle:g}s mid-stream", phase="idle", provider=provider
-            ) from exc
-        except httpx.TransportError as exc:
-            raise ProviderConnectionError(
-                f"connection broke mid-stream: {_describe(exc)}", provider=provider
-            ) from exc
-        yield chunk
+        if self._loop.time() < self._deadline:
+            self._handle = self._loop.call_at(self._deadline, self._fire)
+            return
+        self._expired = True
+        task.cancel()
 
 
 async def _close(response: httpx.Response, chunks: AsyncIterator[bytes] | None) -> None:

@@ -24,27 +24,29 @@ def _state(request: Request, name: str) -> Any:
     return getattr(request.app.state, name)
 
 
-def get_settings(request: Request) -> Settings:
+# The getters are `async def` on purpose: FastAPI runs a plain `def` dependency in its
+# thread pool, a thread hop per dependency per request for a mere attribute read.
+async def get_settings(request: Request) -> Settings:
     return cast(Settings, _state(request, "settings"))
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     return cast(Database, _state(request, "database"))
 
 
-def get_store(request: Request) -> ChatStore:
+async def get_store(request: Request) -> ChatStore:
     return cast(ChatStore, _state(request, "store"))
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     return cast(ModelRegistry, _state(request, "registry"))
 
 
-def get_manager(request: Request) -> GenerationManager:
+async def get_manager(request: Request) -> GenerationManager:
     return cast(GenerationManager, _state(request, "manager"))
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return cast(Metrics, _state(request, "metrics"))
 
 

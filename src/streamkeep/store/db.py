@@ -4,8 +4,10 @@ SQLite (the default) runs in WAL mode, so readers never block the writer, with a
 timeout and foreign keys on. PostgreSQL goes through asyncpg. Both take plain
 `sqlite:///path` / `postgresql://...` URLs; the async driver is filled in here.
 
-Read with `session()`, write with `transaction()`: on SQLite a write transaction
-takes the write lock when it begins, and writers of one process queue in memory.
+Read with `session()`, write with `transaction()` (`reading()` / `writing()` do the
+same without an ORM session, for Core statements on hot paths): on SQLite a write
+transaction takes the write lock when it begins, and writers of one process queue in
+memory.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -100,6 +103,22 @@ class Database:
             await session.connection(execution_options={_WRITE: True})
             yield session
             await session.commit()
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        """A plain connection for Core reads: no ORM session to set up and tear down,
+        which on the hot paths (every message) cost more than the queries."""
+        async with self.engine.connect() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncConnection]:
+        """`transaction()` for Core statements: the same write lock and BEGIN IMMEDIATE,
+        committed on a clean exit and rolled back on error, without a session."""
+        async with self._writer(), self.engine.connect() as conn:
+            conn = await conn.execution_options(**{_WRITE: True})
+            async with conn.begin():
+                yield conn
 
     async def upgrade(self) -> None:
         """Apply every Alembic revision not applied yet (safe to call at each start)."""

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from streamkeep.store import ids
 from streamkeep.store.errors import GenerationConflict, InvalidOperation, NotFound
 from streamkeep.store.models import ID_LENGTH, Chat, Generation, Message
 from streamkeep.store.records import MessageRecord, MessageStatus, Role
 from streamkeep.store.tree import Node, Tree
+
+# The tables, for Core statements on the per-message paths (no ORM unit of work).
+CHATS = cast(Table, Chat.__table__)
+MESSAGES = cast(Table, Message.__table__)
+GENERATIONS = cast(Table, Generation.__table__)
 
 
 async def chat_row(s: AsyncSession, chat_id: str) -> Chat:
@@ -26,15 +32,6 @@ async def message_row(s: AsyncSession, message_id: str) -> Message:
     if message is None:
         raise NotFound("message", message_id)
     return message
-
-
-async def check_parent(s: AsyncSession, chat_id: str, parent_id: str | None) -> None:
-    """InvalidOperation unless `parent_id` is None or a message of this chat."""
-    if parent_id is None:
-        return
-    parent = await s.get(Message, parent_id)
-    if parent is None or parent.chat_id != chat_id:
-        raise InvalidOperation(f"parent {parent_id!r} is not a message of this chat")
 
 
 async def load_tree(s: AsyncSession, chat_id: str) -> Tree:
@@ -62,14 +59,15 @@ async def sibling_ids(s: AsyncSession, message: Message) -> list[str]:
 
 
 async def find_conflict(
-    s: AsyncSession, chat_id: str, idempotency_key: str | None
+    s: AsyncSession | AsyncConnection, chat_id: str, idempotency_key: str | None
 ) -> GenerationConflict | None:
     """The generation a new one for this chat would collide with, as an error."""
+    g = GENERATIONS.c
     if idempotency_key is not None:
-        same = select(Generation).where(
-            Generation.chat_id == chat_id, Generation.idempotency_key == idempotency_key
+        same = select(g.id, g.message_id, g.status).where(
+            g.chat_id == chat_id, g.idempotency_key == idempotency_key
         )
-        keyed = (await s.scalars(same)).one_or_none()
+        keyed = (await s.execute(same)).one_or_none()
         if keyed is not None:
             return GenerationConflict(
                 generation_id=keyed.id,
@@ -77,13 +75,16 @@ async def find_conflict(
                 same_key=True,
                 running=keyed.status == "running",
             )
-    running = select(Generation).where(
-        Generation.chat_id == chat_id, Generation.status == "running"
-    )
-    other = (await s.scalars(running)).one_or_none()
+    running = select(g.id, g.message_id).where(g.chat_id == chat_id, g.status == "running")
+    other = (await s.execute(running)).one_or_none()
     if other is None:
         return None
     return GenerationConflict(generation_id=other.id, message_id=other.message_id, same_key=False)
+
+
+def row_values(row: Chat | Message | Generation) -> dict[str, Any]:
+    """A transient ORM object's columns, for a Core INSERT."""
+    return {c.key: getattr(row, c.key) for c in cast(Table, row.__table__).columns}
 
 
 def new_message(

@@ -10,9 +10,9 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from streamkeep.store import cursor as cursor_codec
 from streamkeep.store import ids
@@ -20,8 +20,10 @@ from streamkeep.store.db import Database
 from streamkeep.store.errors import InvalidOperation, NotFound
 from streamkeep.store.models import Chat, Generation, Message
 from streamkeep.store.queries import (
+    CHATS,
+    GENERATIONS,
+    MESSAGES,
     chat_row,
-    check_parent,
     checked_id,
     find_conflict,
     load_branch,
@@ -29,6 +31,7 @@ from streamkeep.store.queries import (
     message_record,
     message_row,
     new_message,
+    row_values,
     sibling_ids,
 )
 from streamkeep.store.records import (
@@ -37,6 +40,27 @@ from streamkeep.store.records import (
     GenerationRecord,
     MessageRecord,
     Role,
+)
+
+# The per-message statements, built once: a statement object memoizes its cache key
+# for the compiled-SQL cache, which a new one per call computes again.
+_GET_CHAT = select(CHATS).where(CHATS.c.id == bindparam("b_id"))
+_PARENT_CHAT = select(MESSAGES.c.chat_id).where(MESSAGES.c.id == bindparam("b_id"))
+_INSERT_MESSAGE = insert(MESSAGES)
+_INSERT_GENERATION = insert(GENERATIONS)
+_SET_LEAF = (
+    update(CHATS)
+    .where(CHATS.c.id == bindparam("b_id"))
+    .values(active_leaf_id=bindparam("b_leaf"), updated_at=bindparam("b_now"))
+)
+_END_GENERATION = (
+    update(GENERATIONS)
+    .where(GENERATIONS.c.id == bindparam("b_id"), GENERATIONS.c.message_id == bindparam("b_mid"))
+    .values(status="finished", ended_at=bindparam("b_now"))
+    .returning(GENERATIONS.c.chat_id)
+)
+_TOUCH_CHAT = (
+    update(CHATS).where(CHATS.c.id == bindparam("b_id")).values(updated_at=bindparam("b_now"))
 )
 
 
@@ -106,8 +130,12 @@ class ChatStore:
         return chats, cursor_codec.encode(chats[-1].updated_at, chats[-1].id)
 
     async def get_chat(self, chat_id: str) -> ChatRecord:
-        async with self._db.session() as s:
-            return ChatRecord.model_validate(await chat_row(s, chat_id))
+        # Core, not the ORM: every message starts with this read.
+        async with self._db.reading() as conn:
+            row = (await conn.execute(_GET_CHAT, {"b_id": chat_id})).first()
+        if row is None:
+            raise NotFound("chat", chat_id)
+        return ChatRecord.model_validate(row)
 
     async def update_chat(
         self,
@@ -219,8 +247,8 @@ class ChatStore:
             ended_at=None,
         )
         try:
-            async with self._db.transaction() as s:
-                rows = await self._insert_reply(s, parent_id, chain, reply, generation)
+            async with self._db.writing() as conn:
+                rows = await self._insert_reply(conn, parent_id, chain, reply, generation)
         except IntegrityError as exc:
             # Another process wrote between our checks and our inserts: usually its own
             # generation for this chat, rarely a deletion of the chat.
@@ -236,32 +264,39 @@ class ChatStore:
 
     async def _insert_reply(
         self,
-        s: AsyncSession,
+        conn: AsyncConnection,
         parent_id: str | None,
         chain: list[tuple[Role, list[dict[str, Any]]]],
         reply: Message,
         generation: Generation,
     ) -> list[Message]:
-        """Check, then insert `chain` (finished messages), the reply and its generation."""
-        chat = await chat_row(s, reply.chat_id)
-        await check_parent(s, reply.chat_id, parent_id)
-        conflict = await find_conflict(s, reply.chat_id, generation.idempotency_key)
-        if conflict is not None:
-            raise conflict
+        """Check the parent, then insert `chain` (finished messages), the reply and its
+        generation.
+
+        This runs for every message, so it is Core statements on the ORM objects' values
+        (a session's unit of work cost more than the statements), and a missing chat or
+        a conflicting generation is left to the constraints: the caller's
+        `IntegrityError` path tells which it was, as it must for other processes anyway.
+        """
+        chat_id = reply.chat_id
+        if parent_id is not None:
+            parent = (await conn.execute(_PARENT_CHAT, {"b_id": parent_id})).first()
+            if parent is None or parent.chat_id != chat_id:
+                if (await conn.execute(_GET_CHAT, {"b_id": chat_id})).first() is None:
+                    raise NotFound("chat", chat_id)  # a missing chat is told first
+                raise InvalidOperation(f"parent {parent_id!r} is not a message of this chat")
         now = reply.created_at
         rows: list[Message] = []
         for role, parts in chain:
-            row = new_message(
-                reply.chat_id, rows[-1].id if rows else parent_id, role, "complete", now
-            )
+            row = new_message(chat_id, rows[-1].id if rows else parent_id, role, "complete", now)
             row.parts, row.completed_at = parts, now
             rows.append(row)
         reply.parent_id = rows[-1].id if rows else parent_id
-        # Rows of one table are not ordered by the unit of work: flush parents first.
-        for new in [*rows, reply, generation]:
-            s.add(new)
-            await s.flush()  # for the generation: the unique indexes speak here
-        chat.active_leaf_id, chat.updated_at = reply.id, now
+        # Parents first (executemany keeps the order); then the generation, where the
+        # unique indexes speak.
+        await conn.execute(_INSERT_MESSAGE, [row_values(new) for new in [*rows, reply]])
+        await conn.execute(_INSERT_GENERATION, row_values(generation))
+        await conn.execute(_SET_LEAF, {"b_id": chat_id, "b_leaf": reply.id, "b_now": now})
         return rows
 
     async def finish_reply(
@@ -290,18 +325,14 @@ class ChatStore:
         }
         if model is not None:
             values["model"] = model
-        end = (
-            update(Generation)
-            .where(Generation.id == generation_id, Generation.message_id == message_id)
-            .values(status="finished", ended_at=now)
-            .returning(Generation.chat_id)
-        )
-        async with self._db.transaction() as s:
-            chat_id = (await s.execute(end)).scalar_one_or_none()
+        end = {"b_id": generation_id, "b_mid": message_id, "b_now": now}
+        # Core on a plain connection: this runs at the end of every message.
+        async with self._db.writing() as conn:
+            chat_id = (await conn.execute(_END_GENERATION, end)).scalar_one_or_none()
             if chat_id is None:
                 raise NotFound("generation", generation_id)
-            await s.execute(update(Message).where(Message.id == message_id).values(values))
-            await s.execute(update(Chat).where(Chat.id == chat_id).values(updated_at=now))
+            await conn.execute(update(MESSAGES).where(MESSAGES.c.id == message_id).values(values))
+            await conn.execute(_TOUCH_CHAT, {"b_id": chat_id, "b_now": now})
 
     async def checkpoint(self, items: Sequence[tuple[str, list[dict[str, Any]]]]) -> None:
         """Save the parts so far of many live replies in one transaction and one
@@ -335,10 +366,12 @@ class ChatStore:
         *,
         exclude_generation_ids: Collection[str] = (),
         stale_before: datetime | None = None,
+        exclude_worker_ids: Collection[str] = (),
     ) -> list[str]:
         """End running generations nobody drives any more (all but `exclude_...`;
-        with `stale_before`, only those whose last heartbeat is older). Their messages
-        become `interrupted`, keeping the last checkpoint. Returns those message ids."""
+        with `stale_before`, only those whose last heartbeat is older; never those of
+        the live workers in `exclude_worker_ids`). Their messages become `interrupted`,
+        keeping the last checkpoint. Returns those message ids."""
         now = self._clock()
         end = (
             update(Generation)
@@ -350,6 +383,9 @@ class ChatStore:
             end = end.where(Generation.id.not_in(list(exclude_generation_ids)))
         if stale_before is not None:
             end = end.where(Generation.heartbeat_at < stale_before)
+        if exclude_worker_ids:
+            alive = Generation.worker_id.in_(list(exclude_worker_ids))
+            end = end.where(or_(Generation.worker_id.is_(None), ~alive))
         async with self._db.transaction() as s:
             message_ids = list((await s.execute(end)).scalars())
             if message_ids:
