@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ssl as ssl_module
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
@@ -72,9 +73,12 @@ class _Request:
 class FakeUpstream:
     """The fake provider; `async with FakeUpstream() as up:` starts and stops it."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, ssl: ssl_module.SSLContext | None = None
+    ) -> None:
         self.host = host
         self.port = port
+        self.ssl = ssl  # serve HTTPS with this context (tests of the TLS path)
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
         self.open_streams = 0
@@ -88,19 +92,25 @@ class FakeUpstream:
         self._idle.set()
 
     @property
+    def _scheme(self) -> str:
+        return "https" if self.ssl is not None else "http"
+
+    @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+        return f"{self._scheme}://{self.host}:{self.port}/v1"
 
     @property
     def root_url(self) -> str:
         """The URL an Anthropic client takes as its base (it appends /v1/messages)."""
-        return f"http://{self.host}:{self.port}"
+        return f"{self._scheme}://{self.host}:{self.port}"
 
     def enqueue(self, script: Script) -> None:
         self._queue.append(script)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._on_connect, self.host, self.port)
+        self._server = await asyncio.start_server(
+            self._on_connect, self.host, self.port, ssl=self.ssl
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
