@@ -24,13 +24,12 @@ their sum, with the reads also in `cached_input_tokens` (OpenAI counts the same 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
 import orjson
 
-from streamkeep.llm.errors import ProviderError, ProviderStreamError
+from streamkeep.llm.errors import ProviderStreamError
 from streamkeep.llm.events import (
     Finish,
     ReasoningDelta,
@@ -42,9 +41,10 @@ from streamkeep.llm.events import (
     ToolCallStart,
     UsageReport,
 )
+from streamkeep.llm.http_provider import HTTPProvider
 from streamkeep.llm.sse import SSEDecoder
 from streamkeep.llm.toolcalls import parse_arguments
-from streamkeep.llm.transport import RetryPolicy, Timeouts, make_client, post_stream, release
+from streamkeep.llm.transport import RetryPolicy, Timeouts
 from streamkeep.llm.types import ChatRequest, FinishReason, Message, ToolCall, Usage
 
 __all__ = ["AnthropicProvider", "AnthropicStreamParser", "request_body"]
@@ -61,7 +61,7 @@ _FINISH_REASONS: dict[str, FinishReason] = {
 }
 
 
-class AnthropicProvider:
+class AnthropicProvider(HTTPProvider):
     """Claude over the Messages API; `base_url` is the host, e.g. https://api.anthropic.com."""
 
     def __init__(
@@ -76,54 +76,24 @@ class AnthropicProvider:
         client: httpx.AsyncClient | None = None,
         default_max_tokens: int = 4096,
     ) -> None:
-        self.name = name
         base = base_url.rstrip("/")
         # Accept a base URL given with or without the version segment.
-        self._url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
-        self._headers = {
+        url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+        headers = {
             "accept": "text/event-stream",
             "anthropic-version": API_VERSION,
             **(extra_headers or {}),
         }
         if api_key:
-            self._headers["x-api-key"] = api_key
-        self._timeouts = timeouts or Timeouts()
-        self._retry = retry or RetryPolicy()
+            headers["x-api-key"] = api_key
+        super().__init__(name, url, headers, timeouts=timeouts, retry=retry, client=client)
         self._default_max_tokens = default_max_tokens
-        self._owns_client = client is None
-        self._client = client or make_client()
 
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
-        parser = AnthropicStreamParser(self.name)
-        upstream = post_stream(
-            self._client,
-            self._url,
-            json_body=request_body(request, self._default_max_tokens),
-            headers=self._headers,
-            timeouts=self._timeouts,
-            retry=self._retry,
-            provider=self.name,
-        )
-        try:
-            async for data in upstream:
-                events = parser.feed(data)
-                if parser.done:
-                    # Before the last events: a consumer may stop reading at Finish.
-                    await release(upstream)
-                for event in events:
-                    yield event
-                if parser.done:
-                    return  # message_stop or an error: `finally` closes the connection
-            for event in parser.close():
-                yield event
-        except ProviderError as exc:
-            yield StreamError(exc, parser.response_id, parser.model)
-        finally:
-            await upstream.aclose()
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        return request_body(request, self._default_max_tokens)
 
-    async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+    def _parser(self) -> AnthropicStreamParser:
+        return AnthropicStreamParser(self.name)
 
 
 # -- request --------------------------------------------------------------------------

@@ -28,7 +28,6 @@ deciding whether to run tools should look at the calls, not only the reason.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -43,9 +42,10 @@ from streamkeep.llm.events import (
     TextDelta,
     UsageReport,
 )
+from streamkeep.llm.http_provider import HTTPProvider
 from streamkeep.llm.sse import SSEDecoder
 from streamkeep.llm.toolcalls import ToolCallAssembler
-from streamkeep.llm.transport import RetryPolicy, Timeouts, make_client, post_stream, release
+from streamkeep.llm.transport import RetryPolicy, Timeouts
 from streamkeep.llm.types import ChatRequest, FinishReason, Message, Usage
 
 _FINISH_REASONS: dict[str, FinishReason] = {
@@ -373,7 +373,7 @@ def _message(message: Message) -> dict[str, Any]:
     return out
 
 
-class OpenAIProvider:
+class OpenAIProvider(HTTPProvider):
     """A Chat Completions endpoint: `base_url` is the part before `/chat/completions`."""
 
     def __init__(
@@ -387,44 +387,14 @@ class OpenAIProvider:
         extra_headers: dict[str, str] | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.name = name
-        self._url = base_url.rstrip("/") + "/chat/completions"
-        self._headers = {"accept": "text/event-stream", **(extra_headers or {})}
+        headers = {"accept": "text/event-stream", **(extra_headers or {})}
         if api_key:
-            self._headers["authorization"] = f"Bearer {api_key}"
-        self._timeouts = timeouts or Timeouts()
-        self._retry = retry or RetryPolicy()
-        self._owns_client = client is None
-        self._client = client or make_client()
+            headers["authorization"] = f"Bearer {api_key}"
+        url = base_url.rstrip("/") + "/chat/completions"
+        super().__init__(name, url, headers, timeouts=timeouts, retry=retry, client=client)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        parser = OpenAIChunkParser(self.name)
-        upstream = post_stream(
-            self._client,
-            self._url,
-            json_body=request_body(request),
-            headers=self._headers,
-            timeouts=self._timeouts,
-            retry=self._retry,
-            provider=self.name,
-        )
-        try:
-            async for data in upstream:
-                events = parser.feed(data)
-                if parser.done:
-                    # Before the last events: a consumer may stop reading at Finish.
-                    await release(upstream)
-                for event in events:
-                    yield event
-                if parser.done:
-                    return  # after [DONE] or an error: `finally` closes the connection
-            for event in parser.close():
-                yield event
-        except ProviderError as exc:
-            yield StreamError(exc, parser.response_id, parser.model)
-        finally:
-            await upstream.aclose()
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        return request_body(request)
 
-    async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+    def _parser(self) -> OpenAIChunkParser:
+        return OpenAIChunkParser(self.name)

@@ -1,0 +1,98 @@
+"""What every HTTP provider shares: the connection settings and the stream loop.
+
+A vendor adapter supplies only its URL and headers, its request body and a parser of
+its response bytes (`StreamParser`); this class POSTs through `transport.post_stream`,
+feeds the parser, reports provider faults as a `StreamError` and always closes the
+upstream connection (at once when the consumer stops or is cancelled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any, Protocol
+
+import httpx
+
+from streamkeep.llm.errors import ProviderError
+from streamkeep.llm.events import StreamError, StreamEvent
+from streamkeep.llm.transport import RetryPolicy, Timeouts, make_client, post_stream, release
+from streamkeep.llm.types import ChatRequest
+
+
+class StreamParser(Protocol):
+    """Response body bytes in, typed events out (one parser per response)."""
+
+    response_id: str | None
+    model: str | None
+
+    @property
+    def done(self) -> bool:
+        """True once the final event (Finish or StreamError) was returned."""
+        ...
+
+    def feed(self, data: bytes) -> list[StreamEvent]: ...
+
+    def close(self) -> list[StreamEvent]:
+        """The body ended: the final events, unless the parser is done already."""
+        ...
+
+
+class HTTPProvider:
+    """Base of the HTTP providers; subclasses implement `_body` and `_parser`."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        headers: dict[str, str],
+        *,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.name = name
+        self._url = url
+        self._headers = headers
+        self._timeouts = timeouts or Timeouts()
+        self._retry = retry or RetryPolicy()
+        self._owns_client = client is None
+        self._client = client or make_client()
+
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _parser(self) -> StreamParser:
+        raise NotImplementedError
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
+        parser = self._parser()
+        upstream = post_stream(
+            self._client,
+            self._url,
+            json_body=self._body(request),
+            headers=self._headers,
+            timeouts=self._timeouts,
+            retry=self._retry,
+            provider=self.name,
+        )
+        try:
+            async for data in upstream:
+                events = parser.feed(data)
+                if parser.done:
+                    # Before the last events: a consumer may stop reading at Finish, and
+                    # a fully read response returns its connection to the pool.
+                    await release(upstream)
+                for event in events:
+                    yield event
+                if parser.done:
+                    return  # `finally` closes the connection
+            for event in parser.close():
+                yield event
+        except ProviderError as exc:
+            yield StreamError(exc, parser.response_id, parser.model)
+        finally:
+            await upstream.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
