@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".streamkeep")
     database_url: str | None = None
     redis_url: str | None = None
+    redis_prefix: str = "streamkeep:"  # of every Redis key and channel: deployments may share
     model: str | None = None  # default model for new chats; None = first configured
     host: str = "127.0.0.1"
     port: int = 8000
@@ -64,6 +65,9 @@ class Settings(BaseSettings):
     stop_on_disconnect: bool = False  # stop a generation when its last client leaves
     max_message_chars: int = 100_000
     generation_retention: float = 30.0  # seconds a finished generation's buffer is kept
+    # With Redis: seconds without a heartbeat (and without its worker's presence key)
+    # before another worker stores a generation `interrupted`.
+    worker_stale_after: float = 15.0
     # The OpenAI-compatible gateway stores every call as a chat unless this is off.
     gateway_store: bool = True
 

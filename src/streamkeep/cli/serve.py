@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import socket
+import sys
 from types import FrameType
 from typing import Any
 
@@ -19,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from streamkeep.config import Settings, load_settings
+from streamkeep.scaleout.workers import check_workers, run_workers
 from streamkeep.server import begin_shutdown, create_app
 
 # Past the grace period, the interrupted generations still need a moment to be stored.
@@ -36,6 +38,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--data-dir", help="local state directory (STREAMKEEP_DATA_DIR)")
     p.add_argument("--model", help="default model for new chats (STREAMKEEP_MODEL)")
     p.add_argument("--log-level", default="info", help="uvicorn log level (info)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="server processes (more than 1 needs Redis)"
+    )
     p.set_defaults(func=run)
 
 
@@ -89,11 +94,17 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         model=args.model,
     )
-    server = build_server(settings, log_level=args.log_level)
+    problem = check_workers(settings, args.workers)
+    if problem is not None:
+        print(f"streamkeep serve: {problem}", file=sys.stderr)
+        return 2
+    server = build_server(settings, log_level=args.log_level) if args.workers == 1 else None
     sock = listen(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"streamkeep serving on http://{shown}:{port}", flush=True)
+    if server is None:
+        return run_workers(settings, args.workers, build_server, sock, log_level=args.log_level)
     server.run(sockets=[sock])
     return 0
 

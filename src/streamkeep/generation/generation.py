@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from streamkeep.generation.log import EventLog, InProcessEventLog
 from streamkeep.generation.parts import completion_to_parts
@@ -39,6 +39,24 @@ EndStatus = Literal["complete", "stopped", "error", "interrupted"]
 # checkpointer keeps retrying every tick, so the content survives while the process lives.
 FINAL_WRITE_ATTEMPTS = 5
 FINAL_WRITE_FIRST_DELAY = 0.05
+
+
+class FrameEncoder(Protocol):
+    """Events -> frame payloads; `UIStreamEncoder` by default (the gateway's differs)."""
+
+    def start(self, message_id: str, metadata: dict[str, Any]) -> list[bytes]: ...
+
+    def encode(self, event: StreamEvent) -> list[bytes]: ...
+
+    def error(self, error_text: str) -> list[bytes]: ...
+
+    def end(
+        self,
+        metadata: dict[str, Any],
+        finish_reason: FinishReason | None,
+        *,
+        aborted: bool = False,
+    ) -> list[bytes]: ...
 
 
 @dataclass(slots=True, frozen=True)
@@ -70,7 +88,11 @@ class Generation:
         stop_on_disconnect: bool = False,
         on_done: Callable[[Generation], None] | None = None,
         log: EventLog | None = None,
+        encoder: FrameEncoder | None = None,
+        ready: Awaitable[object] | None = None,
     ) -> None:
+        """`ready`, when given, is the write of this answer's rows, running alongside
+        the stream (the OpenAI gateway's): the final write waits for it."""
         self.ids = ids
         self.id = ids.id
         self.chat_id = ids.chat_id
@@ -89,7 +111,8 @@ class Generation:
         self._stop_on_disconnect = stop_on_disconnect
         self._on_done = on_done
         self._acc = Accumulator()
-        self._encoder = UIStreamEncoder()
+        self._encoder: FrameEncoder = encoder if encoder is not None else UIStreamEncoder()
+        self._ready = ready
         self._subscribers = 0
         self._task: asyncio.Task[None] | None = None
         self._running = False
@@ -199,6 +222,8 @@ class Generation:
         try:
             if outcome.status == "error":
                 self._append(self._encoder.error(outcome.error or "unknown error"))
+            if self._ready is not None:  # the rows to write into must exist first
+                await asyncio.gather(self._ready, return_exceptions=True)
             await self._checkpointer.settle(self)
             await self._store_final(outcome)
             aborted = outcome.status in ("stopped", "interrupted")

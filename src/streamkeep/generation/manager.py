@@ -13,13 +13,14 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from streamkeep.generation.checkpointer import Checkpointer
 from streamkeep.generation.errors import ShuttingDown
-from streamkeep.generation.generation import Generation, GenerationIds
+from streamkeep.generation.generation import FrameEncoder, Generation, GenerationIds
+from streamkeep.generation.log import EventLog
 from streamkeep.generation.parts import history_to_messages
 from streamkeep.llm.errors import LLMError
 from streamkeep.llm.events import StreamError, StreamEvent
@@ -30,6 +31,8 @@ from streamkeep.store.errors import GenerationConflict, InvalidOperation
 if TYPE_CHECKING:
     from streamkeep.config import Settings
     from streamkeep.llm.registry import ModelRegistry
+    from streamkeep.scaleout.cluster import Cluster
+    from streamkeep.scaleout.remote import RemoteGeneration
     from streamkeep.store import ChatStore, MessageRecord
 
 logger = logging.getLogger(__name__)
@@ -51,8 +54,11 @@ class GenerationManager:
         settings: Settings,
         *,
         worker_id: str | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self._store = store
+        # With Redis: logs other workers can read, stops from them, liveness.
+        self.cluster = cluster
         self._registry = registry
         self._settings = settings
         self.worker_id = worker_id or default_worker_id()
@@ -82,9 +88,16 @@ class GenerationManager:
         if self._settings.redis_url:
             silence = max(_STALE_HEARTBEATS * self._settings.checkpoint_interval, _MIN_STALE)
             stale_before = datetime.now(UTC) - timedelta(seconds=silence)
-        orphans = await self._store.interrupt_orphans(
-            exclude_generation_ids=[g.id for g in self._running()], stale_before=stale_before
-        )
+        if self.cluster is not None:  # only the work of workers not alive in Redis
+            orphans = await self.cluster.start(
+                local_stop=self.stop_local,
+                local_generation_ids=lambda: [g.id for g in self._running()],
+            )
+        else:
+            orphans = await self._store.interrupt_orphans(
+                exclude_generation_ids=[g.id for g in self._running()],
+                stale_before=stale_before,
+            )
         if orphans:
             logger.warning("marked %d orphaned generation(s) interrupted", len(orphans))
         self.checkpointer.start()
@@ -105,6 +118,8 @@ class GenerationManager:
                     gen.interrupt()
             await asyncio.gather(*(g.wait() for g in running))
         await self.checkpointer.stop()
+        if self.cluster is not None:  # after the last frames and stops of our own
+            await self.cluster.aclose()
         for handle in self._expiry.values():
             handle.cancel()
         self._expiry.clear()
@@ -122,7 +137,18 @@ class GenerationManager:
         return (g for g in list(self._by_id.values()) if not g.done.is_set())
 
     async def stop(self, chat_id: str) -> bool:
-        """Stop the chat's running generation; False when it has none."""
+        """Stop the chat's running generation, on whichever worker runs it; False when
+        it has none."""
+        if await self.stop_local(chat_id):
+            return True
+        return self.cluster is not None and await self.cluster.stop(chat_id)
+
+    async def find_remote(self, chat_id: str) -> RemoteGeneration | None:
+        """The chat's generation on another worker (running, or ended recently)."""
+        return await self.cluster.find(chat_id) if self.cluster is not None else None
+
+    async def stop_local(self, chat_id: str) -> bool:
+        """Stop the chat's generation if this process runs it."""
         gen = self._by_chat.get(chat_id)
         if gen is None or gen.done.is_set():
             return False
@@ -276,13 +302,38 @@ class GenerationManager:
             return None
         return self._by_id.get(conflict.generation_id)
 
-    def _launch(self, ids: GenerationIds, request: ChatRequest) -> Generation:
+    def launch_prepared(
+        self,
+        ids: GenerationIds,
+        request: ChatRequest,
+        stream: AsyncIterator[StreamEvent],
+        *,
+        encoder: FrameEncoder,
+        ready: Awaitable[object] | None = None,
+    ) -> Generation:
+        """Run a generation whose rows the caller writes (the OpenAI gateway: `ready`
+        is that write, possibly still running) on a stream it opened, with its encoder."""
+        self._check_accepting()
+        return self._launch(ids, request, stream=stream, encoder=encoder, ready=ready)
+
+    def _launch(
+        self,
+        ids: GenerationIds,
+        request: ChatRequest,
+        *,
+        stream: AsyncIterator[StreamEvent] | None = None,
+        encoder: FrameEncoder | None = None,
+        ready: Awaitable[object] | None = None,
+    ) -> Generation:
         gen = Generation(
             ids,
             store=self._store,
             checkpointer=self.checkpointer,
             stop_on_disconnect=self._settings.stop_on_disconnect,
             on_done=self._finished,
+            encoder=encoder,
+            log=self._new_log(ids),
+            ready=ready,
         )
         metadata = {
             "chatId": ids.chat_id,
@@ -292,13 +343,18 @@ class GenerationManager:
             "status": "streaming",
         }
         try:
-            stream = self._registry.stream(ids.model, request)
+            stream = stream or self._registry.stream(ids.model, request)
         except LLMError as exc:  # the rows exist now: the reply must end, as an error
             stream = _failed(exc)
         self._by_id[ids.id] = gen
         self._by_chat[ids.chat_id] = gen
         gen.start(stream, metadata, prompt_chars=prompt_chars(request))
         return gen
+
+    def _new_log(self, ids: GenerationIds) -> EventLog | None:
+        if self.cluster is None:
+            return None  # the generation's own in-process log
+        return self.cluster.new_log(ids.id, ids.chat_id, ids.message_id)
 
     def _finished(self, gen: Generation) -> None:
         loop = asyncio.get_running_loop()

@@ -28,7 +28,9 @@ from fastapi.staticfiles import StaticFiles
 import streamkeep
 from streamkeep.config import Settings, load_settings
 from streamkeep.generation import GenerationManager, ShuttingDown
+from streamkeep.generation.manager import default_worker_id
 from streamkeep.llm.registry import ModelRegistry
+from streamkeep.scaleout import Cluster
 from streamkeep.server import errors
 from streamkeep.server.metrics import Metrics
 from streamkeep.server.routes import chats, messages, ops, streams, usechat
@@ -95,7 +97,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         await database.upgrade()
         store = ChatStore(database)
-        manager = GenerationManager(store, registry, settings)
+        worker_id = default_worker_id()
+        cluster = None
+        if redis is not None:
+            cluster = Cluster.from_settings(redis, store, settings, worker_id)
+        manager = GenerationManager(store, registry, settings, worker_id=worker_id, cluster=cluster)
         await manager.start()
         app.state.database, app.state.store = database, store
         app.state.registry, app.state.manager, app.state.redis = registry, manager, redis

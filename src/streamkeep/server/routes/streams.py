@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from streamkeep.scaleout import remote_stream_response
 from streamkeep.server.deps import ManagerDep, MetricsDep, StoreDep
 from streamkeep.server.relay import resume_point, stream_response
 from streamkeep.server.schemas import ERROR_RESPONSES, StopResult
@@ -27,6 +28,9 @@ async def resume(
     after = resume_point(request)
     generation = manager.live(chat_id)
     if generation is None:
+        remote = await manager.find_remote(chat_id)  # running on another worker?
+        if remote is not None and not (remote.done.is_set() and after >= remote.log.next_seq - 1):
+            return remote_stream_response(remote, after=after)
         await store.get_chat(chat_id)  # 404 for an unknown chat, 204 for a quiet one
         return Response(status_code=204)
     if generation.done.is_set() and (

@@ -1,0 +1,158 @@
+"""`Cluster`: what one worker needs to share its generations with the others.
+
+Built by the app when `redis_url` is set and handed to the `GenerationManager`, which
+then gives each generation a `RedisEventLog`, stops other workers' generations through
+the `ControlBus`, finds them for resuming with `find`, and leaves the recovery of dead
+workers' generations to the liveness rules (see `liveness`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
+
+import orjson
+import redis.asyncio as aioredis
+
+from streamkeep.scaleout.control import ControlBus, StopHandler
+from streamkeep.scaleout.keys import Keys
+from streamkeep.scaleout.liveness import (
+    DEFAULT_REAP_INTERVAL,
+    DEFAULT_STALE_AFTER,
+    DEFAULT_TTL,
+    Reaper,
+    WorkerRegistry,
+)
+from streamkeep.scaleout.redis_log import RedisEventLog, RemoteEventLog
+from streamkeep.scaleout.remote import RemoteGeneration
+from streamkeep.scaleout.writer import RedisWriter
+from streamkeep.store.errors import NotFound
+
+if TYPE_CHECKING:
+    from streamkeep.config import Settings
+    from streamkeep.store.repository import ChatStore
+
+logger = logging.getLogger(__name__)
+
+
+class Cluster:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        store: ChatStore,
+        worker_id: str,
+        *,
+        keys: Keys | None = None,
+        expire_after: float = 30.0,
+        maxlen: int = 10_000,
+        worker_ttl: float = DEFAULT_TTL,
+        stale_after: float = DEFAULT_STALE_AFTER,
+        reap_interval: float = DEFAULT_REAP_INTERVAL,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys or Keys()
+        self.worker_id = worker_id
+        self._store = store
+        self._stale_after = stale_after
+        self._reap_interval = reap_interval
+        self._stop_timeout = stop_timeout
+        self.writer = RedisWriter(redis, maxlen=maxlen, expire_after=expire_after)
+        self.registry = WorkerRegistry(redis, worker_id, keys=self.keys, ttl=worker_ttl)
+        self.bus: ControlBus | None = None
+        self.reaper: Reaper | None = None
+
+    @classmethod
+    def from_settings(
+        cls, redis: aioredis.Redis, store: ChatStore, settings: Settings, worker_id: str
+    ) -> Cluster:
+        """A finished stream is kept as long as a finished local generation is."""
+        return cls(
+            redis,
+            store,
+            worker_id,
+            keys=Keys(settings.redis_prefix),
+            expire_after=settings.generation_retention,
+            stale_after=settings.worker_stale_after,
+        )
+
+    async def start(
+        self, *, local_stop: StopHandler, local_generation_ids: Callable[[], Collection[str]]
+    ) -> list[str]:
+        """Join the cluster; returns the messages of dead workers it interrupted."""
+        self.writer.start()
+        await self.registry.start()
+        self.bus = ControlBus(
+            self.redis, keys=self.keys, on_stop=local_stop, stop_timeout=self._stop_timeout
+        )
+        await self.bus.start()
+        self.reaper = Reaper(
+            self._store,
+            self.registry,
+            local_generation_ids=local_generation_ids,
+            stale_after=self._stale_after,
+            interval=self._reap_interval,
+        )
+        orphans = await self.reaper.recover_at_start()
+        self.reaper.start()
+        return orphans
+
+    async def aclose(self) -> None:
+        """Leave: after the manager's own generations have ended (their last frames
+        are flushed here, the bus answered stops until now)."""
+        if self.reaper is not None:
+            await self.reaper.aclose()
+        if self.bus is not None:
+            await self.bus.aclose()
+        await self.writer.aclose()
+        await self.registry.aclose()
+
+    def new_log(self, generation_id: str, chat_id: str, message_id: str) -> RedisEventLog:
+        """The log of a generation this worker starts; other workers can find it."""
+        log = RedisEventLog(self.writer, self.keys.generation(generation_id))
+        pointer = orjson.dumps({"generation": generation_id, "message": message_id})
+        self.writer.point(self.keys.chat(chat_id), pointer)
+        return log
+
+    async def stop(self, chat_id: str) -> bool:
+        """Stop the chat's generation on whichever worker runs it."""
+        if self.bus is None or await self._store.running_generation(chat_id) is None:
+            return False
+        return await self.bus.stop(chat_id)
+
+    async def find(self, chat_id: str) -> RemoteGeneration | None:
+        """The chat's latest generation as stored in Redis (running, or ended within
+        the stream's expiry), or its running one if the pointer is missing."""
+        raw = await self.redis.get(self.keys.chat(chat_id))
+        if raw is not None:
+            pointer = orjson.loads(raw)
+            generation_id, message_id = pointer["generation"], pointer["message"]
+        else:
+            record = await self._store.running_generation(chat_id)
+            if record is None:
+                return None
+            generation_id, message_id = record.id, record.message_id
+        log = await RedisEventLog.open_remote(
+            self.redis,
+            generation_id,
+            keys=self.keys,
+            still_running=lambda: self._running(generation_id),
+        )
+        if log is None:
+            if not await self._running(generation_id):
+                return None  # ended, and its stream expired
+            log = RemoteEventLog(
+                self.redis,
+                self.keys.generation(generation_id),
+                next_seq=1,
+                closed=False,
+                still_running=lambda: self._running(generation_id),
+            )
+        return RemoteGeneration(generation_id, chat_id, message_id, log)
+
+    async def _running(self, generation_id: str) -> bool:
+        try:
+            return (await self._store.get_generation(generation_id)).status == "running"
+        except NotFound:
+            return False

@@ -1,0 +1,154 @@
+"""Which workers are alive, and ending the generations of those that are not.
+
+Each worker keeps a key `{prefix}worker:{worker_id}` with a TTL and refreshes it well
+before it expires; a worker that dies (SIGKILL, host lost) simply stops refreshing it.
+
+Two rules use it, both as one UPDATE in the store (so a generation started meanwhile by a
+live worker can never be caught):
+- at start, a worker interrupts the running generations of workers that are not alive
+  (a restarted single worker does not wait for anything to go stale);
+- every `interval`, a `Reaper` interrupts the running generations whose database
+  heartbeat is older than `stale_after` and whose worker is not alive: both signals
+  must agree, so a worker that is merely slow to reach the database keeps its work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import redis.asyncio as aioredis
+
+from streamkeep.scaleout.keys import Keys
+from streamkeep.scaleout.tasks import cancel_and_wait
+from streamkeep.store.repository import utcnow
+
+if TYPE_CHECKING:
+    from streamkeep.store.repository import ChatStore
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TTL = 10.0
+DEFAULT_STALE_AFTER = 15.0
+DEFAULT_REAP_INTERVAL = 5.0
+
+
+class WorkerRegistry:
+    """This worker's presence in Redis, and who else is present."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        worker_id: str,
+        *,
+        keys: Keys | None = None,
+        ttl: float = DEFAULT_TTL,
+    ) -> None:
+        self.worker_id = worker_id
+        self._redis = redis
+        self._keys = keys or Keys()
+        self._ttl_ms = int(ttl * 1000)
+        self._refresh = ttl / 4  # three refreshes may fail before the key expires
+        self._task: asyncio.Task[None] | None = None
+
+    async def register(self) -> None:
+        await self._redis.set(self._keys.worker(self.worker_id), b"1", px=self._ttl_ms)
+
+    async def start(self) -> None:
+        """Register (if Redis answers now: else the refresh loop keeps trying)."""
+        try:
+            await self.register()
+        except (aioredis.RedisError, OSError) as exc:
+            logger.error("Redis unreachable at start, registering later: %s", exc)
+        self._task = asyncio.create_task(self._loop(), name="worker-heartbeat")
+
+    async def aclose(self, *, leave: bool = True) -> None:
+        """Stop refreshing; with `leave`, remove the key now rather than at its TTL."""
+        await cancel_and_wait(self._task)
+        self._task = None
+        if leave:
+            try:
+                await self._redis.delete(self._keys.worker(self.worker_id))
+            except (aioredis.RedisError, OSError) as exc:
+                logger.warning("could not remove worker key (it expires anyway): %s", exc)
+
+    async def alive(self) -> set[str]:
+        """Ids of the workers whose key has not expired."""
+        keys = self._keys
+        return {keys.worker_id(k) async for k in self._redis.scan_iter(keys.worker_pattern())}
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh)
+            try:
+                await self.register()
+            except (aioredis.RedisError, OSError) as exc:
+                logger.warning("worker heartbeat to Redis failed: %s", exc)
+
+
+class Reaper:
+    """Interrupts the generations of dead workers; see the module docstring."""
+
+    def __init__(
+        self,
+        store: ChatStore,
+        registry: WorkerRegistry,
+        *,
+        local_generation_ids: Callable[[], Collection[str]],
+        stale_after: float = DEFAULT_STALE_AFTER,
+        interval: float = DEFAULT_REAP_INTERVAL,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._local = local_generation_ids
+        self._stale_after = timedelta(seconds=stale_after)
+        self._interval = interval
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    async def recover_at_start(self) -> list[str]:
+        """Interrupt what workers that are no longer alive left running (without Redis
+        to tell who is alive: only what is stale, as the reaper would)."""
+        try:
+            alive = await self._registry.alive() | {self._registry.worker_id}
+        except (aioredis.RedisError, OSError) as exc:
+            logger.error("Redis unreachable at start: only stale generations recovered: %s", exc)
+            return await self._store.interrupt_orphans(
+                exclude_generation_ids=list(self._local()),
+                stale_before=self._clock() - self._stale_after,
+            )
+        return await self._store.interrupt_orphans(
+            exclude_generation_ids=list(self._local()), exclude_worker_ids=sorted(alive)
+        )
+
+    async def reap(self) -> list[str]:
+        """Interrupt stale generations of dead workers; returns their message ids."""
+        alive = await self._registry.alive() | {self._registry.worker_id}
+        now = self._clock()
+        return await self._store.interrupt_orphans(
+            exclude_generation_ids=list(self._local()),
+            exclude_worker_ids=sorted(alive),
+            stale_before=now - self._stale_after,
+        )
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="reaper")
+
+    async def aclose(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                reaped = await self.reap()
+            except Exception:  # Redis or the database is down: the next round tries
+                logger.exception("reaping dead workers' generations failed")
+                continue
+            if reaped:
+                logger.warning("interrupted %d generation(s) of dead workers", len(reaped))

@@ -1,0 +1,188 @@
+"""Event logs over Redis Streams: how a generation's frames reach other workers.
+
+`RedisEventLog` is the log of a generation this process runs: an `InProcessEventLog`
+(which this process's own subscribers read, with no Redis round trip) whose appends are
+also queued on the process's `RedisWriter`. `RemoteEventLog` is the read-only view of a
+generation running elsewhere, read with XREAD from its stream.
+
+Stream layout (one per generation): entry `{s}-0` holds frames as fields named by their
+sequence numbers, the last of them `s`; the entry `{s}-1` with the field `end` is the
+close marker, after the last frame `s`. So "every frame after N" is `XREAD ... N-0`, then
+drop the frames numbered N or less of the first entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from streamkeep.generation.log import InProcessEventLog
+from streamkeep.scaleout.keys import Keys
+from streamkeep.scaleout.writer import RedisWriter
+
+END_FIELD = b"end"
+# How long one blocking XREAD waits before the reader checks that the stream can
+# still grow (it expired, it ended before the reader's cursor, its owner died).
+DEFAULT_BLOCK_MS = 1000
+
+
+class FramesLost(Exception):
+    """The stream was trimmed (or a write dropped) before a reader got these frames."""
+
+
+class RedisEventLog:
+    """The `EventLog` of a generation this process runs, mirrored to Redis."""
+
+    __slots__ = ("_local", "_writer", "key")
+
+    def __init__(self, writer: RedisWriter, key: str) -> None:
+        self.key = key
+        self._writer = writer
+        self._local = InProcessEventLog()
+
+    @property
+    def next_seq(self) -> int:
+        return self._local.next_seq
+
+    @property
+    def closed(self) -> bool:
+        return self._local.closed
+
+    def append(self, frames: list[bytes]) -> None:
+        first = self._local.next_seq
+        self._local.append(frames)
+        self._writer.append(self.key, first, frames)
+
+    def close(self) -> None:
+        if self._local.closed:
+            return
+        self._local.close()
+        self._writer.close(self.key, self._local.next_seq - 1)
+
+    def read(self, after: int = 0) -> AsyncIterator[bytes]:
+        return self._local.read(after)
+
+    @classmethod
+    async def open_remote(
+        cls,
+        redis: aioredis.Redis,
+        generation_id: str,
+        *,
+        keys: Keys | None = None,
+        still_running: Callable[[], Awaitable[bool]] | None = None,
+        block_ms: int = DEFAULT_BLOCK_MS,
+    ) -> RemoteEventLog | None:
+        """A read-only log of a generation run anywhere; None when it has no stream."""
+        key = (keys or Keys()).generation(generation_id)
+        last = await redis.xrevrange(key, count=1)
+        if not last:
+            return None
+        entry_id, fields = last[0]
+        seq = _seq_of(entry_id)
+        closed = fields is not None and END_FIELD in fields
+        return RemoteEventLog(
+            redis,
+            key,
+            next_seq=seq + 1,
+            closed=closed,
+            still_running=still_running,
+            block_ms=block_ms,
+        )
+
+
+async def stream_exists(
+    redis: aioredis.Redis, generation_id: str, keys: Keys | None = None
+) -> bool:
+    return bool(await redis.exists((keys or Keys()).generation(generation_id)))
+
+
+class RemoteEventLog:
+    """A generation's log as another worker sees it: read-only, from Redis."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        key: str,
+        *,
+        next_seq: int,
+        closed: bool,
+        still_running: Callable[[], Awaitable[bool]] | None = None,
+        block_ms: int = DEFAULT_BLOCK_MS,
+    ) -> None:
+        self.key = key
+        self._redis = redis
+        self._next_seq = next_seq
+        self._closed = closed
+        self._still_running = still_running
+        self._block_ms = block_ms
+
+    @property
+    def next_seq(self) -> int:
+        """As of the last look at the stream (opening it, or reading its end)."""
+        return self._next_seq
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def append(self, frames: list[bytes]) -> None:
+        raise TypeError("a remote event log is read-only")
+
+    def close(self) -> None:
+        raise TypeError("a remote event log is read-only")
+
+    async def read(self, after: int = 0) -> AsyncIterator[bytes]:
+        last = max(after, 0)
+        cursor: bytes | str = f"{last}-0"
+        while True:
+            response: Any = await self._redis.xread({self.key: cursor}, block=self._block_ms)
+            if not response:
+                if not await self._can_grow():
+                    return
+                continue
+            frames: list[bytes] = []
+            ended = False
+            for entry_id, fields in response[0][1]:
+                cursor = entry_id
+                ended = END_FIELD in fields
+                last = _take_frames(fields, last, frames)
+            self._next_seq = max(self._next_seq, last + 1)
+            if frames:
+                yield frames[0] if len(frames) == 1 else b"".join(frames)
+            if ended:
+                self._closed = True
+                return
+
+    async def _can_grow(self) -> bool:
+        """False when waiting longer cannot bring more frames."""
+        last = await self._redis.xrevrange(self.key, count=1)
+        if last and last[0][1] is not None and END_FIELD in last[0][1]:
+            self._closed = True
+            return False  # it ended at or before the reader's cursor
+        if self._still_running is not None:
+            return await self._still_running()  # its owner may not have written yet
+        return bool(last)  # a stream that expired (or never was) will not grow
+
+
+def _take_frames(fields: dict[bytes, bytes], last: int, out: list[bytes]) -> int:
+    """Append the frames after `last` to `out`, in order; return the new last seq."""
+    for name, frame in fields.items():
+        if name == END_FIELD:
+            continue
+        seq = int(name)
+        if seq <= last:
+            continue  # a replay of the entry holding `after`, or a retried write
+        if seq != last + 1:
+            raise FramesLost(f"frames {last + 1}..{seq - 1} are no longer in the stream")
+        out.append(frame)
+        last = seq
+    return last
+
+
+def _seq_of(entry_id: bytes | str | None) -> int:
+    if entry_id is None:
+        return 0
+    raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(raw.split("-", 1)[0])

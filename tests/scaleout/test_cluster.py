@@ -1,0 +1,118 @@
+"""Two workers in one test: two GenerationManagers, each with its own Redis connection
+pool and its own `Cluster`, sharing one PostgreSQL database and one Redis server, and a
+fake OpenAI-style upstream over loopback HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from streamkeep.generation import GenerationManager
+from streamkeep.llm.registry import ModelRegistry
+from streamkeep.scaleout import Cluster, Keys, RemoteGeneration
+from streamkeep.store import ChatStore
+from tests.conftest import TEST_REDIS_URL
+from tests.fakes.upstream import FakeUpstream, Script
+from tests.generation.conftest import MODEL, make_settings
+from tests.generation.streams import Frame, deltas, parse, read_all, read_until, types
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres]
+
+WorkerFactory = Callable[[str], contextlib.AbstractAsyncContextManager[GenerationManager]]
+
+
+@pytest.fixture
+def worker(
+    store: ChatStore, fake_upstream: FakeUpstream, data_dir: Path, keys: Keys, redis: aioredis.Redis
+) -> WorkerFactory:
+    """`async with worker("a") as manager:` a started manager in a cluster of its own
+    Redis pool (the `redis` fixture only cleans the test's keys up)."""
+
+    @contextlib.asynccontextmanager
+    async def factory(name: str, **cluster: Any) -> AsyncIterator[GenerationManager]:
+        settings = make_settings(fake_upstream, data_dir, checkpoint_interval=0.2)
+        registry = ModelRegistry(settings)
+        pool = aioredis.from_url(TEST_REDIS_URL)
+        node = Cluster(pool, store, f"worker-{name}", keys=keys, **cluster)
+        manager = GenerationManager(
+            store, registry, settings, worker_id=f"worker-{name}", cluster=node
+        )
+        await manager.start()
+        try:
+            yield manager
+        finally:
+            await manager.shutdown()
+            await registry.aclose()
+            await pool.aclose()
+
+    return factory
+
+
+async def remote_frames(remote: RemoteGeneration, after: int = 0) -> list[Frame]:
+    async with asyncio.timeout(20):
+        return parse(b"".join([c async for c in remote.subscribe(after)]))
+
+
+async def new_chat(store: ChatStore) -> str:
+    return (await store.create_chat(model=MODEL)).id
+
+
+async def test_a_generation_resumes_on_another_worker_exactly_once(
+    worker: WorkerFactory, store: ChatStore, fake_upstream: FakeUpstream
+) -> None:
+    async with worker("a") as a, worker("b") as b:
+        chat_id = await new_chat(store)
+        fake_upstream.enqueue(Script(tokens=30, delay=0.02))
+        gen = await a.reply(chat_id=chat_id, content="hi")
+        seen = await read_until(gen.subscribe(), deltas(5))  # the client, on worker a
+        last = seen[-1].seq
+
+        assert b.live(chat_id) is None  # not b's own
+        remote = await b.find_remote(chat_id)
+        assert remote is not None and remote.message_id == gen.message_id
+        rest = await remote_frames(remote, after=last)  # reconnected to worker b
+
+        full = await read_all(gen)
+        assert seen + rest == full
+        assert types(full)[-2:] == ["finish", "[DONE]"]
+        assert types(full).count("text-delta") == 30
+        # After the end, within the stream's expiry, b still serves the tail.
+        after_end = await b.find_remote(chat_id)
+        assert after_end is not None and after_end.done.is_set()
+        assert await remote_frames(after_end, after=len(full) - 3) == full[-3:]
+
+
+async def test_a_stop_on_another_worker_reaches_the_owner(
+    worker: WorkerFactory, store: ChatStore, fake_upstream: FakeUpstream
+) -> None:
+    async with worker("a") as a, worker("b") as b:
+        chat_id = await new_chat(store)
+        fake_upstream.enqueue(Script(tokens=10, hang_after=3))
+        gen = await a.reply(chat_id=chat_id, content="hi")
+        await read_until(gen.subscribe(), deltas(3))
+
+        assert await b.stop(chat_id) is True
+        assert gen.done.is_set()  # True means: stopped and stored, like a local stop
+        message = await store.get_message(gen.message_id)
+        assert message.status == "stopped"
+        assert await b.stop(chat_id) is False  # nothing left to stop anywhere
+
+
+async def test_a_new_worker_leaves_a_live_workers_generation_alone(
+    worker: WorkerFactory, store: ChatStore, fake_upstream: FakeUpstream
+) -> None:
+    async with worker("a") as a:
+        chat_id = await new_chat(store)
+        fake_upstream.enqueue(Script(tokens=10, hang_after=3))
+        gen = await a.reply(chat_id=chat_id, content="hi")
+        await read_until(gen.subscribe(), deltas(3))
+        async with worker("b"):
+            assert (await store.get_message(gen.message_id)).status == "streaming"
+            assert not gen.done.is_set()
+        await a.stop(chat_id)
