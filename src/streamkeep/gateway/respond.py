@@ -1,0 +1,234 @@
+"""Answering one call: a stream of chunks, or one `chat.completion` body.
+
+Two sources feed the same answers:
+- a stored call's `Generation` (its event log already holds the encoded frames, so a
+  client that leaves mid-stream only ends its own subscription, never the reply);
+- a pure relay of `registry.stream(...)` when `gateway_store` is off.
+
+Either way nothing is sent before the provider's first event: a provider that refuses
+the request (4xx) or fails before answering (5xx, timeout) gets an HTTP error response
+in OpenAI's shape. After the first byte, failures travel as a final error chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import orjson
+from starlette.responses import Response, StreamingResponse
+
+from streamkeep.gateway.chunks import SSE_HEADERS, ChunkEncoder, completion_body, sse
+from streamkeep.gateway.errors import from_llm_error
+from streamkeep.generation import Generation
+from streamkeep.llm.accumulator import Accumulator
+from streamkeep.llm.errors import LLMError, ProviderStreamError
+from streamkeep.llm.events import Finish, StreamError, StreamEvent
+from streamkeep.llm.types import Completion, FinishReason
+from streamkeep.server.metrics import Metrics
+
+
+class Collector:
+    """The generation-encoder interface for a non-streaming call: it keeps the events
+    (no frames) so the whole answer can be returned once the generation ends."""
+
+    __slots__ = ("_acc", "failure")
+
+    def __init__(self) -> None:
+        self._acc = Accumulator()
+        self.failure: LLMError | None = None
+
+    def start(self, message_id: str, metadata: dict[str, Any]) -> list[bytes]:
+        return []
+
+    def encode(self, event: StreamEvent) -> list[bytes]:
+        self._acc.add(event)
+        return []
+
+    def error(self, error_text: str) -> list[bytes]:
+        completion = self._acc.result()
+        completion.finish_reason, completion.error = "error", error_text
+        return []
+
+    def end(
+        self, metadata: dict[str, Any], finish_reason: FinishReason | None, *, aborted: bool = False
+    ) -> list[bytes]:
+        completion = self._acc.result()
+        if completion.finish_reason != "error":
+            completion.finish_reason = finish_reason or "stop"
+        return []
+
+    def result(self) -> Completion:
+        return self._acc.result()
+
+
+class Tap:
+    """The provider's stream as a kept call's generation reads it.
+
+    It notes the provider's failure on the sink (the generation passes on only its
+    text), and holds `opened`, the signal a new chat's rows wait for before they are
+    written: after the first chunk went out (streaming), at the first event (not
+    streaming), or when the stream ends or is closed, whichever comes first. So the
+    database work never competes with the first token for the event loop.
+    """
+
+    __slots__ = ("_open_at_first", "_stream", "opened", "sink")
+
+    def __init__(self, stream: AsyncIterator[StreamEvent], sink: ChunkEncoder | Collector) -> None:
+        self._stream = stream
+        self.sink = sink
+        self._open_at_first = isinstance(sink, Collector)
+        self.opened = asyncio.Event()
+
+    def __aiter__(self) -> Tap:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        try:
+            event = await anext(self._stream)
+        except BaseException:  # the end, a failure or a cancellation
+            self.opened.set()
+            raise
+        if type(event) is StreamError:
+            self.sink.failure = event.error
+        if self._open_at_first:
+            self.opened.set()
+        return event
+
+    async def aclose(self) -> None:
+        self.opened.set()
+        await aclose(self._stream)
+
+
+async def stream_generation(
+    gen: Generation,
+    encoder: ChunkEncoder,
+    tap: Tap,
+    headers: dict[str, str],
+    metrics: Metrics,
+    started_at: float,
+) -> Response:
+    metrics.track(gen)
+    frames = gen.subscribe()
+    first = await anext(frames, b"")
+    if encoder.failure is not None and not encoder.started:
+        # It failed before its first byte: answer with the provider's status instead.
+        await aclose(frames)
+        await gen.wait()  # so the stored reply is final when the client looks
+        raise from_llm_error(encoder.failure)
+    if first:
+        metrics.ttft.observe(time.perf_counter() - started_at)
+    return StreamingResponse(
+        _prepend(first, frames, metrics, tap.opened),
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, **headers},
+    )
+
+
+async def whole_generation(
+    gen: Generation, collector: Collector, model: str, headers: dict[str, str], metrics: Metrics
+) -> Response:
+    metrics.track(gen)
+    await gen.wait()
+    return _whole(collector.result(), collector.failure, model, headers)
+
+
+async def stream_relay(
+    stream: AsyncIterator[StreamEvent], encoder: ChunkEncoder, headers: dict[str, str]
+) -> Response:
+    """A stream straight from the provider (nothing stored)."""
+    first: list[bytes] = []
+    try:
+        async for event in stream:
+            first = encoder.encode(event)
+            if first:
+                break
+    except BaseException:
+        await aclose(stream)
+        raise
+    if encoder.failure is not None and not encoder.started:
+        await aclose(stream)
+        raise from_llm_error(encoder.failure)
+    return StreamingResponse(
+        _relay(first, stream, encoder),
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, **headers},
+    )
+
+
+async def whole_relay(
+    stream: AsyncIterator[StreamEvent], model: str, headers: dict[str, str]
+) -> Response:
+    acc = Accumulator()
+    failure: LLMError | None = None
+    try:
+        async for event in stream:
+            acc.add(event)
+            if type(event) is StreamError:
+                failure = event.error
+            elif type(event) is Finish:
+                break
+    finally:
+        await aclose(stream)
+    return _whole(acc.result(), failure, model, headers)
+
+
+def _whole(
+    completion: Completion, failure: LLMError | None, model: str, headers: dict[str, str]
+) -> Response:
+    if completion.finish_reason == "error" or failure is not None:
+        # A whole answer cannot carry a partial one: the call failed.
+        error = failure or ProviderStreamError(completion.error or "the model failed")
+        raise from_llm_error(error)
+    body = completion_body(completion, model=model)
+    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+
+
+async def _prepend(
+    first: bytes, rest: AsyncIterator[bytes], metrics: Metrics, sent_first: asyncio.Event
+) -> AsyncIterator[bytes]:
+    relayed = metrics.relayed_chunks
+    metrics.active_streams.inc()
+    try:
+        if first:
+            relayed.inc(first.count(b"\n\n"))
+            yield first
+        sent_first.set()
+        async for chunk in rest:
+            relayed.inc(chunk.count(b"\n\n"))  # one C-level count per wake-up, not per token
+            yield chunk
+    finally:
+        sent_first.set()
+        metrics.active_streams.dec()
+        await closed(rest)
+
+
+async def _relay(
+    first: list[bytes], stream: AsyncIterator[StreamEvent], encoder: ChunkEncoder
+) -> AsyncIterator[bytes]:
+    try:
+        yield sse(first)
+        encode = encoder.encode
+        async for event in stream:
+            payloads = encode(event)
+            if payloads:
+                yield sse(payloads)
+    finally:
+        # A client that leaves closes the upstream connection at once.
+        await closed(stream)
+
+
+async def closed(stream: AsyncIterator[Any]) -> None:
+    """`aclose` from a body iterator Starlette is cancelling (the client left): its
+    cancel scope would cancel any await in `finally`, so the close is shielded."""
+    with anyio.CancelScope(shield=True):
+        await aclose(stream)
+
+
+async def aclose(stream: AsyncIterator[Any]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -1,0 +1,172 @@
+"""The OpenAI-compatible endpoints: `POST /v1/chat/completions` and `GET /v1/models`.
+
+    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")
+    client.chat.completions.create(model="local/smollm2", messages=[...], stream=True)
+
+Every call is stored as a chat (see `gateway.keep`) unless `settings.gateway_store` is
+off, in which case it is a pure relay of the provider's stream. The response always
+carries `x-streamkeep-chat-id` (the chat the call was stored in, or the one the request
+named); send it back on the next call to continue that chat.
+
+Errors answer in OpenAI's shape (`gateway.errors`), never the chat API's, because the
+clients here are OpenAI SDKs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from streamkeep.config import Settings
+from streamkeep.gateway import keep, respond
+from streamkeep.gateway.chunks import ChunkEncoder
+from streamkeep.gateway.convert import to_chat_request
+from streamkeep.gateway.errors import GatewayError, from_llm_error
+from streamkeep.gateway.schemas import ChatCompletionBody, parse_body
+from streamkeep.generation import GenerationManager, ShuttingDown
+from streamkeep.llm.errors import LLMError
+from streamkeep.llm.registry import ModelRegistry
+from streamkeep.llm.types import ChatRequest
+from streamkeep.server.deps import ManagerDep, MetricsDep, RegistryDep, SettingsDep, StoreDep
+from streamkeep.server.metrics import Metrics
+from streamkeep.store import ChatStore
+
+CHAT_HEADER = "x-streamkeep-chat-id"
+MESSAGE_HEADER = "x-streamkeep-message-id"
+
+router = APIRouter(tags=["openai"])
+
+
+def _inlined(schema: Any, defs: dict[str, Any]) -> Any:
+    """The schema with its `#/$defs/...` references replaced by what they name (the
+    body is parsed by hand, so FastAPI does not register its models as components)."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inlined(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inlined(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inlined(v, defs) for v in schema]
+    return schema
+
+
+_SCHEMA = ChatCompletionBody.model_json_schema()
+_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": _inlined(_SCHEMA, _SCHEMA.get("$defs", {}))}},
+    },
+    "responses": {
+        "200": {
+            "description": "`chat.completion` JSON, or `chat.completion.chunk` SSE "
+            "when `stream` is true",
+            "content": {"application/json": {}, "text/event-stream": {}},
+        }
+    },
+}
+
+
+@router.get("/v1/models")
+async def list_models(registry: RegistryDep) -> Response:
+    """Every configured `provider/model`, in OpenAI's list shape."""
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": name.partition("/")[0]}
+        for name in registry.models()
+    ]
+    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+
+@router.post("/v1/chat/completions", openapi_extra=_BODY_DOC)
+async def chat_completions(
+    request: Request,
+    settings: SettingsDep,
+    registry: RegistryDep,
+    manager: ManagerDep,
+    store: StoreDep,
+    metrics: MetricsDep,
+) -> Response:
+    """Chat Completions, streaming or not; the call is kept as a chat."""
+    started_at = time.perf_counter()
+    headers: dict[str, str] = {}
+    chat_id = request.headers.get(CHAT_HEADER) or None
+    if chat_id is not None:
+        headers[CHAT_HEADER] = chat_id
+    try:
+        body = parse_body(await request.body())
+        chat_request = _provider_request(body, registry, settings)
+        if not settings.gateway_store:
+            return await _relay(body, chat_request, registry, headers)
+        placement = await keep.place(store, body, chat_id)
+        headers[CHAT_HEADER] = placement.chat_id
+        parts = _Parts(registry, manager, store, metrics)
+        return await _kept(body, chat_request, placement, parts, headers, started_at)
+    except GatewayError as exc:
+        return exc.response(headers)
+    except LLMError as exc:
+        return from_llm_error(exc).response(headers)
+    except ShuttingDown as exc:
+        error = GatewayError(503, str(exc), type="service_unavailable", code="shutting_down")
+        return error.response({**headers, "retry-after": "1"})
+
+
+@dataclass(slots=True)
+class _Parts:
+    """The app's parts a kept call uses."""
+
+    registry: ModelRegistry
+    manager: GenerationManager
+    store: ChatStore
+    metrics: Metrics
+
+
+def _provider_request(
+    body: ChatCompletionBody, registry: ModelRegistry, settings: Settings
+) -> ChatRequest:
+    _, own_name = registry.resolve(body.model)  # unknown model: 404 before anything is kept
+    kind = settings.all_providers()[body.model.partition("/")[0]].kind
+    return to_chat_request(body, own_name, openai_compatible=kind == "openai")
+
+
+async def _relay(
+    body: ChatCompletionBody,
+    chat_request: ChatRequest,
+    registry: ModelRegistry,
+    headers: dict[str, str],
+) -> Response:
+    stream = registry.stream(body.model, chat_request)
+    if not body.stream:
+        return await respond.whole_relay(stream, body.model, headers)
+    encoder = ChunkEncoder(model=body.model, include_usage=body.include_usage)
+    return await respond.stream_relay(stream, encoder, headers)
+
+
+async def _kept(
+    body: ChatCompletionBody,
+    chat_request: ChatRequest,
+    placement: keep.Placement,
+    parts: _Parts,
+    headers: dict[str, str],
+    started_at: float,
+) -> Response:
+    sink: ChunkEncoder | respond.Collector = (
+        ChunkEncoder(model=body.model, include_usage=body.include_usage)
+        if body.stream
+        else respond.Collector()
+    )
+    tap = respond.Tap(parts.registry.stream(body.model, chat_request), sink)
+    try:
+        gen = await keep.start(
+            parts.manager, parts.store, placement, model=body.model, request=chat_request, tap=tap
+        )
+    except BaseException:
+        await tap.aclose()
+        raise
+    headers[MESSAGE_HEADER] = gen.message_id
+    if isinstance(sink, ChunkEncoder):
+        return await respond.stream_generation(gen, sink, tap, headers, parts.metrics, started_at)
+    return await respond.whole_generation(gen, sink, body.model, headers, parts.metrics)

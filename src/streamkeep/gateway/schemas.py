@@ -1,0 +1,182 @@
+"""The `POST /v1/chat/completions` request body, validated at the edge.
+
+Only what streamkeep acts on is modelled; unknown fields are ignored (clients send many
+vendor extras). `parse_body` turns any malformed body into one `GatewayError` (400)
+whose `param` names the offending field the way OpenAI does (`messages[1].content`).
+
+Unions are avoided in field types on purpose: pydantic puts the union member's name
+into an error's location (`content.str`), which would garble `param`. Content given as
+a list of text parts is joined into one string by a before-validator instead.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from streamkeep.gateway.errors import GatewayError, invalid_request
+
+MessageRole = Literal["system", "developer", "user", "assistant", "tool"]
+
+
+def _join_text_parts(value: Any) -> Any:
+    """`"text"` or `[{"type": "text", "text": "..."}, ...]` -> one string."""
+    if not isinstance(value, list):
+        return value
+    texts: list[str] = []
+    for i, part in enumerate(value):
+        if not isinstance(part, dict) or not isinstance(part.get("text"), str):
+            raise ValueError(f"content part {i} must be an object with a string 'text'")
+        if part.get("type", "text") != "text":
+            raise ValueError(
+                f"content part {i} has type {part.get('type')!r}; only 'text' parts are supported"
+            )
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
+def _stop_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _tool_choice(value: Any) -> Any:
+    if value is None or value in ("none", "auto", "required"):
+        return value
+    if isinstance(value, dict) and isinstance((value.get("function") or {}).get("name"), str):
+        return value
+    raise ValueError(
+        "tool_choice must be 'none', 'auto', 'required' or "
+        '{"type": "function", "function": {"name": ...}}'
+    )
+
+
+Content = Annotated[str | None, BeforeValidator(_join_text_parts)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class FunctionCallIn(_Model):
+    name: str
+    arguments: str = ""
+
+
+class ToolCallIn(_Model):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
+class ChatMessageIn(_Model):
+    role: MessageRole
+    content: Content = None
+    name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+    # Some OpenAI-compatible servers (DeepSeek, vLLM) echo reasoning back this way.
+    reasoning_content: str | None = None
+
+
+class FunctionDef(_Model):
+    name: str = Field(min_length=1)
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolIn(_Model):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class StreamOptions(_Model):
+    include_usage: bool = False
+
+
+class ChatCompletionBody(_Model):
+    model: str = Field(min_length=1)
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    tools: list[ToolIn] | None = None
+    tool_choice: Annotated[Any, BeforeValidator(_tool_choice)] = None
+    parallel_tool_calls: bool | None = None
+    n: int | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop: Annotated[list[str] | None, BeforeValidator(_stop_list)] = None
+    seed: int | None = None
+    response_format: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+    user: str | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream and self.stream_options is not None and self.stream_options.include_usage
+
+
+def parse_body(raw: bytes) -> ChatCompletionBody:
+    """Validate a raw request body; any problem is a 400 naming the field."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise invalid_request(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    try:
+        body = ChatCompletionBody.model_validate(data)
+    except ValidationError as exc:
+        raise _from_validation(exc) from None
+    _check_semantics(body)
+    return body
+
+
+def _from_validation(exc: ValidationError) -> GatewayError:
+    first = exc.errors(include_url=False)[0]
+    param = _param(first["loc"])
+    if first["type"] == "missing":
+        return invalid_request(f"Missing required parameter: '{param}'.", param)
+    message = first["msg"].removeprefix("Value error, ")
+    return invalid_request(f"Invalid value for '{param}': {message}", param)
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    """("messages", 1, "content") -> "messages[1].content"."""
+    out = ""
+    for item in loc:
+        if isinstance(item, int):
+            out += f"[{item}]"
+        else:
+            out += f".{item}" if out else item
+    return out or "body"
+
+
+def _check_semantics(body: ChatCompletionBody) -> None:
+    """What the types alone cannot say: one choice only, and each role's own fields."""
+    if body.n is not None and body.n != 1:
+        raise invalid_request(
+            f"n={body.n} is not supported: streamkeep keeps one reply per call, so 'n' "
+            "must be 1 (or left out).",
+            "n",
+        )
+    for i, msg in enumerate(body.messages):
+        where = f"messages[{i}]"
+        if msg.role == "tool" and not msg.tool_call_id:
+            raise invalid_request(
+                f"Missing required parameter: '{where}.tool_call_id'.", f"{where}.tool_call_id"
+            )
+        if msg.role == "assistant":
+            if msg.content is None and not msg.tool_calls:
+                raise invalid_request(
+                    f"'{where}.content' is required unless 'tool_calls' is given.",
+                    f"{where}.content",
+                )
+        elif msg.content is None:
+            raise invalid_request(
+                f"Missing required parameter: '{where}.content'.", f"{where}.content"
+            )
