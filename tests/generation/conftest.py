@@ -4,22 +4,19 @@ registry pointed at a fake OpenAI-compatible upstream over loopback HTTP, a mana
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import pytest_asyncio
-from sqlalchemy.engine import make_url
 
 from streamkeep.config import ProviderConfig, Settings
 from streamkeep.generation import GenerationManager
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.store import ChatStore, Database
-from tests.conftest import TEST_DATABASE_URL, require_service
 from tests.fakes.upstream import FakeUpstream, fake_upstream
+from tests.pg import private_database
 
 __all__ = ["fake_upstream"]
 
@@ -32,16 +29,8 @@ async def database_url(request: pytest.FixtureRequest, data_dir: Path) -> AsyncI
     if request.param == "sqlite":
         yield f"sqlite:///{data_dir / 'streamkeep.db'}"
         return
-    url = make_url(TEST_DATABASE_URL)
-    require_service("PostgreSQL", url.host or "127.0.0.1", url.port or 5432)
-    name = f"sk_gen_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(TEST_DATABASE_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with private_database("sk_gen") as url:
+        yield url
 
 
 @pytest_asyncio.fixture

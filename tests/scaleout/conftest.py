@@ -7,15 +7,14 @@ import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-import asyncpg
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from sqlalchemy.engine import make_url
 
 from streamkeep.scaleout import Keys
 from streamkeep.store import ChatStore, Database
-from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL, require_service
+from tests.conftest import TEST_REDIS_URL, require_service
+from tests.pg import private_database
 
 
 def _require_redis() -> None:
@@ -56,16 +55,8 @@ async def other_redis() -> AsyncIterator[aioredis.Redis]:
 @pytest_asyncio.fixture
 async def pg_url() -> AsyncIterator[str]:
     """A fresh PostgreSQL database of the test's own (workers share one database)."""
-    url = make_url(TEST_DATABASE_URL)
-    require_service("PostgreSQL", url.host or "127.0.0.1", url.port or 5432)
-    name = f"sk_scale_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(TEST_DATABASE_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with private_database("sk_scale") as url:
+        yield url
 
 
 @pytest_asyncio.fixture

@@ -6,57 +6,32 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 
 from streamkeep.cli.serve import build_server
 from streamkeep.config import ProviderConfig, Settings
 from streamkeep.store import ChatStore
-from tests.conftest import TEST_DATABASE_URL, require_service
 from tests.fakes.upstream import FakeUpstream, fake_upstream
+from tests.pg import execute, private_database_sync
 
 __all__ = ["fake_upstream"]
 
 MODEL = "fake/fake-model"
 
 
-def _run(coro: Coroutine[Any, Any, None]) -> None:
-    # Its own thread and loop: session set-up must not disturb pytest-asyncio's loop.
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, coro).result()
-
-
-async def admin(url: str, *sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        for statement in sql:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL database private to this session, dropped at its end."""
-    server = make_url(TEST_DATABASE_URL)
-    require_service("PostgreSQL", server.host or "127.0.0.1", server.port or 5432)
-    name = f"streamkeep_server_{uuid.uuid4().hex[:12]}"
-    _run(admin(TEST_DATABASE_URL, f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        _run(admin(TEST_DATABASE_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with private_database_sync("streamkeep_server") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -65,7 +40,7 @@ async def database_url(request: pytest.FixtureRequest, data_dir: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{data_dir / 'streamkeep.db'}"
     url: str = request.getfixturevalue("postgres_url")
-    await admin(url, "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
+    await execute(url, "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
     return url
 
 

@@ -10,10 +10,10 @@ from sqlalchemy.engine import make_url
 from streamkeep.server import begin_shutdown
 from tests.conftest import free_port
 from tests.fakes.upstream import FakeUpstream
+from tests.pg import execute
 from tests.server.conftest import (
     Server,
     ServerFactory,
-    admin,
     make_settings,
     start_server,
     stop_server,
@@ -81,7 +81,7 @@ async def test_an_unreachable_database_is_503(
     postgres_url: str, data_dir: Path, fake_upstream: FakeUpstream
 ) -> None:
     url = make_url(postgres_url)
-    await admin(postgres_url, "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
+    await execute(postgres_url, "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
     proxy = Proxy(url.host or "127.0.0.1", url.port or 5432)
     await proxy.start()
     via_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)

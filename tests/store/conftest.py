@@ -3,50 +3,22 @@ PostgreSQL database private to this test session (other suites share the server)
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from streamkeep.store import ChatStore, Database
-from tests.conftest import TEST_DATABASE_URL, require_service
-
-
-def _run(coro: Coroutine[Any, Any, None]) -> None:
-    # Its own thread and loop: session set-up must not disturb pytest-asyncio's loop.
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, coro).result()
-
-
-async def _admin(sql: str) -> None:
-    server = Database.from_url(TEST_DATABASE_URL)
-    try:
-        # CREATE / DROP DATABASE cannot run inside a transaction.
-        async with server.engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(sql))
-    finally:
-        await server.dispose()
+from tests.pg import private_database_sync
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this session, dropped at its end."""
-    server = make_url(TEST_DATABASE_URL)
-    require_service("PostgreSQL", server.host or "127.0.0.1", server.port or 5432)
-    name = f"streamkeep_store_{uuid.uuid4().hex[:12]}"
-    _run(_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        _run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with private_database_sync("streamkeep_store") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
