@@ -24,8 +24,8 @@ from tests.browser.pagekit import (
     words,
 )
 from tests.browser.procs import launch_server, stop_process
-from tests.browser.tcpcut import CutRelay
 from tests.conftest import free_port
+from tests.tcpcut import CutRelay
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

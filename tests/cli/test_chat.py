@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from tests.cli.conftest import STREAMKEEP, LiveServer
 from tests.cli.pty_run import PtyProcess
 from tests.conftest import free_port
+from tests.tcpcut import CutRelay
 
 pytestmark = pytest.mark.slow  # each test spawns the real command (a Python start-up)
 
@@ -153,3 +155,51 @@ def test_chats_list_show_and_export(live_server: LiveServer) -> None:
         [STREAMKEEP, "chats", "show", "chat_nope"], env=env, capture_output=True, check=False
     )
     assert missing.returncode == 1 and b"HTTP 404" in missing.stderr
+
+
+def test_markup_like_text_in_titles_is_shown_as_text(live_server: LiveServer) -> None:
+    with live_server.api() as api:
+        chat = api.post("/api/chats", json={"title": "What does [/INST] mean? [bold]x"}).json()
+    env = live_server.env
+    listing = subprocess.run(
+        [STREAMKEEP, "chats", "list"], env=env, capture_output=True, check=True
+    ).stdout.decode()
+    assert "[/INST]" in listing
+    shown = subprocess.run(
+        [STREAMKEEP, "chats", "show", chat["id"]], env=env, capture_output=True, check=True
+    ).stdout.decode()
+    assert "What does [/INST] mean? [bold]x" in shown
+
+
+def test_an_error_in_one_turn_does_not_end_the_interactive_session(
+    live_server: LiveServer,
+) -> None:
+    term = PtyProcess([STREAMKEEP, "chat", "--model", "nope/missing"], live_server.env)
+    term.expect(lambda t: ">>> " in t)
+    term.send("hello\r")
+    term.expect(lambda t: "unknown provider" in t and t.count(">>> ") >= 2)
+    term.send("\x04")
+    assert term.wait() == 0
+
+
+def test_a_dropped_connection_is_resumed_without_loss_or_repeats(live_server: LiveServer) -> None:
+    relay = CutRelay(int(live_server.url.rsplit(":", 1)[1]))
+    try:
+        proc = subprocess.Popen(
+            [STREAMKEEP, "chat", "--url", relay.url, "[[tokens=80 delay=0.03]] go"],
+            env=live_server.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        # Unbuffered: `communicate` reads the descriptor, not a file object's buffer.
+        first = os.read(proc.stdout.fileno(), 40)  # the answer streams through the relay
+        assert relay.cut() >= 1
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        relay.close()
+    assert proc.returncode == 0, err
+    printed = (first + rest).decode().strip()
+    stored = texts(latest_chat(live_server))[-1]
+    assert printed == stored, (printed, stored)
+    assert len(printed.split()) == 80

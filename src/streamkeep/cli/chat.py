@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from streamkeep.client import ApiError, ServerUnreachable, StreamkeepClient
 from streamkeep.client.render import ReplyOutcome, render_reply, usage_line
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             )
             return 1
         except ApiError as exc:
-            err.print(f"[red]{exc.message}[/] [dim](HTTP {exc.status})[/]")
+            err.print(f"[red]{escape(exc.message)}[/] [dim](HTTP {exc.status})[/]")
             return 1
 
 
@@ -86,18 +87,29 @@ class _Session:
                 self.client.send(chat_id, message, model=self.args.model), self.console, outcome
             )
         except KeyboardInterrupt:
-            self.client.stop(chat_id)
-            self.err.print("[yellow]stopped[/]")
+            stopped = self.client.stop(chat_id)
+            self.err.print("[yellow]stopped[/]" if stopped else "[dim]the reply had ended[/]")
             return 0 if interactive else 130
+        if outcome.status is None and outcome.message_id:
+            self._settle(outcome)  # the stream ended early: the stored message is the truth
         if outcome.error:
-            self.err.print(f"[red]error: {outcome.error}[/]")
+            self.err.print(f"[red]error: {escape(outcome.error)}[/]")
             return 1
         footer = usage_line(outcome.usage)
         if outcome.status and outcome.status != "complete":
             footer = f"{outcome.status} · {footer}" if footer else outcome.status
         if footer:
-            self.err.print(f"[dim]{footer}[/]")
+            self.err.print(f"[dim]{escape(footer)}[/]")
         return 0
+
+    def _settle(self, outcome: ReplyOutcome) -> None:
+        assert outcome.message_id is not None
+        stored = self.client.get_message(outcome.message_id)
+        outcome.status = stored.get("status")
+        outcome.usage = stored.get("usage") or outcome.usage
+        outcome.error = stored.get("error") or outcome.error
+        if outcome.status == "streaming":
+            self.err.print("[yellow]lost the connection; the reply goes on on the server[/]")
 
     def loop(self) -> int:
         self.err.print(f"[dim]{HELP}[/]")
@@ -115,5 +127,13 @@ class _Session:
             if line == "/new":
                 self.chat_id = None
                 continue
-            if line:
+            if not line:
+                continue
+            try:
                 self.turn(line, interactive=True)
+            except ServerUnreachable:
+                self.err.print(f"[red]No streamkeep server at {escape(self.client.base_url)}.[/]")
+            except ApiError as exc:  # e.g. a too long message: say so, keep the session
+                self.err.print(f"[red]{escape(exc.message)}[/] [dim](HTTP {exc.status})[/]")
+            except KeyboardInterrupt:
+                self.err.print()

@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.table import Table
 
 from streamkeep.client import ApiError, ServerUnreachable, StreamkeepClient
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         err.print(f"[red]No streamkeep server at {args.url}.[/] Start one with `streamkeep serve`.")
         return 1
     except ApiError as exc:
-        err.print(f"[red]{exc.message}[/] [dim](HTTP {exc.status})[/]")
+        err.print(f"[red]{escape(exc.message)}[/] [dim](HTTP {exc.status})[/]")
         return 1
     return 0
 
@@ -53,24 +54,25 @@ def run(args: argparse.Namespace) -> int:
 def _list(client: StreamkeepClient, console: Console, limit: int) -> None:
     table = Table("id", "title", "model", "updated")
     for chat in client.list_chats(limit=limit)["items"]:
-        table.add_row(
+        row = (
             chat["id"],
             chat.get("title") or "",
             chat.get("model") or "",
             str(chat.get("updated_at", ""))[:19].replace("T", " "),
         )
+        table.add_row(*(escape(str(v)) for v in row))  # titles are user text, not markup
     console.print(table)
 
 
 def _show(chat: dict[str, Any], console: Console) -> None:
-    console.rule(chat.get("title") or chat["id"])
+    console.rule(escape(chat.get("title") or chat["id"]))
     for message in chat.get("messages", []):
         status = message.get("status")
         label = message["role"] + ("" if status in (None, "complete") else f" · {status}")
-        console.print(f"[bold]{label}[/]")
+        console.print(f"[bold]{escape(label)}[/]")
         console.print(Markdown(message_markdown(message)))
         if message.get("error"):
-            console.print(f"[red]{message['error']}[/]")
+            console.print(f"[red]{escape(message['error'])}[/]")
         if message.get("usage"):
             console.print(f"[dim]{usage_line(message['usage'])}[/]")
         console.print()

@@ -7,7 +7,8 @@ than signal handling across an event loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,10 @@ import httpx
 import orjson
 
 from streamkeep.llm.sse import SSEDecoder
+
+RESUME_ATTEMPTS = 6
+RESUME_FIRST_DELAY = 0.25
+RESUME_MAX_DELAY = 4.0
 
 
 class ApiError(Exception):
@@ -92,30 +97,47 @@ class StreamkeepClient:
 
     # -- streams ----------------------------------------------------------------------
 
+    def get_message(self, message_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/api/messages/{message_id}")
+        return result
+
     def send(self, chat_id: str, content: str, *, model: str | None = None) -> Iterator[Chunk]:
-        """Send a message and yield the reply's chunks; a dropped connection is resumed
-        with Last-Event-ID, so nothing is lost or repeated."""
+        """Send a message and yield the reply's chunks. A dropped connection is resumed
+        with Last-Event-ID (retrying while the server restarts), so nothing is lost or
+        repeated; if the reply ended meanwhile, the stream just ends (the stored message,
+        `get_message`, is then the truth)."""
         body: dict[str, Any] = {"content": content}
         if model:
             body["model"] = model
-        last_seq = 0
-        for chunk in self._stream("POST", f"/api/chats/{chat_id}/messages", json=body):
-            last_seq = chunk.seq or last_seq
-            yield chunk
-            if chunk.data is None:
-                return
-        # The connection ended before [DONE]: pick the generation up where we were.
-        yield from self.resume(chat_id, after=last_seq)
+        state = _Cursor()
+        if (yield from self._stream("POST", f"/api/chats/{chat_id}/messages", state, json=body)):
+            return
+        delay = RESUME_FIRST_DELAY
+        for _ in range(RESUME_ATTEMPTS):
+            time.sleep(delay)
+            try:
+                if (yield from self.resume(chat_id, state)):
+                    return
+            except ServerUnreachable:
+                pass  # restarting: try again
+            delay = min(delay * 2, RESUME_MAX_DELAY)
 
-    def resume(self, chat_id: str, *, after: int = 0) -> Iterator[Chunk]:
-        headers = {"Last-Event-ID": str(after)} if after else {}
-        yield from self._stream("GET", f"/api/chats/{chat_id}/stream", headers=headers)
+    def resume(self, chat_id: str, state: _Cursor | None = None) -> Generator[Chunk, None, bool]:
+        """Replay and follow the chat's live reply after `state.seq`; True once it ended."""
+        state = state or _Cursor()
+        headers = {"Last-Event-ID": str(state.seq)} if state.seq else {}
+        path = f"/api/chats/{chat_id}/stream"
+        return (yield from self._stream("GET", path, state, headers=headers))
 
-    def _stream(self, method: str, path: str, **kwargs: Any) -> Iterator[Chunk]:
+    def _stream(
+        self, method: str, path: str, state: _Cursor, **kwargs: Any
+    ) -> Generator[Chunk, None, bool]:
+        """Yield chunks; True when the stream ended ([DONE], or 204: nothing live),
+        False when the connection dropped first."""
         try:
             with self._http.stream(method, path, **kwargs) as response:
-                if response.status_code == 204:  # nothing live: the stored message is the truth
-                    return
+                if response.status_code == 204:
+                    return True
                 if response.status_code >= 400:
                     response.read()
                     _raise_for_error(response)
@@ -123,11 +145,25 @@ class StreamkeepClient:
                 try:
                     for raw in response.iter_raw():
                         for event in decoder.feed(raw):
-                            yield _chunk(event.data, event.id)
+                            chunk = _chunk(event.data, event.id)
+                            state.seq = chunk.seq or state.seq
+                            yield chunk
+                            if chunk.data is None:
+                                return True
                 except (httpx.RemoteProtocolError, httpx.ReadError):
-                    return  # dropped mid-stream; the caller resumes
+                    pass
+                return False
         except httpx.ConnectError as exc:
             raise ServerUnreachable(self.base_url) from exc
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            return False  # dropped before the headers
+
+
+@dataclass(slots=True)
+class _Cursor:
+    """The last sequence number received, shared across a reply's reconnections."""
+
+    seq: int = 0
 
 
 def _chunk(data: str, event_id: str | None) -> Chunk:
