@@ -266,3 +266,19 @@ async def test_continuing_a_chat_that_is_generating_is_409(gateway: Gateway) -> 
         assert again.status_code == 409
         assert again.json()["error"]["code"] == "generation_conflict"
         assert again.headers[CHAT_HEADER] == chat_id
+
+
+async def test_the_chat_api_does_not_resume_a_live_gateway_call(gateway: Gateway) -> None:
+    # Its frames are OpenAI chunks for the client that asked; the chat API's stream
+    # protocol is the UI message stream, so the chat API answers "nothing to resume".
+    gateway.upstream.enqueue(Script(tokens=30, delay=0.05))
+    body = {"model": MODEL, "messages": USER, "stream": True}
+    async with (
+        httpx.AsyncClient(base_url=gateway.url) as http,
+        http.stream("POST", "/v1/chat/completions", json=body) as response,
+    ):
+        chat_id = response.headers[CHAT_HEADER]
+        await landed(gateway, chat_id)
+        assert (await gateway.chat(chat_id))["messages"][-1]["status"] == "streaming"
+        resumed = await gateway.http.get(f"/api/chats/{chat_id}/stream?after=0")
+        assert resumed.status_code == 204

@@ -125,6 +125,12 @@ class Generation:
     # -- the public face -----------------------------------------------------------
 
     @property
+    def resumable(self) -> bool:
+        """True when its frames are the UI message stream the chat API resumes (the
+        gateway's OpenAI chunks are not: they belong to the client that asked)."""
+        return isinstance(self._encoder, UIStreamEncoder)
+
+    @property
     def subscribers(self) -> int:
         return self._subscribers
 

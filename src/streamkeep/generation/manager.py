@@ -332,7 +332,9 @@ class GenerationManager:
             stop_on_disconnect=self._settings.stop_on_disconnect,
             on_done=self._finished,
             encoder=encoder,
-            log=self._new_log(ids),
+            # Only UI-stream generations are resumable through the chat API: the
+            # gateway's OpenAI chunks belong to the client that asked for them.
+            log=self._new_log(ids, resumable=encoder is None),
             ready=ready,
         )
         metadata = {
@@ -351,10 +353,10 @@ class GenerationManager:
         gen.start(stream, metadata, prompt_chars=prompt_chars(request))
         return gen
 
-    def _new_log(self, ids: GenerationIds) -> EventLog | None:
+    def _new_log(self, ids: GenerationIds, *, resumable: bool) -> EventLog | None:
         if self.cluster is None:
             return None  # the generation's own in-process log
-        return self.cluster.new_log(ids.id, ids.chat_id, ids.message_id)
+        return self.cluster.new_log(ids.id, ids.chat_id, ids.message_id, resumable=resumable)
 
     def _finished(self, gen: Generation) -> None:
         loop = asyncio.get_running_loop()

@@ -108,10 +108,15 @@ class Cluster:
         await self.writer.aclose()
         await self.registry.aclose()
 
-    def new_log(self, generation_id: str, chat_id: str, message_id: str) -> RedisEventLog:
-        """The log of a generation this worker starts; other workers can find it."""
+    def new_log(
+        self, generation_id: str, chat_id: str, message_id: str, *, resumable: bool = True
+    ) -> RedisEventLog:
+        """The log of a generation this worker starts; other workers can find it (and
+        resume it through the chat API when `resumable`: it speaks the UI stream)."""
         log = RedisEventLog(self.writer, self.keys.generation(generation_id))
-        pointer = orjson.dumps({"generation": generation_id, "message": message_id})
+        pointer = orjson.dumps(
+            {"generation": generation_id, "message": message_id, "resumable": resumable}
+        )
         self.writer.point(self.keys.chat(chat_id), pointer)
         return log
 
@@ -127,6 +132,8 @@ class Cluster:
         raw = await self.redis.get(self.keys.chat(chat_id))
         if raw is not None:
             pointer = orjson.loads(raw)
+            if not pointer.get("resumable", True):
+                return None
             generation_id, message_id = pointer["generation"], pointer["message"]
         else:
             record = await self._store.running_generation(chat_id)

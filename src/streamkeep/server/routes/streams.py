@@ -27,6 +27,9 @@ async def resume(
 ) -> Response:
     after = resume_point(request)
     generation = manager.live(chat_id)
+    if generation is not None and not generation.resumable:
+        await store.get_chat(chat_id)
+        return Response(status_code=204)  # a gateway call: its client has the stream
     if generation is None:
         remote = await manager.find_remote(chat_id)  # running on another worker?
         if remote is not None and not (remote.done.is_set() and after >= remote.log.next_seq - 1):
