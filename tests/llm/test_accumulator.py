@@ -155,3 +155,15 @@ def test_a_stream_error_keeps_the_partial_answer_and_the_error_text() -> None:
     assert completion.finish_reason == "error"
     assert completion.error == "connection broke mid-stream"
     assert (completion.response_id, completion.model) == ("resp-2", "gpt-x")
+
+
+def test_long_tool_arguments_are_assembled_exactly_and_shown_mid_stream() -> None:
+    acc = Accumulator()
+    acc.add(ToolCallStart("c1", "write_file"))
+    pieces = [f'"{i}",' for i in range(20_000)]
+    for piece in pieces[:10]:
+        acc.add(ToolCallDelta("c1", piece))
+    assert acc.result().tool_calls[0].raw_arguments == "".join(pieces[:10])
+    for piece in pieces[10:]:
+        acc.add(ToolCallDelta("c1", piece))
+    assert acc.result().tool_calls[0].raw_arguments == "".join(pieces)

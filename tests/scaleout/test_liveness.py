@@ -81,11 +81,23 @@ async def test_at_start_only_dead_workers_generations_are_interrupted(
     _, dead_message = await running_reply(store, "worker-dead")  # no key: not alive
 
     newcomer = await join(registries, redis, keys, "worker-new")
-    reaper = Reaper(store, newcomer, local_generation_ids=no_local)
+    reaper = Reaper(store, newcomer, local_generation_ids=no_local, clock=a_minute_later)
     assert await reaper.recover_at_start() == [dead_message]
 
     assert await status(store, dead_message) == "interrupted"
     assert await status(store, live_message) == "streaming"
+
+
+async def test_at_start_a_missing_key_alone_does_not_interrupt_a_fresh_generation(
+    registries: list[WorkerRegistry], redis: aioredis.Redis, keys: Keys, store: ChatStore
+) -> None:
+    # Redis restarted without persistence: the worker's key is gone, but it still streams
+    # and heartbeats; only the reaper's "stale too" rule may end its work.
+    _, message_id = await running_reply(store, "worker-keyless")
+    newcomer = await join(registries, redis, keys, "worker-new")
+    reaper = Reaper(store, newcomer, local_generation_ids=no_local)
+    assert await reaper.recover_at_start() == []
+    assert await status(store, message_id) == "streaming"
 
 
 async def test_a_generation_this_worker_runs_is_never_interrupted_at_start(

@@ -29,7 +29,7 @@ from streamkeep.llm.types import (
 
 
 class Accumulator:
-    __slots__ = ("_calls", "_completion", "_parts", "_pieces")
+    __slots__ = ("_arguments", "_calls", "_completion", "_parts", "_pieces")
 
     def __init__(self) -> None:
         self._completion = Completion()
@@ -39,6 +39,8 @@ class Accumulator:
         # Deltas of the last part when it is text or reasoning, joined on demand: adding
         # to an attribute with `+=` copies the whole string, quadratic on long answers.
         self._pieces: list[str] = []
+        # call_id -> argument deltas of a call not complete yet (joined on read, as above)
+        self._arguments: dict[str, list[str]] = {}
 
     def add(self, event: StreamEvent) -> None:
         parts = self._parts
@@ -54,13 +56,15 @@ class Accumulator:
         if isinstance(event, ToolCallStart):
             part = ToolCallPart(ToolCall(id=event.call_id, name=event.name, arguments={}))
             self._calls[event.call_id] = part
+            self._arguments[event.call_id] = []
             parts.append(part)
         elif isinstance(event, ToolCallDelta):
-            pending = self._calls.get(event.call_id)
-            if pending is not None:
-                pending.call.raw_arguments += event.arguments_delta
+            pieces = self._arguments.get(event.call_id)
+            if pieces is not None:
+                pieces.append(event.arguments_delta)
         elif isinstance(event, ToolCallComplete):
             pending = self._calls.get(event.call.id)
+            self._arguments.pop(event.call.id, None)
             if pending is None:
                 parts.append(ToolCallPart(event.call))
             else:
@@ -89,4 +93,9 @@ class Accumulator:
     def result(self) -> Completion:
         """The message so far (safe to call mid-stream, e.g. for checkpoints)."""
         self._flush()
+        for call_id, pieces in self._arguments.items():
+            if pieces:
+                call = self._calls[call_id].call
+                call.raw_arguments += "".join(pieces)
+                pieces.clear()
         return self._completion

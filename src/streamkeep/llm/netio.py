@@ -117,7 +117,9 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         local_addr = (local_address, 0) if local_address else None
         with _mapped(httpcore.ConnectTimeout, httpcore.ConnectError):
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(host, port, local_addr=local_addr)
+                reader, writer = await asyncio.open_connection(
+                    host, port, local_addr=local_addr, **_happy_eyeballs()
+                )
         _set_options(writer, socket_options)
         return AsyncioStream(reader, writer)
 
@@ -135,6 +137,14 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+def _happy_eyeballs() -> dict[str, Any]:
+    """Happy Eyeballs, as anyio does, so an unreachable IPv6 address does not hold a
+    connection for the whole connect timeout. uvloop's loop does not take the option."""
+    if isinstance(asyncio.get_running_loop(), asyncio.BaseEventLoop):
+        return {"happy_eyeballs_delay": 0.25}
+    return {}
 
 
 def _set_options(writer: asyncio.StreamWriter, options: Iterable[SOCKET_OPTION] | None) -> None:

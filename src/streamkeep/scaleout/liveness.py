@@ -121,8 +121,12 @@ class Reaper:
                 exclude_generation_ids=list(self._local()),
                 stale_before=self._clock() - self._stale_after,
             )
+        # Stale too, as the reaper requires: a presence key can be missing while its
+        # worker still streams (Redis restarted without persistence, a missed refresh).
         return await self._store.interrupt_orphans(
-            exclude_generation_ids=list(self._local()), exclude_worker_ids=sorted(alive)
+            exclude_generation_ids=list(self._local()),
+            exclude_worker_ids=sorted(alive),
+            stale_before=self._clock() - self._stale_after,
         )
 
     async def reap(self) -> list[str]:
