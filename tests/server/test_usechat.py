@@ -75,5 +75,11 @@ async def test_bad_usechat_requests_change_nothing(server: Server) -> None:
     assert r.status_code == 404
     r = await c.post("/api/chat", json={"id": "c3", "messages": [ui("user", "x")], "model": "a/b"})
     assert r.status_code == 404
+    r = await c.post(
+        "/api/chat",
+        json={"id": "c3", "messages": [ui("user", "x")]},
+        headers={"Last-Event-ID": "abc"},
+    )
+    assert r.status_code == 422
     assert (await c.get("/api/chats/c3")).status_code == 404
     assert (await c.get("/api/chats")).json()["items"] == []

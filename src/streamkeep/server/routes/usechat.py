@@ -20,6 +20,7 @@ from streamkeep.llm.registry import ModelRegistry
 from streamkeep.server.deps import ManagerDep, MetricsDep, RegistryDep, SettingsDep, StoreDep
 from streamkeep.server.errors import ApiError
 from streamkeep.server.launch import check_length, idempotency_key, launch
+from streamkeep.server.relay import resume_point
 from streamkeep.server.schemas import ERROR_RESPONSES, UseChatRequest
 from streamkeep.store import ChatRecord, ChatStore, NotFound
 
@@ -41,6 +42,7 @@ async def use_chat(
     settings: SettingsDep,
 ) -> EventSourceResponse:
     key = idempotency_key(request)
+    resume_point(request)  # a malformed Last-Event-ID is refused before anything is written
     if body.trigger == "regenerate-message":
         chat = await store.get_chat(body.id)
         target = await _regeneration_target(store, chat, body.messageId)
