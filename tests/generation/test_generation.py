@@ -265,3 +265,19 @@ async def test_a_provider_refusing_the_request_stores_an_error_without_content(
     message = await store.get_message(gen.message_id)
     assert message.status == "error" and message.parts == []
     assert message.error == frames[2].data["errorText"]
+
+
+async def test_a_nul_character_from_the_model_is_stored_as_a_replacement(
+    manager: GenerationManager, store: ChatStore, fake_upstream: FakeUpstream
+) -> None:
+    # PostgreSQL refuses U+0000; the reply (and the chat after it) must still be kept.
+    chat_id = await new_chat(store)
+    fake_upstream.enqueue(Script(text="bad \x00 token"))
+    gen = await manager.reply(chat_id=chat_id, content="hi")
+    frames = await read_all(gen)
+    assert text(frames) == "bad \x00 token"  # the client sees what the model sent
+    message = await store.get_message(gen.message_id)
+    assert message.status == "complete"
+    assert message.parts == [{"type": "text", "text": "bad \ufffd token"}]
+    fake_upstream.enqueue(Script(text="fine"))
+    assert text(await read_all(await manager.reply(chat_id=chat_id, content="again"))) == "fine"

@@ -100,3 +100,12 @@ async def test_malformed_bodies_are_422_naming_the_field(server: Server) -> None
     r = await c.get("/api/chats", params={"cursor": "garbage"})
     assert r.status_code == 422
     assert (await c.get("/api/chats")).json() == {"items": [], "next_cursor": None}
+
+
+async def test_a_nul_character_in_input_is_refused_and_changes_nothing(server: Server) -> None:
+    r = await server.client.post("/api/chats", json={"title": "a\x00b"})
+    assert r.status_code == 422 and "NUL" in r.json()["error"]["message"]
+    chat = await server.new_chat()
+    r = await server.client.post(f"/api/chats/{chat['id']}/messages", json={"content": "x\x00"})
+    assert r.status_code == 422
+    assert (await server.client.get(f"/api/chats/{chat['id']}")).json()["messages"] == []

@@ -35,15 +35,21 @@ class StoredMessage(Protocol):
     def parts(self) -> list[dict[str, Any]]: ...
 
 
+def storable(text: str) -> str:
+    """Model output as the databases can keep it: PostgreSQL refuses U+0000, which a
+    model can emit; it becomes U+FFFD (the replacement character) in what is stored."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 def completion_to_parts(completion: Completion) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     for part in completion.parts:
         if isinstance(part, TextPart):
             if part.text:
-                parts.append({"type": "text", "text": part.text})
+                parts.append({"type": "text", "text": storable(part.text)})
         elif isinstance(part, ReasoningPart):
             if part.text:
-                parts.append({"type": "reasoning", "text": part.text})
+                parts.append({"type": "reasoning", "text": storable(part.text)})
         elif isinstance(part, ToolCallPart):
             parts.append(_tool_part(part.call))
     return parts
@@ -56,7 +62,7 @@ def _tool_part(call: ToolCall) -> dict[str, Any]:
             "toolCallId": call.id,
             "state": "output-error",
             "input": call.arguments,
-            "rawInput": call.raw_arguments,
+            "rawInput": storable(call.raw_arguments),
             "errorText": call.parse_error,
         }
     return {

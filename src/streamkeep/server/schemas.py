@@ -20,8 +20,16 @@ def _not_blank(value: str) -> str:
     return value
 
 
-NonBlank = Annotated[str, AfterValidator(_not_blank)]
-Title = Annotated[str, StringConstraints(max_length=500)]
+def _no_nul(value: str) -> str:
+    # PostgreSQL cannot store U+0000 in text or JSONB; refuse it rather than fail later.
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+NonBlank = Annotated[str, AfterValidator(_not_blank), AfterValidator(_no_nul)]
+Title = Annotated[str, StringConstraints(max_length=500), AfterValidator(_no_nul)]
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
@@ -33,7 +41,7 @@ class _Body(BaseModel):
 class ChatCreate(_Body):
     title: Title | None = None
     model: ModelName | None = None
-    system: str | None = None
+    system: Text | None = None
 
 
 class ChatUpdate(_Body):
