@@ -190,9 +190,9 @@ def test_tool_use_transcript() -> None:
     done = [e.call for e in calls if isinstance(e, ToolCallComplete)]
     assert done[0].arguments == {"location": "San Francisco, CA", "unit": "fahrenheit"}
     assert done[1] == ToolCall(time_id, "get_time", {}, "", None)
-    # Each call completes at its own content_block_stop, before the second one starts.
-    assert events.index(ToolCallComplete(done[0])) < events.index(
-        ToolCallStart(time_id, "get_time")
+    # Calls complete at message_stop, in order, once stop_reason says they were not cut.
+    assert events.index(ToolCallStart(time_id, "get_time")) < events.index(
+        ToolCallComplete(done[0])
     )
     assert events[-1] == Finish(
         "tool-calls", "msg_014p7gG3wDgGV9EUtLvnow3U", "claude-sonnet-4-5-20250929", "tool_use"
@@ -344,3 +344,23 @@ async def test_base_url_with_version_segment_and_shared_client(
         assert not client.is_closed
     assert result.text == "Hello! You said: hello there"
     assert "x-api-key" not in fake_upstream.request_headers[0]
+
+
+def test_a_tool_call_cut_before_any_input_is_reported_cut_off_not_empty() -> None:
+    # The block stops before message_delta says max_tokens: a consumer must not run
+    # the tool with {} as if the model had asked for that.
+    body = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1",'
+        b'"model":"claude-x","usage":{"input_tokens":5,"output_tokens":1}}}\n\n'
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+        b'"content_block":{"type":"tool_use","id":"toolu_1","name":"delete_all","input":{}}}\n\n'
+        b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+        b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":'
+        b'"max_tokens"},"usage":{"output_tokens":4}}\n\n'
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    )
+    events = parse(body)
+    [complete] = [e for e in events if isinstance(e, ToolCallComplete)]
+    assert complete.call.name == "delete_all"
+    assert complete.call.parse_error is not None
+    assert isinstance(events[-1], Finish) and events[-1].reason == "length"

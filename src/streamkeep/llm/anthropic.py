@@ -15,7 +15,8 @@ A streamed message is a sequence of named SSE events:
 Mapping to streamkeep's events: text_delta -> `TextDelta`, thinking_delta ->
 `ReasoningDelta` (signatures are dropped: we never send thinking back), a tool_use
 block -> `ToolCallStart`, one `ToolCallDelta` per input_json_delta, and at its
-content_block_stop a `ToolCallComplete` with the parsed input (`{}` when empty).
+content_block_stop ends a tool call; its `ToolCallComplete` (parsed input, `{}` when empty)
+                  comes at message_stop, reported cut off when stop_reason is max_tokens.
 message_stop gives `UsageReport` then `Finish`; `error` gives `StreamError`; a body
 that ends without message_stop gives `Finish("unknown")` after the open calls, flagged
 as cut off. Anthropic's `input_tokens` excludes cache reads and writes, so ours is
@@ -213,6 +214,7 @@ class AnthropicStreamParser:
         "_done",
         "_sse",
         "_stop_reason",
+        "_stopped_tools",
         "_usage",
         "model",
         "provider",
@@ -226,6 +228,7 @@ class AnthropicStreamParser:
         self._sse = SSEDecoder()
         # index -> the kind of the open content block, or its tool call
         self._blocks: dict[int, str | _ToolBlock] = {}
+        self._stopped_tools: list[_ToolBlock] = []
         self._usage: Usage | None = None
         self._stop_reason: str | None = None
         self._done = False
@@ -269,7 +272,8 @@ class AnthropicStreamParser:
         elif kind == "content_block_stop":
             block = self._blocks.pop(_index(payload), None)
             if isinstance(block, _ToolBlock):
-                out.append(block.complete(truncated=False))
+                # Held until the end: only message_delta says whether max_tokens cut it.
+                self._stopped_tools.append(block)
         elif kind == "message_start":
             self._message_start(payload.get("message"))
         elif kind == "message_delta":
@@ -346,9 +350,13 @@ class AnthropicStreamParser:
 
     def _end(self, out: list[StreamEvent], *, truncated: bool) -> None:
         self._done = True
-        for block in self._blocks.values():
-            if isinstance(block, _ToolBlock):
-                out.append(block.complete(truncated=True))
+        cut = truncated or _FINISH_REASONS.get(self._stop_reason or "") == "length"
+        for block in self._stopped_tools:
+            out.append(block.complete(truncated=cut))
+        for open_block in self._blocks.values():
+            if isinstance(open_block, _ToolBlock):
+                out.append(open_block.complete(truncated=True))
+        self._stopped_tools.clear()
         self._blocks.clear()
         if self._usage is not None:
             out.append(UsageReport(self._usage))
