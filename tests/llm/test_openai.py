@@ -402,3 +402,16 @@ def test_a_json_body_split_across_reads_after_leading_whitespace() -> None:
     data = body("proxy_json_not_sse")
     events, _ = parse_reads(b"\n", data[:7], data[7:])
     assert accumulate(events).text == "Checking."
+
+
+def test_usage_sent_before_an_in_stream_error_is_reported_before_it() -> None:
+    # xAI-style early usage, then an OpenRouter-style error: keep the vendor's count.
+    chunks = (
+        b'data: {"id":"r1","choices":[{"index":0,"delta":{"content":"Hi"}}],'
+        b'"usage":{"prompt_tokens":7,"completion_tokens":1}}\n\n'
+        b'data: {"id":"r1","error":{"message":"boom","code":502},'
+        b'"choices":[{"index":0,"delta":{},"finish_reason":"error"}]}\n\n'
+    )
+    events, _ = parse_reads(chunks)
+    assert isinstance(events[-1], StreamError)
+    assert events[-2] == UsageReport(Usage(input_tokens=7, output_tokens=1))

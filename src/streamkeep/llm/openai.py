@@ -258,6 +258,8 @@ class OpenAIChunkParser:
 
     def _fail(self, error: ProviderError, out: list[StreamEvent]) -> None:
         self._done = True
+        if self._usage is not None:  # the vendor's own count beats an estimate
+            out.append(UsageReport(self._usage))
         out.append(StreamError(error, self.response_id, self.model))
 
 
