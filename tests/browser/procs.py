@@ -42,6 +42,8 @@ def write_config(home: Path, provider_url: str) -> Path:
     config.write_text(
         f'model = "{MODEL}"\n'
         "enable_local_model = false\n"
+        # A server killed by a test is found silent (its replies `interrupted`) at once.
+        "worker_stale_after = 0.5\n"
         "[providers.fake]\n"
         'kind = "openai"\n'
         f'base_url = "{provider_url}"\n'

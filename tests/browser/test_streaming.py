@@ -6,6 +6,7 @@ The fake provider is told what to do by a directive in the message, e.g.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -164,6 +165,14 @@ def test_dropped_connection_rejoins_after_the_last_event(
     assert reply_text(reply).split() == text_of(stored).split()
 
 
+def wait_stored_status(url: str, chat_id: str, status: str) -> None:
+    for _ in range(200):  # a bounded wait for the server's orphan sweep
+        if httpx.get(f"{url}/api/chats/{chat_id}").json()["messages"][-1]["status"] == status:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the reply never became {status}")
+
+
 def test_server_killed_mid_answer_shows_interrupted(
     browser: Browser, fake_provider: str, tmp_path: Path
 ) -> None:
@@ -181,8 +190,9 @@ def test_server_killed_mid_answer_shows_interrupted(
         proc.wait()
         proc = launch_server(tmp_path, fake_provider, port)
 
-        # At start the server marks the reply interrupted; the page shows it, keeping the
-        # checkpointed words, whether it rejoined by itself or after a refresh.
+        # The restarted server finds the dead one's reply silent and marks it interrupted;
+        # the page shows it, keeping the checkpointed words.
+        wait_stored_status(url, cid, "interrupted")
         page.reload()
         reply = last_reply(page)
         expect(reply).to_have_attribute("data-status", "interrupted")

@@ -10,7 +10,6 @@ import pytest
 from streamkeep.generation import GenerationManager, ShuttingDown
 from streamkeep.llm.errors import UnknownModelError
 from streamkeep.store import ChatStore, Database, GenerationConflict, InvalidOperation
-from tests.conftest import TEST_REDIS_URL
 from tests.fakes.upstream import FakeUpstream, Script
 from tests.generation.conftest import MODEL, ManagerFactory
 from tests.generation.streams import deltas, read_all, read_until, stored_text
@@ -133,15 +132,17 @@ async def test_start_marks_orphans_interrupted_with_the_last_checkpoint(
     saved = [{"type": "text", "text": "partial answ"}]
     await store.checkpoint([(reply.id, saved)])
 
-    async with manager_factory():
+    async with manager_factory(worker_stale_after=0):  # its heartbeat is already stale
         message = await store.get_message(reply.id)
         assert message.status == "interrupted" and message.parts == saved
         assert await store.running_generation(chat_id) is None
 
 
-async def test_with_several_workers_only_silent_generations_are_orphans(
+async def test_at_start_only_silent_generations_are_orphans(
     manager_factory: ManagerFactory, store: ChatStore, db: Database
 ) -> None:
+    # Another live process may share the database (a second `serve`, `chat --local`):
+    # its generations heartbeat, and must be left alone.
     yesterday = ChatStore(db, clock=lambda: datetime.now(UTC) - timedelta(days=1))
     _, dead, _ = await yesterday.start_reply(
         chat_id=await new_chat(store), parent_id=None, user_content="hi", model=MODEL
@@ -150,9 +151,26 @@ async def test_with_several_workers_only_silent_generations_are_orphans(
         chat_id=await new_chat(store), parent_id=None, user_content="hi", model=MODEL
     )
 
-    async with manager_factory(redis_url=TEST_REDIS_URL):
+    async with manager_factory():
         assert (await store.get_message(dead.id)).status == "interrupted"
         assert (await store.get_message(alive.id)).status == "streaming"
+
+
+async def test_a_generation_that_goes_silent_after_start_is_swept(
+    manager_factory: ManagerFactory, store: ChatStore, db: Database
+) -> None:
+    # A crash just before this start: the orphan's heartbeat is still fresh at start.
+    soon = ChatStore(db, clock=lambda: datetime.now(UTC) + timedelta(seconds=1))
+    _, orphan, _ = await soon.start_reply(
+        chat_id=await new_chat(store), parent_id=None, user_content="hi", model=MODEL
+    )
+    async with manager_factory(worker_stale_after=0.3, checkpoint_interval=0.1):
+        assert (await store.get_message(orphan.id)).status == "streaming"
+        for _ in range(200):  # a bounded wait for the sweep (the database is polled)
+            if (await store.get_message(orphan.id)).status != "streaming":
+                break
+            await asyncio.sleep(0.05)
+        assert (await store.get_message(orphan.id)).status == "interrupted"
 
 
 async def test_shutdown_lets_short_generations_finish_and_interrupts_long_ones(

@@ -136,7 +136,8 @@ async def test_sigterm_finishes_short_generations_and_interrupts_long_ones(
 async def test_sigkill_leaves_the_last_checkpoint_marked_interrupted(
     data_dir: Path, fake_upstream: FakeUpstream
 ) -> None:
-    env = {"STREAMKEEP_CHECKPOINT_INTERVAL": "0.1"}
+    # A short silence threshold: the restarted server finds the dead one's reply at once.
+    env = {"STREAMKEEP_CHECKPOINT_INTERVAL": "0.1", "STREAMKEEP_WORKER_STALE_AFTER": "0.5"}
     with serve(data_dir, fake_upstream, **env) as proc:
         client = await wait_ready(proc)
         async with reply(client, "[[tokens=5000 delay=0.02]] long") as (message_id, stream):
@@ -151,7 +152,11 @@ async def test_sigkill_leaves_the_last_checkpoint_marked_interrupted(
     assert (await stored(data_dir, message_id))["status"] == "streaming"
     with serve(data_dir, fake_upstream, **env) as proc:
         client = await wait_ready(proc)
-        message = (await client.get(f"/api/messages/{message_id}")).json()
+        for _ in range(200):  # a bounded wait: marked at start, or by the orphan sweep
+            message = (await client.get(f"/api/messages/{message_id}")).json()
+            if message["status"] != "streaming":
+                break
+            await asyncio.sleep(0.05)
         await client.aclose()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

@@ -9,6 +9,7 @@ per chat; a retry with the same idempotency key joins the one already running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -37,10 +38,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# A worker is presumed dead after this many missed heartbeats (and at least _MIN_STALE s).
-_STALE_HEARTBEATS = 5
-_MIN_STALE = 15.0
-
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -68,6 +65,7 @@ class GenerationManager:
         # (chat_id, idempotency key) -> the start in flight in this process: a same-key
         # request arriving meanwhile awaits it instead of racing it at the database.
         self._starting: dict[tuple[str, str], asyncio.Future[Generation]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         self._accepting = False
         self.checkpointer = Checkpointer(
             store,
@@ -79,29 +77,43 @@ class GenerationManager:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Mark what a dead process left `streaming` as `interrupted`, then serve.
+        """Mark what dead processes left `streaming` as `interrupted`, then serve.
 
-        A single process owns every generation, so all running ones are orphans. With
-        Redis, other live workers may own some: only those whose heartbeat stopped are.
+        Another live process may share the database (a second `serve`, `chat --local`),
+        so a generation is an orphan only once its heartbeat is `worker_stale_after`
+        old (with Redis, also once its worker's presence key is gone). Orphans of a crash
+        just before this start go stale later: the sweep finds them then.
         """
-        stale_before = None
-        if self._settings.redis_url:
-            silence = max(_STALE_HEARTBEATS * self._settings.checkpoint_interval, _MIN_STALE)
-            stale_before = datetime.now(UTC) - timedelta(seconds=silence)
         if self.cluster is not None:  # only the work of workers not alive in Redis
             orphans = await self.cluster.start(
                 local_stop=self.stop_local,
                 local_generation_ids=lambda: [g.id for g in self._running()],
             )
         else:
-            orphans = await self._store.interrupt_orphans(
-                exclude_generation_ids=[g.id for g in self._running()],
-                stale_before=stale_before,
-            )
+            orphans = await self._sweep_once()
+            self._sweeper = asyncio.create_task(self._sweep(), name="streamkeep-orphan-sweep")
         if orphans:
             logger.warning("marked %d orphaned generation(s) interrupted", len(orphans))
         self.checkpointer.start()
         self._accepting = True
+
+    async def _sweep_once(self) -> list[str]:
+        stale = timedelta(seconds=self._settings.worker_stale_after)
+        return await self._store.interrupt_orphans(
+            exclude_generation_ids=[g.id for g in self._running()],
+            stale_before=datetime.now(UTC) - stale,
+        )
+
+    async def _sweep(self) -> None:
+        """Without Redis: now and then, interrupt generations whose process went silent."""
+        period = max(self._settings.worker_stale_after / 3, self._settings.checkpoint_interval)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                if orphans := await self._sweep_once():
+                    logger.warning("marked %d silent generation(s) interrupted", len(orphans))
+            except Exception:  # the database may be away; the next sweep tries again
+                logger.exception("orphan sweep failed")
 
     async def shutdown(self) -> None:
         """Take no new generations; give live ones the grace period, then interrupt them."""
@@ -117,6 +129,10 @@ class GenerationManager:
                     logger.warning("interrupting generation %s at shutdown", gen.id)
                     gen.interrupt()
             await asyncio.gather(*(g.wait() for g in running))
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         await self.checkpointer.stop()
         if self.cluster is not None:  # after the last frames and stops of our own
             await self.cluster.aclose()
