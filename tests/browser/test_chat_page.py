@@ -194,3 +194,18 @@ def test_phone_width_sidebar_collapses(page: Page, tmp_path: Path) -> None:
     expect(sidebar).to_be_hidden()
     expect(menu).to_be_focused()
     expect(replies(page)).to_have_count(1)
+
+
+def test_a_double_enter_on_a_new_chat_sends_once(page: Page, api: httpx.Client) -> None:
+    before = {c["id"] for c in api.get("/api/chats", params={"limit": 100}).json()["items"]}
+    page.goto("/")
+    box = page.get_by_role("textbox", name="Message")
+    box.fill("Only once, please")
+    box.press("Enter")
+    box.press("Enter")  # while the chat is still being created
+    expect(last_reply(page)).to_have_attribute("data-status", "complete")
+    after = api.get("/api/chats", params={"limit": 100}).json()["items"]
+    new = [c for c in after if c["id"] not in before]
+    assert len(new) == 1
+    messages = stored_chat(api, new[0]["id"])["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"]

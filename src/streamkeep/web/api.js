@@ -182,7 +182,9 @@ export async function runStream(chatId, start, handlers, signal) {
       res = await resume(chatId, lastId, signal);
       handlers.onReconnecting?.(false);
     } catch (err) {
-      if (err.name === "AbortError" || (err instanceof ApiError && err.status !== 0)) throw err;
+      // Network failures and 5xx (a proxy while the server restarts) are worth retrying.
+      const final = err instanceof ApiError && err.status !== 0 && err.status < 500;
+      if (err.name === "AbortError" || final) throw err;
     }
   }
 }

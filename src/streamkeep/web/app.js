@@ -35,6 +35,7 @@ const state = {
   messages: [],
   models: [],
   live: null, // {chatId, msg, controller} while a reply streams
+  starting: false, // a send is creating its chat or request (before `live` is set)
   elements: new Map(), // message object -> its <li>
 };
 
@@ -205,6 +206,7 @@ function renderAll() {
 
 async function stream(chatId, msg, start) {
   const controller = new AbortController();
+  let failed = false;
   state.live = { chatId, msg, controller };
   renderMessages();
   scrollToBottom();
@@ -227,13 +229,16 @@ async function stream(chatId, msg, start) {
       controller.signal,
     );
   } catch (err) {
+    failed = true;
     showError(err);
   } finally {
     ui.notice.textContent = "";
     if (state.live && state.live.controller === controller) state.live = null;
+    renderMessages(); // Stop gives way to Send even if reloading the chat fails below
   }
   if (controller.signal.aborted) return;
-  if (msg.status === "streaming") msg.status = "complete";
+  // A stream that failed says nothing of the reply: the stored message (reloaded) does.
+  if (msg.status === "streaming" && !failed) msg.status = "complete";
   await reloadChat(chatId);
   sidebar.load();
 }
@@ -244,7 +249,17 @@ function attachResume(chatId, msg) {
 }
 
 async function send(text) {
-  if (ctx.busy()) return;
+  // `starting` covers the awaits before the stream exists: a double Enter sends once.
+  if (ctx.busy() || state.starting) return;
+  state.starting = true;
+  try {
+    await sendNow(text);
+  } finally {
+    state.starting = false;
+  }
+}
+
+async function sendNow(text) {
   clearErrors();
   let chat = state.chat;
   if (!chat) {
@@ -323,10 +338,11 @@ function startEdit(target) {
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const text = box.value.trim();
-    if (!text) return;
+    if (!text || ctx.busy()) return;
+    const i = state.messages.findIndex((m) => m.id === target.id);
+    if (i < 0) return;
     restore();
     clearErrors();
-    const i = state.messages.indexOf(target);
     state.messages = state.messages.slice(0, i);
     state.messages.push({
       id: null,
