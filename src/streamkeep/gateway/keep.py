@@ -20,6 +20,7 @@ still leaves a complete stored reply.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 from streamkeep.gateway.convert import (
@@ -36,9 +37,15 @@ from streamkeep.generation import Generation, GenerationManager
 from streamkeep.generation.generation import GenerationIds
 from streamkeep.llm.types import ChatRequest
 from streamkeep.store import ChatStore, ids
-from streamkeep.store.errors import GenerationConflict, NotFound
+from streamkeep.store.errors import GenerationConflict, InvalidOperation, NotFound
 
 TITLE_CHARS = 80
+# A new chat's rows are written after its first token went out; a database blip then
+# must not lose the call, so the write is tried again (about 3 s in all).
+INSERT_ATTEMPTS = 5
+INSERT_FIRST_DELAY = 0.2
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -128,11 +135,33 @@ async def _insert(
 ) -> None:
     if gate is not None:
         await gate.wait()
-    if placement.new_chat is not None:
-        system, title = placement.new_chat
-        await store.create_chat(
-            model=gen_ids.model, system=system, title=title, chat_id=placement.chat_id
-        )
+    delay = INSERT_FIRST_DELAY
+    created = placement.new_chat is None
+    for attempt in range(1, INSERT_ATTEMPTS + 1):
+        try:
+            if not created:
+                assert placement.new_chat is not None
+                system, title = placement.new_chat
+                await store.create_chat(
+                    model=gen_ids.model, system=system, title=title, chat_id=placement.chat_id
+                )
+                created = True
+            await _start_reply(store, placement, gen_ids, worker_id)
+            return
+        except (GenerationConflict, NotFound, InvalidOperation):
+            raise  # answers, not faults: the caller maps them
+        except Exception as exc:  # the database is away: the streaming client must not wait
+            if attempt == INSERT_ATTEMPTS:
+                logger.error("gateway call %s could not be stored: %s", gen_ids.id, exc)
+                raise
+            logger.warning("storing gateway call %s failed (try %d): %s", gen_ids.id, attempt, exc)
+            await asyncio.sleep(delay)
+            delay *= 2
+
+
+async def _start_reply(
+    store: ChatStore, placement: Placement, gen_ids: GenerationIds, worker_id: str
+) -> None:
     await store.start_reply(
         chat_id=placement.chat_id,
         parent_id=placement.parent_id,

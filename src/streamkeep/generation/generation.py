@@ -229,7 +229,11 @@ class Generation:
             if outcome.status == "error":
                 self._append(self._encoder.error(outcome.error or "unknown error"))
             if self._ready is not None:  # the rows to write into must exist first
-                await asyncio.gather(self._ready, return_exceptions=True)
+                (failure,) = await asyncio.gather(self._ready, return_exceptions=True)
+                if isinstance(failure, Exception):
+                    logger.error(
+                        "rows of message %s were never written: %s", self.message_id, failure
+                    )
             await self._checkpointer.settle(self)
             await self._store_final(outcome)
             aborted = outcome.status in ("stopped", "interrupted")
