@@ -66,7 +66,6 @@ class GenerationIds:
     message_id: str
     user_message_id: str | None
     model: str
-    idempotency_key: str | None = None
 
 
 @dataclass(slots=True)

@@ -308,7 +308,6 @@ class GenerationManager:
             message_id=assistant.id,
             user_message_id=user.id if user is not None else None,
             model=model,
-            idempotency_key=idempotency_key,
         )
         return self._launch(ids, ChatRequest(model=model, messages=prompt))
 
