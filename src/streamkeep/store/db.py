@@ -1,8 +1,10 @@
 """The database handle: engine set-up per backend, sessions, migrations, health.
 
-SQLite (the default) runs in WAL mode, so readers never block the writer, with a busy
-timeout and foreign keys on. PostgreSQL goes through asyncpg. Both take plain
-`sqlite:///path` / `postgresql://...` URLs; the async driver is filled in here.
+SQLite (the default) runs in WAL mode, so readers never block the writer, with foreign
+keys on; its statements run on the event loop (see `store.sqlite`), waiting for another
+process's lock on a thread for up to `SQLITE_BUSY_TIMEOUT` seconds. PostgreSQL goes
+through asyncpg. Both take plain `sqlite:///path` / `postgresql://...` URLs; the async
+driver is filled in here.
 
 Read with `session()`, write with `transaction()` (`reading()` / `writing()` do the
 same without an ORM session, for Core statements on hot paths): on SQLite a write
@@ -17,6 +19,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiosqlite
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -31,9 +34,10 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from streamkeep.store import migrations
+from streamkeep.store.sqlite import InlineConnection
 
-# How long a SQLite writer waits for another process's write lock before failing.
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+# How long a SQLite call waits for another process's lock before failing (seconds).
+SQLITE_BUSY_TIMEOUT = 30.0
 # Seconds `ping` waits: a readiness probe must answer even when the database hangs.
 PING_TIMEOUT = 5.0
 # Execution option marking a connection whose transaction will write (see `transaction`).
@@ -63,7 +67,7 @@ class Database:
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
 
     @classmethod
-    def from_url(cls, url: str) -> Database:
+    def from_url(cls, url: str, *, sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> Database:
         parsed = normalize_url(url)
         if parsed.get_backend_name() == "postgresql":
             return cls(create_async_engine(parsed, pool_pre_ping=True))
@@ -73,7 +77,11 @@ class Database:
         path = Path(parsed.database).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         parsed = parsed.set(database=str(path))
-        engine = create_async_engine(parsed)
+
+        async def connect() -> aiosqlite.Connection:
+            return await InlineConnection(path, busy_timeout=sqlite_busy_timeout)
+
+        engine = create_async_engine(parsed, async_creator=connect)
         _configure_sqlite(engine)
         return cls(engine)
 
@@ -156,7 +164,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # see a consistent snapshot and DDL (migrations) is transactional.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")  # first: WAL may wait
+        # No busy timeout in SQLite itself: it would sleep on the event loop's thread.
+        # `InlineConnection` waits for another process's lock on its worker thread.
+        cursor.execute("PRAGMA busy_timeout=0")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough with WAL
         cursor.execute("PRAGMA foreign_keys=ON")

@@ -1,0 +1,108 @@
+"""SQLite statements run on the event loop; another connection's lock is waited for on
+the worker thread, so the loop keeps serving meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import exc as sa_exc
+
+from streamkeep.store import ChatStore, Database
+
+
+@pytest.fixture
+async def db_path(tmp_path: Path) -> AsyncIterator[Path]:
+    path = tmp_path / "locks.db"
+    db = Database.from_url(f"sqlite:///{path}")
+    await db.upgrade()
+    await db.dispose()
+    yield path
+
+
+@contextmanager
+def write_lock(path: Path) -> Iterator[sqlite3.Connection]:
+    """Another connection (as another process would) holding the database's write lock."""
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        yield other
+    finally:
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+        other.close()
+
+
+async def test_statements_run_on_the_event_loop_thread(db_path: Path) -> None:
+    db = Database.from_url(f"sqlite:///{db_path}")
+    seen: list[int] = []
+    try:
+        async with db.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            sqlite_conn = raw.driver_connection._conn  # type: ignore[union-attr]
+            sqlite_conn.create_function("thread_id", 0, threading.get_ident)
+            seen.append((await conn.exec_driver_sql("SELECT thread_id()")).scalar_one())
+    finally:
+        await db.dispose()
+    assert seen == [threading.get_ident()]
+
+
+async def test_a_write_waits_for_another_connections_lock_without_blocking_the_loop(
+    db_path: Path,
+) -> None:
+    db = Database.from_url(f"sqlite:///{db_path}")
+    store = ChatStore(db)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    tick_task = asyncio.create_task(ticker())
+    try:
+        with write_lock(db_path) as other:
+            write = asyncio.create_task(store.create_chat(model="openai/m", title="waited"))
+            await asyncio.sleep(0.3)
+            assert not write.done()  # still waiting for the lock...
+            assert ticks >= 10  # ...on the worker thread: the loop went on meanwhile
+            other.execute("COMMIT")
+        chat = await asyncio.wait_for(write, 5)
+        assert (await store.get_chat(chat.id)).title == "waited"
+    finally:
+        tick_task.cancel()
+        await db.dispose()
+
+
+async def test_a_lock_held_past_the_busy_timeout_fails_and_writes_nothing(
+    db_path: Path,
+) -> None:
+    db = Database.from_url(f"sqlite:///{db_path}", sqlite_busy_timeout=0.2)
+    store = ChatStore(db)
+    try:
+        with write_lock(db_path):
+            with pytest.raises(sa_exc.OperationalError, match="locked"):
+                await store.create_chat(model="openai/m")
+        chats, _ = await store.list_chats()
+        assert chats == []
+    finally:
+        await db.dispose()
+
+
+async def test_reads_go_on_while_another_connection_writes(db_path: Path) -> None:
+    # WAL: a reader never waits for the writer, so reads stay inline even then.
+    db = Database.from_url(f"sqlite:///{db_path}", sqlite_busy_timeout=0.2)
+    store = ChatStore(db)
+    try:
+        chat = await store.create_chat(model="openai/m", title="before")
+        with write_lock(db_path) as other:
+            other.execute("UPDATE chats SET title = 'uncommitted'")
+            assert (await store.get_chat(chat.id)).title == "before"
+    finally:
+        await db.dispose()
