@@ -39,8 +39,10 @@ async def events(response: httpx.Response) -> AsyncIterator[Event]:
         buffer += text
         while "\n\n" in buffer:
             block, buffer = buffer.split("\n\n", 1)
-            if block.strip():
-                yield parse_block(block)
+            # Comment lines (": ping", the keep-alive) are skipped, as SSE parsers do.
+            lines = [line for line in block.split("\n") if line and not line.startswith(":")]
+            if lines:
+                yield parse_block("\n".join(lines))
 
 
 async def read_all(response: httpx.Response) -> list[Event]:

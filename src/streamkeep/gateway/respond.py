@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio
 import orjson
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from streamkeep.gateway.chunks import SSE_HEADERS, ChunkEncoder, completion_body, sse
 from streamkeep.gateway.errors import from_llm_error
@@ -29,6 +29,7 @@ from streamkeep.llm.errors import LLMError, ProviderStreamError
 from streamkeep.llm.events import Finish, StreamError, StreamEvent
 from streamkeep.llm.types import Completion, FinishReason
 from streamkeep.server.metrics import Metrics
+from streamkeep.server.sse import SSEResponse
 
 
 class Collector:
@@ -121,10 +122,8 @@ async def stream_generation(
         raise from_llm_error(encoder.failure)
     if first:
         metrics.ttft.observe(time.perf_counter() - started_at)
-    return StreamingResponse(
-        _prepend(first, frames, metrics, tap.opened),
-        media_type="text/event-stream",
-        headers={**SSE_HEADERS, **headers},
+    return SSEResponse(
+        _prepend(first, frames, metrics, tap.opened), headers={**SSE_HEADERS, **headers}
     )
 
 
@@ -152,11 +151,7 @@ async def stream_relay(
     if encoder.failure is not None and not encoder.started:
         await aclose(stream)
         raise from_llm_error(encoder.failure)
-    return StreamingResponse(
-        _relay(first, stream, encoder),
-        media_type="text/event-stream",
-        headers={**SSE_HEADERS, **headers},
-    )
+    return SSEResponse(_relay(first, stream, encoder), headers={**SSE_HEADERS, **headers})
 
 
 async def whole_relay(

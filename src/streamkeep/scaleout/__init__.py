@@ -15,7 +15,7 @@ from streamkeep.scaleout.control import ControlBus
 from streamkeep.scaleout.keys import Keys
 from streamkeep.scaleout.liveness import Reaper, WorkerRegistry
 from streamkeep.scaleout.redis_log import FramesLost, RedisEventLog, RemoteEventLog
-from streamkeep.scaleout.remote import RemoteGeneration, remote_stream_response
+from streamkeep.scaleout.remote import RemoteGeneration
 from streamkeep.scaleout.writer import RedisWriter
 
 __all__ = [
@@ -29,5 +29,4 @@ __all__ = [
     "RemoteEventLog",
     "RemoteGeneration",
     "WorkerRegistry",
-    "remote_stream_response",
 ]

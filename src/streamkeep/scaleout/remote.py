@@ -1,7 +1,7 @@
 """A generation running on another worker, as the resume route sees it.
 
-It has what the route needs of a local `Generation` (ids, `done`, `log`, `subscribe`),
-and `remote_stream_response` answers with it the way `server.relay` answers with a local
+It has what the route needs of a local `Generation` (ids, `done`, `log`, `subscribe`);
+`server.relay.remote_stream_response` answers with it the way it answers with a local
 one: the same headers, the frames as they are stored.
 """
 
@@ -11,9 +11,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from fastapi.sse import EventSourceResponse
-
-from streamkeep.generation.ui_stream import HEADERS
 from streamkeep.scaleout.redis_log import RemoteEventLog
 
 
@@ -34,12 +31,3 @@ class RemoteGeneration:
             yield chunk
         if self.log.closed:
             self.done.set()
-
-
-def remote_stream_response(generation: RemoteGeneration, *, after: int) -> EventSourceResponse:
-    headers = {
-        **HEADERS,
-        "x-streamkeep-chat-id": generation.chat_id,
-        "x-streamkeep-message-id": generation.message_id,
-    }
-    return EventSourceResponse(generation.subscribe(after), headers=headers)

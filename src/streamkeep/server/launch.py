@@ -11,13 +11,13 @@ import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import Request
-from fastapi.sse import EventSourceResponse
 
 from streamkeep.config import Settings
 from streamkeep.generation import Generation
 from streamkeep.server.errors import ApiError
 from streamkeep.server.metrics import Metrics
 from streamkeep.server.relay import resume_point, stream_response
+from streamkeep.server.sse import SSEResponse
 
 MAX_KEY_LENGTH = 200
 
@@ -43,7 +43,7 @@ def check_length(content: str, settings: Settings) -> None:
 
 async def launch(
     request: Request, start: Callable[[], Awaitable[Generation]], metrics: Metrics
-) -> EventSourceResponse:
+) -> SSEResponse:
     """Run `start()` and answer with the generation's stream."""
     started_at = time.perf_counter()
     after = resume_point(request)  # a bad Last-Event-ID fails before anything starts

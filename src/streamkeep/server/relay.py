@@ -12,12 +12,13 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import Request
-from fastapi.sse import EventSourceResponse
 
 from streamkeep.generation import Generation
 from streamkeep.generation.ui_stream import HEADERS
+from streamkeep.scaleout import RemoteGeneration
 from streamkeep.server.errors import ApiError
 from streamkeep.server.metrics import Metrics
+from streamkeep.server.sse import SSEResponse
 
 # Where the first token shows in a frame batch: every text or reasoning delta chunk.
 _DELTA = b'-delta"'
@@ -43,7 +44,7 @@ def stream_response(
     *,
     after: int = 0,
     started_at: float | None = None,
-) -> EventSourceResponse:
+) -> SSEResponse:
     """The SSE response for `generation` from `after` on.
 
     `started_at` (a `perf_counter` reading) is given by the request that started the
@@ -55,7 +56,17 @@ def stream_response(
         "x-streamkeep-message-id": generation.message_id,
     }
     body = _relay(generation, metrics, after, started_at)
-    return EventSourceResponse(body, headers=headers)
+    return SSEResponse(body, headers=headers)
+
+
+def remote_stream_response(generation: RemoteGeneration, *, after: int) -> SSEResponse:
+    """The SSE response for a generation another worker runs, from `after` on."""
+    headers = {
+        **HEADERS,
+        "x-streamkeep-chat-id": generation.chat_id,
+        "x-streamkeep-message-id": generation.message_id,
+    }
+    return SSEResponse(generation.subscribe(after), headers=headers)
 
 
 async def _relay(

@@ -10,11 +10,11 @@ from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.sse import EventSourceResponse
 
 from streamkeep.server.deps import ManagerDep, MetricsDep, SettingsDep, StoreDep
 from streamkeep.server.launch import check_length, idempotency_key, launch
 from streamkeep.server.schemas import ERROR_RESPONSES, MessageCreate, MessageEdit
+from streamkeep.server.sse import SSEResponse
 from streamkeep.store.records import MessageRecord
 
 router = APIRouter(tags=["messages"], responses=ERROR_RESPONSES)
@@ -40,7 +40,7 @@ async def post_message(
     manager: ManagerDep,
     metrics: MetricsDep,
     settings: SettingsDep,
-) -> EventSourceResponse:
+) -> SSEResponse:
     check_length(body.content, settings)
     start = partial(
         manager.reply,
@@ -61,7 +61,7 @@ async def post_message(
 )
 async def regenerate(
     message_id: str, request: Request, manager: ManagerDep, metrics: MetricsDep
-) -> EventSourceResponse:
+) -> SSEResponse:
     start = partial(manager.regenerate, message_id, idempotency_key=idempotency_key(request))
     return await launch(request, start, metrics)
 
@@ -78,7 +78,7 @@ async def edit(
     manager: ManagerDep,
     metrics: MetricsDep,
     settings: SettingsDep,
-) -> EventSourceResponse:
+) -> SSEResponse:
     check_length(body.content, settings)
     start = partial(
         manager.edit, message_id, body.content, idempotency_key=idempotency_key(request)

@@ -6,9 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from streamkeep.scaleout import remote_stream_response
 from streamkeep.server.deps import ManagerDep, MetricsDep, StoreDep
-from streamkeep.server.relay import resume_point, stream_response
+from streamkeep.server.relay import remote_stream_response, resume_point, stream_response
 from streamkeep.server.schemas import ERROR_RESPONSES, StopResult
 
 router = APIRouter(tags=["streams"], responses=ERROR_RESPONSES)

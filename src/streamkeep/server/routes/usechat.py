@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 
 from fastapi import APIRouter, Request
-from fastapi.sse import EventSourceResponse
 
 from streamkeep.config import Settings
 from streamkeep.generation import Generation, GenerationManager
@@ -22,6 +21,7 @@ from streamkeep.server.errors import ApiError
 from streamkeep.server.launch import check_length, idempotency_key, launch
 from streamkeep.server.relay import resume_point
 from streamkeep.server.schemas import ERROR_RESPONSES, UseChatRequest
+from streamkeep.server.sse import SSEResponse
 from streamkeep.store import ChatRecord, ChatStore, NotFound
 
 router = APIRouter(tags=["useChat"], responses=ERROR_RESPONSES)
@@ -40,7 +40,7 @@ async def use_chat(
     registry: RegistryDep,
     metrics: MetricsDep,
     settings: SettingsDep,
-) -> EventSourceResponse:
+) -> SSEResponse:
     key = idempotency_key(request)
     resume_point(request)  # a malformed Last-Event-ID is refused before anything is written
     if body.trigger == "regenerate-message":

@@ -1,0 +1,116 @@
+"""`SSEResponse`: an ASGI response that writes pre-encoded SSE frames as they come.
+
+Starlette's `StreamingResponse` (and FastAPI's `EventSourceResponse`, which is one)
+watches for the client leaving through an anyio task group around every stream; here
+one plain task waits on `receive()` and cancels the relay when the client is gone, and
+the relay itself is a bare loop of `send`s. It also keeps a quiet stream alive: when no
+frame went out for `PING_INTERVAL` seconds (a model thinking before its first token, a
+slow tool), it sends an SSE comment, which every SSE parser skips, so proxies with an
+idle timeout (nginx: 60 s) do not cut the stream.
+
+The frames iterator is always closed when the response ends, whichever way it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+# Seconds without a frame before a keep-alive comment goes out.
+PING_INTERVAL = 15.0
+PING = b": ping\n\n"
+
+
+class SSEResponse(Response):
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        frames: AsyncIterator[bytes],
+        *,
+        headers: Mapping[str, str] | None = None,
+        status_code: int = 200,
+    ) -> None:
+        self.frames = frames
+        self.status_code = status_code
+        self.background = None
+        self.init_headers(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        relay = asyncio.current_task()
+        assert relay is not None
+        keeper = _KeepAlive(send)
+        watcher = asyncio.get_running_loop().create_task(_watch(receive, relay, keeper))
+        frames = self.frames
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            keeper.start()
+            async for chunk in frames:
+                keeper.quiet = False
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            keeper.stop()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            # The client left (the watcher cancelled us): the end of this response, not
+            # an error. Any other cancellation goes on up.
+            if not keeper.gone or relay.uncancel() > 0:
+                raise
+        finally:
+            keeper.stop()
+            watcher.cancel()
+            aclose = getattr(frames, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+class _KeepAlive:
+    """Sends `PING` from a timer when no frame went out in the last interval."""
+
+    __slots__ = ("_handle", "_ping_task", "_send", "gone", "quiet")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._handle: asyncio.TimerHandle | None = None
+        self._ping_task: asyncio.Task[None] | None = None  # held: the loop keeps weak refs
+        self.quiet = True  # no frame since the last tick
+        self.gone = False  # the client disconnected
+
+    def start(self) -> None:
+        self._handle = asyncio.get_running_loop().call_later(PING_INTERVAL, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _tick(self) -> None:
+        if self.quiet and not self.gone and (self._ping_task is None or self._ping_task.done()):
+            self._ping_task = asyncio.get_running_loop().create_task(self._ping())
+        self.quiet = True
+        self.start()
+
+    async def _ping(self) -> None:
+        # A ping that loses the race with the final frame finds the response complete;
+        # there is nothing to keep alive then.
+        with contextlib.suppress(Exception):
+            await self._send({"type": "http.response.body", "body": PING, "more_body": True})
+
+
+async def _watch(receive: Receive, relay: asyncio.Task[object], keeper: _KeepAlive) -> None:
+    """Wait for the client to leave, then end the relay."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            keeper.gone = True
+            relay.cancel()
+            return
