@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
+import uvloop
 
 from streamkeep.llm.accumulator import Accumulator
 from streamkeep.llm.errors import (
@@ -21,6 +22,7 @@ from streamkeep.llm.openai import OpenAIChunkParser, OpenAIProvider, request_bod
 from streamkeep.llm.provider import Provider, complete
 from streamkeep.llm.transport import RetryPolicy
 from streamkeep.llm.types import ChatRequest, Completion, Message, ToolCall, ToolSpec, Usage
+from tests.conftest import free_port
 from tests.fakes import upstream_wire as wire
 from tests.fakes.upstream import FakeUpstream, Script
 
@@ -33,38 +35,6 @@ async def provider(fake_upstream: FakeUpstream) -> AsyncIterator[OpenAIProvider]
     p = OpenAIProvider("fake", fake_upstream.base_url, "sk-test", retry=NO_RETRY)
     yield p
     await p.aclose()
-
-
-class _WatchedBody(httpx.AsyncByteStream):
-    def __init__(self, inner: httpx.AsyncByteStream, closed: list[bool]) -> None:
-        self._inner = inner
-        self._closed = closed
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            yield chunk
-
-    async def aclose(self) -> None:
-        self._closed.append(True)
-        await self._inner.aclose()
-
-
-class WatchedTransport(httpx.AsyncHTTPTransport):
-    """httpx's real transport, noting when a response body gets closed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.closed: list[bool] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await super().handle_async_request(request)
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=_WatchedBody(response.stream, self.closed),
-            extensions=response.extensions,
-        )
 
 
 def hello(**kwargs: Any) -> ChatRequest:
@@ -302,18 +272,87 @@ async def test_cancelling_the_consumer_closes_the_upstream_connection(
     assert fake_upstream.closed_by_client == 1
 
 
-async def test_the_upstream_response_is_closed_before_aclose_returns(
+async def test_the_upstream_connection_is_closed_before_aclose_returns(
     fake_upstream: FakeUpstream,
 ) -> None:
     # Not left to the garbage collector: closed by the time the consumer's aclose ends.
-    transport = WatchedTransport()
-    async with httpx.AsyncClient(transport=transport) as client:
-        provider = OpenAIProvider("fake", fake_upstream.base_url, client=client)
+    responses: list[aiohttp.ClientResponse] = []
+
+    async def on_request_end(
+        session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        responses.append(params.response)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_request_end)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+        provider = OpenAIProvider("fake", fake_upstream.base_url, client=session)
         fake_upstream.enqueue(Script(tokens=1000, delay=0.05))
         stream = provider.stream(hello())
         assert isinstance(await anext(stream), TextDelta)
-        assert transport.closed == []
+        [response] = responses
+        assert response.connection is not None
+        transport = response.connection.transport
+        assert transport is not None and not transport.is_closing()
         await stream.aclose()  # type: ignore[attr-defined]
-        assert transport.closed == [True]
+        assert response.closed and response.connection is None
+        assert transport.is_closing()  # dropped, not handed back to the pool
         await provider.aclose()
-        assert not client.is_closed  # a client passed in belongs to the caller
+        assert not session.closed  # a session passed in belongs to the caller
+
+
+async def test_a_provider_makes_its_own_session_on_first_use_and_closes_it(
+    fake_upstream: FakeUpstream,
+) -> None:
+    provider = OpenAIProvider("fake", fake_upstream.base_url)
+    assert provider._client is None  # built outside a stream: no session yet
+    assert accumulate(await collect(provider, hello())).text == "Hello! You said: Hello"
+    session = provider._client
+    assert session is not None and not session.closed
+    await provider.aclose()
+    assert session.closed and provider._client is None
+    # A later stream makes a new one.
+    assert accumulate(await collect(provider, hello())).text == "Hello! You said: Hello"
+    await provider.aclose()
+
+
+def test_a_provider_built_outside_an_event_loop_streams_under_uvloop() -> None:
+    # As the server does: the registry builds providers wherever, uvicorn runs uvloop.
+    port = free_port()
+    provider = OpenAIProvider("fake", f"http://127.0.0.1:{port}/v1", retry=NO_RETRY)
+
+    async def main() -> tuple[list[str], int, int]:
+        async with FakeUpstream(port=port) as up:
+            up.enqueue(Script(text="fast loop words", delay=0.01))
+            up.enqueue(Script(tokens=1000, delay=0.05))
+            try:
+                texts = [accumulate(await collect(provider, hello())).text]
+                stream = provider.stream(hello())
+                assert isinstance(await anext(stream), TextDelta)
+                await stream.aclose()  # type: ignore[attr-defined]
+                async with asyncio.timeout(5):
+                    await up.wait_idle()
+            finally:
+                await provider.aclose()
+            return texts, up.closed_by_client, up.connections
+
+    texts, closed_by_client, connections = uvloop.run(main())
+    assert texts == ["fast loop words"]
+    assert closed_by_client == 1
+    assert connections == 1
+
+
+async def test_a_provider_goes_through_the_proxy_the_environment_names(
+    fake_upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fake serves a proxy's absolute-form request line too, so it stands in for one:
+    # the upstream's own host does not exist.
+    for name in ("http_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", fake_upstream.root_url)
+    provider = OpenAIProvider("fake", "http://upstream.invalid/v1", retry=NO_RETRY)
+    try:
+        assert accumulate(await collect(provider, hello())).text == "Hello! You said: Hello"
+    finally:
+        await provider.aclose()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -69,16 +69,17 @@ def telemetry() -> Iterator[Telemetry]:
 
 @pytest.fixture
 async def provider(fake_upstream: FakeUpstream) -> AsyncIterator[OpenAIProvider]:
-    p = OpenAIProvider(
-        "openai",
-        fake_upstream.base_url,
-        "key",
-        timeouts=Timeouts(first_token=5, idle=5),
-        retry=RetryPolicy(max_retries=0),
-        client=httpx.AsyncClient(timeout=None),
-    )
-    yield p
-    await p.aclose()
+    async with aiohttp.ClientSession() as session:
+        p = OpenAIProvider(
+            "openai",
+            fake_upstream.base_url,
+            "key",
+            timeouts=Timeouts(first_token=5, idle=5),
+            retry=RetryPolicy(max_retries=0),
+            client=session,
+        )
+        yield p
+        await p.aclose()
 
 
 REQUEST = ChatRequest(

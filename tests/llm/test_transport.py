@@ -9,8 +9,10 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
+import uvloop
+from multidict import CIMultiDict
 
 from streamkeep.llm.errors import (
     ProviderConnectionError,
@@ -20,6 +22,7 @@ from streamkeep.llm.errors import (
 from streamkeep.llm.transport import (
     RetryPolicy,
     Timeouts,
+    env_proxy,
     error_message,
     make_client,
     parse_retry_after,
@@ -34,13 +37,13 @@ BODY = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
     async with make_client() as c:
         yield c
 
 
 def stream(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     url: str,
     *,
     timeouts: Timeouts = SHORT,
@@ -67,7 +70,7 @@ async def collect(chunks: AsyncIterator[bytes]) -> bytes:
 
 
 async def test_streams_the_body_and_sends_body_and_headers(
-    fake_upstream: FakeUpstream, client: httpx.AsyncClient
+    fake_upstream: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     fake_upstream.enqueue(Script(text="one two three"))
     body = await collect(stream(client, chat_url(fake_upstream)))
@@ -77,10 +80,11 @@ async def test_streams_the_body_and_sends_body_and_headers(
     assert fake_upstream.requests == [BODY]
     assert fake_upstream.request_headers[0]["authorization"] == "Bearer k"
     assert fake_upstream.request_headers[0]["content-type"] == "application/json"
+    assert fake_upstream.request_headers[0]["accept-encoding"] == "identity"
 
 
 async def test_raw_pieces_arrive_unchanged(
-    fake_upstream: FakeUpstream, client: httpx.AsyncClient
+    fake_upstream: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     raw = [b'data: {"a":', b"1}\n\n", b": comment\n\ndata: [DONE]\n\n"]
     fake_upstream.enqueue(Script(raw=raw))
@@ -88,7 +92,7 @@ async def test_raw_pieces_arrive_unchanged(
 
 
 async def test_client_error_is_raised_with_the_vendor_message_and_not_retried(
-    fake_upstream: FakeUpstream, client: httpx.AsyncClient
+    fake_upstream: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     fake_upstream.enqueue(Script(status=400))
     with pytest.raises(ProviderHTTPError) as caught:
@@ -100,7 +104,7 @@ async def test_client_error_is_raised_with_the_vendor_message_and_not_retried(
 
 
 async def test_anthropic_error_body_message_is_extracted(
-    fake_upstream: FakeUpstream, client: httpx.AsyncClient
+    fake_upstream: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     fake_upstream.enqueue(Script(status=401))
     with pytest.raises(ProviderHTTPError) as caught:
@@ -110,7 +114,7 @@ async def test_anthropic_error_body_message_is_extracted(
 
 
 async def test_server_error_is_retried_then_succeeds(
-    fake_upstream: FakeUpstream, client: httpx.AsyncClient
+    fake_upstream: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     fake_upstream.enqueue(Script(status=503))
     fake_upstream.enqueue(Script(status=500))
@@ -121,7 +125,7 @@ async def test_server_error_is_retried_then_succeeds(
 
 
 async def test_retries_are_limited_and_the_last_error_is_raised(
-    fake_upstream: FakeUpstream, client: httpx.AsyncClient
+    fake_upstream: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     for _ in range(4):
         fake_upstream.enqueue(Script(status=429, retry_after=0.01))
@@ -133,7 +137,7 @@ async def test_retries_are_limited_and_the_last_error_is_raised(
 
 
 async def test_retry_after_beyond_the_cap_is_not_waited_for(
-    fake_upstream: FakeUpstream, client: httpx.AsyncClient
+    fake_upstream: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     fake_upstream.enqueue(Script(status=429, retry_after=3600))
     with pytest.raises(ProviderHTTPError) as caught:
@@ -143,7 +147,7 @@ async def test_retry_after_beyond_the_cap_is_not_waited_for(
 
 
 async def test_connection_dropped_before_the_first_byte_is_retried(
-    fake_upstream: FakeUpstream, client: httpx.AsyncClient
+    fake_upstream: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     fake_upstream.enqueue(Script(fail_after=0, tokens=3))
     fake_upstream.enqueue(Script(text="second"))
@@ -153,7 +157,7 @@ async def test_connection_dropped_before_the_first_byte_is_retried(
 
 
 async def test_connection_dropped_mid_body_is_not_retried(
-    fake_upstream: FakeUpstream, client: httpx.AsyncClient
+    fake_upstream: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     fake_upstream.enqueue(Script(text="a b c d", fail_after=2))
     received = bytearray()
@@ -165,7 +169,24 @@ async def test_connection_dropped_mid_body_is_not_retried(
     assert len(fake_upstream.requests) == 1
 
 
-async def test_nothing_listening_is_a_connection_error(client: httpx.AsyncClient) -> None:
+async def test_an_invalid_url_is_a_connection_error_that_is_not_retried(
+    client: aiohttp.ClientSession,
+) -> None:
+    with pytest.raises(ProviderConnectionError) as caught:
+        await collect(stream(client, "http://127.0.0.1:99999/v1/chat/completions"))
+    assert not caught.value.retryable
+
+
+async def test_an_empty_body_yields_nothing_and_keeps_the_connection(
+    fake_upstream: FakeUpstream, client: aiohttp.ClientSession
+) -> None:
+    fake_upstream.enqueue(Script(raw=[]))
+    assert await collect(stream(client, chat_url(fake_upstream))) == b""
+    await collect(stream(client, chat_url(fake_upstream)))
+    assert fake_upstream.connections == 1
+
+
+async def test_nothing_listening_is_a_connection_error(client: aiohttp.ClientSession) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound but not listening: connections are refused
@@ -193,7 +214,7 @@ def unaccepting_port() -> Iterator[int]:
     server.close()
 
 
-async def test_connect_timeout(client: httpx.AsyncClient, unaccepting_port: int) -> None:
+async def test_connect_timeout(client: aiohttp.ClientSession, unaccepting_port: int) -> None:
     timeouts = Timeouts(connect=0.2, first_token=30.0, idle=30.0)
     url = f"http://127.0.0.1:{unaccepting_port}/v1/chat/completions"
     with pytest.raises(ProviderTimeout) as caught:
@@ -202,7 +223,7 @@ async def test_connect_timeout(client: httpx.AsyncClient, unaccepting_port: int)
 
 
 async def test_first_token_timeout_while_waiting_for_headers_is_retried(
-    fake_upstream: FakeUpstream, client: httpx.AsyncClient
+    fake_upstream: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     fake_upstream.enqueue(Script(hang_before_first_byte=30))
     fake_upstream.enqueue(Script(hang_before_first_byte=30))
@@ -214,7 +235,7 @@ async def test_first_token_timeout_while_waiting_for_headers_is_retried(
 
 
 async def test_first_token_timeout_counts_until_the_first_body_byte(
-    fake_upstream: FakeUpstream, client: httpx.AsyncClient
+    fake_upstream: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     # hang_after=0: headers go out, then nothing; still a first-token timeout.
     fake_upstream.enqueue(Script(hang_after=0))
@@ -224,7 +245,7 @@ async def test_first_token_timeout_counts_until_the_first_body_byte(
 
 
 async def test_idle_timeout_mid_body_is_not_retried_and_closes_upstream(
-    fake_upstream: FakeUpstream, client: httpx.AsyncClient
+    fake_upstream: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     fake_upstream.enqueue(Script(tokens=5, hang_after=2))
     with pytest.raises(ProviderTimeout) as caught:
@@ -237,7 +258,7 @@ async def test_idle_timeout_mid_body_is_not_retried_and_closes_upstream(
 
 
 async def test_aclose_closes_the_upstream_connection(
-    fake_upstream: FakeUpstream, client: httpx.AsyncClient
+    fake_upstream: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     fake_upstream.enqueue(Script(tokens=5, hang_after=2))
     chunks = post_stream(
@@ -258,7 +279,7 @@ async def test_aclose_closes_the_upstream_connection(
 
 
 async def test_cancelling_the_consumer_closes_the_upstream_connection(
-    fake_upstream: FakeUpstream, client: httpx.AsyncClient
+    fake_upstream: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     fake_upstream.enqueue(Script(tokens=5, hang_after=2))
     first = asyncio.Event()
@@ -279,7 +300,7 @@ async def test_cancelling_the_consumer_closes_the_upstream_connection(
 
 
 async def test_connection_is_reused_after_a_complete_stream(
-    fake_upstream: FakeUpstream, client: httpx.AsyncClient
+    fake_upstream: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     for _ in range(3):
         await collect(stream(client, chat_url(fake_upstream)))
@@ -302,19 +323,35 @@ def test_error_message_shapes() -> None:
 
 
 def test_retry_after_forms() -> None:
-    assert parse_retry_after(httpx.Headers({"retry-after": "2"})) == 2.0
-    assert parse_retry_after(httpx.Headers({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
-    assert parse_retry_after(httpx.Headers({})) is None
-    assert parse_retry_after(httpx.Headers({"retry-after": "soon"})) is None
+    assert parse_retry_after(CIMultiDict({"retry-after": "2"})) == 2.0
+    assert parse_retry_after(CIMultiDict({"Retry-After": "3"})) == 3.0  # any case
+    assert parse_retry_after(CIMultiDict({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
+    assert parse_retry_after(CIMultiDict({})) is None
+    assert parse_retry_after(CIMultiDict({"retry-after": "soon"})) is None
     future = email.utils.formatdate(time.time() + 100, usegmt=True)
-    seconds = parse_retry_after(httpx.Headers({"retry-after": future}))
+    seconds = parse_retry_after(CIMultiDict({"retry-after": future}))
     assert seconds is not None and 90 < seconds <= 100
     past = email.utils.formatdate(time.time() - 100, usegmt=True)
-    assert parse_retry_after(httpx.Headers({"retry-after": past})) == 0.0
+    assert parse_retry_after(CIMultiDict({"retry-after": past})) == 0.0
+
+
+def test_the_proxy_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    assert env_proxy("https://api.openai.com/v1/chat/completions") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,.example.org")
+    assert env_proxy("https://api.openai.com/v1/chat/completions") == "http://proxy.internal:3128"
+    assert env_proxy("http://api.openai.com/v1") is None  # no HTTP_PROXY
+    assert env_proxy("https://llm.example.org/v1") is None
+    assert env_proxy("http://localhost:8080/v1") is None
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1080")
+    assert env_proxy("http://api.openai.com/v1") is None  # no SOCKS in aiohttp
 
 
 async def test_a_directive_in_the_last_user_message_scripts_the_fake(
-    fake_upstream: FakeUpstream, client: httpx.AsyncClient
+    fake_upstream: FakeUpstream, client: aiohttp.ClientSession
 ) -> None:
     body = {
         "stream": True,
@@ -329,3 +366,24 @@ async def test_a_directive_in_the_last_user_message_scripts_the_fake(
             received += chunk
     assert b'"content":"Hi"' in received
     assert b'"content":" there"' not in received
+
+
+def test_streams_and_closes_under_uvloop() -> None:
+    # The server runs under uvloop (uvicorn[standard]), whose loop takes fewer options
+    # than asyncio's (no happy_eyeballs_delay in create_connection, for one).
+    async def main() -> tuple[bytes, int, int]:
+        async with FakeUpstream() as up, make_client() as client:
+            up.enqueue(Script(text="one two three", delay=0.01))
+            up.enqueue(Script(tokens=5, hang_after=2))
+            body = await collect(stream(client, chat_url(up)))
+            chunks = stream(client, chat_url(up), timeouts=Timeouts())
+            assert (await anext(chunks)).startswith(b"data: ")
+            await chunks.aclose()
+            async with asyncio.timeout(5):
+                await up.wait_idle()
+            return body, up.closed_by_client, up.connections
+
+    body, closed_by_client, connections = uvloop.run(main())
+    assert b'"content":" three"' in body and body.endswith(b"data: [DONE]\n\n")
+    assert closed_by_client == 1
+    assert connections == 1  # the second request reused the first one's connection

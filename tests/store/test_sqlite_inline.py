@@ -86,9 +86,8 @@ async def test_a_lock_held_past_the_busy_timeout_fails_and_writes_nothing(
     db = Database.from_url(f"sqlite:///{db_path}", sqlite_busy_timeout=0.2)
     store = ChatStore(db)
     try:
-        with write_lock(db_path):
-            with pytest.raises(sa_exc.OperationalError, match="locked"):
-                await store.create_chat(model="openai/m")
+        with write_lock(db_path), pytest.raises(sa_exc.OperationalError, match="locked"):
+            await store.create_chat(model="openai/m")
         chats, _ = await store.list_chats()
         assert chats == []
     finally:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from streamkeep.llm.errors import ProviderStreamError
@@ -74,7 +74,7 @@ class AnthropicProvider(HTTPProvider):
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         extra_headers: dict[str, str] | None = None,
-        client: httpx.AsyncClient | None = None,
+        client: aiohttp.ClientSession | None = None,
         default_max_tokens: int = 4096,
     ) -> None:
         base = base_url.rstrip("/")

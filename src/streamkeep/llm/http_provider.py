@@ -4,6 +4,10 @@ A vendor adapter supplies only its URL and headers, its request body and a parse
 its response bytes (`StreamParser`); this class POSTs through `transport.post_stream`,
 feeds the parser, reports provider faults as a `StreamError` and always closes the
 upstream connection (at once when the consumer stops or is cancelled).
+
+Without a session passed in, a provider makes its own on its first `stream()` (aiohttp
+binds a session to the running event loop, and providers are often built outside one),
+going through the proxy the environment names for its URL, if any.
 """
 
 from __future__ import annotations
@@ -11,11 +15,18 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 
 from streamkeep.llm.errors import ProviderError
 from streamkeep.llm.events import StreamError, StreamEvent
-from streamkeep.llm.transport import RetryPolicy, Timeouts, make_client, post_stream, release
+from streamkeep.llm.transport import (
+    RetryPolicy,
+    Timeouts,
+    env_proxy,
+    make_client,
+    post_stream,
+    release,
+)
 from streamkeep.llm.types import ChatRequest
 
 
@@ -48,15 +59,16 @@ class HTTPProvider:
         *,
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
-        client: httpx.AsyncClient | None = None,
+        client: aiohttp.ClientSession | None = None,
     ) -> None:
         self.name = name
         self._url = url
         self._headers = headers
         self._timeouts = timeouts or Timeouts()
         self._retry = retry or RetryPolicy()
+        # A session passed in belongs to the caller: `aclose()` leaves it open.
         self._owns_client = client is None
-        self._client = client or make_client()
+        self._client = client
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         raise NotImplementedError
@@ -66,8 +78,11 @@ class HTTPProvider:
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         parser = self._parser()
+        client = self._client
+        if client is None:
+            client = self._client = make_client(proxy=env_proxy(self._url))
         upstream = post_stream(
-            self._client,
+            client,
             self._url,
             json_body=self._body(request),
             headers=self._headers,
@@ -94,5 +109,8 @@ class HTTPProvider:
             await upstream.aclose()
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+        """Close the session this provider made (a later `stream()` makes a new one)."""
+        client = self._client
+        if self._owns_client and client is not None:
+            self._client = None
+            await client.close()

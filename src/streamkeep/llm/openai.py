@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from streamkeep.llm.errors import ProviderError, ProviderStreamError
@@ -387,7 +387,7 @@ class OpenAIProvider(HTTPProvider):
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         extra_headers: dict[str, str] | None = None,
-        client: httpx.AsyncClient | None = None,
+        client: aiohttp.ClientSession | None = None,
     ) -> None:
         headers = {"accept": "text/event-stream", **(extra_headers or {})}
         if api_key:

@@ -3,10 +3,10 @@
 `post_stream()` POSTs a JSON body and yields the raw response body as it arrives.
 It owns the parts of talking to a vendor that do not depend on its wire format:
 
-- Time limits. `connect` is httpx's; `first_token` runs from sending the request to
-  the first body byte (it covers a slow queue at the vendor); `idle` runs between two
-  body reads. There is deliberately no overall read timeout: a long answer is fine as
-  long as it keeps coming.
+- Time limits. `connect` covers opening a new connection (TCP and TLS handshake);
+  `first_token` runs from sending the request to the first body byte (it covers a slow
+  queue at the vendor); `idle` runs between two body reads. There is deliberately no
+  overall read timeout: a long answer is fine as long as it keeps coming.
 - Retries, with exponential backoff and jitter, on 429/5xx, connection failures and
   connect / first-token timeouts, but only before the first body byte was yielded:
   after that the caller has shown text to someone and a retry would repeat it.
@@ -18,6 +18,10 @@ It owns the parts of talking to a vendor that do not depend on its wire format:
   `ProviderConnectionError`, a time limit `ProviderTimeout`.
 - Cleanup: closing or cancelling the generator closes the upstream connection at once,
   so a stopped generation stops costing tokens.
+
+The HTTP client is aiohttp: an answer is one read per token and a busy server holds
+hundreds of answers open, so it matters that aiohttp parses HTTP in C and that its pool
+does not look at every connection whenever a request starts or ends.
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+import urllib.request
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 import orjson
 
 from streamkeep.llm.errors import (
@@ -41,11 +47,11 @@ from streamkeep.llm.errors import (
     ProviderHTTPError,
     ProviderTimeout,
 )
-from streamkeep.llm.netio import use_asyncio_backend
 
 __all__ = [
     "RetryPolicy",
     "Timeouts",
+    "env_proxy",
     "error_message",
     "make_client",
     "post_stream",
@@ -80,25 +86,63 @@ class RetryPolicy:
     max_retry_after: float = 30.0
 
 
-def make_client(*, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
-    """A client fit for many long concurrent streams.
+def make_client(
+    *, verify: ssl.SSLContext | bool = True, proxy: str | None = None
+) -> aiohttp.ClientSession:
+    """A client session fit for many long concurrent streams.
 
-    Timeouts are per request (set by `post_stream`), so the client's own read timeout
-    is off; the pool is large because each live answer holds a connection.
+    Call it inside a running event loop (aiohttp binds a session to its loop). Time
+    limits are per request (set by `post_stream`), so the session has no read or total
+    timeout; the pool is large because each live answer holds a connection.
+    `verify` is a context to verify the server with, True for the usual CA
+    certificates, or False for no verification; `proxy` an HTTP proxy's URL (see
+    `env_proxy`).
     """
-    client = httpx.AsyncClient(
-        verify=verify,
-        timeout=httpx.Timeout(None, connect=10.0),
-        limits=httpx.Limits(
-            max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30.0
-        ),
+    connector = aiohttp.TCPConnector(
+        limit=1000,
+        limit_per_host=0,
+        keepalive_timeout=30.0,
+        ssl=_default_ssl_context() if verify is True else verify,
     )
-    use_asyncio_backend(client)  # reads per token without anyio's per-read overhead
-    return client
+    # Not `trust_env=True`: that looks up proxies and ~/.netrc in worker threads on
+    # every request, before the request goes out. `env_proxy` reads them once.
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0),
+        proxy=proxy,
+    )
+
+
+def env_proxy(url: str) -> str | None:
+    """The HTTP proxy the environment names for `url`, if any: `HTTPS_PROXY`,
+    `HTTP_PROXY` or `ALL_PROXY` (any case) by the URL's scheme, unless `NO_PROXY`
+    exempts its host. Only http:// and https:// proxies are taken (aiohttp has no SOCKS).
+    """
+    parts = urlsplit(url)
+    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if proxy and urlsplit(proxy).scheme in ("http", "https"):
+        return proxy
+    return None
+
+
+def _default_ssl_context() -> ssl.SSLContext:
+    """The system's CA certificates (which honour SSL_CERT_FILE / SSL_CERT_DIR); on a
+    system that has none (a slim container), certifi's bundle when it is installed."""
+    context = ssl.create_default_context()
+    if not context.cert_store_stats()["x509_ca"]:
+        try:
+            import certifi
+        except ImportError:
+            return context
+        context.load_verify_locations(cafile=certifi.where())
+    return context
 
 
 async def post_stream(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     url: str,
     *,
     json_body: dict[str, Any],
@@ -111,19 +155,26 @@ async def post_stream(
 
     Raises a `ProviderError` subclass; never retries once a byte was yielded.
     """
-    content = orjson.dumps(json_body)
-    request_headers = {"content-type": "application/json", **headers}
+    data = orjson.dumps(json_body)
+    request_headers = {
+        "content-type": "application/json",
+        # No compression. aiohttp would decode it, but an event stream's small events
+        # gain little from it, and a compressing server or proxy may hold tokens back in
+        # its compressor until a block fills, which is the delay streaming is meant to
+        # avoid. (A server that compresses anyway is still decoded.)
+        "accept-encoding": "identity",
+        **headers,
+    }
+    # Replaces the session's timeouts as a whole: `connect` bounds the TCP connect and
+    # TLS handshake of a new connection; a wait for a free pooled connection and the DNS
+    # lookup fall under `first_token` only; there is no read or total limit.
+    request_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect)
     attempt = 0
     while True:
-        request = client.build_request(
-            "POST",
-            url,
-            content=content,
-            headers=request_headers,
-            timeout=httpx.Timeout(None, connect=timeouts.connect),
-        )
         try:
-            response, chunks, first = await _open(client, request, timeouts, provider)
+            response, first = await _open(
+                client, url, data, request_headers, request_timeout, timeouts, provider
+            )
             break
         except ProviderError as exc:
             delay = retry_delay(exc, attempt, retry)
@@ -132,13 +183,37 @@ async def post_stream(
             log.warning("%s: %s; retry %d in %.2fs", provider, exc, attempt + 1, delay)
             attempt += 1
             await asyncio.sleep(delay)
+    content = response.content
+    watch = _IdleWatch(timeouts.idle)
     try:
-        if first:
-            yield first
-        async for chunk in _rest(chunks, timeouts.idle, provider):
+        if not first:
+            return  # the body was empty
+        yield first
+        # The hot path: one read per token, each under the idle time limit.
+        while True:
+            cancelling = watch.arm()
+            try:
+                chunk = await content.readany()
+            except asyncio.CancelledError:
+                if watch.timed_out(cancelling):
+                    raise ProviderTimeout(
+                        f"no data for {timeouts.idle:g}s mid-stream",
+                        phase="idle",
+                        provider=provider,
+                    ) from None
+                raise
+            except aiohttp.ClientError as exc:
+                raise ProviderConnectionError(
+                    f"connection broke mid-stream: {_describe(exc)}", provider=provider
+                ) from exc
+            finally:
+                watch.disarm()
+            if not chunk:
+                return  # the end of the body
             yield chunk
     finally:
-        await _close(response, chunks)
+        watch.close()
+        _close(response)
 
 
 async def release(body: AsyncGenerator[bytes, None]) -> None:
@@ -147,6 +222,7 @@ async def release(body: AsyncGenerator[bytes, None]) -> None:
     A connection closed mid-body cannot be reused: every answer would pay a new TCP
     (and TLS) handshake before its first token. A rest that does not come promptly, or
     is large, or fails, is not waited for: the caller's `aclose()` then drops it.
+    (aiohttp pools a connection as soon as the end of its body arrives.)
     """
     received = 0
     try:
@@ -160,64 +236,87 @@ async def release(body: AsyncGenerator[bytes, None]) -> None:
 
 
 async def _open(
-    client: httpx.AsyncClient, request: httpx.Request, timeouts: Timeouts, provider: str
-) -> tuple[httpx.Response, AsyncIterator[bytes], bytes]:
-    """Send the request and wait for the first body byte (or the end of the body)."""
-    response: httpx.Response | None = None
-    chunks: AsyncIterator[bytes] | None = None
+    client: aiohttp.ClientSession,
+    url: str,
+    data: bytes,
+    headers: dict[str, str],
+    request_timeout: aiohttp.ClientTimeout,
+    timeouts: Timeouts,
+    provider: str,
+) -> tuple[aiohttp.ClientResponse, bytes]:
+    """Send the request and wait for the first body byte (b"" if the body is empty)."""
+    response: aiohttp.ClientResponse | None = None
     try:
         async with asyncio.timeout(timeouts.first_token):
-            response = await client.send(request, stream=True)
-            if not response.is_success:
+            response = await client.post(
+                url,
+                data=data,
+                headers=headers,
+                timeout=request_timeout,
+                allow_redirects=False,  # a redirect is reported as an HTTP error
+            )
+            if not 200 <= response.status < 300:
                 raise await _http_error(response, provider)
-            chunks = response.aiter_bytes()
-            first = await anext(chunks, b"")
-        return response, chunks, first
+            first = await response.content.readany()
+        return response, first
     except BaseException as exc:
         if response is not None:
-            await _close(response, chunks)
+            _close(response)
+        # Before TimeoutError: aiohttp's connect timeout is a TimeoutError too.
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            raise ProviderTimeout(
+                f"could not connect within {timeouts.connect:g}s",
+                phase="connect",
+                provider=provider,
+            ) from exc
         if isinstance(exc, TimeoutError):
             raise ProviderTimeout(
                 f"no response within {timeouts.first_token:g}s",
                 phase="first_token",
                 provider=provider,
             ) from exc
-        if isinstance(exc, httpx.ConnectTimeout):
-            raise ProviderTimeout(
-                f"could not connect within {timeouts.connect:g}s",
-                phase="connect",
-                provider=provider,
-            ) from exc
-        if isinstance(exc, httpx.TransportError):
-            raise ProviderConnectionError(_describe(exc), provider=provider) from exc
+        if isinstance(exc, aiohttp.ClientError):
+            error = ProviderConnectionError(_describe(exc), provider=provider)
+            if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
+                error.retryable = False  # a bad URL will not get any better
+            raise error from exc
         raise
 
 
-async def _rest(chunks: AsyncIterator[bytes], idle: float, provider: str) -> AsyncIterator[bytes]:
-    """The body after its first chunk, each read under the idle time limit."""
-    watch = _IdleWatch(idle)
-    try:
-        while True:
-            cancelling = watch.arm()
-            try:
-                chunk = await anext(chunks)
-            except StopAsyncIteration:
-                return
-            except asyncio.CancelledError:
-                if watch.timed_out(cancelling):
-                    raise ProviderTimeout(
-                        f"no data for {idle:g}s mid-stream", phase="idle", provider=provider
-                    ) from None
-                raise
-            except httpx.TransportError as exc:
-                raise ProviderConnectionError(
-                    f"connection broke mid-stream: {_describe(exc)}", provider=provider
-                ) from exc
-            finally:
-                watch.disarm()
-            yield chunk
-    finally:
-        watch.close()
+def _close(response: aiohttp.ClientResponse) -> None:
+    if response.content.is_eof():
+        # The whole body arrived: its connection went back to the pool at its end.
+        response.release()
+    else:
+        # An unfinished body: closing drops the connection (it cannot be reused), which
+        # is what tells the vendor to stop generating.
+        response.close()
+
+
+def _describe(exc: aiohttp.ClientError) -> str:
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        # aiohttp's own text shows the parser's error with a made-up status 400, which
+        # reads like an HTTP error; its message alone says what happened.
+        message = getattr(exc.__cause__, "message", None)
+        if isinstance(message, str) and message:
+            return f"incomplete response body: {message}"
+    return str(exc) or type(exc).__name__
+
+
+async def _http_error(response: aiohttp.ClientResponse, provider: str) -> ProviderHTTPError:
+    body = bytearray()
+    content = response.content
+    while len(body) < _ERROR_BODY_LIMIT:
+        chunk = await content.read(_ERROR_BODY_LIMIT - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return ProviderHTTPError(
+        error_message(bytes(body)) or response.reason or "",
+        status=response.status,
+        provider=provider,
+        retry_after=parse_retry_after(response.headers),
+    )
 
 
 class _IdleWatch:
@@ -272,32 +371,6 @@ class _IdleWatch:
         task.cancel()
 
 
-async def _close(response: httpx.Response, chunks: AsyncIterator[bytes] | None) -> None:
-    # Closing an unfinished response closes its connection rather than pooling it.
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()
-    await response.aclose()
-
-
-def _describe(exc: httpx.TransportError) -> str:
-    return str(exc) or type(exc).__name__
-
-
-async def _http_error(response: httpx.Response, provider: str) -> ProviderHTTPError:
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) >= _ERROR_BODY_LIMIT:
-            break
-    return ProviderHTTPError(
-        error_message(bytes(body)) or response.reason_phrase,
-        status=response.status_code,
-        provider=provider,
-        retry_after=parse_retry_after(response.headers),
-    )
-
-
 def error_message(body: bytes) -> str:
     """The vendor's message from an error body: OpenAI, Anthropic or plain text."""
     try:
@@ -317,8 +390,12 @@ def error_message(body: bytes) -> str:
     return text if len(text) <= _MESSAGE_LIMIT else text[:_MESSAGE_LIMIT] + "..."
 
 
-def parse_retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds to wait from `retry-after-ms` or `Retry-After` (seconds or HTTP date)."""
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `Retry-After` (seconds or HTTP date).
+
+    `headers` must look names up regardless of case, as aiohttp's and multidict's
+    `CIMultiDict` do (the names are asked for in lower case).
+    """
     millis = headers.get("retry-after-ms")
     if millis is not None:
         try:
