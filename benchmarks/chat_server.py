@@ -46,10 +46,10 @@ class StreamResult:
     events: int  # all SSE events received
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc/<pid>/stat."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU time of a process, from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def free_port() -> int:
@@ -146,6 +146,18 @@ async def watch(client: httpx.AsyncClient, chat_id: str) -> int:
     return events
 
 
+def start_spy(out: str | None, pid: int) -> subprocess.Popen[bytes] | None:
+    """py-spy (if installed) sampling the server during the served phase only: the
+    on-CPU Python stacks, in py-spy's raw (collapsed) format, written to `out`."""
+    if out is None:
+        return None
+    cmd = ["py-spy", "record", "--pid", str(pid), "--gil", "--nonblocking"]
+    cmd += ["--rate", "400", "--format", "raw", "--output", out]
+    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # py-spy attaches before the load starts
+    return spy
+
+
 def metric(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " "):
@@ -201,14 +213,20 @@ async def report(
     chats = [(await client.post("/api/chats", json={})).json()["id"] for _ in range(n)]
 
     before = (await client.get("/metrics")).text
-    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+    spy = start_spy(args.spy, pid)
+    (user0, sys0), t0 = cpu_times(pid), time.perf_counter()
     served = await asyncio.gather(
         *(
             served_stream(client, c, content, d, args.watchers)
             for c, d in zip(chats, delays, strict=True)
         )
     )
-    wall, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
+    wall, (user1, sys1) = time.perf_counter() - t0, cpu_times(pid)
+    user, system = user1 - user0, sys1 - sys0
+    cpu = user + system
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait()
     await asyncio.sleep(args.settle)  # let the last final writes land before counting
     after = (await client.get("/metrics")).text
 
@@ -232,7 +250,7 @@ async def report(
         ("SSE events relayed (server count)", f"{relayed:.0f}"),
         ("events per second", f"{sum(r.events for r in served) / wall:.0f}"),
         ("wall time (s)", f"{wall:.2f}"),
-        ("server CPU (s)", f"{cpu:.2f}"),
+        ("server CPU (s): user + system", f"{cpu:.2f}: {user:.2f} + {system:.2f}"),
         ("server CPU per relayed event (us)", f"{cpu / max(relayed, 1) * 1e6:.1f}"),
         ("DB write statements per message", f"{writes / n:.2f}"),
         ("DB transactions per message", f"{commits / n:.2f}"),
@@ -254,6 +272,9 @@ def main() -> None:
     )
     parser.add_argument("--profile", help="run the server under cProfile, stats to this file")
     parser.add_argument("--wrap", help="a command prefix for the server, e.g. a profiler")
+    parser.add_argument(
+        "--spy", help="sample the served phase with py-spy (raw stacks to this file)"
+    )
     parser.add_argument(
         "--watchers", type=int, default=0, help="extra resume subscribers per stream"
     )
