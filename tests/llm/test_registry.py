@@ -17,6 +17,7 @@ from streamkeep.llm import (
     Message,
     UnknownModelError,
 )
+from streamkeep.llm.http_provider import HTTPProvider
 from streamkeep.llm.local import LocalProvider
 from streamkeep.llm.registry import ModelRegistry
 from tests.fakes.upstream import FakeUpstream, fake_upstream
@@ -78,6 +79,23 @@ def test_resolve_builds_each_provider_once(toml_config: Path) -> None:
     first, _ = registry.resolve("groq/gemma2-9b-it")
     second, _ = registry.resolve("groq/llama-3.1-8b-instant")
     assert first is second
+
+
+async def test_prepare_builds_the_http_providers_with_their_pools_but_not_the_local_model(
+    toml_config: Path,
+) -> None:
+    registry = ModelRegistry(load_settings())
+    registry.prepare()
+    try:
+        built = registry._providers
+        assert sorted(built) == ["groq", "openrouter"]  # the embedded model stays unloaded
+        for provider in built.values():
+            assert isinstance(provider, HTTPProvider)
+            assert provider._client is not None and not provider._client.closed
+        groq, _ = registry.resolve("groq/gemma2-9b-it")
+        assert groq is built["groq"]  # requests use what was prepared
+    finally:
+        await registry.aclose()
 
 
 @pytest.mark.parametrize(

@@ -76,11 +76,16 @@ class HTTPProvider:
     def _parser(self) -> StreamParser:
         raise NotImplementedError
 
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
-        parser = self._parser()
+    def open(self) -> aiohttp.ClientSession:
+        """The session, made now if this provider makes its own (inside a running loop)."""
         client = self._client
         if client is None:
             client = self._client = make_client(proxy=env_proxy(self._url))
+        return client
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
+        parser = self._parser()
+        client = self.open()
         upstream = post_stream(
             client,
             self._url,

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 from streamkeep.config import ProviderConfig, Settings
-from streamkeep.llm.errors import UnknownModelError
+from streamkeep.llm.errors import LLMError, UnknownModelError
 from streamkeep.llm.events import StreamEvent
 from streamkeep.llm.provider import Provider
 from streamkeep.llm.tracing import traced_stream
@@ -74,6 +74,22 @@ class ModelRegistry:
             request=request,
             server_address=_host(cfg),
         )
+
+    def prepare(self) -> None:
+        """Build every configured HTTP provider and open its connection pool now (a
+        server calls this at start), so that no request pays for imports and TLS set-up.
+        The embedded model stays unloaded until used; a provider that cannot be built
+        is left for a request naming it to report."""
+        for name, cfg in self._configs.items():
+            if cfg.kind == "local":
+                continue
+            try:
+                provider = self._provider(name, cfg)
+            except LLMError:
+                continue
+            open_pool = getattr(provider, "open", None)
+            if open_pool is not None:
+                open_pool()
 
     async def aclose(self) -> None:
         """Close every provider built so far (a later request builds it again)."""
