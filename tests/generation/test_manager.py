@@ -233,8 +233,9 @@ async def test_a_stop_before_the_first_token_stores_an_empty_stopped_reply(
     manager: GenerationManager, store: ChatStore, fake_upstream: FakeUpstream
 ) -> None:
     chat_id = await new_chat(store)
+    fake_upstream.enqueue(Script(hang_before_first_byte=30))
     gen = await manager.reply(chat_id=chat_id, content="hi")
-    await gen.stop()  # before its task even ran: no request goes upstream at all
+    await gen.stop()  # the model is still thinking: no token has come
 
     frames = await read_all(gen)
     assert [f.type for f in frames] == [
@@ -248,4 +249,30 @@ async def test_a_stop_before_the_first_token_stores_an_empty_stopped_reply(
     ]
     message = await store.get_message(gen.message_id)
     assert message.status == "stopped" and message.parts == []
-    assert fake_upstream.requests == []
+    async with asyncio.timeout(10):  # no request is left running at the provider
+        await fake_upstream.wait_idle()
+    assert fake_upstream.open_streams == 0
+
+
+async def test_a_start_refused_by_the_database_closes_the_provider_stream_and_stores_nothing(
+    manager: GenerationManager, store: ChatStore, fake_upstream: FakeUpstream
+) -> None:
+    # The provider is asked before the rows are written; here another worker's running
+    # generation (which this process cannot know of) makes the write fail.
+    chat_id = await new_chat(store)
+    await store.start_reply(
+        chat_id=chat_id, parent_id=None, user_content="elsewhere", model=MODEL, worker_id="w2"
+    )
+    fake_upstream.enqueue(Script(tokens=1000, delay=0.01))
+
+    with pytest.raises(GenerationConflict):
+        await manager.reply(chat_id=chat_id, content="here")
+
+    async with asyncio.timeout(10):
+        await fake_upstream.wait_idle()
+    assert fake_upstream.open_streams == 0
+    assert manager.live(chat_id) is None
+    branch = await store.active_branch(chat_id)
+    assert [m.parts for m in branch if m.role == "user"] == [
+        [{"type": "text", "text": "elsewhere"}]
+    ]

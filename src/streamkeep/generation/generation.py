@@ -66,6 +66,9 @@ class GenerationIds:
     message_id: str
     user_message_id: str | None
     model: str
+    # The start's Idempotency-Key: a same-key retry in this process joins without asking
+    # the database (or the provider) again.
+    idempotency_key: str | None = None
 
 
 @dataclass(slots=True)
@@ -91,7 +94,7 @@ class Generation:
         ready: Awaitable[object] | None = None,
     ) -> None:
         """`ready`, when given, is the write of this answer's rows, running alongside
-        the stream (the OpenAI gateway's): the final write waits for it."""
+        the stream: the final write waits for it."""
         self.ids = ids
         self.id = ids.id
         self.chat_id = ids.chat_id
@@ -116,6 +119,7 @@ class Generation:
         self._task: asyncio.Task[None] | None = None
         self._running = False
         self._cancel_status: EndStatus | None = None
+        self._discarded = False
         self._prompt_chars = 0
 
     def __repr__(self) -> str:
@@ -156,6 +160,13 @@ class Generation:
     def interrupt(self) -> None:
         """Stop for a shutdown: the partial answer is stored `interrupted`."""
         self._cancel("interrupted")
+
+    async def discard(self) -> None:
+        """Abandon a generation whose rows were never written (its start failed after
+        the provider was asked): close the upstream at once and store nothing."""
+        self._discarded = True
+        self._cancel("error")
+        await self.done.wait()
 
     async def wait(self) -> None:
         await self.done.wait()
@@ -225,14 +236,16 @@ class Generation:
     async def _finish(self, outcome: Outcome) -> None:
         self.finalizing = True
         try:
-            if outcome.status == "error":
+            if outcome.status == "error" and not self._discarded:
                 self._append(self._encoder.error(outcome.error or "unknown error"))
             if self._ready is not None:  # the rows to write into must exist first
                 (failure,) = await asyncio.gather(self._ready, return_exceptions=True)
-                if isinstance(failure, Exception):
+                if isinstance(failure, BaseException) and not self._discarded:
                     logger.error(
                         "rows of message %s were never written: %s", self.message_id, failure
                     )
+            if self._discarded:  # no rows to write into, and nobody subscribed
+                return
             await self._checkpointer.settle(self)
             await self._store_final(outcome)
             aborted = outcome.status in ("stopped", "interrupted")
@@ -243,7 +256,7 @@ class Generation:
             self.status = outcome.status
             self.log.close()
             self.done.set()
-            if self._on_done is not None:
+            if self._on_done is not None and not self._discarded:
                 self._on_done(self)
 
     def _metadata(self, outcome: Outcome) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from streamkeep.llm.errors import LLMError
 from streamkeep.llm.events import StreamError, StreamEvent
 from streamkeep.llm.types import ChatRequest, Message
 from streamkeep.llm.usage import prompt_chars
+from streamkeep.store import ids as store_ids
 from streamkeep.store.errors import GenerationConflict, InvalidOperation
 
 if TYPE_CHECKING:
@@ -288,28 +289,62 @@ class GenerationManager:
         prompt: list[Message],
         idempotency_key: str | None,
     ) -> Generation:
+        """Ask the provider, then write the rows while its answer is on the way.
+
+        The provider's time to first token (hundreds of milliseconds for a hosted model)
+        covers the write, so storing never delays the first token. If the write fails
+        (a generation of another process, a deleted chat, the database away), the
+        provider's stream is closed at once and nothing is stored.
+        """
+        running = self._by_chat.get(chat_id)
+        if running is not None and not running.done.is_set():
+            # Known here without the database, before the provider is asked.
+            if idempotency_key is not None and running.ids.idempotency_key == idempotency_key:
+                return running
+            raise GenerationConflict(
+                generation_id=running.id, message_id=running.message_id, same_key=False
+            )
+        ids = GenerationIds(
+            id=store_ids.generation_id(),
+            chat_id=chat_id,
+            message_id=store_ids.message_id(),
+            user_message_id=store_ids.message_id() if user_content is not None else None,
+            model=model,
+            idempotency_key=idempotency_key,
+        )
+        rows: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        gen = self._launch(ids, ChatRequest(model=model, messages=prompt), ready=rows)
         try:
-            user, assistant, record = await self._store.start_reply(
+            await asyncio.sleep(0)  # the generation's task sends the request first
+            await self._store.start_reply(
                 chat_id=chat_id,
                 parent_id=parent_id,
                 user_content=user_content,
                 model=model,
                 idempotency_key=idempotency_key,
                 worker_id=self.worker_id,
+                message_id=ids.message_id,
+                generation_id=ids.id,
+                user_message_id=ids.user_message_id,
             )
-        except GenerationConflict as conflict:
-            joined = await self._join(conflict)
-            if joined is None:
-                raise
-            return joined
-        ids = GenerationIds(
-            id=record.id,
-            chat_id=chat_id,
-            message_id=assistant.id,
-            user_message_id=user.id if user is not None else None,
-            model=model,
-        )
-        return self._launch(ids, ChatRequest(model=model, messages=prompt))
+        except BaseException as exc:
+            rows.set_exception(exc)
+            rows.exception()  # retrieved: the generation only checks that it failed
+            await self._discard(gen)
+            if isinstance(exc, GenerationConflict):
+                joined = await self._join(exc)
+                if joined is not None:
+                    return joined
+            raise
+        rows.set_result(None)
+        return gen
+
+    async def _discard(self, gen: Generation) -> None:
+        await gen.discard()
+        if self._by_id.get(gen.id) is gen:
+            del self._by_id[gen.id]
+        if self._by_chat.get(gen.chat_id) is gen:
+            del self._by_chat[gen.chat_id]
 
     async def _join(self, conflict: GenerationConflict) -> Generation | None:
         """The running generation a same-key retry joins, when this process has it."""

@@ -216,15 +216,17 @@ class ChatStore:
         prior: Sequence[tuple[Role, list[dict[str, Any]]]] = (),
         message_id: str | None = None,
         generation_id: str | None = None,
+        user_message_id: str | None = None,
     ) -> tuple[MessageRecord | None, MessageRecord, GenerationRecord]:
         """Store the user's message (unless regenerating: `user_content` None), an empty
         streaming assistant reply under it, and a running generation, in one transaction.
 
         `prior` are finished messages (e.g. the history an OpenAI-compatible client
-        sent) stored first, as a chain under `parent_id`. `message_id` and
-        `generation_id` are ids the caller chose (with `ids`) to announce before this
-        write lands. Raises GenerationConflict when the chat already has a running
-        generation or the idempotency key was used before in this chat; the database's
+        sent) stored first, as a chain under `parent_id`. `message_id`,
+        `generation_id` and `user_message_id` are ids the caller chose (with `ids`) to
+        announce before this write lands. Raises GenerationConflict when the chat
+        already has a running generation or the idempotency key was used before in this
+        chat; the database's
         unique indexes make this hold across processes, not only within this one.
         """
         if user_content is None and parent_id is None and not prior:
@@ -248,7 +250,9 @@ class ChatStore:
         )
         try:
             async with self._db.writing() as conn:
-                rows = await self._insert_reply(conn, parent_id, chain, reply, generation)
+                rows = await self._insert_reply(
+                    conn, parent_id, chain, reply, generation, user_message_id
+                )
         except IntegrityError as exc:
             # Another process wrote between our checks and our inserts: usually its own
             # generation for this chat, rarely a deletion of the chat.
@@ -269,9 +273,10 @@ class ChatStore:
         chain: list[tuple[Role, list[dict[str, Any]]]],
         reply: Message,
         generation: Generation,
+        last_id: str | None = None,
     ) -> list[Message]:
-        """Check the parent, then insert `chain` (finished messages), the reply and its
-        generation.
+        """Check the parent, then insert `chain` (finished messages; the last one gets
+        `last_id` when given), the reply and its generation.
 
         This runs for every message, so it is Core statements on the ORM objects' values
         (a session's unit of work cost more than the statements), and a missing chat or
@@ -291,6 +296,8 @@ class ChatStore:
             row = new_message(chat_id, rows[-1].id if rows else parent_id, role, "complete", now)
             row.parts, row.completed_at = parts, now
             rows.append(row)
+        if rows and last_id is not None:
+            rows[-1].id = checked_id(last_id)
         reply.parent_id = rows[-1].id if rows else parent_id
         # Parents first (executemany keeps the order); then the generation, where the
         # unique indexes speak.
