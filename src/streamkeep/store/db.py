@@ -168,6 +168,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # `InlineConnection` waits for another process's lock on its worker thread.
         cursor.execute("PRAGMA busy_timeout=0")
         cursor.execute("PRAGMA journal_mode=WAL")
+        # Checkpoints run on a worker thread every few hundred commits, not inside a
+        # commit on the event loop (see `store.sqlite`).
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough with WAL
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()

@@ -12,8 +12,11 @@ latency of every hop. So `InlineConnection` runs a call on the loop's own thread
   rather than on the loop. Retrying is safe: writers start with BEGIN IMMEDIATE, so the
   lock is taken (or refused) before a statement changes anything, and writers of this
   process already queue on `Database`'s lock, so only other processes can be busy.
-- `commit`, which is where SQLite may run a WAL checkpoint (copying pages, fsync): disk
-  waits stay off the loop, at one hop per write transaction.
+- WAL checkpoints (copying the log into the database file, with an fsync). SQLite's
+  automatic checkpoint would run inside a commit, on the loop; it is off on our
+  connections, and every `CHECKPOINT_EVERY` commits the committing connection runs a
+  PASSIVE checkpoint on its worker thread instead (the committer awaits it, the loop
+  goes on). A commit itself only appends to the WAL (synchronous=NORMAL: no fsync).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ import aiosqlite
 # are held for a few milliseconds), then capped.
 _FIRST_BACKOFF = 0.001
 _MAX_BACKOFF = 0.05
+# Commits of one connection between two WAL checkpoints. A message is two commits of a
+# few pages each, so the WAL stays around SQLite's own default of 1,000 pages.
+CHECKPOINT_EVERY = 200
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -54,18 +60,37 @@ class InlineConnection(aiosqlite.Connection):
         super().__init__(connect, iter_chunk_size=64)
         self._thread.daemon = True  # as SQLAlchemy does for aiosqlite's own threads
         self.busy_timeout = busy_timeout
+        self._commits = 0
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
-        if fn != self._connection.commit:
-            try:
-                return fn(*args, **kwargs)
-            except sqlite3.OperationalError as exc:
-                if not is_busy(exc):
-                    raise
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+        return await self._on_thread(self._patiently, fn, args, kwargs)
+
+    async def commit(self) -> None:
+        await self._execute(self._conn.commit)
+        self._commits += 1
+        if self._commits % CHECKPOINT_EVERY == 0:
+            await self.checkpoint()
+
+    async def checkpoint(self) -> tuple[int, int, int]:
+        """A PASSIVE WAL checkpoint on the worker thread: (busy, WAL frames, frames
+        copied). It copies what no reader still needs and never waits for anyone."""
+        row: tuple[int, int, int] = await self._on_thread(self._checkpoint)
+        return row
+
+    def _checkpoint(self) -> tuple[int, int, int]:
+        row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return (int(row[0]), int(row[1]), int(row[2]))
+
+    async def _on_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         # aiosqlite's own queue to its worker thread (untyped upstream).
-        return await super()._execute(self._patiently, fn, args, kwargs)  # type: ignore[no-untyped-call]
+        return await super()._execute(fn, *args)  # type: ignore[no-untyped-call]
 
     def _patiently(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
