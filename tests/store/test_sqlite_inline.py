@@ -105,3 +105,34 @@ async def test_reads_go_on_while_another_connection_writes(db_path: Path) -> Non
             assert (await store.get_chat(chat.id)).title == "before"
     finally:
         await db.dispose()
+
+
+async def test_wal_checkpoints_run_on_the_worker_thread_every_few_hundred_commits(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamkeep.store import sqlite as inline
+
+    monkeypatch.setattr(inline, "CHECKPOINT_EVERY", 5)
+    ran: list[tuple[int, tuple[int, int, int]]] = []
+    checkpoint = inline.InlineConnection._checkpoint
+
+    def watched(self: inline.InlineConnection) -> tuple[int, int, int]:
+        result = checkpoint(self)
+        ran.append((threading.get_ident(), result))
+        return result
+
+    monkeypatch.setattr(inline.InlineConnection, "_checkpoint", watched)
+    db = Database.from_url(f"sqlite:///{db_path}")
+    store = ChatStore(db)
+    try:
+        async with db.engine.connect() as conn:  # SQLite itself never checkpoints
+            assert (await conn.exec_driver_sql("PRAGMA wal_autocheckpoint")).scalar() == 0
+        for _ in range(4):
+            await store.create_chat(model="openai/m")
+        assert ran == []
+        await store.create_chat(model="openai/m")  # the pool's one connection: commit 5
+        [(thread, (busy, frames, copied))] = ran
+        assert thread != threading.get_ident()
+        assert busy == 0 and frames > 0 and copied == frames
+    finally:
+        await db.dispose()
