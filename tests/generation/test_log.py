@@ -66,3 +66,22 @@ async def test_append_after_close_is_refused() -> None:
     with pytest.raises(RuntimeError):
         log.append([b"x"])
     assert log.closed
+
+
+async def test_a_reader_cancelled_while_waiting_leaves_the_others_reading() -> None:
+    # Readers share one wake-up: a client that leaves must not wake the others with
+    # its cancellation.
+    log = InProcessEventLog()
+    leaving = asyncio.create_task(collect(log))
+    staying = [asyncio.create_task(collect(log)) for _ in range(2)]
+    await asyncio.sleep(0)  # all three wait for the first frame
+    leaving.cancel()
+    await asyncio.sleep(0)
+    assert leaving.cancelled()
+    assert not any(task.done() for task in staying)
+    log.append([b"a"])
+    await asyncio.sleep(0)
+    log.append([b"b"])
+    log.close()
+    for task in staying:
+        assert b"".join(await task) == b"ab"

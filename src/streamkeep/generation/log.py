@@ -52,8 +52,10 @@ class InProcessEventLog:
     def __init__(self) -> None:
         self._frames: list[bytes] = []
         self._closed = False
-        # Created only while some reader waits, so appends with nobody waiting cost nothing.
-        self._wakeup: asyncio.Event | None = None
+        # One future all waiting readers await, made only while some reader waits, so
+        # appends with nobody waiting cost nothing (a bare future: an asyncio.Event
+        # costs a future, a list and a loop check per wait on the per-token path).
+        self._wakeup: asyncio.Future[None] | None = None
 
     @property
     def next_seq(self) -> int:
@@ -80,7 +82,8 @@ class InProcessEventLog:
         wakeup = self._wakeup
         if wakeup is not None:
             self._wakeup = None
-            wakeup.set()
+            if not wakeup.done():
+                wakeup.set_result(None)
 
     async def read(self, after: int = 0) -> AsyncIterator[bytes]:
         cursor = max(after, 0)
@@ -93,6 +96,15 @@ class InProcessEventLog:
                 continue
             if self._closed:
                 return
-            if self._wakeup is None:
-                self._wakeup = asyncio.Event()
-            await self._wakeup.wait()
+            wakeup = self._wakeup
+            if wakeup is None or wakeup.done():
+                wakeup = self._wakeup = asyncio.get_running_loop().create_future()
+            try:
+                await wakeup
+            except asyncio.CancelledError:
+                # A reader cancelled while waiting (its client left) cancels the shared
+                # future, and so wakes the others with CancelledError too: only the
+                # reader whose task is being cancelled stops; the others look again.
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise

@@ -25,6 +25,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 import streamkeep
 from streamkeep.config import Settings, load_settings
@@ -35,6 +36,7 @@ from streamkeep.scaleout import Cluster
 from streamkeep.server import errors
 from streamkeep.server.metrics import Metrics
 from streamkeep.server.routes import chats, messages, ops, streams, usechat
+from streamkeep.server.sse import RAW_SEND
 from streamkeep.store import ChatStore, Database
 
 log = logging.getLogger(__name__)
@@ -53,9 +55,24 @@ chat's active branch (each message of `GET /api/chats/{id}` lists its `sibling_i
 """
 
 
+class App(FastAPI):
+    """The FastAPI app, keeping the ASGI server's own `send` in each request's scope.
+
+    Every middleware (Starlette's error and exception handlers among them) wraps `send`
+    in a coroutine that only watches for the response start; a stream sends a body
+    message per token through all of them. `SSEResponse` sends its start through the
+    wrappers and its body straight to the server: three coroutine calls fewer per token.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[RAW_SEND] = send
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
-    app = FastAPI(
+    app = App(
         title="streamkeep",
         version=getattr(streamkeep, "__version__", "0"),
         description=DESCRIPTION,

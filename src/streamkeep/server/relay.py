@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import Request
+from starlette.types import Receive, Scope, Send
 
 from streamkeep.generation import Generation
 from streamkeep.generation.ui_stream import HEADERS
@@ -55,8 +56,37 @@ def stream_response(
         "x-streamkeep-chat-id": generation.chat_id,
         "x-streamkeep-message-id": generation.message_id,
     }
-    body = _relay(generation, metrics, after, started_at)
-    return SSEResponse(body, headers=headers)
+    return _GenerationResponse(generation.subscribe(after), headers, metrics, started_at)
+
+
+class _GenerationResponse(SSEResponse):
+    """Counts what it relays; the first delta of a new generation times its TTFT."""
+
+    def __init__(
+        self,
+        frames: AsyncIterator[bytes],
+        headers: dict[str, str],
+        metrics: Metrics,
+        started_at: float | None,
+    ) -> None:
+        super().__init__(frames, headers=headers)
+        self._metrics = metrics
+        self._started_at = started_at
+        self._relayed = 0  # counted here and added once: a metric's lock per write adds up
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._metrics.active_streams.inc()  # `ended` takes it back
+        await super().__call__(scope, receive, send)
+
+    def sent(self, chunk: bytes) -> None:
+        if self._started_at is not None and _DELTA in chunk:
+            self._metrics.ttft.observe(time.perf_counter() - self._started_at)
+            self._started_at = None
+        self._relayed += chunk.count(b"\n\n")
+
+    def ended(self) -> None:
+        self._metrics.active_streams.dec()
+        self._metrics.relayed_chunks.inc(self._relayed)
 
 
 def remote_stream_response(generation: RemoteGeneration, *, after: int) -> SSEResponse:
@@ -67,20 +97,3 @@ def remote_stream_response(generation: RemoteGeneration, *, after: int) -> SSERe
         "x-streamkeep-message-id": generation.message_id,
     }
     return SSEResponse(generation.subscribe(after), headers=headers)
-
-
-async def _relay(
-    generation: Generation, metrics: Metrics, after: int, started_at: float | None
-) -> AsyncIterator[bytes]:
-    relayed = 0  # counted here and added once: a metric's lock per write adds up
-    metrics.active_streams.inc()
-    try:
-        async for chunk in generation.subscribe(after):
-            if started_at is not None and _DELTA in chunk:
-                metrics.ttft.observe(time.perf_counter() - started_at)
-                started_at = None
-            relayed += chunk.count(b"\n\n")
-            yield chunk
-    finally:
-        metrics.active_streams.dec()
-        metrics.relayed_chunks.inc(relayed)

@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Mapping
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+# The scope key under which the app keeps the ASGI server's own `send`.
+RAW_SEND = "streamkeep.raw_send"
 # Seconds without a frame before a keep-alive comment goes out.
 PING_INTERVAL = 15.0
 PING = b": ping\n\n"
@@ -40,12 +42,23 @@ class SSEResponse(Response):
         self.background = None
         self.init_headers(headers)
 
+    def sent(self, chunk: bytes) -> None:
+        """Called after each chunk went out; for subclasses (it is on the per-token path)."""
+
+    def ended(self) -> None:
+        """Called once the response is over, however it ended; for subclasses."""
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         relay = asyncio.current_task()
         assert relay is not None
         keeper = _KeepAlive(send)
         watcher = asyncio.get_running_loop().create_task(_watch(receive, relay, keeper))
         frames = self.frames
+        # The body goes straight to the server's own `send` when the app left it in the
+        # scope (see `server.app.App`): the middleware wrappers around `send` only watch
+        # for the response start, which still goes through them.
+        send_body: Send = scope.get(RAW_SEND, send)
+        sent = self.sent
         try:
             await send(
                 {
@@ -57,9 +70,10 @@ class SSEResponse(Response):
             keeper.start()
             async for chunk in frames:
                 keeper.quiet = False
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send_body({"type": "http.response.body", "body": chunk, "more_body": True})
+                sent(chunk)
             keeper.stop()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send_body({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             # The client left (the watcher cancelled us): the end of this response, not
             # an error. Any other cancellation goes on up.
@@ -68,9 +82,12 @@ class SSEResponse(Response):
         finally:
             keeper.stop()
             watcher.cancel()
-            aclose = getattr(frames, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            try:
+                aclose = getattr(frames, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            finally:
+                self.ended()
 
 
 class _KeepAlive:
