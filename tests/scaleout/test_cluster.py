@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from streamkeep.generation import GenerationManager
+from streamkeep.generation.ui_stream import sse_frames
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.scaleout import Cluster, Keys, RemoteGeneration
 from streamkeep.store import ChatStore
@@ -21,6 +22,7 @@ from tests.conftest import TEST_REDIS_URL
 from tests.fakes.upstream import FakeUpstream, Script
 from tests.generation.conftest import MODEL, make_settings
 from tests.generation.streams import Frame, deltas, parse, read_all, read_until, types
+from tests.scaleout.waits import eventually
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -116,3 +118,62 @@ async def test_a_new_worker_leaves_a_live_workers_generation_alone(
             assert (await store.get_message(gen.message_id)).status == "streaming"
             assert not gen.done.is_set()
         await a.stop(chat_id)
+
+
+async def test_a_stop_of_a_generation_no_worker_runs_answers_at_once(
+    worker: WorkerFactory, store: ChatStore
+) -> None:
+    """The database still says running (the owner ended it a moment ago, or died): the
+    workers all say no, and the stop answers without waiting for its timeout."""
+    async with worker("a", stop_timeout=60.0), worker("b", stop_timeout=60.0) as b:
+        chat_id = await new_chat(store)
+        await store.start_reply(
+            chat_id=chat_id, parent_id=None, user_content="hi", model=MODEL, worker_id="worker-x"
+        )
+        async with asyncio.timeout(10):  # far below the stop timeout
+            assert await b.stop(chat_id) is False
+
+
+async def dead_workers_reply(store: ChatStore, keys: Keys, chat_id: str) -> tuple[str, str]:
+    """A reply a worker was streaming (its rows, its stream and the chat's pointer in
+    Redis) when it was SIGKILLed: it never closed the stream. (generation, message)"""
+    pool = aioredis.from_url(TEST_REDIS_URL)
+    dead = Cluster(pool, store, "worker-dead", keys=keys)  # never registered: not alive
+    try:
+        _, reply, record = await store.start_reply(
+            chat_id=chat_id, parent_id=None, user_content="hi", model=MODEL, worker_id="worker-dead"
+        )
+        log = dead.new_log(record.id, chat_id, reply.id)
+        log.append(sse_frames([b'{"type":"start-step"}'], 1))
+        await dead.writer.flush()
+    finally:
+        await pool.aclose()
+    return record.id, reply.id
+
+
+async def test_a_dead_workers_stream_expires_once_the_survivor_interrupts_it_at_start(
+    worker: WorkerFactory, store: ChatStore, keys: Keys, redis: aioredis.Redis
+) -> None:
+    chat_id = await new_chat(store)
+    generation_id, message_id = await dead_workers_reply(store, keys, chat_id)
+    stream = keys.generation(generation_id)
+    assert await redis.pttl(stream) == -1  # live: no expiry
+    async with worker("b", stale_after=0.0, expire_after=30.0):
+        assert (await store.get_message(message_id)).status == "interrupted"
+        assert 0 < await redis.pttl(stream) <= 30_000  # as after a normal end
+
+
+async def test_a_dead_workers_stream_expires_once_the_reaper_interrupts_it(
+    worker: WorkerFactory, store: ChatStore, keys: Keys, redis: aioredis.Redis
+) -> None:
+    async with worker("b", stale_after=0.2, reap_interval=0.1, expire_after=30.0):
+        chat_id = await new_chat(store)
+        generation_id, message_id = await dead_workers_reply(store, keys, chat_id)
+        stream = keys.generation(generation_id)
+
+        async def expiring() -> bool:
+            return await redis.pttl(stream) > 0
+
+        await eventually(expiring, within=10)
+        assert await redis.pttl(stream) <= 30_000
+        assert (await store.get_message(message_id)).status == "interrupted"

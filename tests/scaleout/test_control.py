@@ -107,3 +107,36 @@ async def test_malformed_messages_do_not_stop_the_listener(
     await other_redis.publish(keys.control, b'{"no": "op"}')
     asking = await start_bus(buses, other_redis, keys)
     assert await asking.stop("chat-a") is True
+
+
+async def test_a_stop_that_finds_the_generation_ended_is_false_at_once(
+    buses: list[ControlBus], redis: aioredis.Redis, other_redis: aioredis.Redis, keys: Keys
+) -> None:
+    """The owner's generation ended just before the stop reached it: every worker that
+    heard the stop says no, so the asker answers at once, not after `stop_timeout`."""
+    owner = Owner()  # it ran chat-a; that generation has just ended
+    await start_bus(buses, redis, keys, on_stop=owner)
+    await start_bus(buses, other_redis, keys, on_stop=Owner("chat-b"))
+    asking = await start_bus(buses, other_redis, keys, stop_timeout=60.0)
+    async with asyncio.timeout(10):  # far below the stop timeout
+        assert await asking.stop("chat-a") is False
+    assert owner.asked == ["chat-a"]
+
+
+async def test_a_stop_the_owner_takes_time_over_is_still_true(
+    buses: list[ControlBus], redis: aioredis.Redis, other_redis: aioredis.Redis, keys: Keys
+) -> None:
+    """The bystanders' quick no's do not end the wait while the owner is still storing
+    its partial answer."""
+
+    class SlowOwner(Owner):
+        async def __call__(self, chat_id: str) -> bool:
+            await asyncio.sleep(0.5)
+            return await super().__call__(chat_id)
+
+    owner = SlowOwner("chat-a")
+    await start_bus(buses, redis, keys, on_stop=owner)
+    await start_bus(buses, other_redis, keys, on_stop=Owner())
+    asking = await start_bus(buses, other_redis, keys, stop_timeout=60.0)
+    assert await asking.stop("chat-a") is True
+    assert owner.stopped == ["chat-a"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Collection
 from datetime import datetime, timedelta
 
@@ -153,3 +154,48 @@ async def test_a_dead_worker_is_reaped_only_once_its_heartbeat_is_stale(
     await store.heartbeat([generation_id], "worker-gone")
     assert await reaper.reap() == []
     assert await status(store, message_id) == "streaming"
+
+
+async def test_alive_does_not_walk_the_key_space(
+    registries: list[WorkerRegistry], redis: aioredis.Redis, keys: Keys
+) -> None:
+    """Observed with MONITOR: listing who is alive reads the set of workers and their
+    keys, never SCAN or KEYS, however many other keys the database holds."""
+    a = await join(registries, redis, keys, "worker-a")
+    await join(registries, redis, keys, "worker-b")
+    await redis.mset({f"{keys.prefix}gen:other-{n}": b"x" for n in range(2000)})
+    seen: list[str] = []
+    sentinel = f"{keys.prefix}sentinel"
+    async with redis.monitor() as monitor:
+        await redis.get(f"{keys.prefix}warmup")
+
+        async def watch() -> None:
+            async for info in monitor.listen():
+                seen.append(str(info.get("command", "")))
+                if sentinel in seen[-1]:
+                    return
+
+        watcher = asyncio.create_task(watch())
+        assert await a.alive() == {"worker-a", "worker-b"}
+        await redis.get(sentinel)
+        await asyncio.wait_for(watcher, 10)
+    ours = [c for c in seen if keys.prefix in c]
+    assert not [c for c in ours if c.split(" ", 1)[0].upper() in ("SCAN", "KEYS")], ours
+    assert len(ours) <= 10, ours  # a few per worker: none per other key
+
+
+async def test_a_dead_worker_is_not_alive_and_is_forgotten(
+    registries: list[WorkerRegistry], redis: aioredis.Redis, keys: Keys
+) -> None:
+    a = await join(registries, redis, keys, "worker-a")
+    doomed = await join(registries, redis, keys, "worker-doomed", ttl=0.3)
+    assert await a.alive() == {"worker-a", "worker-doomed"}
+    await doomed.aclose(leave=False)  # killed: its key expires at its TTL
+
+    async def gone() -> bool:
+        return await a.alive() == {"worker-a"}
+
+    await eventually(gone)
+    assert await redis.smembers(keys.workers) == {b"worker-a"}
+    await doomed.register()  # a worker that comes back is alive again
+    assert await a.alive() == {"worker-a", "worker-doomed"}

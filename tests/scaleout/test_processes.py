@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -137,6 +138,15 @@ async def test_a_killed_workers_generation_is_interrupted_by_the_survivor(
 
         # b's reaper: a's presence key expires, then its heartbeat goes stale.
         await eventually(interrupted, within=60, poll=0.5)
+        # a never closed its stream: b gives it the expiry a normal end gives it.
+        pointer = orjson.loads(await redis.get(keys.chat(chat_id)) or b"{}")
+        assert pointer["message"] == mid
+        stream = keys.generation(pointer["generation"])
+
+        async def expiring() -> bool:
+            return await redis.pttl(stream) > 0
+
+        await eventually(expiring, within=10, poll=0.2)
         message = (await b.get(f"/api/messages/{mid}")).json()
         checkpoint = "".join(p["text"] for p in message["parts"] if p["type"] == "text")
         assert checkpoint and text_of(seen).startswith(checkpoint)

@@ -7,17 +7,25 @@ reads through a second pool, so nothing is shared but the Redis server.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from streamkeep.generation.log import EventLog
 from streamkeep.generation.ui_stream import sse_frames
-from streamkeep.scaleout import FramesLost, Keys, RedisEventLog, RedisWriter
+from streamkeep.scaleout import FramesLost, Keys, RedisEventLog, RedisWriter, RemoteGeneration
 from streamkeep.scaleout.redis_log import stream_exists
+from tests.conftest import TEST_REDIS_URL
 from tests.scaleout.waits import eventually
+from tests.server.proxy import Proxy
+from tests.server.sse import Event, parse_block
 
 pytestmark = pytest.mark.redis
 
@@ -218,7 +226,7 @@ async def test_a_remote_reader_stops_waiting_when_the_owner_is_gone(
         return running
 
     remote = await RedisEventLog.open_remote(
-        other_redis, "g1", keys=keys, still_running=still_running, block_ms=50
+        other_redis, "g1", keys=keys, still_running=still_running, block_ms=50, drain_ms=100
     )
     assert remote is not None
     reader = asyncio.create_task(read_all(remote))
@@ -227,3 +235,192 @@ async def test_a_remote_reader_stops_waiting_when_the_owner_is_gone(
     running = False  # e.g. the reaper marked it interrupted
     assert seqs(await asyncio.wait_for(reader, 5)) == [1, 2]
     assert not remote.closed
+
+
+# -- a reader's end races the owner's last flush ------------------------------------------
+
+
+class Interleaving(aioredis.Redis):
+    """A reader's client that runs `before_xrevrange` once, just before its next
+    XREVRANGE (a reader looks at the stream's end after an XREAD that found nothing)."""
+
+    before_xrevrange: Callable[[], Awaitable[None]] | None = None
+
+    async def xrevrange(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        hook, self.before_xrevrange = self.before_xrevrange, None
+        if hook is not None:
+            await hook()
+        return await super().xrevrange(*args, **kwargs)
+
+
+async def test_a_reader_gets_the_last_frames_that_land_after_the_owner_is_done(
+    redis: aioredis.Redis, other_redis: aioredis.Redis, keys: Keys
+) -> None:
+    """The owner stores the answer (the database: not running) THEN appends its last
+    frames, which its writer sends a moment later: a reader whose XREAD timed out in
+    between, and which asks the database then, still gets them."""
+    writer = RedisWriter(redis)  # not started: the test's flushes say when frames land
+    log = new_log(writer, keys, "g1")
+    sent = frames(1, 3)
+    log.append(sent)
+    await writer.flush()
+    landing: list[asyncio.Task[None]] = []
+
+    async def flush_later() -> None:
+        await asyncio.sleep(0.3)
+        await writer.flush()
+
+    async def still_running() -> bool:
+        if not log.closed:  # the answer is stored; the last frames are not sent yet
+            sent.extend(frames(log.next_seq, 3, "last"))
+            log.append(sent[3:])
+            log.close()
+            landing.append(asyncio.create_task(flush_later()))
+        return False
+
+    remote = await RedisEventLog.open_remote(
+        other_redis, "g1", keys=keys, still_running=still_running, block_ms=50
+    )
+    assert remote is not None
+    got = await asyncio.wait_for(read_all(remote), 10)
+    await asyncio.gather(*landing)
+    assert seqs(got) == [1, 2, 3, 4, 5, 6] and got == b"".join(sent)
+    assert remote.closed
+
+
+async def test_a_reader_gets_the_last_frames_when_the_end_lands_after_its_read_timed_out(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    """The last frames and the close marker land between the reader's empty XREAD and
+    its look at the stream's end: it must read them, not just see the end and leave."""
+    writer = RedisWriter(redis)
+    log = new_log(writer, keys, "g1")
+    sent = frames(1, 3)
+    log.append(sent)
+    await writer.flush()
+    reader_redis = cast(Interleaving, Interleaving.from_url(TEST_REDIS_URL))
+    try:
+        remote = await RedisEventLog.open_remote(reader_redis, "g1", keys=keys, block_ms=50)
+        assert remote is not None
+
+        async def the_end_lands() -> None:
+            sent.extend(frames(log.next_seq, 3, "last"))
+            log.append(sent[3:])
+            log.close()
+            await writer.flush()
+
+        reader_redis.before_xrevrange = the_end_lands
+        got = await asyncio.wait_for(read_all(remote), 10)
+    finally:
+        await reader_redis.aclose()
+    assert reader_redis.before_xrevrange is None  # the race did happen
+    assert seqs(got) == [1, 2, 3, 4, 5, 6] and got == b"".join(sent)
+    assert remote.closed
+
+
+# -- frames lost for a reader: an error chunk, not a broken stream -------------------------
+
+
+async def trimmed_stream(redis: aioredis.Redis, keys: Keys, count: int = 400) -> None:
+    """A closed stream of `count` frames, one per entry, trimmed to ~the last 10."""
+    writer = RedisWriter(redis, maxlen=10)  # approximate: trims whole nodes of ~100
+    log = new_log(writer, keys, "g1")
+    for _ in range(count):
+        log.append(frames(log.next_seq, 1))
+        await writer.flush()  # one entry per frame
+    log.close()
+    await writer.flush()
+
+
+def sse_events(raw: bytes) -> list[Event]:
+    return [parse_block(block) for block in raw.decode().split("\n\n") if block]
+
+
+async def test_a_resume_past_trimmed_frames_ends_with_an_error_chunk(
+    redis: aioredis.Redis,
+    other_redis: aioredis.Redis,
+    keys: Keys,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await trimmed_stream(redis, keys)
+    remote = await RedisEventLog.open_remote(other_redis, "g1", keys=keys)
+    assert remote is not None
+    generation = RemoteGeneration("g1", "chat-1", "msg-1", remote)
+
+    with caplog.at_level(logging.WARNING, logger="streamkeep.scaleout.remote"):
+        raw = b"".join([c async for c in generation.subscribe(after=0)])  # no exception
+    events = sse_events(raw)
+    assert [e.type for e in events] == ["error", "[DONE]"]
+    assert "reload" in events[0].data["errorText"]
+    assert [e.seq for e in events] == [None, None]  # no id: the client's last id stays
+    assert any("g1" in r.getMessage() and "no longer" in r.getMessage() for r in caplog.records)
+
+    # The frames still in the stream are served as usual.
+    tail = sse_events(b"".join([c async for c in generation.subscribe(after=399)]))
+    assert [(e.seq, e.type) for e in tail] == [(400, "text-delta")]
+
+
+async def test_redis_lost_during_a_resume_ends_with_an_error_chunk(
+    writer: RedisWriter, keys: Keys
+) -> None:
+    log = new_log(writer, keys, "g1")
+    log.append(frames(1, 2))
+    await writer.flush()
+    target = urlsplit(TEST_REDIS_URL)
+    proxy = Proxy(target.hostname or "127.0.0.1", target.port or 6379)
+    await proxy.start()
+    through_proxy = aioredis.from_url(
+        f"redis://127.0.0.1:{proxy.port}{target.path}", retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        remote = await RedisEventLog.open_remote(through_proxy, "g1", keys=keys)
+        assert remote is not None
+        stream = RemoteGeneration("g1", "chat-1", "msg-1", remote).subscribe()
+        first = sse_events(await asyncio.wait_for(anext(stream), 10))
+        assert [e.seq for e in first] == [1, 2]
+        await proxy.cut()  # while the reader waits for more
+        rest = sse_events(b"".join([c async for c in stream]))
+        assert [e.type for e in rest] == ["error", "[DONE]"]
+    finally:
+        await through_proxy.aclose()
+        await proxy.cut()
+
+
+# -- how much of a live stream is kept: frames, not flushes --------------------------------
+
+
+async def test_a_stream_keeps_its_last_maxlen_frames_however_they_were_batched(
+    redis: aioredis.Redis, other_redis: aioredis.Redis, keys: Keys
+) -> None:
+    writer = RedisWriter(redis, maxlen=100)
+    log = new_log(writer, keys, "g1")
+    for _ in range(10):  # 1,000 frames in 10 flushes: 10 entries of 100 frames
+        log.append(frames(log.next_seq, 100))
+        await writer.flush()
+    log.close()
+    await writer.flush()
+    entries = await redis.xrange(keys.generation("g1"))
+    kept = sum(len(fields) for _, fields in entries) - 1  # less the end marker
+    assert 100 <= kept < 1000
+    remote = await open_remote(other_redis, keys, "g1")
+    with pytest.raises(FramesLost):
+        await read_all(remote, after=0)
+    assert seqs(await read_all(remote, after=900)) == list(range(901, 1001))
+
+
+@pytest.mark.slow
+async def test_a_long_reply_sent_frame_by_frame_replays_from_the_start(
+    redis: aioredis.Redis, other_redis: aioredis.Redis, keys: Keys
+) -> None:
+    """12,000 frames of one generation, each in its own flush (one token at a time):
+    by default all of them stay for a reader on another worker."""
+    writer = RedisWriter(redis)
+    log = new_log(writer, keys, "g1")
+    for _ in range(12_000):
+        log.append(frames(log.next_seq, 1))
+        await writer.flush()
+    log.close()
+    await writer.flush()
+    remote = await open_remote(other_redis, keys, "g1")
+    got = await asyncio.wait_for(read_all(remote, after=0), 30)
+    assert seqs(got) == list(range(1, 12_001))

@@ -3,7 +3,9 @@
 Built by the app when `redis_url` is set and handed to the `GenerationManager`, which
 then gives each generation a `RedisEventLog`, stops other workers' generations through
 the `ControlBus`, finds them for resuming with `find`, and leaves the recovery of dead
-workers' generations to the liveness rules (see `liveness`).
+workers' generations to the liveness rules (see `liveness`); the streams of those it
+interrupts get the expiry a normal end gives (`expire_streams`), as their own worker
+will never close them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from streamkeep.scaleout.liveness import (
 )
 from streamkeep.scaleout.redis_log import RedisEventLog, RemoteEventLog
 from streamkeep.scaleout.remote import RemoteGeneration
-from streamkeep.scaleout.writer import RedisWriter
+from streamkeep.scaleout.writer import DEFAULT_MAXLEN, RedisWriter
 from streamkeep.store.errors import NotFound
 
 if TYPE_CHECKING:
@@ -45,7 +47,7 @@ class Cluster:
         *,
         keys: Keys | None = None,
         expire_after: float = 30.0,
-        maxlen: int = 10_000,
+        maxlen: int = DEFAULT_MAXLEN,
         worker_ttl: float = DEFAULT_TTL,
         stale_after: float = DEFAULT_STALE_AFTER,
         reap_interval: float = DEFAULT_REAP_INTERVAL,
@@ -58,6 +60,7 @@ class Cluster:
         self._stale_after = stale_after
         self._reap_interval = reap_interval
         self._stop_timeout = stop_timeout
+        self._expire_ms = max(int(expire_after * 1000), 1)
         self.writer = RedisWriter(redis, maxlen=maxlen, expire_after=expire_after)
         self.registry = WorkerRegistry(redis, worker_id, keys=self.keys, ttl=worker_ttl)
         self.bus: ControlBus | None = None
@@ -93,6 +96,7 @@ class Cluster:
             local_generation_ids=local_generation_ids,
             stale_after=self._stale_after,
             interval=self._reap_interval,
+            on_interrupted=self.expire_streams,
         )
         orphans = await self.reaper.recover_at_start()
         self.reaper.start()
@@ -119,6 +123,27 @@ class Cluster:
         )
         self.writer.point(self.keys.chat(chat_id), pointer)
         return log
+
+    async def expire_streams(self, message_ids: list[str]) -> None:
+        """Give the streams of these interrupted replies (their worker died before
+        closing them) the expiry the writer gives a stream at its end.
+
+        A stream is found through its chat's pointer, which names the generation of
+        the chat's latest reply (a reply the pointer no longer names was followed by
+        another one, which only a live worker can have started after the interrupt)."""
+        for message_id in message_ids:
+            try:
+                chat_id = (await self._store.get_message(message_id)).chat_id
+                raw = await self.redis.get(self.keys.chat(chat_id))
+                pointer = orjson.loads(raw) if raw is not None else {}
+                if pointer.get("message") != message_id:
+                    continue
+                key = self.keys.generation(pointer["generation"])
+                await self.redis.pexpire(key, self._expire_ms)
+            except NotFound:
+                continue  # its chat was deleted meanwhile
+            except (aioredis.RedisError, OSError, ValueError, KeyError) as exc:
+                logger.warning("could not expire the stream of message %s: %s", message_id, exc)
 
     async def stop(self, chat_id: str) -> bool:
         """Stop the chat's generation on whichever worker runs it."""

@@ -2,9 +2,14 @@
 
 Any worker may be asked to stop a chat's generation; only the worker running it can. The
 asking worker publishes `{"op": "stop", "chat": ..., "req": ...}`; every worker's
-listener hands the chat id to its `on_stop` callback (the manager's local stop), and the
-one that stopped it answers `{"op": "stopped", "req": ...}` once the partial answer is
-stored, so `stop()` returns True with the same meaning as a local stop.
+listener hands the chat id to its `on_stop` callback (the manager's local stop), and
+answers: the one that stopped it `{"op": "stopped", "req": ...}` once the partial answer
+is stored, so `stop()` returns True with the same meaning as a local stop; every other
+one `{"op": "not-stopped", "req": ...}` (its own answer, or one without an `on_stop`).
+PUBLISH tells the asker how many workers heard it, so it returns False as soon as all of
+them said no (a generation that ended before the stop reached it), never waiting for an
+acknowledgement that will not come; `stop_timeout` only bounds a worker that heard the
+stop and never answered (it died meanwhile).
 
 Pub/sub delivers only to workers connected at that moment, which is what a stop needs:
 a generation's owner is, by definition, alive and subscribed.
@@ -16,6 +21,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -33,6 +39,33 @@ _LISTEN_TIMEOUT = 1.0
 _MAX_BACKOFF = 2.0
 
 
+@dataclass(slots=True)
+class _Asked:
+    """The answers to one stop request so far."""
+
+    result: asyncio.Future[bool]
+    answers: int = 0
+    listeners: int | None = None  # how many workers heard it, once PUBLISH returned
+
+    def answer(self, stopped: bool) -> None:
+        if self.result.done():
+            return
+        self.answers += 1
+        if stopped:
+            self.result.set_result(True)
+        else:
+            self._check()
+
+    def heard_by(self, listeners: int) -> None:
+        self.listeners = listeners
+        self._check()
+
+    def _check(self) -> None:
+        heard = self.listeners
+        if heard is not None and self.answers >= heard and not self.result.done():
+            self.result.set_result(False)  # all of them said no
+
+
 class ControlBus:
     def __init__(
         self,
@@ -47,7 +80,7 @@ class ControlBus:
         self._on_stop = on_stop
         self._stop_timeout = stop_timeout
         self._pubsub = redis.pubsub(ignore_subscribe_messages=True)
-        self._waiting: dict[str, asyncio.Future[bool]] = {}
+        self._waiting: dict[str, _Asked] = {}
         self._handlers: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -71,8 +104,8 @@ class ControlBus:
         for task in [self._task, *self._handlers]:
             await cancel_and_wait(task)
         self._task = None
-        for future in self._waiting.values():
-            future.cancel()
+        for asked in self._waiting.values():
+            asked.result.cancel()
         self._waiting.clear()
         await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
@@ -84,14 +117,15 @@ class ControlBus:
 
     async def stop(self, chat_id: str) -> bool:
         """Stop `chat_id`'s generation wherever it runs; True once its owner has,
-        False if no worker has within `stop_timeout`."""
+        False once every worker that heard the request said it did not (or, when one
+        never answers, after `stop_timeout`)."""
         request_id = uuid.uuid4().hex
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = future
+        asked = _Asked(asyncio.get_running_loop().create_future())
+        self._waiting[request_id] = asked  # before publishing: answers can come first
         try:
-            await self.publish_stop(chat_id, request_id)
+            asked.heard_by(await self.publish_stop(chat_id, request_id))
             async with asyncio.timeout(self._stop_timeout):
-                return await future
+                return await asked.result
         except TimeoutError:
             return False
         finally:
@@ -125,25 +159,36 @@ class ControlBus:
         try:
             message = orjson.loads(data)
             op, request_id = message["op"], str(message.get("req", ""))
+            chat_id = message.get("chat")
         except (orjson.JSONDecodeError, KeyError, TypeError):
             logger.warning("ignoring a malformed control message: %r", data[:200])
             return
-        if op == "stop" and self._on_stop is not None:
+        if op == "stop":
+            if not isinstance(chat_id, str):
+                logger.warning("ignoring a stop without a chat: %r", data[:200])
+                return
             # In a task of its own: a stop waits for the answer to be stored, and the
             # listener must keep taking messages meanwhile.
-            task = asyncio.create_task(self._handle_stop(str(message["chat"]), request_id))
+            task = asyncio.create_task(self._handle_stop(chat_id, request_id))
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
-        elif op == "stopped":
-            future = self._waiting.get(request_id)
-            if future is not None and not future.done():
-                future.set_result(True)
+        elif op in ("stopped", "not-stopped"):
+            asked = self._waiting.get(request_id)
+            if asked is not None:
+                asked.answer(op == "stopped")
 
     async def _handle_stop(self, chat_id: str, request_id: str) -> None:
-        assert self._on_stop is not None
+        stopped = False
+        if self._on_stop is not None:
+            try:
+                stopped = await self._on_stop(chat_id)
+            except Exception:
+                logger.exception("stopping chat %s for another worker failed", chat_id)
+        if not request_id:
+            return  # nobody waits for an answer
+        # Always answer: the asker counts the answers of every worker that heard it.
+        op = "stopped" if stopped else "not-stopped"
         try:
-            stopped = await self._on_stop(chat_id)
-            if stopped and request_id:
-                await self._publish({"op": "stopped", "chat": chat_id, "req": request_id})
-        except Exception:
-            logger.exception("stopping chat %s for another worker failed", chat_id)
+            await self._publish({"op": op, "chat": chat_id, "req": request_id})
+        except (aioredis.RedisError, OSError) as exc:
+            logger.warning("could not answer a stop of chat %s: %s", chat_id, exc)

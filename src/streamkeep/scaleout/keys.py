@@ -27,6 +27,11 @@ class Keys:
         """Present (with a TTL) while the worker is alive."""
         return f"{self.prefix}worker:{worker_id}"
 
+    @property
+    def workers(self) -> str:
+        """The set of worker ids that have registered (alive or not: see `liveness`)."""
+        return f"{self.prefix}workers"
+
     def worker_pattern(self) -> str:
         return f"{self.prefix}worker:*"
 

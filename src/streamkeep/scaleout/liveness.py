@@ -2,6 +2,9 @@
 
 Each worker keeps a key `{prefix}worker:{worker_id}` with a TTL and refreshes it well
 before it expires; a worker that dies (SIGKILL, host lost) simply stops refreshing it.
+Its id is also in the set `{prefix}workers`, so that listing who is alive reads that set
+and checks each member's key (one script: as many steps as workers, whatever else the
+database holds); the ids of workers whose key expired are dropped from it there.
 
 Two rules use it, both as one UPDATE in the store (so a generation started meanwhile by a
 live worker can never be caught):
@@ -10,13 +13,15 @@ live worker can never be caught):
 - every `interval`, a `Reaper` interrupts the running generations whose database
   heartbeat is older than `stale_after` and whose worker is not alive: both signals
   must agree, so a worker that is merely slow to reach the database keeps its work.
+Either way, `on_interrupted` then gets the interrupted messages (the cluster gives
+their Redis streams the expiry a normal end gives them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -34,6 +39,24 @@ logger = logging.getLogger(__name__)
 DEFAULT_TTL = 10.0
 DEFAULT_STALE_AFTER = 15.0
 DEFAULT_REAP_INTERVAL = 5.0
+
+# KEYS[1]: the set of worker ids; ARGV[1]: the prefix of their presence keys.
+# Returns the ids whose key exists, and forgets the others (atomically, so a worker
+# registering meanwhile is never forgotten: its SET and SADD go in one transaction).
+_ALIVE = """
+local alive = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[1] .. id) == 1 then
+    alive[#alive + 1] = id
+  else
+    redis.call('SREM', KEYS[1], id)
+  end
+end
+return alive
+"""
+
+# Gets the message ids a reaping interrupted.
+InterruptedHandler = Callable[[list[str]], Awaitable[None]]
 
 
 class WorkerRegistry:
@@ -53,9 +76,13 @@ class WorkerRegistry:
         self._ttl_ms = int(ttl * 1000)
         self._refresh = ttl / 4  # three refreshes may fail before the key expires
         self._task: asyncio.Task[None] | None = None
+        self._alive = redis.register_script(_ALIVE)
 
     async def register(self) -> None:
-        await self._redis.set(self._keys.worker(self.worker_id), b"1", px=self._ttl_ms)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._keys.worker(self.worker_id), b"1", px=self._ttl_ms)
+            pipe.sadd(self._keys.workers, self.worker_id)
+            await pipe.execute()
 
     async def start(self) -> None:
         """Register (if Redis answers now: else the refresh loop keeps trying)."""
@@ -71,14 +98,18 @@ class WorkerRegistry:
         self._task = None
         if leave:
             try:
-                await self._redis.delete(self._keys.worker(self.worker_id))
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.delete(self._keys.worker(self.worker_id))
+                    pipe.srem(self._keys.workers, self.worker_id)
+                    await pipe.execute()
             except (aioredis.RedisError, OSError) as exc:
                 logger.warning("could not remove worker key (it expires anyway): %s", exc)
 
     async def alive(self) -> set[str]:
         """Ids of the workers whose key has not expired."""
         keys = self._keys
-        return {keys.worker_id(k) async for k in self._redis.scan_iter(keys.worker_pattern())}
+        ids = await self._alive(keys=[keys.workers], args=[keys.worker("")])
+        return {i.decode() if isinstance(i, bytes) else str(i) for i in ids}
 
     async def _loop(self) -> None:
         while True:
@@ -101,8 +132,10 @@ class Reaper:
         stale_after: float = DEFAULT_STALE_AFTER,
         interval: float = DEFAULT_REAP_INTERVAL,
         clock: Callable[[], datetime] = utcnow,
+        on_interrupted: InterruptedHandler | None = None,
     ) -> None:
         self._store = store
+        self._on_interrupted = on_interrupted
         self._registry = registry
         self._local = local_generation_ids
         self._stale_after = timedelta(seconds=stale_after)
@@ -117,27 +150,41 @@ class Reaper:
             alive = await self._registry.alive() | {self._registry.worker_id}
         except (aioredis.RedisError, OSError) as exc:
             logger.error("Redis unreachable at start: only stale generations recovered: %s", exc)
-            return await self._store.interrupt_orphans(
-                exclude_generation_ids=list(self._local()),
-                stale_before=self._clock() - self._stale_after,
+            return await self._interrupted(
+                await self._store.interrupt_orphans(
+                    exclude_generation_ids=list(self._local()),
+                    stale_before=self._clock() - self._stale_after,
+                )
             )
         # Stale too, as the reaper requires: a presence key can be missing while its
         # worker still streams (Redis restarted without persistence, a missed refresh).
-        return await self._store.interrupt_orphans(
-            exclude_generation_ids=list(self._local()),
-            exclude_worker_ids=sorted(alive),
-            stale_before=self._clock() - self._stale_after,
+        return await self._interrupted(
+            await self._store.interrupt_orphans(
+                exclude_generation_ids=list(self._local()),
+                exclude_worker_ids=sorted(alive),
+                stale_before=self._clock() - self._stale_after,
+            )
         )
 
     async def reap(self) -> list[str]:
         """Interrupt stale generations of dead workers; returns their message ids."""
         alive = await self._registry.alive() | {self._registry.worker_id}
         now = self._clock()
-        return await self._store.interrupt_orphans(
-            exclude_generation_ids=list(self._local()),
-            exclude_worker_ids=sorted(alive),
-            stale_before=now - self._stale_after,
+        return await self._interrupted(
+            await self._store.interrupt_orphans(
+                exclude_generation_ids=list(self._local()),
+                exclude_worker_ids=sorted(alive),
+                stale_before=now - self._stale_after,
+            )
         )
+
+    async def _interrupted(self, message_ids: list[str]) -> list[str]:
+        if message_ids and self._on_interrupted is not None:
+            try:
+                await self._on_interrupted(message_ids)
+            except Exception:  # they are interrupted; only their cleanup failed
+                logger.exception("cleaning up after %d interrupted generation(s)", len(message_ids))
+        return message_ids
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="reaper")

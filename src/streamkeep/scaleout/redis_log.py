@@ -9,12 +9,19 @@ Stream layout (one per generation): entry `{s}-0` holds frames as fields named b
 sequence numbers, the last of them `s`; the entry `{s}-1` with the field `end` is the
 close marker, after the last frame `s`. So "every frame after N" is `XREAD ... N-0`, then
 drop the frames numbered N or less of the first entry.
+
+A reader ends at the close marker. When a blocking XREAD comes back empty it looks at
+the stream's end and asks whether the owner still runs the generation; either answer
+can be newer than what its XREAD saw (the owner stores the answer in the database, THEN
+appends its last frames, which its writer sends a moment later). So a reader that learns
+the generation is over reads once more, waiting up to `drain_ms` for frames still on
+their way, and returns only at the close marker or once nothing more comes.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
@@ -26,6 +33,12 @@ END_FIELD = b"end"
 # How long one blocking XREAD waits before the reader checks that the stream can
 # still grow (it expired, it ended before the reader's cursor, its owner died).
 DEFAULT_BLOCK_MS = 1000
+# How long a reader that learned the generation is over still waits for its last frames
+# (an owner's writer sends them within milliseconds; longer while it retries a failure).
+DEFAULT_DRAIN_MS = 2000
+
+# What a reader does after a blocking XREAD found nothing new.
+_Next = Literal["wait", "drain", "done"]
 
 
 class FramesLost(Exception):
@@ -73,6 +86,7 @@ class RedisEventLog:
         keys: Keys | None = None,
         still_running: Callable[[], Awaitable[bool]] | None = None,
         block_ms: int = DEFAULT_BLOCK_MS,
+        drain_ms: int = DEFAULT_DRAIN_MS,
     ) -> RemoteEventLog | None:
         """A read-only log of a generation run anywhere; None when it has no stream."""
         key = (keys or Keys()).generation(generation_id)
@@ -89,6 +103,7 @@ class RedisEventLog:
             closed=closed,
             still_running=still_running,
             block_ms=block_ms,
+            drain_ms=drain_ms,
         )
 
 
@@ -110,6 +125,7 @@ class RemoteEventLog:
         closed: bool,
         still_running: Callable[[], Awaitable[bool]] | None = None,
         block_ms: int = DEFAULT_BLOCK_MS,
+        drain_ms: int = DEFAULT_DRAIN_MS,
     ) -> None:
         self.key = key
         self._redis = redis
@@ -117,6 +133,7 @@ class RemoteEventLog:
         self._closed = closed
         self._still_running = still_running
         self._block_ms = block_ms
+        self._drain_ms = drain_ms
 
     @property
     def next_seq(self) -> int:
@@ -136,11 +153,17 @@ class RemoteEventLog:
     async def read(self, after: int = 0) -> AsyncIterator[bytes]:
         last = max(after, 0)
         cursor: bytes | str = f"{last}-0"
+        draining = False  # the generation is over: take what is left, then return
         while True:
-            response: Any = await self._redis.xread({self.key: cursor}, block=self._block_ms)
+            block = self._drain_ms if draining else self._block_ms
+            response: Any = await self._redis.xread({self.key: cursor}, block=block)
             if not response:
-                if not await self._can_grow():
+                if draining:
+                    return  # nothing more came: its owner died, or the stream expired
+                next_step = await self._after_wait(cursor)
+                if next_step == "done":
                     return
+                draining = next_step == "drain"
                 continue
             frames: list[bytes] = []
             ended = False
@@ -155,15 +178,20 @@ class RemoteEventLog:
                 self._closed = True
                 return
 
-    async def _can_grow(self) -> bool:
-        """False when waiting longer cannot bring more frames."""
+    async def _after_wait(self, cursor: bytes | str) -> _Next:
+        """After a blocking XREAD found nothing: wait again, drain, or end."""
         last = await self._redis.xrevrange(self.key, count=1)
         if last and last[0][1] is not None and END_FIELD in last[0][1]:
             self._closed = True
-            return False  # it ended at or before the reader's cursor
+            # Ended at or before the cursor: all read. Else it ended after our XREAD
+            # gave up: its last frames are in the stream now, before the marker.
+            end_id = last[0][0] or "0-0"
+            return "drain" if _id_of(end_id) > _id_of(cursor) else "done"
         if self._still_running is not None:
-            return await self._still_running()  # its owner may not have written yet
-        return bool(last)  # a stream that expired (or never was) will not grow
+            if await self._still_running():
+                return "wait"  # its owner may not have written yet
+            return "drain"  # over (or its owner is dead): its last frames may be on their way
+        return "wait" if last else "done"  # a stream that expired (or never was) won't grow
 
 
 def _take_frames(fields: dict[bytes, bytes], last: int, out: list[bytes]) -> int:
@@ -179,6 +207,12 @@ def _take_frames(fields: dict[bytes, bytes], last: int, out: list[bytes]) -> int
         out.append(frame)
         last = seq
     return last
+
+
+def _id_of(entry_id: bytes | str) -> tuple[int, int]:
+    raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = raw.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _seq_of(entry_id: bytes | str | None) -> int:

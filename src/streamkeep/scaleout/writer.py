@@ -7,6 +7,13 @@ flush, whose entry carries all of that generation's new frames as fields named b
 sequence numbers, with the entry id `{last seq}-0`. Readers (see `redis_log`) therefore
 find "everything after frame N" with `XREAD ... N-0`, and drop frames they already have.
 
+A live stream keeps at least its last `maxlen` FRAMES (not entries: one entry holds a
+whole flush's worth), trimmed by entry id with `MINID ~ {last - maxlen + 1}`: an entry's
+id is its last frame's seq, so an entry below that id holds only older frames. The
+default is sized for the longest replies models give (a frame is ~100 bytes), so a
+reader on another worker can replay any of them from the start; past it, such a reader
+gets `FramesLost` for the trimmed part.
+
 A flush that fails (Redis unreachable) is queued again in front of newer frames and
 retried with backoff; an entry that did land before the failure is refused by Redis on
 the retry ("ID equal or smaller"), which is harmless since readers deduplicate by seq.
@@ -30,6 +37,8 @@ logger = logging.getLogger(__name__)
 # Past this many queued frames while Redis is unreachable, the oldest batch is dropped:
 # local readers still have everything; only remote readers lose (and detect) a gap.
 MAX_PENDING_FRAMES = 200_000
+# Frames a live stream keeps at least (~10 MB at ~100 bytes a frame).
+DEFAULT_MAXLEN = 100_000
 _MAX_BACKOFF = 2.0
 
 
@@ -61,7 +70,7 @@ class RedisWriter:
         *,
         interval: float = 0.002,
         max_batch: int = 2000,
-        maxlen: int = 10_000,
+        maxlen: int = DEFAULT_MAXLEN,
         expire_after: float = 30.0,
         pointer_ttl: float = 86_400.0,
     ) -> None:
@@ -165,7 +174,9 @@ class RedisWriter:
                         b"%d" % seq: f for seq, f in enumerate(p.frames, p.first_seq)
                     }
                     last = p.first_seq + len(p.frames) - 1
-                    pipe.xadd(key, fields, id=f"{last}-0", maxlen=self._maxlen, approximate=True)
+                    oldest = last - self._maxlen + 1  # the oldest frame to keep
+                    minid = f"{oldest}-0" if oldest > 1 else None
+                    pipe.xadd(key, fields, id=f"{last}-0", minid=minid, approximate=True)
                 if p.close_after is not None:
                     pipe.xadd(key, {b"end": b""}, id=f"{p.close_after}-1")
                     pipe.pexpire(key, self._expire_ms)
