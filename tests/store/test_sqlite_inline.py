@@ -136,3 +136,28 @@ async def test_wal_checkpoints_run_on_the_worker_thread_every_few_hundred_commit
         assert busy == 0 and frames > 0 and copied == frames
     finally:
         await db.dispose()
+
+
+async def test_the_hot_paths_keep_one_connection_and_replace_a_broken_one(db_path: Path) -> None:
+    db = Database.from_url(f"sqlite:///{db_path}")
+    try:
+
+        async def driver_of_writer() -> object:
+            async with db.writing() as conn:
+                raw = await conn.get_raw_connection()
+                return raw.driver_connection
+
+        first = await driver_of_writer()
+        assert await driver_of_writer() is first  # no checkout / return per transaction
+        with pytest.raises(RuntimeError, match="broke"):
+            async with db.writing() as conn:
+                await conn.invalidate()
+                raise RuntimeError("broke")
+        replaced = await driver_of_writer()
+        assert replaced is not first
+        async with db.reading() as conn:  # reads have their own
+            assert (await conn.exec_driver_sql("SELECT 1")).scalar() == 1
+            raw = await conn.get_raw_connection()
+            assert raw.driver_connection is not replaced
+    finally:
+        await db.dispose()

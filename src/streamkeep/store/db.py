@@ -65,6 +65,14 @@ class Database:
         # event loop, instead of each holding a pooled connection (and a thread) while
         # sleeping in busy_timeout; busy_timeout remains for writers of other processes.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+        # SQLite's statements run on the loop (see `store.sqlite`), where a pooled
+        # connection's checkout and return cost more than a message's statements: the
+        # Core hot paths keep one connection each, used by one transaction at a time.
+        self._held_writer: _HeldConnection | None = None
+        self._held_reader: _HeldConnection | None = None
+        if self._write_lock is not None:
+            self._held_writer = _HeldConnection(engine, self._write_lock, write=True)
+            self._held_reader = _HeldConnection(engine, asyncio.Lock(), write=False)
 
     @classmethod
     def from_url(cls, url: str, *, sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> Database:
@@ -116,6 +124,10 @@ class Database:
     async def reading(self) -> AsyncIterator[AsyncConnection]:
         """A plain connection for Core reads: no ORM session to set up and tear down,
         which on the hot paths (every message) cost more than the queries."""
+        if self._held_reader is not None:
+            async with self._held_reader.transaction() as conn:
+                yield conn
+            return
         async with self.engine.connect() as conn:
             yield conn
 
@@ -123,6 +135,10 @@ class Database:
     async def writing(self) -> AsyncIterator[AsyncConnection]:
         """`transaction()` for Core statements: the same write lock and BEGIN IMMEDIATE,
         committed on a clean exit and rolled back on error, without a session."""
+        if self._held_writer is not None:
+            async with self._held_writer.transaction() as conn:
+                yield conn
+            return
         async with self._writer(), self.engine.connect() as conn:
             conn = await conn.execution_options(**{_WRITE: True})
             async with conn.begin():
@@ -144,6 +160,9 @@ class Database:
         return True
 
     async def dispose(self) -> None:
+        for held in (self._held_writer, self._held_reader):
+            if held is not None:
+                await held.close()
         await self.engine.dispose()
 
     @contextlib.asynccontextmanager
@@ -153,6 +172,41 @@ class Database:
             return
         async with self._write_lock:
             yield
+
+
+class _HeldConnection:
+    """A connection kept open for one kind of transaction, one transaction at a time
+    (under `lock`); replaced when it breaks."""
+
+    def __init__(self, engine: AsyncEngine, lock: asyncio.Lock, *, write: bool) -> None:
+        self._engine = engine
+        self._lock = lock
+        self._write = write
+        self._conn: AsyncConnection | None = None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with self._lock:
+            conn = self._conn
+            if conn is None or conn.closed or conn.invalidated:
+                conn = await self._engine.connect()
+                if self._write:
+                    conn = await conn.execution_options(**{_WRITE: True})
+                self._conn = conn
+            try:
+                async with conn.begin():
+                    yield conn
+            except BaseException:
+                if conn.invalidated:  # a broken connection: the next transaction opens anew
+                    self._conn = None
+                    await conn.close()
+                raise
+
+    async def close(self) -> None:
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                await conn.close()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
