@@ -139,8 +139,13 @@ async def ttft(rounds: int, upstream_url: str, server_url: str) -> dict[str, lis
     directive = "[[tokens=5]]"
     out: dict[str, list[float]] = {"direct": [], "gateway": [], "chat API": []}
     async with httpx.AsyncClient(timeout=30) as client:
-        r = await client.post(f"{server_url}/api/chats", json={"model": MODEL})
-        chat_id = r.json()["id"]
+        # A new chat per round, as a gateway call is (one chat's history would grow by
+        # two messages a round and time the history's read instead).
+        chat_ids = [
+            (await client.post(f"{server_url}/api/chats", json={"model": MODEL})).json()["id"]
+            for _ in range(rounds + 10)
+        ]
+        chat_iter = iter(chat_ids)
         targets: list[tuple[str, Callable[[], Any]]] = [
             (
                 "direct",
@@ -164,7 +169,7 @@ async def ttft(rounds: int, upstream_url: str, server_url: str) -> dict[str, lis
                 "chat API",
                 lambda: timed_stream(
                     client,
-                    f"{server_url}/api/chats/{chat_id}/messages",
+                    f"{server_url}/api/chats/{next(chat_iter)}/messages",
                     {"content": f"hi {directive}"},
                     FIRST_TEXT,
                 ),
