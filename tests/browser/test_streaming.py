@@ -11,11 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.browser.pagekit import (
     chat_id,
     last_reply,
+    replies,
     reply_text,
     send,
     shoot,
@@ -89,6 +90,107 @@ def test_stop_keeps_the_partial_answer(page: Page, api: httpx.Client) -> None:
     kept = words(text_of(stored))
     assert 0 < len(kept) < 300
     assert reply_text(reply).split() == kept
+
+
+def test_stop_pressed_before_the_request_reaches_the_server_sticks(
+    page: Page, api: httpx.Client
+) -> None:
+    # The stream's POST is held in the browser, so Stop is pressed while the server has
+    # not heard of the reply yet; the provider then waits a second before its first byte,
+    # so a stop sent once the server has answered lands before any word.
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    page.route("**/api/chats/*/messages", hold)
+    page.goto("/")
+    send(page, "Never mind [[tokens=100 delay=0.05 hang_before_first_byte=1]]")
+    stop = page.get_by_role("button", name="Stop")
+    stop.click()
+    # Either the stop went out (and was answered) at once, or the page keeps it for later
+    # and says so; only then may the POST go on to the server.
+    shown = page.wait_for_function(
+        """() => {
+            const stop = document.getElementById('stop');
+            const sent = performance.getEntriesByType('resource')
+                .some(e => e.name.endsWith('/stop'));
+            return (sent || stop.getAttribute('aria-disabled') === 'true') && stop.innerText;
+        }"""
+    ).json_value()
+    for _ in range(500):  # the page asked for the stream before Stop was shown
+        if held:
+            break
+        page.wait_for_timeout(20)
+    assert held, "the page never asked for the stream"
+    held[0].continue_()
+    page.unroute("**/api/chats/*/messages", hold)
+
+    reply = last_reply(page)
+    expect(reply).not_to_have_attribute("data-status", "streaming")
+    expect(reply).to_have_attribute("data-status", "stopped")
+    expect(reply.locator(".badge")).to_have_text("Stopped")
+    stored = stored_chat(api, chat_id(page))["messages"][-1]
+    assert stored["status"] == "stopped"
+    assert len(words(text_of(stored))) < 100
+    # No half state: Send is back, nothing spins, and the next message goes through.
+    expect(stop).to_be_hidden()
+    expect(page.get_by_role("button", name="Send message")).to_be_enabled()
+    expect(reply.locator(".typing")).to_have_count(0)
+    send(page, "And now? [[tokens=3]]")
+    expect(last_reply(page)).to_have_attribute("data-status", "complete")
+    expect(page.locator("li.msg.assistant")).to_have_count(2)
+    # Meanwhile the page said it was stopping.
+    assert shown.strip() == "Stopping…"
+
+
+def test_focus_returns_to_the_message_box_when_a_reply_ends(page: Page) -> None:
+    page.goto("/")
+    box = page.get_by_role("textbox", name="Message")
+    # Finish: sent with the mouse, from the Send button that gives way to Stop.
+    box.fill("First [[tokens=5 delay=0.05]]")
+    page.get_by_role("button", name="Send message").click()
+    expect(last_reply(page)).to_have_attribute("data-status", "complete")
+    expect(box).to_be_focused()
+
+    # Stop: the clicked Stop button goes away; the next message is typed at once.
+    page.keyboard.type("Second [[tokens=300 delay=0.05]]")
+    page.keyboard.press("Enter")
+    wait_reply_longer_than(page, 10)
+    page.get_by_role("button", name="Stop").click()
+    expect(last_reply(page)).to_have_attribute("data-status", "stopped")
+    expect(box).to_be_focused()
+
+    # Error: the clicked Regenerate button goes away with the answer it replaces.
+    page.keyboard.type("Third [[fail_after=3 delay=0.2]]")
+    page.keyboard.press("Enter")
+    expect(last_reply(page)).to_have_attribute("data-status", "error")
+    last_reply(page).get_by_role("button", name="Regenerate answer").click()
+    expect(last_reply(page)).to_have_attribute("data-status", "streaming")
+    expect(box).not_to_be_focused()
+    expect(last_reply(page)).to_have_attribute("data-status", "error")
+    expect(box).to_be_focused()
+    page.keyboard.type("typed")
+    expect(box).to_have_value("typed")
+
+
+def test_focus_stays_where_the_reader_put_it_during_a_reply(page: Page) -> None:
+    page.goto("/")
+    send(page, "Something to select [[text='Select this sentence, please.']]")
+    first = replies(page).first
+    expect(first).to_have_attribute("data-status", "complete")
+    send(page, "Go on [[tokens=60 delay=0.05]]")
+    wait_reply_longer_than(page, 10)
+    # While it streams, the reader selects the first answer's text.
+    first.locator(".md").click(click_count=3)
+    reply = last_reply(page)
+    expect(reply).to_have_attribute("data-status", "complete")
+    # Reloaded from the server (the question now has its id): nothing moves focus after.
+    question = page.locator("li.msg.user").last
+    expect(question.get_by_role("button", name="Edit message")).to_be_enabled()
+    expect(page.get_by_role("textbox", name="Message")).not_to_be_focused()
+    selected: str = page.evaluate("() => document.getSelection().toString()")
+    assert "Select this sentence" in selected
 
 
 def test_refresh_mid_answer_resumes_without_repeats(page: Page, api: httpx.Client) -> None:

@@ -131,7 +131,8 @@ export async function readSSE(body, onEvent, lastId = null) {
 /**
  * Run one generation's stream to its end: the POST that starts it (or a resume), then, if
  * the connection drops before `[DONE]`, reconnect with Last-Event-ID so nothing repeats.
- * handlers: onChunk(chunk), onEventId(id), onReconnecting(bool). Resolves at the end.
+ * handlers: onChunk(chunk), onEventId(id), onReconnecting(bool), onStarted() (once the
+ * first response has arrived, so the server has the generation). Resolves at the end.
  */
 export async function runStream(chatId, start, handlers, signal) {
   let lastId = start.after ?? null;
@@ -157,6 +158,8 @@ export async function runStream(chatId, start, handlers, signal) {
   let res = start.request
     ? await startRequest(start.request, signal)
     : await resume(chatId, lastId, signal);
+  // The server answered: from here on it knows the generation (a stop reaches it).
+  handlers.onStarted?.();
   for (let attempt = 0; ;) {
     const before = lastId;
     if (res) {

@@ -34,7 +34,10 @@ const state = {
   chat: null, // the open chat (without its messages), or null for a new one
   messages: [],
   models: [],
-  live: null, // {chatId, msg, controller} while a reply streams
+  // {chatId, msg, controller, started, stopRequested} while a reply streams: `started`
+  // once the server has answered the request (it knows the generation), `stopRequested`
+  // once Stop was pressed (the stop goes out when `started`).
+  live: null,
   starting: false, // a send is creating its chat or request (before `live` is set)
   elements: new Map(), // message object -> its <li>
 };
@@ -123,8 +126,36 @@ function renderMessages() {
     cursor = next;
   }
   state.elements = keep;
+  renderComposerButtons();
+}
+
+function renderComposerButtons() {
   ui.send.hidden = ctx.busy();
   ui.stop.hidden = !ctx.busy();
+  // A stop asked for but not yet done (or waiting for the request to reach the server).
+  const stopping = Boolean(state.live && state.live.stopRequested);
+  if (stopping) ui.stop.setAttribute("aria-disabled", "true");
+  else ui.stop.removeAttribute("aria-disabled");
+  ui.stop.setAttribute("aria-label", stopping ? "Stopping the answer" : "Stop the answer");
+  const label = ui.stop.querySelector("span");
+  if (label) label.textContent = stopping ? "Stopping…" : "Stop";
+}
+
+// After a reply ends, the caret goes back to the message box, unless the reader has put
+// focus (or a text selection) somewhere else meanwhile.
+function focusLost() {
+  const a = document.activeElement;
+  if (a && a !== document.body && a !== document.documentElement) {
+    // Focus on something now hidden, disabled or gone is focus lost too.
+    if (a !== ui.send && a !== ui.stop && a.isConnected && !a.disabled && !a.closest("[hidden]"))
+      return false;
+  }
+  const sel = document.getSelection();
+  return !sel || sel.isCollapsed;
+}
+
+function returnFocus() {
+  if (focusLost()) ui.input.focus({ preventScroll: true });
 }
 
 function findById(id) {
@@ -207,8 +238,13 @@ function renderAll() {
 async function stream(chatId, msg, start) {
   const controller = new AbortController();
   let failed = false;
-  state.live = { chatId, msg, controller };
+  // A resume joins a generation the server already has: a stop can go at once.
+  const live = { chatId, msg, controller, started: !start.request, stopRequested: false };
+  state.live = live;
+  // The Send button is hidden now: a click on it leaves the caret in the message box.
+  const fromSend = document.activeElement === ui.send;
   renderMessages();
+  if (fromSend) ui.input.focus({ preventScroll: true });
   scrollToBottom();
   try {
     await runStream(
@@ -225,6 +261,10 @@ async function stream(chatId, msg, start) {
         onReconnecting(on) {
           ui.notice.textContent = on ? "Connection lost. Reconnecting…" : "";
         },
+        onStarted() {
+          live.started = true;
+          if (live.stopRequested) sendStop(live); // Stop was pressed before the server knew
+        },
       },
       controller.signal,
     );
@@ -233,13 +273,15 @@ async function stream(chatId, msg, start) {
     showError(err);
   } finally {
     ui.notice.textContent = "";
-    if (state.live && state.live.controller === controller) state.live = null;
+    if (state.live === live) state.live = null;
     renderMessages(); // Stop gives way to Send even if reloading the chat fails below
   }
   if (controller.signal.aborted) return;
+  returnFocus();
   // A stream that failed says nothing of the reply: the stored message (reloaded) does.
   if (msg.status === "streaming" && !failed) msg.status = "complete";
   await reloadChat(chatId);
+  if (!state.live) returnFocus(); // the reload re-renders: a focused button may be gone
   sidebar.load();
 }
 
@@ -374,12 +416,24 @@ async function switchVersion(id) {
   findById(id)?.querySelector(".versions button:not([disabled])")?.focus();
 }
 
-async function stop() {
-  if (!state.live) return;
+// Stop is remembered: pressed before the stream's request has reached the server (which
+// then has nothing to stop yet), it is sent as soon as the server answers that request.
+function stop() {
+  const live = state.live;
+  if (!live || live.stopRequested) return;
+  live.stopRequested = true;
+  renderComposerButtons();
+  if (live.started) sendStop(live);
+}
+
+async function sendStop(live) {
   try {
-    await api.stop(state.live.chatId);
+    await api.stop(live.chatId);
   } catch (err) {
     showError(err);
+    // Not stopped: let the reader try again.
+    live.stopRequested = false;
+    if (state.live === live) renderComposerButtons();
   }
 }
 
