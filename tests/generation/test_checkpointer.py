@@ -118,6 +118,9 @@ async def test_a_final_write_that_fails_while_the_database_is_down_is_kept_and_r
         assert manager.checkpointer.pending_final_writes == 1
         frames = await read_all(gen)
         assert frames[-1].type == "[DONE]"  # the client is not left hanging meanwhile
+        # ...and is told the stored row is not final yet.
+        (meta,) = [f.data["messageMetadata"] for f in frames if f.type == "message-metadata"]
+        assert meta["status"] == "stopped" and meta["stored"] is False
     finally:
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         await admin.close()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from streamkeep.generation import GenerationManager
 from streamkeep.llm.usage import estimate_tokens
 from streamkeep.store import ChatStore
 from tests.fakes.upstream import FakeUpstream, Script
 from tests.generation.conftest import MODEL, ManagerFactory
+from tests.generation.gates import hold
 from tests.generation.streams import deltas, parse, read_all, read_until, stored_text, text, types
 
 
@@ -60,21 +63,32 @@ async def test_a_reply_streams_the_protocol_and_is_stored_complete(
 
 
 async def test_the_finish_frame_comes_only_after_the_message_is_stored(
-    manager: GenerationManager, store: ChatStore, fake_upstream: FakeUpstream
+    manager: GenerationManager,
+    store: ChatStore,
+    fake_upstream: FakeUpstream,
+    request: pytest.FixtureRequest,
 ) -> None:
     chat_id = await new_chat(store)
+    final_write = hold(request, store, "finish_reply")  # the real write, held back
     fake_upstream.enqueue(Script(tokens=20))
     gen = await manager.reply(chat_id=chat_id, content="hi")
-    async with asyncio.timeout(20):
-        async for chunk in gen.subscribe():
-            if b'"type":"finish"' in chunk:
-                # At the very moment a client sees `finish`, the database has the answer.
-                message = await store.get_message(gen.message_id)
-                assert message.status == "complete"
-                assert len(stored_text(message.parts).split()) == 20
-                break
-        else:
-            raise AssertionError("no finish frame")
+    await final_write.wait_entered()  # the answer is complete; its write has not run
+
+    subscription = gen.subscribe()
+    # The first read hands over everything the log holds at this moment.
+    now = parse(await anext(subscription))
+    assert sum(t == "text-delta" for t in types(now)) == 20
+    assert "finish" not in types(now) and "message-metadata" not in types(now)
+    assert (await store.get_message(gen.message_id)).status == "streaming"
+
+    final_write.open()
+    rest = await read_until(subscription, lambda frames: frames[-1].type == "[DONE]")
+    await subscription.aclose()
+    assert types(rest)[-3:] == ["message-metadata", "finish", "[DONE]"]
+    assert rest[-3].data["messageMetadata"]["stored"] is True
+    message = await store.get_message(gen.message_id)
+    assert message.status == "complete"
+    assert len(stored_text(message.parts).split()) == 20
 
 
 async def test_reasoning_and_tool_calls_are_streamed_and_stored(

@@ -4,6 +4,9 @@ The task reads the provider's typed events, encodes each into UI-stream frames a
 appends them to the event log at once; storage never sits on that path. The answer is
 written once at the end (plus the checkpointer's periodic batches), and only then do the
 closing frames go out, so a client that refetches on `finish` finds the stored message.
+Should every attempt of that write fail, the closing `message-metadata` says
+`"stored": false` (the checkpointer keeps retrying in the background); it says `true`
+once the final row is in the database.
 
 HTTP requests never own a generation: they `subscribe()` to its log, and leaving does
 not stop it (unless `stop_on_disconnect`).
@@ -152,10 +155,17 @@ class Generation:
             if self._subscribers == 0 and self._stop_on_disconnect and not self.done.is_set():
                 self._cancel("stopped")
 
-    async def stop(self) -> None:
-        """Stop at once: the upstream is closed and the partial answer stored `stopped`."""
-        self._cancel("stopped")
+    async def stop(self) -> bool:
+        """Stop at once: the upstream is closed and the partial answer stored `stopped`.
+
+        True only when this call is what stopped it: False when it had already ended
+        or was finishing (its outcome is being stored), when something else stopped it
+        first (another stop, a disconnect, a shutdown), or when its start failed and it
+        was discarded (there is no stored reply to stop).
+        """
+        mine = self._cancel("stopped")
         await self.done.wait()
+        return mine and self.status == "stopped" and not self._discarded
 
     def interrupt(self) -> None:
         """Stop for a shutdown: the partial answer is stored `interrupted`."""
@@ -181,12 +191,14 @@ class Generation:
         self._append(self._encoder.start(self.ids.message_id, metadata))
         self._task = asyncio.create_task(self._run(stream), name=f"generation-{self.ids.id}")
 
-    def _cancel(self, status: EndStatus) -> None:
-        if self.finalizing or self._cancel_status is not None:
-            return
+    def _cancel(self, status: EndStatus) -> bool:
+        """Ask the task to end as `status`; True when this call decided its outcome."""
+        if self.finalizing or self._cancel_status is not None or self.done.is_set():
+            return False
         self._cancel_status = status
         if self._running and self._task is not None:
             self._task.cancel()
+        return True
 
     def _append(self, payloads: list[bytes]) -> None:
         log = self.log
@@ -247,9 +259,9 @@ class Generation:
             if self._discarded:  # no rows to write into, and nobody subscribed
                 return
             await self._checkpointer.settle(self)
-            await self._store_final(outcome)
+            stored = await self._store_final(outcome)
             aborted = outcome.status in ("stopped", "interrupted")
-            metadata = self._metadata(outcome)
+            metadata = self._metadata(outcome, stored=stored)
             self._append(self._encoder.end(metadata, outcome.finish_reason, aborted=aborted))
         finally:
             # Whatever happened above, nobody may wait for this generation forever.
@@ -259,8 +271,10 @@ class Generation:
             if self._on_done is not None and not self._discarded:
                 self._on_done(self)
 
-    def _metadata(self, outcome: Outcome) -> dict[str, Any]:
-        meta: dict[str, Any] = {"status": outcome.status}
+    def _metadata(self, outcome: Outcome, *, stored: bool) -> dict[str, Any]:
+        # `stored` false: the database does not have this outcome yet (the message may
+        # still read `streaming`); a client should not take the stored row as final.
+        meta: dict[str, Any] = {"status": outcome.status, "stored": stored}
         meta["usage"] = self._usage().as_dict()
         if outcome.finish_reason is not None:
             meta["finishReason"] = outcome.finish_reason
@@ -288,12 +302,15 @@ class Generation:
             "error": outcome.error,
         }
 
-    async def _store_final(self, outcome: Outcome) -> None:
+    async def _store_final(self, outcome: Outcome) -> bool:
+        """True when the final row is in the database (False: failed every attempt and
+        left to the checkpointer, or the chat was deleted meanwhile)."""
         args = self.final_write_args(outcome)
         delay = FINAL_WRITE_FIRST_DELAY
         for attempt in range(1, FINAL_WRITE_ATTEMPTS + 1):
-            if await write_final(self._store, args, attempt=attempt):
-                return
+            result = await _write_final_once(self._store, args, attempt=attempt)
+            if result != "failed":
+                return result == "stored"
             if attempt < FINAL_WRITE_ATTEMPTS:
                 await asyncio.sleep(delay)
                 delay *= 2
@@ -303,21 +320,29 @@ class Generation:
             FINAL_WRITE_ATTEMPTS,
         )
         self._checkpointer.retry_later(args)
+        return False
 
 
 async def write_final(store: ChatStore, args: dict[str, Any], *, attempt: int = 1) -> bool:
     """One try of a message's final write; True when nothing is left to do."""
+    return await _write_final_once(store, args, attempt=attempt) != "failed"
+
+
+async def _write_final_once(
+    store: ChatStore, args: dict[str, Any], *, attempt: int
+) -> Literal["stored", "vanished", "failed"]:
     try:
         await store.finish_reply(**args)
     except NotFound:
         # The chat was deleted mid-generation: there is nothing left to store it in.
         logger.info("message %s vanished before its final write", args["message_id"])
+        return "vanished"
     except Exception as exc:  # the database is down or busy: retried by the caller
         logger.warning(
             "final write of message %s failed (attempt %d): %s", args["message_id"], attempt, exc
         )
-        return False
-    return True
+        return "failed"
+    return "stored"
 
 
 async def _aclose(stream: AsyncIterator[StreamEvent]) -> None:

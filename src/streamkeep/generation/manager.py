@@ -154,10 +154,14 @@ class GenerationManager:
         return (g for g in list(self._by_id.values()) if not g.done.is_set())
 
     async def stop(self, chat_id: str) -> bool:
-        """Stop the chat's running generation, on whichever worker runs it; False when
-        it has none."""
-        if await self.stop_local(chat_id):
-            return True
+        """Stop the chat's running generation, on whichever worker runs it.
+
+        True only when this call stopped it (its reply is stored `stopped` because of
+        it); False when the chat has none, or it ended (or was stopped) first.
+        """
+        gen = self._by_chat.get(chat_id)
+        if gen is not None and not gen.done.is_set():
+            return await gen.stop()  # ours: no other worker can be running this chat
         return self.cluster is not None and await self.cluster.stop(chat_id)
 
     async def find_remote(self, chat_id: str) -> RemoteGeneration | None:
@@ -169,8 +173,7 @@ class GenerationManager:
         gen = self._by_chat.get(chat_id)
         if gen is None or gen.done.is_set():
             return False
-        await gen.stop()
-        return True
+        return await gen.stop()
 
     # -- starting replies ----------------------------------------------------------------
 
@@ -296,11 +299,24 @@ class GenerationManager:
         (a generation of another process, a deleted chat, the database away), the
         provider's stream is closed at once and nothing is stored.
         """
+        # Checked again here, with no await before the launch registers the generation:
+        # a start that began before `shutdown()` and got this far after it is refused
+        # instead of running unseen by the shutdown.
+        self._check_accepting()
         running = self._by_chat.get(chat_id)
         if running is not None and not running.done.is_set():
             # Known here without the database, before the provider is asked.
-            if idempotency_key is not None and running.ids.idempotency_key == idempotency_key:
-                return running
+            if idempotency_key is not None:
+                if running.ids.idempotency_key == idempotency_key:
+                    return running
+                # A retry whose key already produced a reply is answered with that
+                # one, not refused for the running one (rare: one read, no provider).
+                keyed = await self._store.find_conflict(chat_id, idempotency_key)
+                if keyed is not None and keyed.same_key:
+                    joined = await self._join(keyed)
+                    if joined is not None:
+                        return joined
+                    raise keyed
             raise GenerationConflict(
                 generation_id=running.id, message_id=running.message_id, same_key=False
             )
@@ -347,7 +363,12 @@ class GenerationManager:
             del self._by_chat[gen.chat_id]
 
     async def _join(self, conflict: GenerationConflict) -> Generation | None:
-        """The running generation a same-key retry joins, when this process has it."""
+        """The generation a same-key retry joins, when this process still has it
+        (running, or finished within the retention period: its stream is replayed).
+
+        Otherwise the conflict is raised: with `same_key` and `running` False it names
+        the finished reply (`message_id`) the retry's key produced, for the client to
+        fetch (the API answers 409 `generation_conflict` with that `message_id`)."""
         if not conflict.same_key:
             return None
         return self._by_id.get(conflict.generation_id)

@@ -86,6 +86,7 @@ async def _conflict(request: Request, exc: Exception) -> JSONResponse:
         exc.message,
         generation_id=exc.generation_id,
         message_id=exc.message_id,
+        running=exc.running,
     )
 
 

@@ -2,7 +2,10 @@
 
 A stream-starting POST may carry `Idempotency-Key`: the manager then hands a retry the
 generation its key already started (it joins instead of starting a second one), and the
-retry gets that stream from the start, or after its `Last-Event-ID`.
+retry gets that stream from the start, or after its `Last-Event-ID`. A same-key retry
+that comes after that generation ended and was forgotten gets a 409
+`generation_conflict` with the finished `message_id` and `running: false`: the answer is
+stored, fetch that message.
 """
 
 from __future__ import annotations

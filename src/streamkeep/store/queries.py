@@ -42,8 +42,13 @@ async def load_tree(s: AsyncSession, chat_id: str) -> Tree:
 
 
 async def load_branch(s: AsyncSession, tree: Tree, leaf_id: str) -> list[MessageRecord]:
+    """The rows of root..leaf. NotFound if one is gone: only when `tree` was read in
+    another snapshot than this query (the store reads both in one)."""
     path = tree.path_to(leaf_id)
     rows = {m.id: m for m in (await s.scalars(select(Message).where(Message.id.in_(path))))}
+    for message_id in path:
+        if message_id not in rows:
+            raise NotFound("message", message_id)
     return [message_record(rows[i], tree.siblings(i)) for i in path]
 
 

@@ -2,22 +2,27 @@
 
 Every public method is one transaction (reads: one consistent snapshot); it returns
 pydantic records, never ORM objects, and a method that raises has written nothing.
+Reads of several statements run in `_snapshot()`: on PostgreSQL at REPEATABLE READ (its
+default READ COMMITTED gives each statement its own snapshot, so a chat deleted between
+two of them would leave the second with dangling ids); SQLite's read transaction is one
+snapshot already.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from streamkeep.store import cursor as cursor_codec
 from streamkeep.store import ids
 from streamkeep.store.db import Database
-from streamkeep.store.errors import InvalidOperation, NotFound
+from streamkeep.store.errors import GenerationConflict, InvalidOperation, NotFound
 from streamkeep.store.models import Chat, Generation, Message
 from streamkeep.store.queries import (
     CHATS,
@@ -77,6 +82,14 @@ class ChatStore:
     def __init__(self, db: Database, *, clock: Callable[[], datetime] = utcnow) -> None:
         self._db = db
         self._clock = clock
+
+    @contextlib.asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[AsyncSession]:
+        """A read session whose statements all see one snapshot of the database."""
+        async with self._db.session() as s:
+            if not self._db.is_sqlite:
+                await s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            yield s
 
     # -- chats ---------------------------------------------------------------------
 
@@ -171,19 +184,19 @@ class ChatStore:
     # -- messages --------------------------------------------------------------------
 
     async def get_message(self, message_id: str) -> MessageRecord:
-        async with self._db.session() as s:
+        async with self._snapshot() as s:
             message = await message_row(s, message_id)
             siblings = await sibling_ids(s, message)
         return message_record(message, siblings)
 
     async def siblings(self, message_id: str) -> list[str]:
         """The message and the others with the same parent, oldest first."""
-        async with self._db.session() as s:
+        async with self._snapshot() as s:
             return await sibling_ids(s, await message_row(s, message_id))
 
     async def history(self, message_id: str) -> list[MessageRecord]:
         """Root..message inclusive: the conversation a reply to `message_id` sees."""
-        async with self._db.session() as s:
+        async with self._snapshot() as s:
             message = await message_row(s, message_id)
             return await load_branch(s, await load_tree(s, message.chat_id), message_id)
 
@@ -192,7 +205,7 @@ class ChatStore:
     ) -> list[MessageRecord]:
         """Root..leaf in order (the chat's active leaf unless `leaf_id` is given), each
         message with its `sibling_ids`; empty for a chat without messages."""
-        async with self._db.session() as s:
+        async with self._snapshot() as s:
             chat = await chat_row(s, chat_id)
             leaf = leaf_id or chat.active_leaf_id
             if leaf is None:
@@ -256,7 +269,7 @@ class ChatStore:
         except IntegrityError as exc:
             # Another process wrote between our checks and our inserts: usually its own
             # generation for this chat, rarely a deletion of the chat.
-            async with self._db.session() as s:
+            async with self._snapshot() as s:
                 conflict = await find_conflict(s, chat_id, idempotency_key)
                 if conflict is None:
                     await chat_row(s, chat_id)  # NotFound if the chat is gone
@@ -402,6 +415,14 @@ class ChatStore:
                     .values(status="interrupted", completed_at=now)
                 )
         return message_ids
+
+    async def find_conflict(
+        self, chat_id: str, idempotency_key: str | None
+    ) -> GenerationConflict | None:
+        """What a new generation of this chat would collide with (returned, not
+        raised): the one its idempotency key started, else the running one."""
+        async with self._snapshot() as s:
+            return await find_conflict(s, chat_id, idempotency_key)
 
     async def running_generation(self, chat_id: str) -> GenerationRecord | None:
         stmt = select(Generation).where(

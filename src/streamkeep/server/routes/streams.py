@@ -67,6 +67,9 @@ router.add_api_route(
 
 @router.post("/api/chats/{chat_id}/stop", response_model=StopResult)
 async def stop(chat_id: str, store: StoreDep, manager: ManagerDep) -> StopResult:
+    """Stop the chat's running generation. `stopped` is true only when this request
+    stopped it (its reply is stored `stopped` because of it); false when there was
+    none, or it finished (or was stopped by someone else) first."""
     if manager.live(chat_id) is None:
         await store.get_chat(chat_id)  # an unknown chat is a 404, not {stopped: false}
     return StopResult(stopped=await manager.stop(chat_id))
