@@ -160,6 +160,15 @@ async def test_tree_active_branch_siblings_and_switching(store: ChatStore) -> No
     assert [m.id for m in other] == [u1.id, a1b.id]
 
     assert [m.id for m in await store.history(u2.id)] == [u1.id, a1.id, u2.id]
+    # What a reply's prompt reads: the same path, other branches left out.
+    for leaf in (u2.id, a2b.id, a1b.id):
+        full = await store.history(leaf)
+        prompt = await store.prompt_history(leaf)
+        assert [(p.chat_id, p.role, p.parts) for p in prompt] == [
+            (m.chat_id, m.role, m.parts) for m in full
+        ]
+    with pytest.raises(NotFound):
+        await store.prompt_history("msg_nowhere")
 
 
 async def test_messages_of_another_chat_are_refused(store: ChatStore) -> None:

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from streamkeep.llm.registry import ModelRegistry
     from streamkeep.scaleout.cluster import Cluster
     from streamkeep.scaleout.remote import RemoteGeneration
-    from streamkeep.store import ChatStore, MessageRecord
+    from streamkeep.store import ChatStore
+    from streamkeep.store.repository import PromptMessage
 
 logger = logging.getLogger(__name__)
 
@@ -246,10 +247,10 @@ class GenerationManager:
         if not self._accepting:
             raise ShuttingDown
 
-    async def _history(self, chat_id: str, parent_id: str | None) -> list[MessageRecord]:
+    async def _history(self, chat_id: str, parent_id: str | None) -> list[PromptMessage]:
         if parent_id is None:
             return []
-        history = await self._store.history(parent_id)
+        history = await self._store.prompt_history(parent_id)
         if history and history[0].chat_id != chat_id:
             raise InvalidOperation(f"message {parent_id!r} belongs to another chat")
         return history

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, delete, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -67,6 +68,34 @@ _END_GENERATION = (
 _TOUCH_CHAT = (
     update(CHATS).where(CHATS.c.id == bindparam("b_id")).values(updated_at=bindparam("b_now"))
 )
+
+
+def _prompt_path() -> Select[tuple[str, str, list[dict[str, Any]]]]:
+    m = MESSAGES.c
+    walk = (
+        select(m.id, m.parent_id, m.chat_id, m.role, m.parts, literal(0).label("depth"))
+        .where(m.id == bindparam("b_id"))
+        .cte("path", recursive=True)
+    )
+    up = walk.alias("up")
+    walk = walk.union_all(
+        select(m.id, m.parent_id, m.chat_id, m.role, m.parts, up.c.depth + 1).where(
+            m.id == up.c.parent_id
+        )
+    )
+    return select(walk.c.chat_id, walk.c.role, walk.c.parts).order_by(walk.c.depth.desc())
+
+
+_PROMPT_PATH = _prompt_path()
+
+
+@dataclass(frozen=True, slots=True)
+class PromptMessage:
+    """A stored message as prompt building needs it (see `ChatStore.prompt_history`)."""
+
+    chat_id: str
+    role: Role
+    parts: list[dict[str, Any]]
 
 
 def utcnow() -> datetime:
@@ -199,6 +228,16 @@ class ChatStore:
         async with self._snapshot() as s:
             message = await message_row(s, message_id)
             return await load_branch(s, await load_tree(s, message.chat_id), message_id)
+
+    async def prompt_history(self, message_id: str) -> list[PromptMessage]:
+        """Root..message inclusive, as the model sees it: each message's chat, role and
+        parts. One statement (a recursive walk up the parents, so one snapshot), no ORM
+        and no records: a reply in a long chat reads its whole branch first."""
+        async with self._db.reading() as conn:
+            rows = (await conn.execute(_PROMPT_PATH, {"b_id": message_id})).all()
+        if not rows:
+            raise NotFound("message", message_id)
+        return [PromptMessage(chat_id, role, parts) for chat_id, role, parts in rows]
 
     async def active_branch(
         self, chat_id: str, *, leaf_id: str | None = None
