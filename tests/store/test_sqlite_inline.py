@@ -161,3 +161,23 @@ async def test_the_hot_paths_keep_one_connection_and_replace_a_broken_one(db_pat
             assert raw.driver_connection is not replaced
     finally:
         await db.dispose()
+
+
+async def test_a_read_on_the_held_connection_ends_in_a_rollback_not_a_commit(
+    db_path: Path,
+) -> None:
+    from sqlalchemy import event
+
+    db = Database.from_url(f"sqlite:///{db_path}")
+    ends: list[str] = []
+    event.listen(db.engine.sync_engine, "commit", lambda conn: ends.append("commit"))
+    event.listen(db.engine.sync_engine, "rollback", lambda conn: ends.append("rollback"))
+    try:
+        async with db.reading() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+        assert ends == ["rollback"]  # the commit count (a metric) counts writes only
+        async with db.writing() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+        assert ends == ["rollback", "commit"]
+    finally:
+        await db.dispose()

@@ -194,8 +194,17 @@ class _HeldConnection:
                     conn = await conn.execution_options(**{_WRITE: True})
                 self._conn = conn
             try:
-                async with conn.begin():
-                    yield conn
+                if self._write:
+                    async with conn.begin():
+                        yield conn
+                else:
+                    # A read ends with a rollback, as a pooled connection's return does:
+                    # it changed nothing, and the commit count stays the writes' count.
+                    transaction = await conn.begin()
+                    try:
+                        yield conn
+                    finally:
+                        await transaction.rollback()
             except BaseException:
                 if conn.invalidated:  # a broken connection: the next transaction opens anew
                     self._conn = None
