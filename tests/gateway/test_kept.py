@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from streamkeep.server import begin_shutdown
 from tests.fakes.upstream import Script
 from tests.gateway.conftest import MODEL, Gateway, GatewayFactory
 from tests.gateway.test_sdk import TEXT, USER, parallel_calls_script
@@ -282,3 +283,26 @@ async def test_the_chat_api_does_not_resume_a_live_gateway_call(gateway: Gateway
         assert (await gateway.chat(chat_id))["messages"][-1]["status"] == "streaming"
         resumed = await gateway.http.get(f"/api/chats/{chat_id}/stream?after=0")
         assert resumed.status_code == 204
+
+
+async def test_a_stream_cut_by_a_shutdown_ends_with_an_error_not_a_stop(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gateway = await gateway_factory(shutdown_grace=0.2)
+    gateway.upstream.enqueue(Script(tokens=1000, delay=0.01))
+    body = {"model": MODEL, "messages": USER, "stream": True}
+    async with (
+        httpx.AsyncClient(base_url=gateway.url) as http,
+        http.stream("POST", "/v1/chat/completions", json=body) as response,
+    ):
+        chat_id = response.headers[CHAT_HEADER]
+        raw = b""
+        async for data in response.aiter_raw():
+            if not raw:
+                begin_shutdown(gateway.app)  # the grace period ends mid-answer
+            raw += data
+    assert b'"finish_reason":"stop"' not in raw
+    last = raw.rstrip().split(b"\n\n")[-2]
+    assert b'"error"' in last and b"shut down" in last
+    chat = await settled(gateway, chat_id)
+    assert chat["messages"][-1]["status"] == "interrupted"

@@ -179,9 +179,14 @@ class ChunkEncoder:
         *,
         aborted: bool = False,
     ) -> list[bytes]:
-        """The closing payloads; a stopped reply ends as "stop" like a finished one."""
+        """The closing payloads; a stopped reply ends as "stop" like a finished one. A
+        reply cut short by the server shutting down ends with an error chunk: OpenAI has
+        no finish reason for it, and "stop" would pass a truncated answer as whole."""
         if self._error is not None or finish_reason == "error":
             return [self._error_chunk(self._error or "the model failed"), DONE]
+        if metadata.get("status") == "interrupted":
+            text = "the server shut down before the answer was complete"
+            return [self._error_chunk(text), DONE]
         return self._finish(openai_finish_reason(finish_reason))
 
     # -- pieces ---------------------------------------------------------------------
