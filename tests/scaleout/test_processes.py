@@ -28,7 +28,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
 @contextmanager
 def serve(
-    home: Path, upstream: FakeUpstream, pg_url: str, keys: Keys, *args: str, **env: str
+    home: Path,
+    upstream: FakeUpstream,
+    pg_url: str,
+    keys: Keys,
+    *args: str,
+    stderr: int | None = None,
+    **env: str,
 ) -> Iterator[subprocess.Popen[bytes]]:
     port = free_port()
     home.mkdir(exist_ok=True)
@@ -45,7 +51,7 @@ def serve(
     }
     cmd = [sys.executable, "-m", "streamkeep", "serve", "--port", str(port)]
     cmd += ["--data-dir", str(home), "--log-level", "warning", *args]
-    proc = subprocess.Popen(cmd, env=environ, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=environ, stdout=subprocess.DEVNULL, stderr=stderr)
     proc.port = port  # type: ignore[attr-defined]
     try:
         yield proc

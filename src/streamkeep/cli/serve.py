@@ -1,4 +1,5 @@
-"""`streamkeep serve`: run the HTTP server (uvicorn, one worker).
+"""`streamkeep serve`: run the HTTP server (uvicorn; `--workers N` for N supervised
+processes on one socket, see `scaleout.workers`).
 
 Every CONTRACT section 2 variable has a flag; flags win over the environment, which wins
 over `streamkeep.toml`. On SIGTERM / Ctrl-C the server stops taking new generations at
