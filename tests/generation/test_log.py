@@ -85,3 +85,18 @@ async def test_a_reader_cancelled_while_waiting_leaves_the_others_reading() -> N
     log.close()
     for task in staying:
         assert b"".join(await task) == b"ab"
+
+
+async def test_a_log_numbers_from_its_first_seq_and_an_earlier_id_reads_from_its_start() -> None:
+    log = InProcessEventLog(first_seq=101)
+    assert log.first_seq == log.next_seq == 101
+    log.append([b"a", b"b", b"c"])
+    log.close()
+    assert log.next_seq == 104
+    assert await collect(log, after=101) == [b"bc"]
+    assert await collect(log, after=103) == []
+    # An id of an earlier log of the chat (or none): this one from its start.
+    for earlier in (0, 40, 100):
+        assert await collect(log, after=earlier) == [b"abc"]
+    with pytest.raises(ValueError):
+        InProcessEventLog(first_seq=0)

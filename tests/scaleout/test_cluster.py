@@ -177,3 +177,40 @@ async def test_a_dead_workers_stream_expires_once_the_reaper_interrupts_it(
         await eventually(expiring, within=10)
         assert await redis.pttl(stream) <= 30_000
         assert (await store.get_message(message_id)).status == "interrupted"
+
+
+async def test_an_earlier_replys_id_resumes_the_next_reply_whole_on_another_worker(
+    worker: WorkerFactory,
+    store: ChatStore,
+    fake_upstream: FakeUpstream,
+    keys: Keys,
+    redis: aioredis.Redis,
+) -> None:
+    async with worker("a") as a, worker("b") as b:
+        chat_id = await new_chat(store)
+        fake_upstream.enqueue(Script(tokens=60))
+        first = await read_all(await a.reply(chat_id=chat_id, content="one"))
+        old_id = first[40].seq  # a client dropped here, in the first reply
+
+        fake_upstream.enqueue(Script(tokens=60, hang_after=45))
+        gen = await a.reply(chat_id=chat_id, content="two")
+        sent = await read_until(gen.subscribe(), deltas(45))
+        assert len(sent) > old_id and sent[0].seq > first[-1].seq
+
+        async def second_is_found() -> bool:
+            found = await b.find_remote(chat_id)
+            return found is not None and found.message_id == gen.message_id
+
+        await eventually(second_is_found)
+        remote = await b.find_remote(chat_id)
+        assert remote is not None and remote.first_seq == sent[0].seq
+        resumed = await read_until(remote.subscribe(old_id), lambda f: len(f) >= len(sent))
+        assert resumed[: len(sent)] == sent  # from its start: nothing lost or repeated
+
+        # Without the chat's pointer (found through the database), the same.
+        await redis.delete(keys.chat(chat_id))
+        blind = await b.find_remote(chat_id)
+        assert blind is not None and blind.first_seq is None
+        resumed = await read_until(blind.subscribe(old_id), lambda f: len(f) >= len(sent))
+        assert resumed[: len(sent)] == sent
+        await gen.stop()

@@ -156,9 +156,12 @@ async def test_a_killed_workers_generation_is_interrupted_by_the_survivor(
         message = (await b.get(f"/api/messages/{mid}")).json()
         checkpoint = "".join(p["text"] for p in message["parts"] if p["type"] == "text")
         assert checkpoint and text_of(seen).startswith(checkpoint)
-        # The chat is free again: b takes the next message.
+        # The chat is free again: b takes the next message, numbered above every id a's
+        # clients may hold (a client of the dead reply resuming gets this one whole).
         async with start_reply(b, chat_id, "[[tokens=3]] again") as (_, stream):
-            assert [e.type async for e in stream][-2:] == ["finish", "[DONE]"]
+            again = [e async for e in stream]
+        assert [e.type for e in again][-2:] == ["finish", "[DONE]"]
+        assert again[0].seq is not None and again[0].seq > max(e.seq or 0 for e in seen)
         await b.aclose()
 
 
@@ -179,3 +182,34 @@ async def test_serve_with_several_workers_shares_one_port(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     assert [k async for k in redis.scan_iter(keys.worker_pattern())] == []  # both left
+
+
+async def test_an_earlier_replys_id_resumes_the_running_reply_whole_on_the_other_worker(
+    tmp_path: Path, fake_upstream: FakeUpstream, pg_url: str, keys: Keys, redis: aioredis.Redis
+) -> None:
+    with (
+        serve(tmp_path / "a", fake_upstream, pg_url, keys) as proc_a,
+        serve(tmp_path / "b", fake_upstream, pg_url, keys) as proc_b,
+    ):
+        a = await wait_ready(proc_a)
+        b = await wait_ready(proc_b)
+        chat_id = await new_chat(a)
+        async with start_reply(a, chat_id, "[[tokens=60]] one") as (_, stream):
+            first = [e async for e in stream]
+        old_id = first[40].seq  # a client dropped here, in the first reply
+        assert old_id == 41
+
+        async with start_reply(a, chat_id, "[[tokens=120 delay=0.01]] two") as (mid, stream):
+            second = [e for _ in range(45) for e in await until(stream, "text-delta")]
+            assert len(second) > old_id
+            headers = {"last-event-id": str(old_id)}
+            async with b.stream("GET", f"/api/chats/{chat_id}/stream", headers=headers) as r:
+                assert r.status_code == 200
+                resumed = [e async for e in events(r)]
+            second += [e async for e in stream]
+        assert resumed == second  # from its start: nothing lost, nothing twice
+        assert resumed[0].type == "start" and resumed[0].data["messageId"] == mid
+        assert resumed[0].seq is not None and first[-1].seq is not None
+        assert resumed[0].seq > first[-1].seq
+        await a.aclose()
+        await b.aclose()

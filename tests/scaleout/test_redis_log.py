@@ -424,3 +424,53 @@ async def test_a_long_reply_sent_frame_by_frame_replays_from_the_start(
     remote = await open_remote(other_redis, keys, "g1")
     got = await asyncio.wait_for(read_all(remote, after=0), 30)
     assert seqs(got) == list(range(1, 12_001))
+
+
+async def test_a_stream_numbered_on_from_an_earlier_generation_reads_whole_after_its_ids(
+    writer: RedisWriter, other_redis: aioredis.Redis, keys: Keys
+) -> None:
+    # A chat's second generation numbers its frames from 101: a reader holding an id
+    # of the first one (40) gets this one from its start, not from 41 (nothing).
+    log = RedisEventLog(writer, keys.generation("g2"), first_seq=101)
+    assert log.first_seq == log.next_seq == 101
+    log.append(frames(101, 10))
+    await writer.flush()
+    remote = await RedisEventLog.open_remote(other_redis, "g2", keys=keys, first_seq=101)
+    assert remote is not None and remote.first_seq == 101 and remote.next_seq == 111
+    reader = asyncio.create_task(read_all(remote, after=40))
+    await asyncio.sleep(0.05)
+    log.append(frames(111, 5))  # live, while the reader waits
+    log.close()
+    await writer.flush()
+    got = await asyncio.wait_for(reader, 10)
+    assert seqs(got) == list(range(101, 116))
+    assert await read_all(log, after=40) == got  # the owner's readers, from memory
+    assert seqs(await read_all(remote, after=105)) == list(range(106, 116))
+    assert await read_all(remote, after=115) == b""
+
+    # Found without its chat's pointer, the first frame is learned from the stream.
+    blind = await RedisEventLog.open_remote(other_redis, "g2", keys=keys, first_seq=None)
+    assert blind is not None and blind.first_seq is None
+    assert await read_all(blind, after=40) == got
+    assert blind.first_seq == 101
+    blind = await RedisEventLog.open_remote(other_redis, "g2", keys=keys, first_seq=None)
+    assert blind is not None
+    assert seqs(await read_all(blind, after=112)) == [113, 114, 115]
+
+
+async def test_an_offset_stream_trimmed_past_its_start_is_still_reported(
+    redis: aioredis.Redis, other_redis: aioredis.Redis, keys: Keys
+) -> None:
+    writer = RedisWriter(redis, maxlen=10)  # approximate: trims whole nodes of ~100
+    log = RedisEventLog(writer, keys.generation("g1"), first_seq=1001)
+    for _ in range(400):
+        log.append(frames(log.next_seq, 1))
+        await writer.flush()  # one entry per frame
+    log.close()
+    await writer.flush()
+    assert await redis.xlen(keys.generation("g1")) < 400
+    remote = await RedisEventLog.open_remote(other_redis, "g1", keys=keys, first_seq=1001)
+    assert remote is not None
+    with pytest.raises(FramesLost):
+        await read_all(remote, after=40)  # an earlier generation's id: from 1001, trimmed
+    assert seqs(await read_all(remote, after=1399)) == [1400]

@@ -82,3 +82,45 @@ async def test_no_generation_is_204_and_bad_ids_are_422(server: Server) -> None:
         )
         assert r.status_code == 422
         assert r.json()["error"]["type"] == "invalid_request"
+
+
+async def test_an_id_from_an_earlier_reply_resumes_the_running_one_from_its_start(
+    server: Server,
+) -> None:
+    # A client kept Last-Event-ID 40 of the chat's first reply (it dropped there); it
+    # resumes while the second reply runs, already past 40 frames of its own.
+    chat = await server.new_chat()
+    path = f"/api/chats/{chat['id']}/messages"
+    server.upstream.enqueue(Script(tokens=60))
+    async with server.client.stream("POST", path, json={"content": "one"}) as r:
+        first = await read_all(r)
+    old_id = first[40].seq
+    assert old_id == 41 and first[-1].type == "[DONE]"
+
+    server.upstream.enqueue(Script(tokens=120, delay=0.01))
+    async with server.client.stream("POST", path, json={"content": "two"}) as r:
+        stream = events(r)
+        second = [e for _ in range(45) for e in await until(stream, "text-delta")]
+        assert len(second) > old_id
+        resume = f"/api/chats/{chat['id']}/stream"
+        async with server.client.stream(
+            "GET", resume, headers={"last-event-id": str(old_id)}
+        ) as resumed_r:
+            assert resumed_r.status_code == 200
+            resumed = await read_all(resumed_r)
+        second += [e async for e in stream]
+
+    assert resumed == second  # the whole second reply: nothing lost, nothing twice
+    assert resumed[0].type == "start"
+    assert resumed[0].data["messageId"] == r.headers["x-streamkeep-message-id"]
+    assert resumed[0].seq is not None and first[-1].seq is not None
+    assert resumed[0].seq > first[-1].seq  # ids never repeat across a chat's replies
+    assert [e.seq for e in resumed] == list(range(resumed[0].seq, resumed[0].seq + len(resumed)))
+
+    # It ended: its own last id has nothing after it (204); an id before it, from
+    # the first reply, still gets the ended reply whole while it is kept.
+    assert resumed[-1].seq is not None
+    last = {"last-event-id": str(resumed[-1].seq)}
+    assert (await server.client.get(resume, headers=last)).status_code == 204
+    async with server.client.stream("GET", resume, headers={"last-event-id": "41"}) as r:
+        assert await read_all(r) == second

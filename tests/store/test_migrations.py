@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +49,14 @@ async def test_upgrade_is_idempotent_and_stamps_head(db: Database) -> None:
     async with db.engine.connect() as conn:
         version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
         tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-    assert version == head == "0001_initial"
+    assert version == head == "0002_chat_event_seq"
     assert tables == {"alembic_version", "chats", "messages", "generations"}
 
 
 def test_revisions_ship_inside_the_package() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
+    assert (MIGRATIONS_DIR / "versions" / "0002_chat_event_seq.py").is_file()
     assert "streamkeep" in MIGRATIONS_DIR.parts
 
 
@@ -62,8 +64,8 @@ BATCH_REVISION = """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_batch"
-down_revision = "0001_initial"
+revision = "0099_batch"
+down_revision = "{head}"
 
 
 def upgrade():
@@ -85,14 +87,58 @@ async def test_a_sqlite_table_rebuild_keeps_the_rows_that_reference_it(tmp_path:
         )
         location = tmp_path / "migrations"
         shutil.copytree(MIGRATIONS_DIR, location, ignore=shutil.ignore_patterns("__pycache__"))
-        (location / "versions" / "0002_batch.py").write_text(BATCH_REVISION)
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        (location / "versions" / "0099_batch.py").write_text(BATCH_REVISION.format(head=head))
         async with db.engine.connect() as conn:
             await conn.run_sync(lambda c: upgrade_to_head(c, location=location))
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
-        assert version == "0002_batch"
+        assert version == "0099_batch"
         assert (await store.get_generation(gen.id)).message_id == reply.id
         assert [m.id for m in await store.active_branch(chat.id)] == [reply.parent_id, reply.id]
         async with db.engine.connect() as conn:  # the pooled connection has them back on
             assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
     finally:
         await db.dispose()
+
+
+async def test_upgrading_a_0001_database_keeps_its_chats_and_numbers_them_from_1(
+    db: Database, tmp_path: Path
+) -> None:
+    # A database made by 0001 alone, with a chat and a finished reply in it.
+    location = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, location, ignore=shutil.ignore_patterns("__pycache__"))
+    for revision in (location / "versions").glob("*.py"):
+        if not revision.name.startswith("0001_"):
+            revision.unlink()
+    async with db.engine.connect() as conn:
+        await conn.run_sync(lambda c: upgrade_to_head(c, location=location))
+    now = "2026-01-01 12:00:00"
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO chats (id, title, model, system, active_leaf_id, created_at,"
+                " updated_at) VALUES ('chat_old', 'old', 'm', NULL, NULL, :now, :now)"
+            ),
+            {"now": datetime.fromisoformat(now + "+00:00")},
+        )
+        columns = await conn.run_sync(
+            lambda c: {col["name"] for col in inspect(c).get_columns("chats")}
+        )
+    assert "event_seq" not in columns
+
+    await db.upgrade()  # 0001 -> head, on the database as it is
+
+    async with db.engine.connect() as conn:
+        assert await conn.run_sync(_diff) == []
+        version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        seq = (await conn.execute(text("SELECT event_seq FROM chats"))).scalar()
+    assert version == "0002_chat_event_seq"
+    assert seq == 0
+    store = ChatStore(db)
+    chat = await store.get_chat("chat_old")
+    assert chat.title == "old" and chat.event_seq == 0
+    # A reply in it numbers its events from 1, as before the upgrade.
+    await store.start_reply(
+        chat_id=chat.id, parent_id=None, user_content="hi", model="m", first_seq=1
+    )
+    assert (await store.get_chat(chat.id)).event_seq == 0

@@ -2,8 +2,10 @@
 
 Every `interval` seconds it takes the generations whose content changed since the last
 tick (a dirty flag the run loop sets: nothing happens per token), writes all their parts
-in ONE transaction, and heartbeats the live generations so other workers can tell them
-from orphans. It also retries final writes that failed while the database was down.
+in ONE transaction (raising, for those running low on reserved event ids, their chats'
+`event_seq` ahead of the frames they have sent), and heartbeats the live generations so
+other workers can tell them from orphans. It also retries final writes that failed
+while the database was down.
 """
 
 from __future__ import annotations
@@ -80,13 +82,19 @@ class Checkpointer:
         if not dirty:
             return
         items = []
+        reserves: list[tuple[Generation, int]] = []
         for gen in dirty:
             gen.dirty = False
             items.append((gen.message_id, gen.parts()))
+            seq = gen.seq_to_reserve()
+            if seq is not None:
+                reserves.append((gen, seq))
         self._inflight = frozenset(m for m, _ in items)
         self._inflight_done = done = asyncio.Event()
         try:
-            await self._store.checkpoint(items)
+            await self._store.checkpoint(items, [(g.chat_id, seq) for g, seq in reserves])
+            for gen, seq in reserves:
+                gen.seq_reserved = seq
         except BaseException:
             for gen in dirty:
                 gen.dirty = True  # not saved: try again next tick

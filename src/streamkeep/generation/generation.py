@@ -10,6 +10,11 @@ once the final row is in the database.
 
 HTTP requests never own a generation: they `subscribe()` to its log, and leaving does
 not stop it (unless `stop_on_disconnect`).
+
+A chat API generation numbers its frames after the chat's `event_seq` (from
+`first_seq`), and keeps that column ahead of the ids it sends (`seq_reserved`: set by
+the start's write, raised by checkpoints, made exact by the final write), so the
+next generation of the chat, even after a crash, never reuses one of its ids.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from streamkeep.generation.log import EventLog, InProcessEventLog
 from streamkeep.generation.parts import completion_to_parts
-from streamkeep.generation.ui_stream import UIStreamEncoder, sse_frames
+from streamkeep.generation.ui_stream import MAX_END_FRAMES, UIStreamEncoder, sse_frames
 from streamkeep.llm.accumulator import Accumulator
 from streamkeep.llm.events import Finish, StreamError, StreamEvent
 from streamkeep.llm.types import FinishReason, Usage
@@ -42,6 +47,9 @@ EndStatus = Literal["complete", "stopped", "error", "interrupted"]
 # checkpointer keeps retrying every tick, so the content survives while the process lives.
 FINAL_WRITE_ATTEMPTS = 5
 FINAL_WRITE_FIRST_DELAY = 0.05
+# Event ids a generation keeps reserved (in its chat's `event_seq`) ahead of the ones it
+# has sent: a crash loses at most what it sends between two checkpoints, far fewer.
+EVENT_SEQ_MARGIN = 10_000
 
 
 class FrameEncoder(Protocol):
@@ -95,9 +103,14 @@ class Generation:
         log: EventLog | None = None,
         encoder: FrameEncoder | None = None,
         ready: Awaitable[object] | None = None,
+        first_seq: int = 1,
+        seq_reserved: int | None = None,
     ) -> None:
         """`ready`, when given, is the write of this answer's rows, running alongside
-        the stream: the final write waits for it."""
+        the stream: the final write waits for it. `first_seq` numbers the frames of its
+        own log (a given `log` starts where it was made to). `seq_reserved` is the
+        chat's `event_seq` as the rows' write sets it; None for a generation that does
+        not number the chat's events (the gateway's: they are not resumable)."""
         self.ids = ids
         self.id = ids.id
         self.chat_id = ids.chat_id
@@ -105,7 +118,8 @@ class Generation:
         self.user_message_id = ids.user_message_id
         self.model = ids.model
         self.status: Status = "streaming"
-        self.log: EventLog = log if log is not None else InProcessEventLog()
+        self.log: EventLog = log if log is not None else InProcessEventLog(first_seq)
+        self.seq_reserved = seq_reserved
         self.done = asyncio.Event()
         # Set by the run loop on new content, cleared by the checkpointer.
         self.dirty = False
@@ -135,6 +149,13 @@ class Generation:
         """True when its frames are the UI message stream the chat API resumes (the
         gateway's OpenAI chunks are not: they belong to the client that asked)."""
         return isinstance(self._encoder, UIStreamEncoder)
+
+    @property
+    def first_seq(self) -> int:
+        """The event id of its first frame (`start`)."""
+        first = self.log.first_seq
+        assert first is not None  # a log this process writes knows where it starts
+        return first
 
     @property
     def subscribers(self) -> int:
@@ -187,7 +208,7 @@ class Generation:
         self, stream: AsyncIterator[StreamEvent], metadata: dict[str, Any], *, prompt_chars: int = 0
     ) -> None:
         self._prompt_chars = prompt_chars
-        # The start frames go in before anyone can subscribe: `start` is always seq 1.
+        # The start frames go in before anyone can subscribe: `start` is the log's first.
         self._append(self._encoder.start(self.ids.message_id, metadata))
         self._task = asyncio.create_task(self._run(stream), name=f"generation-{self.ids.id}")
 
@@ -290,8 +311,21 @@ class Generation:
             return completion.usage
         return estimate_usage(self._prompt_chars, *completion_chars(completion))
 
+    def seq_to_reserve(self) -> int | None:
+        """The `event_seq` a checkpoint should raise the chat's to now, or None while
+        more than half the margin is left (or this generation does not number them)."""
+        reserved = self.seq_reserved
+        if reserved is None:
+            return None
+        next_seq = self.log.next_seq
+        if next_seq + EVENT_SEQ_MARGIN // 2 <= reserved:
+            return None
+        return next_seq - 1 + EVENT_SEQ_MARGIN
+
     def final_write_args(self, outcome: Outcome) -> dict[str, Any]:
         completion = self._acc.result()
+        # Written before the closing frames go out: count them in.
+        last_seq = self.log.next_seq - 1 + MAX_END_FRAMES
         return {
             "generation_id": self.ids.id,
             "message_id": self.ids.message_id,
@@ -300,6 +334,7 @@ class Generation:
             "usage": self._usage().as_dict(),
             "finish_reason": outcome.finish_reason,
             "error": outcome.error,
+            "event_seq": last_seq if self.seq_reserved is not None else None,
         }
 
     async def _store_final(self, outcome: Outcome) -> bool:

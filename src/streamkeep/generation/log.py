@@ -5,8 +5,11 @@ replay from any sequence number and then follow live until the log is closed. Th
 interface is small on purpose so a Redis Streams log can stand in for this in-process one
 when several workers share live generations.
 
-Sequence numbers are 1, 2, 3... in append order; frame `n` carries `id: n`, so a client's
-`Last-Event-ID: n` resumes with frame `n + 1`.
+Sequence numbers count up in append order from the log's `first_seq`; frame `n` carries
+`id: n`, so a client's `Last-Event-ID: n` resumes with frame `n + 1`. A chat's
+generations number on from one another (`first_seq` is one past the chat's
+`event_seq`), so an id below a log's first one is a client's id from an earlier
+generation of the chat: reading after it replays this log from its start.
 """
 
 from __future__ import annotations
@@ -18,6 +21,12 @@ from typing import Protocol
 
 class EventLog(Protocol):
     """An append-only, replayable, closeable sequence of frames."""
+
+    @property
+    def first_seq(self) -> int | None:
+        """The sequence number of the first frame (None: not known yet, see
+        `RemoteEventLog`)."""
+        ...
 
     @property
     def next_seq(self) -> int:
@@ -36,7 +45,8 @@ class EventLog(Protocol):
         ...
 
     def read(self, after: int = 0) -> AsyncIterator[bytes]:
-        """Everything after sequence number `after`, then live frames until the close.
+        """Everything after sequence number `after` (from the start if `after` is below
+        `first_seq`), then live frames until the close.
 
         Frames available at one wake-up are joined into one bytes, so a slow reader
         catches up in one write instead of thousands.
@@ -47,9 +57,12 @@ class EventLog(Protocol):
 class InProcessEventLog:
     """An `EventLog` held in memory by the process that runs the generation."""
 
-    __slots__ = ("_closed", "_frames", "_wakeup")
+    __slots__ = ("_closed", "_first", "_frames", "_wakeup")
 
-    def __init__(self) -> None:
+    def __init__(self, first_seq: int = 1) -> None:
+        if first_seq < 1:
+            raise ValueError("sequence numbers start at 1 or above")
+        self._first = first_seq
         self._frames: list[bytes] = []
         self._closed = False
         # One future all waiting readers await, made only while some reader waits, so
@@ -58,8 +71,12 @@ class InProcessEventLog:
         self._wakeup: asyncio.Future[None] | None = None
 
     @property
+    def first_seq(self) -> int:
+        return self._first
+
+    @property
     def next_seq(self) -> int:
-        return len(self._frames) + 1
+        return self._first + len(self._frames)
 
     @property
     def closed(self) -> bool:
@@ -86,7 +103,7 @@ class InProcessEventLog:
                 wakeup.set_result(None)
 
     async def read(self, after: int = 0) -> AsyncIterator[bytes]:
-        cursor = max(after, 0)
+        cursor = max(after - (self._first - 1), 0)  # an index into `_frames`
         frames = self._frames
         while True:
             end = len(frames)

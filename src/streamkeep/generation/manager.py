@@ -4,6 +4,11 @@ Starting a reply writes the user message, the assistant message (status `streami
 and a running generation in one transaction, then hands the stream to a `Generation`
 task owned here, not by the HTTP request. The database allows one running generation
 per chat; a retry with the same idempotency key joins the one already running.
+
+A reply's stream events are numbered after its chat's `event_seq` as read when the
+reply starts (one generation runs per chat, and the rows' write checks that no other
+took those ids meanwhile), so ids never repeat across a chat's generations and a
+Last-Event-ID always names one frame of one of them.
 """
 
 from __future__ import annotations
@@ -20,15 +25,20 @@ from typing import TYPE_CHECKING
 
 from streamkeep.generation.checkpointer import Checkpointer
 from streamkeep.generation.errors import ShuttingDown
-from streamkeep.generation.generation import FrameEncoder, Generation, GenerationIds
-from streamkeep.generation.log import EventLog
+from streamkeep.generation.generation import (
+    EVENT_SEQ_MARGIN,
+    FrameEncoder,
+    Generation,
+    GenerationIds,
+)
+from streamkeep.generation.log import EventLog, InProcessEventLog
 from streamkeep.generation.parts import history_to_messages
 from streamkeep.llm.errors import LLMError
 from streamkeep.llm.events import StreamError, StreamEvent
 from streamkeep.llm.types import ChatRequest, Message
 from streamkeep.llm.usage import prompt_chars
 from streamkeep.store import ids as store_ids
-from streamkeep.store.errors import GenerationConflict, InvalidOperation
+from streamkeep.store.errors import EventSeqMoved, GenerationConflict, InvalidOperation
 
 if TYPE_CHECKING:
     from streamkeep.config import Settings
@@ -39,6 +49,11 @@ if TYPE_CHECKING:
     from streamkeep.store.repository import PromptMessage
 
 logger = logging.getLogger(__name__)
+
+
+# Starts of a reply whose event ids another generation of the chat took meanwhile (it
+# started and ended between our read of the chat and our write): tried again after it.
+START_ATTEMPTS = 5
 
 
 def default_worker_id() -> str:
@@ -197,7 +212,13 @@ class GenerationManager:
         history = await self._history(chat_id, parent_id)
         prompt = [*history_to_messages(chat.system, history), Message("user", content)]
         return await self._begin(
-            chat_id, parent_id, content, model, prompt, idempotency_key=idempotency_key
+            chat_id,
+            parent_id,
+            content,
+            model,
+            prompt,
+            idempotency_key=idempotency_key,
+            event_seq=chat.event_seq,
         )
 
     async def regenerate(
@@ -218,7 +239,13 @@ class GenerationManager:
         history = await self._history(chat.id, parent_id)
         prompt = history_to_messages(chat.system, history)
         return await self._begin(
-            chat.id, parent_id, None, model, prompt, idempotency_key=idempotency_key
+            chat.id,
+            parent_id,
+            None,
+            model,
+            prompt,
+            idempotency_key=idempotency_key,
+            event_seq=chat.event_seq,
         )
 
     async def edit(
@@ -240,7 +267,13 @@ class GenerationManager:
         history = await self._history(chat.id, message.parent_id)
         prompt = [*history_to_messages(chat.system, history), Message("user", content)]
         return await self._begin(
-            chat.id, message.parent_id, content, model, prompt, idempotency_key=idempotency_key
+            chat.id,
+            message.parent_id,
+            content,
+            model,
+            prompt,
+            idempotency_key=idempotency_key,
+            event_seq=chat.event_seq,
         )
 
     def _check_accepting(self) -> None:
@@ -264,9 +297,13 @@ class GenerationManager:
         prompt: list[Message],
         *,
         idempotency_key: str | None,
+        event_seq: int,
     ) -> Generation:
+        """`event_seq` is the chat's, as read when the reply started."""
         if idempotency_key is None:
-            return await self._insert(chat_id, parent_id, user_content, model, prompt, None)
+            return await self._insert(
+                chat_id, parent_id, user_content, model, prompt, None, event_seq
+            )
         key = (chat_id, idempotency_key)
         in_flight = self._starting.get(key)
         if in_flight is not None:
@@ -274,7 +311,9 @@ class GenerationManager:
         future: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
         self._starting[key] = future
         try:
-            gen = await self._insert(chat_id, parent_id, user_content, model, prompt, key[1])
+            gen = await self._insert(
+                chat_id, parent_id, user_content, model, prompt, key[1], event_seq
+            )
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved here; waiters (if any) get it raised too
@@ -292,6 +331,8 @@ class GenerationManager:
         model: str,
         prompt: list[Message],
         idempotency_key: str | None,
+        event_seq: int,
+        attempts: int = START_ATTEMPTS,
     ) -> Generation:
         """Ask the provider, then write the rows while its answer is on the way.
 
@@ -299,6 +340,10 @@ class GenerationManager:
         covers the write, so storing never delays the first token. If the write fails
         (a generation of another process, a deleted chat, the database away), the
         provider's stream is closed at once and nothing is stored.
+
+        The frames are numbered from `event_seq + 1` before the write, which checks
+        that the chat's event ids did not move meanwhile (another generation started
+        and ended since the chat was read); if they did, this starts again after them.
         """
         # Checked again here, with no await before the launch registers the generation:
         # a start that began before `shutdown()` and got this far after it is refused
@@ -329,8 +374,10 @@ class GenerationManager:
             model=model,
             idempotency_key=idempotency_key,
         )
+        first_seq, reserve = event_seq + 1, event_seq + EVENT_SEQ_MARGIN
         rows: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        gen = self._launch(ids, ChatRequest(model=model, messages=prompt), ready=rows)
+        request = ChatRequest(model=model, messages=prompt)
+        gen = self._launch(ids, request, ready=rows, first_seq=first_seq, seq_reserved=reserve)
         try:
             await asyncio.sleep(0)  # the generation's task sends the request first
             await self._store.start_reply(
@@ -343,6 +390,8 @@ class GenerationManager:
                 message_id=ids.message_id,
                 generation_id=ids.id,
                 user_message_id=ids.user_message_id,
+                first_seq=first_seq,
+                reserve_seq=reserve,
             )
         except BaseException as exc:
             rows.set_exception(exc)
@@ -352,6 +401,20 @@ class GenerationManager:
                 joined = await self._join(exc)
                 if joined is not None:
                     return joined
+            if isinstance(exc, EventSeqMoved) and attempts > 1:
+                logger.info(
+                    "chat %s: event ids moved to %d, starting again", chat_id, exc.event_seq
+                )
+                return await self._insert(
+                    chat_id,
+                    parent_id,
+                    user_content,
+                    model,
+                    prompt,
+                    idempotency_key,
+                    exc.event_seq,
+                    attempts - 1,
+                )
             raise
         rows.set_result(None)
         return gen
@@ -396,6 +459,8 @@ class GenerationManager:
         stream: AsyncIterator[StreamEvent] | None = None,
         encoder: FrameEncoder | None = None,
         ready: Awaitable[object] | None = None,
+        first_seq: int = 1,
+        seq_reserved: int | None = None,
     ) -> Generation:
         gen = Generation(
             ids,
@@ -406,8 +471,10 @@ class GenerationManager:
             encoder=encoder,
             # Only UI-stream generations are resumable through the chat API: the
             # gateway's OpenAI chunks belong to the client that asked for them.
-            log=self._new_log(ids, resumable=encoder is None),
+            log=self._new_log(ids, resumable=encoder is None, first_seq=first_seq),
             ready=ready,
+            first_seq=first_seq,
+            seq_reserved=seq_reserved,
         )
         metadata = {
             "chatId": ids.chat_id,
@@ -425,10 +492,12 @@ class GenerationManager:
         gen.start(stream, metadata, prompt_chars=prompt_chars(request))
         return gen
 
-    def _new_log(self, ids: GenerationIds, *, resumable: bool) -> EventLog | None:
+    def _new_log(self, ids: GenerationIds, *, resumable: bool, first_seq: int) -> EventLog:
         if self.cluster is None:
-            return None  # the generation's own in-process log
-        return self.cluster.new_log(ids.id, ids.chat_id, ids.message_id, resumable=resumable)
+            return InProcessEventLog(first_seq)
+        return self.cluster.new_log(
+            ids.id, ids.chat_id, ids.message_id, resumable=resumable, first_seq=first_seq
+        )
 
     def _finished(self, gen: Generation) -> None:
         loop = asyncio.get_running_loop()

@@ -42,6 +42,10 @@ _STREAM_FINISH_REASONS = frozenset(
     ("stop", "length", "content-filter", "tool-calls", "error", "other")
 )
 
+# The most frames `UIStreamEncoder.end` gives: a block's end, finish-step,
+# message-metadata, abort, finish, [DONE].
+MAX_END_FRAMES = 6
+
 _dumps = orjson.dumps
 _DELTA_TYPES = {"text": "text-delta", "reasoning": "reasoning-delta"}
 

@@ -113,13 +113,25 @@ class Cluster:
         await self.registry.aclose()
 
     def new_log(
-        self, generation_id: str, chat_id: str, message_id: str, *, resumable: bool = True
+        self,
+        generation_id: str,
+        chat_id: str,
+        message_id: str,
+        *,
+        resumable: bool = True,
+        first_seq: int = 1,
     ) -> RedisEventLog:
-        """The log of a generation this worker starts; other workers can find it (and
-        resume it through the chat API when `resumable`: it speaks the UI stream)."""
-        log = RedisEventLog(self.writer, self.keys.generation(generation_id))
+        """The log of a generation this worker starts, its frames numbered from
+        `first_seq`; other workers can find it (and resume it through the chat API when
+        `resumable`: it speaks the UI stream)."""
+        log = RedisEventLog(self.writer, self.keys.generation(generation_id), first_seq=first_seq)
         pointer = orjson.dumps(
-            {"generation": generation_id, "message": message_id, "resumable": resumable}
+            {
+                "generation": generation_id,
+                "message": message_id,
+                "resumable": resumable,
+                "first_seq": first_seq,
+            }
         )
         self.writer.point(self.keys.chat(chat_id), pointer)
         return log
@@ -155,11 +167,14 @@ class Cluster:
         """The chat's latest generation as stored in Redis (running, or ended within
         the stream's expiry), or its running one if the pointer is missing."""
         raw = await self.redis.get(self.keys.chat(chat_id))
+        # Unknown without the pointer: the reader learns it (see `redis_log`).
+        first_seq: int | None = None
         if raw is not None:
             pointer = orjson.loads(raw)
             if not pointer.get("resumable", True):
                 return None
             generation_id, message_id = pointer["generation"], pointer["message"]
+            first_seq = int(pointer.get("first_seq", 1))  # older workers numbered from 1
         else:
             record = await self._store.running_generation(chat_id)
             if record is None:
@@ -170,6 +185,7 @@ class Cluster:
             generation_id,
             keys=self.keys,
             still_running=lambda: self._running(generation_id),
+            first_seq=first_seq,
         )
         if log is None:
             if not await self._running(generation_id):
@@ -177,9 +193,10 @@ class Cluster:
             log = RemoteEventLog(
                 self.redis,
                 self.keys.generation(generation_id),
-                next_seq=1,
+                next_seq=first_seq or 1,
                 closed=False,
                 still_running=lambda: self._running(generation_id),
+                first_seq=first_seq,
             )
         return RemoteGeneration(generation_id, chat_id, message_id, log)
 

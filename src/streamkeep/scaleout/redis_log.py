@@ -8,7 +8,11 @@ generation running elsewhere, read with XREAD from its stream.
 Stream layout (one per generation): entry `{s}-0` holds frames as fields named by their
 sequence numbers, the last of them `s`; the entry `{s}-1` with the field `end` is the
 close marker, after the last frame `s`. So "every frame after N" is `XREAD ... N-0`, then
-drop the frames numbered N or less of the first entry.
+drop the frames numbered N or less of the first entry. A generation's frames are
+numbered from its `first_seq` (its chat's generations number on from one another): a
+reader after an N below it reads from `first_seq - 1`, i.e. the whole stream. Should a
+reader not know `first_seq` (a stream found without its chat's pointer), it takes
+the first frame it reads from a cursor below that frame as the first one.
 
 A reader ends at the close marker. When a blocking XREAD comes back empty it looks at
 the stream's end and asks whether the owner still runs the generation; either answer
@@ -50,10 +54,14 @@ class RedisEventLog:
 
     __slots__ = ("_local", "_writer", "key")
 
-    def __init__(self, writer: RedisWriter, key: str) -> None:
+    def __init__(self, writer: RedisWriter, key: str, *, first_seq: int = 1) -> None:
         self.key = key
         self._writer = writer
-        self._local = InProcessEventLog()
+        self._local = InProcessEventLog(first_seq)
+
+    @property
+    def first_seq(self) -> int:
+        return self._local.first_seq
 
     @property
     def next_seq(self) -> int:
@@ -87,8 +95,10 @@ class RedisEventLog:
         still_running: Callable[[], Awaitable[bool]] | None = None,
         block_ms: int = DEFAULT_BLOCK_MS,
         drain_ms: int = DEFAULT_DRAIN_MS,
+        first_seq: int | None = 1,
     ) -> RemoteEventLog | None:
-        """A read-only log of a generation run anywhere; None when it has no stream."""
+        """A read-only log of a generation run anywhere; None when it has no stream.
+        `first_seq` is its first frame's number (None: unknown, see the module)."""
         key = (keys or Keys()).generation(generation_id)
         last = await redis.xrevrange(key, count=1)
         if not last:
@@ -104,6 +114,7 @@ class RedisEventLog:
             still_running=still_running,
             block_ms=block_ms,
             drain_ms=drain_ms,
+            first_seq=first_seq,
         )
 
 
@@ -126,14 +137,21 @@ class RemoteEventLog:
         still_running: Callable[[], Awaitable[bool]] | None = None,
         block_ms: int = DEFAULT_BLOCK_MS,
         drain_ms: int = DEFAULT_DRAIN_MS,
+        first_seq: int | None = 1,
     ) -> None:
         self.key = key
         self._redis = redis
+        self._first_seq = first_seq
         self._next_seq = next_seq
         self._closed = closed
         self._still_running = still_running
         self._block_ms = block_ms
         self._drain_ms = drain_ms
+
+    @property
+    def first_seq(self) -> int | None:
+        """The first frame's number; None until a reader learned it (see the module)."""
+        return self._first_seq
 
     @property
     def next_seq(self) -> int:
@@ -152,6 +170,8 @@ class RemoteEventLog:
 
     async def read(self, after: int = 0) -> AsyncIterator[bytes]:
         last = max(after, 0)
+        if self._first_seq is not None:
+            last = max(last, self._first_seq - 1)  # an earlier generation's id: from the start
         cursor: bytes | str = f"{last}-0"
         draining = False  # the generation is over: take what is left, then return
         while True:
@@ -167,7 +187,15 @@ class RemoteEventLog:
                 continue
             frames: list[bytes] = []
             ended = False
-            for entry_id, fields in response[0][1]:
+            entries = response[0][1]
+            if self._first_seq is None:
+                # The first frame after a cursor below it is the stream's first (it is
+                # trimmed only once far longer than a pointer takes to be written).
+                first = _first_frame(entries[0][1])
+                if first is not None and first > last + 1:
+                    self._first_seq = first
+                    last = first - 1
+            for entry_id, fields in entries:
                 cursor = entry_id
                 ended = END_FIELD in fields
                 last = _take_frames(fields, last, frames)
@@ -207,6 +235,11 @@ def _take_frames(fields: dict[bytes, bytes], last: int, out: list[bytes]) -> int
         out.append(frame)
         last = seq
     return last
+
+
+def _first_frame(fields: dict[bytes, bytes]) -> int | None:
+    seqs = [int(name) for name in fields if name != END_FIELD]
+    return min(seqs) if seqs else None
 
 
 def _id_of(entry_id: bytes | str) -> tuple[int, int]:

@@ -39,6 +39,11 @@ class RemoteGeneration:
         if self.log.closed:
             self.done.set()
 
+    @property
+    def first_seq(self) -> int | None:
+        """Its first frame's number, when known (see `RemoteEventLog`)."""
+        return self.log.first_seq
+
     async def subscribe(self, after: int = 0) -> AsyncIterator[bytes]:
         try:
             async for chunk in self.log.read(after):

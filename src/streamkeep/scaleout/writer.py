@@ -13,6 +13,8 @@ id is its last frame's seq, so an entry below that id holds only older frames. T
 default is sized for the longest replies models give (a frame is ~100 bytes), so a
 reader on another worker can replay any of them from the start; past it, such a reader
 gets `FramesLost` for the trimmed part.
+Frame numbers need not start at 1 (a chat's generations number on from one
+another): a MINID below a stream's first frame trims nothing.
 
 A flush that fails (Redis unreachable) is queued again in front of newer frames and
 retried with backoff; an entry that did land before the failure is refused by Redis on

@@ -13,7 +13,13 @@ the errors of `errors`.
 from __future__ import annotations
 
 from streamkeep.store.db import Database
-from streamkeep.store.errors import GenerationConflict, InvalidOperation, NotFound, StoreError
+from streamkeep.store.errors import (
+    EventSeqMoved,
+    GenerationConflict,
+    InvalidOperation,
+    NotFound,
+    StoreError,
+)
 from streamkeep.store.records import (
     ChatRecord,
     GenerationRecord,
@@ -28,6 +34,7 @@ __all__ = [
     "ChatRecord",
     "ChatStore",
     "Database",
+    "EventSeqMoved",
     "GenerationConflict",
     "GenerationRecord",
     "GenerationStatus",

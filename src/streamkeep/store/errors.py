@@ -5,8 +5,11 @@
     ├── GenerationConflict     the chat already has a running generation, or the
     │                          idempotency key was used before (has .generation_id,
     │                          .message_id, .same_key, .running)
-    └── InvalidOperation       a request that can never succeed as given (a parent id
-                               from another chat, a bad cursor, an unknown status)
+    ├── InvalidOperation       a request that can never succeed as given (a parent id
+    │                          from another chat, a bad cursor, an unknown status)
+    └── EventSeqMoved          a reply's first stream event id was taken meanwhile by
+                               another generation of the chat (has .event_seq, the
+                               chat's current one: start again after it)
 
 An operation that raises wrote nothing: every write is one transaction.
 """
@@ -58,3 +61,16 @@ class GenerationConflict(StoreError):
 
 class InvalidOperation(StoreError):
     kind = "invalid_operation"
+
+
+class EventSeqMoved(StoreError):
+    """`start_reply` was given a first event id at or below the chat's `event_seq`:
+    another generation of the chat started (and ended) since the caller read it.
+    Nothing was written; `event_seq` is the chat's value now."""
+
+    kind = "event_seq_moved"
+
+    def __init__(self, chat_id: str, event_seq: int) -> None:
+        super().__init__(f"chat {chat_id!r} has used stream event ids up to {event_seq}")
+        self.chat_id = chat_id
+        self.event_seq = event_seq

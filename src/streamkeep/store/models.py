@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -84,6 +85,10 @@ class Chat(Base):
     active_leaf_id: Mapped[str | None] = mapped_column(ID)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # The highest stream event id any generation of this chat may have used: the next
+    # one numbers its frames from here + 1, so a Last-Event-ID is never ambiguous
+    # between two generations of a chat (see `ChatStore.start_reply`).
+    event_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
 
     __table_args__ = (Index(None, "updated_at", "id"),)
 

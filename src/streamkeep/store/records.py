@@ -40,6 +40,9 @@ class ChatRecord(_Record):
     active_leaf_id: str | None
     created_at: datetime
     updated_at: datetime
+    #: the highest stream event id a generation of this chat may have used (internal:
+    #: the next generation numbers its frames after it; not part of the API's JSON)
+    event_seq: int = Field(default=0, exclude=True)
 
 
 class MessageRecord(_Record):

@@ -16,14 +16,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, and_, bindparam, delete, insert, literal, or_, select, update
+from sqlalchemy import (
+    Select,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from streamkeep.store import cursor as cursor_codec
 from streamkeep.store import ids
 from streamkeep.store.db import Database
-from streamkeep.store.errors import GenerationConflict, InvalidOperation, NotFound
+from streamkeep.store.errors import EventSeqMoved, GenerationConflict, InvalidOperation, NotFound
 from streamkeep.store.models import Chat, Generation, Message
 from streamkeep.store.queries import (
     CHATS,
@@ -59,14 +71,40 @@ _SET_LEAF = (
     .where(CHATS.c.id == bindparam("b_id"))
     .values(active_leaf_id=bindparam("b_leaf"), updated_at=bindparam("b_now"))
 )
+# A reply numbering its stream events after the chat's `event_seq`: the chat's new
+# active leaf, and the ids its generation may use, unless another generation took them.
+_SET_LEAF_RESERVING = (
+    update(CHATS)
+    .where(CHATS.c.id == bindparam("b_id"), CHATS.c.event_seq < bindparam("b_first"))
+    .values(
+        active_leaf_id=bindparam("b_leaf"),
+        updated_at=bindparam("b_now"),
+        event_seq=bindparam("b_reserve"),
+    )
+)
+_EVENT_SEQ = select(CHATS.c.event_seq).where(CHATS.c.id == bindparam("b_id"))
 _END_GENERATION = (
     update(GENERATIONS)
     .where(GENERATIONS.c.id == bindparam("b_id"), GENERATIONS.c.message_id == bindparam("b_mid"))
     .values(status="finished", ended_at=bindparam("b_now"))
     .returning(GENERATIONS.c.chat_id)
 )
+_END_RUNNING_GENERATION = _END_GENERATION.where(GENERATIONS.c.status == "running")
 _TOUCH_CHAT = (
     update(CHATS).where(CHATS.c.id == bindparam("b_id")).values(updated_at=bindparam("b_now"))
+)
+# The chat's latest generation ended: its event ids end exactly at `b_seq`.
+_TOUCH_CHAT_SEQ = _TOUCH_CHAT.values(event_seq=bindparam("b_seq"))
+# An older one (ended already, e.g. interrupted): never lower what a newer one reserved.
+_TOUCH_CHAT_SEQ_AT_LEAST = _TOUCH_CHAT.values(
+    event_seq=case(
+        (CHATS.c.event_seq < bindparam("b_seq"), bindparam("b_seq")), else_=CHATS.c.event_seq
+    )
+)
+_RAISE_EVENT_SEQ = (
+    update(CHATS)
+    .where(CHATS.c.id == bindparam("b_id"), CHATS.c.event_seq < bindparam("b_seq"))
+    .values(event_seq=bindparam("b_seq"))
 )
 
 
@@ -141,6 +179,7 @@ class ChatStore:
             active_leaf_id=None,
             created_at=now,
             updated_at=now,
+            event_seq=0,
         )
         try:
             async with self._db.transaction() as s:
@@ -269,6 +308,8 @@ class ChatStore:
         message_id: str | None = None,
         generation_id: str | None = None,
         user_message_id: str | None = None,
+        first_seq: int | None = None,
+        reserve_seq: int | None = None,
     ) -> tuple[MessageRecord | None, MessageRecord, GenerationRecord]:
         """Store the user's message (unless regenerating: `user_content` None), an empty
         streaming assistant reply under it, and a running generation, in one transaction.
@@ -280,9 +321,23 @@ class ChatStore:
         already has a running generation or the idempotency key was used before in this
         chat; the database's
         unique indexes make this hold across processes, not only within this one.
+
+        `first_seq` is the first stream event id of the reply's generation: one past
+        the chat's `event_seq` as the caller read it. Should another generation of the
+        chat have used ids from there on since (it started and ended meanwhile), this
+        raises EventSeqMoved (with the chat's `event_seq` now) and writes nothing. Else
+        the chat's `event_seq` becomes `reserve_seq` (default `first_seq - 1`): ids the
+        generation may send before a checkpoint or its final write records more, so a
+        crash never lets the next generation reuse them.
         """
         if user_content is None and parent_id is None and not prior:
             raise InvalidOperation("regenerating needs the parent_id of the prompt")
+        seq: tuple[int, int] | None = None
+        if first_seq is not None:
+            reserve = first_seq - 1 if reserve_seq is None else reserve_seq
+            if first_seq < 1 or reserve < first_seq - 1:
+                raise InvalidOperation("event ids start at 1 and the reserve is not below them")
+            seq = (first_seq, reserve)
         chain = list(prior)
         if user_content is not None:
             chain.append(("user", [{"type": "text", "text": user_content}]))
@@ -303,7 +358,7 @@ class ChatStore:
         try:
             async with self._db.writing() as conn:
                 rows = await self._insert_reply(
-                    conn, parent_id, chain, reply, generation, user_message_id
+                    conn, parent_id, chain, reply, generation, user_message_id, seq
                 )
         except IntegrityError as exc:
             # Another process wrote between our checks and our inserts: usually its own
@@ -326,9 +381,11 @@ class ChatStore:
         reply: Message,
         generation: Generation,
         last_id: str | None = None,
+        seq: tuple[int, int] | None = None,
     ) -> list[Message]:
         """Check the parent, then insert `chain` (finished messages; the last one gets
-        `last_id` when given), the reply and its generation.
+        `last_id` when given), the reply and its generation; with `seq` (first event
+        id, reserve), check and set the chat's `event_seq` (see `start_reply`).
 
         This runs for every message, so it is Core statements on the ORM objects' values
         (a session's unit of work cost more than the statements), and a missing chat or
@@ -355,7 +412,17 @@ class ChatStore:
         # unique indexes speak.
         await conn.execute(_INSERT_MESSAGE, [row_values(new) for new in [*rows, reply]])
         await conn.execute(_INSERT_GENERATION, row_values(generation))
-        await conn.execute(_SET_LEAF, {"b_id": chat_id, "b_leaf": reply.id, "b_now": now})
+        leaf = {"b_id": chat_id, "b_leaf": reply.id, "b_now": now}
+        if seq is None:
+            await conn.execute(_SET_LEAF, leaf)
+            return rows
+        first, reserve = seq
+        moved = await conn.execute(
+            _SET_LEAF_RESERVING, {**leaf, "b_first": first, "b_reserve": reserve}
+        )
+        if moved.rowcount == 0:  # the inserts above checked the chat exists: ids were taken
+            current = (await conn.execute(_EVENT_SEQ, {"b_id": chat_id})).scalar_one()
+            raise EventSeqMoved(chat_id, current)
         return rows
 
     async def finish_reply(
@@ -369,8 +436,14 @@ class ChatStore:
         finish_reason: str | None,
         error: str | None,
         model: str | None = None,
+        event_seq: int | None = None,
     ) -> None:
-        """Write the final message and mark its generation finished, together."""
+        """Write the final message and mark its generation finished, together.
+
+        `event_seq`, when given, is the last stream event id the generation uses: the
+        chat's `event_seq` becomes it (it was the chat's latest generation while it
+        ran), or at least it when the generation had ended already (e.g. interrupted
+        by another worker: a newer one may have reserved more)."""
         if status not in FINAL_STATUSES:
             raise InvalidOperation(f"{status!r} is not a final message status")
         now = self._clock()
@@ -387,16 +460,34 @@ class ChatStore:
         end = {"b_id": generation_id, "b_mid": message_id, "b_now": now}
         # Core on a plain connection: this runs at the end of every message.
         async with self._db.writing() as conn:
-            chat_id = (await conn.execute(_END_GENERATION, end)).scalar_one_or_none()
+            running = False
+            chat_id = None
+            if event_seq is not None:
+                chat_id = (await conn.execute(_END_RUNNING_GENERATION, end)).scalar_one_or_none()
+                running = chat_id is not None
+            if chat_id is None:
+                chat_id = (await conn.execute(_END_GENERATION, end)).scalar_one_or_none()
             if chat_id is None:
                 raise NotFound("generation", generation_id)
             await conn.execute(update(MESSAGES).where(MESSAGES.c.id == message_id).values(values))
-            await conn.execute(_TOUCH_CHAT, {"b_id": chat_id, "b_now": now})
+            touch = {"b_id": chat_id, "b_now": now}
+            if event_seq is None:
+                await conn.execute(_TOUCH_CHAT, touch)
+            else:
+                stmt = _TOUCH_CHAT_SEQ if running else _TOUCH_CHAT_SEQ_AT_LEAST
+                await conn.execute(stmt, {**touch, "b_seq": event_seq})
 
-    async def checkpoint(self, items: Sequence[tuple[str, list[dict[str, Any]]]]) -> None:
+    async def checkpoint(
+        self,
+        items: Sequence[tuple[str, list[dict[str, Any]]]],
+        event_seqs: Sequence[tuple[str, int]] = (),
+    ) -> None:
         """Save the parts so far of many live replies in one transaction and one
-        (executemany) statement; replies no longer streaming are left alone."""
-        if not items:
+        (executemany) statement; replies no longer streaming are left alone.
+
+        `event_seqs` are (chat id, event id) pairs: each chat's `event_seq` is raised to
+        at least that (one more executemany statement, in the same transaction)."""
+        if not items and not event_seqs:
             return
         table = cast(Table, Message.__table__)  # Core: a plain executemany UPDATE
         stmt = (
@@ -405,8 +496,12 @@ class ChatStore:
             .values(parts=bindparam("b_parts"))
         )
         params = [{"b_id": message_id, "b_parts": parts} for message_id, parts in items]
+        seqs = [{"b_id": chat_id, "b_seq": seq} for chat_id, seq in event_seqs]
         async with self._db.transaction() as s:
-            await s.execute(stmt, params)
+            if params:
+                await s.execute(stmt, params)
+            if seqs:
+                await s.execute(_RAISE_EVENT_SEQ, seqs)
 
     async def heartbeat(self, generation_ids: Sequence[str], worker_id: str) -> None:
         """Mark running generations as alive and owned by `worker_id`."""

@@ -1,4 +1,10 @@
-"""Resuming and stopping a chat's generation (also under useChat's `/api/chat/...`)."""
+"""Resuming and stopping a chat's generation (also under useChat's `/api/chat/...`).
+
+Event ids count on across a chat's generations (each numbers its frames after the
+chat's `event_seq`), so a Last-Event-ID below the live generation's first id is one of
+an earlier generation: that client gets the live one from its start, and "ended,
+nothing after your id" (204) is judged by the live generation's own last id.
+"""
 
 from __future__ import annotations
 
@@ -31,10 +37,13 @@ async def resume(
         return Response(status_code=204)  # a gateway call: its client has the stream
     if generation is None:
         remote = await manager.find_remote(chat_id)  # running on another worker?
-        if remote is not None and not (remote.done.is_set() and after >= remote.log.next_seq - 1):
-            return remote_stream_response(remote, after=after)
+        if remote is not None:
+            after = max(after, (remote.first_seq or 1) - 1)
+            if not (remote.done.is_set() and after >= remote.log.next_seq - 1):
+                return remote_stream_response(remote, after=after)
         await store.get_chat(chat_id)  # 404 for an unknown chat, 204 for a quiet one
         return Response(status_code=204)
+    after = max(after, generation.first_seq - 1)
     if generation.done.is_set() and (
         not _asks_for_replay(request) or after >= generation.log.next_seq - 1
     ):
