@@ -377,7 +377,9 @@ class GenerationManager:
         first_seq, reserve = event_seq + 1, event_seq + EVENT_SEQ_MARGIN
         rows: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         request = ChatRequest(model=model, messages=prompt)
-        gen = self._launch(ids, request, ready=rows, first_seq=first_seq, seq_reserved=reserve)
+        gen = self._launch(
+            ids, request, ready=rows, first_seq=first_seq, seq_reserved=reserve, announce=False
+        )
         try:
             await asyncio.sleep(0)  # the generation's task sends the request first
             await self._store.start_reply(
@@ -417,6 +419,8 @@ class GenerationManager:
                 )
             raise
         rows.set_result(None)
+        if self.cluster is not None:  # now other workers may find it
+            self.cluster.announce(ids.id, ids.chat_id, ids.message_id, first_seq=first_seq)
         return gen
 
     async def _discard(self, gen: Generation) -> None:
@@ -461,6 +465,7 @@ class GenerationManager:
         ready: Awaitable[object] | None = None,
         first_seq: int = 1,
         seq_reserved: int | None = None,
+        announce: bool = True,
     ) -> Generation:
         gen = Generation(
             ids,
@@ -471,7 +476,9 @@ class GenerationManager:
             encoder=encoder,
             # Only UI-stream generations are resumable through the chat API: the
             # gateway's OpenAI chunks belong to the client that asked for them.
-            log=self._new_log(ids, resumable=encoder is None, first_seq=first_seq),
+            log=self._new_log(
+                ids, resumable=encoder is None, first_seq=first_seq, announce=announce
+            ),
             ready=ready,
             first_seq=first_seq,
             seq_reserved=seq_reserved,
@@ -492,11 +499,18 @@ class GenerationManager:
         gen.start(stream, metadata, prompt_chars=prompt_chars(request))
         return gen
 
-    def _new_log(self, ids: GenerationIds, *, resumable: bool, first_seq: int) -> EventLog:
+    def _new_log(
+        self, ids: GenerationIds, *, resumable: bool, first_seq: int, announce: bool
+    ) -> EventLog:
         if self.cluster is None:
             return InProcessEventLog(first_seq)
         return self.cluster.new_log(
-            ids.id, ids.chat_id, ids.message_id, resumable=resumable, first_seq=first_seq
+            ids.id,
+            ids.chat_id,
+            ids.message_id,
+            resumable=resumable,
+            first_seq=first_seq,
+            announce=announce,
         )
 
     def _finished(self, gen: Generation) -> None:

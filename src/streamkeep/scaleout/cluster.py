@@ -120,11 +120,31 @@ class Cluster:
         *,
         resumable: bool = True,
         first_seq: int = 1,
+        announce: bool = True,
     ) -> RedisEventLog:
         """The log of a generation this worker starts, its frames numbered from
         `first_seq`; other workers can find it (and resume it through the chat API when
-        `resumable`: it speaks the UI stream)."""
+        `resumable`: it speaks the UI stream) once it is `announce`d; with `announce`
+        true, at once."""
         log = RedisEventLog(self.writer, self.keys.generation(generation_id), first_seq=first_seq)
+        if announce:
+            self.announce(
+                generation_id, chat_id, message_id, resumable=resumable, first_seq=first_seq
+            )
+        return log
+
+    def announce(
+        self,
+        generation_id: str,
+        chat_id: str,
+        message_id: str,
+        *,
+        resumable: bool = True,
+        first_seq: int = 1,
+    ) -> None:
+        """Point the chat at this generation, for other workers to find. A reply
+        announces itself once its rows are written: a start the database refuses must
+        not leave the chat pointing at a generation that was never kept."""
         pointer = orjson.dumps(
             {
                 "generation": generation_id,
@@ -134,7 +154,6 @@ class Cluster:
             }
         )
         self.writer.point(self.keys.chat(chat_id), pointer)
-        return log
 
     async def expire_streams(self, message_ids: list[str]) -> None:
         """Give the streams of these interrupted replies (their worker died before
@@ -163,18 +182,26 @@ class Cluster:
             return False
         return await self.bus.stop(chat_id)
 
-    async def find(self, chat_id: str) -> RemoteGeneration | None:
+    async def find(
+        self, chat_id: str, *, generation: tuple[str, str] | None = None
+    ) -> RemoteGeneration | None:
         """The chat's latest generation as stored in Redis (running, or ended within
-        the stream's expiry), or its running one if the pointer is missing."""
+        the stream's expiry), or its running one if the pointer is missing.
+
+        `generation` (its id and message id) asks for that one instead, found even
+        when the chat's pointer does not name it yet (its owner announces it once its
+        rows are written, and a reader may come between the two)."""
         raw = await self.redis.get(self.keys.chat(chat_id))
+        pointer = orjson.loads(raw) if raw is not None else None
         # Unknown without the pointer: the reader learns it (see `redis_log`).
         first_seq: int | None = None
-        if raw is not None:
-            pointer = orjson.loads(raw)
+        if pointer is not None and (generation is None or pointer["generation"] == generation[0]):
             if not pointer.get("resumable", True):
                 return None
             generation_id, message_id = pointer["generation"], pointer["message"]
             first_seq = int(pointer.get("first_seq", 1))  # older workers numbered from 1
+        elif generation is not None:
+            generation_id, message_id = generation
         else:
             record = await self._store.running_generation(chat_id)
             if record is None:
