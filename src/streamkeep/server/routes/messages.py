@@ -37,6 +37,7 @@ async def post_message(
     chat_id: str,
     body: MessageCreate,
     request: Request,
+    store: StoreDep,
     manager: ManagerDep,
     metrics: MetricsDep,
     settings: SettingsDep,
@@ -50,7 +51,7 @@ async def post_message(
         model=body.model,
         idempotency_key=idempotency_key(request),
     )
-    return await launch(request, start, metrics)
+    return await launch(request, start, metrics, manager=manager, store=store, chat_id=chat_id)
 
 
 @router.post(
@@ -60,10 +61,16 @@ async def post_message(
     "message, a new reply under it).",
 )
 async def regenerate(
-    message_id: str, request: Request, manager: ManagerDep, metrics: MetricsDep
+    message_id: str,
+    request: Request,
+    store: StoreDep,
+    manager: ManagerDep,
+    metrics: MetricsDep,
 ) -> SSEResponse:
     start = partial(manager.regenerate, message_id, idempotency_key=idempotency_key(request))
-    return await launch(request, start, metrics)
+    return await launch(
+        request, start, metrics, manager=manager, store=store, message_id=message_id
+    )
 
 
 @router.post(
@@ -75,6 +82,7 @@ async def edit(
     message_id: str,
     body: MessageEdit,
     request: Request,
+    store: StoreDep,
     manager: ManagerDep,
     metrics: MetricsDep,
     settings: SettingsDep,
@@ -83,4 +91,6 @@ async def edit(
     start = partial(
         manager.edit, message_id, body.content, idempotency_key=idempotency_key(request)
     )
-    return await launch(request, start, metrics)
+    return await launch(
+        request, start, metrics, manager=manager, store=store, message_id=message_id
+    )
