@@ -74,22 +74,19 @@ async def launch(
     if key is not None and manager.cluster is not None:
         remote = await _keyed_elsewhere(manager, store, key, chat_id, message_id)
         if remote is not None:
-            return _joined(remote, after)
+            return remote_stream_response(remote, after=after)
     try:
         generation = await start()
     except GenerationConflict as conflict:  # its key started it meanwhile, elsewhere?
         remote = await _remote_join(manager, store, conflict, chat_id)
         if remote is None:
             raise
-        return _joined(remote, after)
+        # An `after` below its first id (an earlier reply's) reads it from the start:
+        # the log sees to that.
+        return remote_stream_response(remote, after=after)
     if metrics.track(generation):
         return stream_response(generation, metrics, after=after, started_at=started_at)
     return stream_response(generation, metrics, after=after)  # a retry joined it
-
-
-def _joined(remote: RemoteGeneration, after: int) -> SSEResponse:
-    after = max(after, (remote.first_seq or 1) - 1)  # an earlier reply's id: from the start
-    return remote_stream_response(remote, after=after)
 
 
 async def _keyed_elsewhere(
