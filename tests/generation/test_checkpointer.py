@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from streamkeep.generation import GenerationManager
@@ -22,17 +20,17 @@ from tests.generation.streams import deltas, read_all, read_until, stored_text
 
 @contextmanager
 def statements(db: Database) -> Iterator[list[str]]:
-    """Every SQL statement the engine sends while inside the block (BEGIN included)."""
+    """Every SQL statement sent to the database while inside the block (BEGIN included)."""
     seen: list[str] = []
 
-    def record(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+    def record(sql: str, many: bool) -> None:
         seen.append(" ".join(sql.split()).upper())
 
-    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    unwatch = db.watch(record, lambda: None)
     try:
         yield seen
     finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+        unwatch()
 
 
 def message_updates(seen: list[str]) -> list[str]:

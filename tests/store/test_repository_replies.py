@@ -9,8 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
-from sqlalchemy.engine import Connection
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from streamkeep.store import (
@@ -34,27 +33,25 @@ async def counts(db: Database) -> tuple[int, int]:
 
 
 class StatementLog:
-    """Records the SQL and the commits a real engine sends to its database."""
+    """Records the SQL and the commits a real database connection sends."""
 
     def __init__(self, db: Database) -> None:
-        self.engine = db.engine.sync_engine
+        self._db = db
         self.statements: list[tuple[str, bool]] = []
         self.commits = 0
 
-    def _statement(self, conn: Connection, cursor: Any, sql: str, *rest: Any) -> None:
-        self.statements.append((sql.split()[0].upper(), rest[-1]))  # (verb, executemany)
+    def _statement(self, sql: str, many: bool) -> None:
+        self.statements.append((sql.split()[0].upper(), many))
 
-    def _commit(self, conn: Connection) -> None:
+    def _commit(self) -> None:
         self.commits += 1
 
     def __enter__(self) -> StatementLog:
-        event.listen(self.engine, "before_cursor_execute", self._statement)
-        event.listen(self.engine, "commit", self._commit)
+        self._unwatch = self._db.watch(self._statement, self._commit)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        event.remove(self.engine, "before_cursor_execute", self._statement)
-        event.remove(self.engine, "commit", self._commit)
+        self._unwatch()
 
 
 @pytest.fixture

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
 
 from streamkeep.store import ChatStore, Database
+from streamkeep.store.direct import DirectConnection
 
 
 @pytest.fixture
@@ -144,21 +146,22 @@ async def test_the_hot_paths_keep_one_connection_and_replace_a_broken_one(db_pat
 
         async def driver_of_writer() -> object:
             async with db.writing() as conn:
-                raw = await conn.get_raw_connection()
-                return raw.driver_connection
+                assert isinstance(conn, DirectConnection)
+                return conn.inline
 
         first = await driver_of_writer()
         assert await driver_of_writer() is first  # no checkout / return per transaction
         with pytest.raises(RuntimeError, match="broke"):
             async with db.writing() as conn:
-                await conn.invalidate()
-                raise RuntimeError("broke")
+                assert isinstance(conn, DirectConnection)
+                conn.inline.sqlite.close()  # e.g. the file went away
+                raise RuntimeError("broke")  # the caller's error is the one raised
         replaced = await driver_of_writer()
         assert replaced is not first
         async with db.reading() as conn:  # reads have their own
-            assert (await conn.exec_driver_sql("SELECT 1")).scalar() == 1
-            raw = await conn.get_raw_connection()
-            assert raw.driver_connection is not replaced
+            assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+            assert isinstance(conn, DirectConnection)
+            assert conn.inline is not replaced
     finally:
         await db.dispose()
 
@@ -166,18 +169,18 @@ async def test_the_hot_paths_keep_one_connection_and_replace_a_broken_one(db_pat
 async def test_a_read_on_the_held_connection_ends_in_a_rollback_not_a_commit(
     db_path: Path,
 ) -> None:
-    from sqlalchemy import event
-
     db = Database.from_url(f"sqlite:///{db_path}")
-    ends: list[str] = []
-    event.listen(db.engine.sync_engine, "commit", lambda conn: ends.append("commit"))
-    event.listen(db.engine.sync_engine, "rollback", lambda conn: ends.append("rollback"))
+    commits: list[str] = []
+    db.watch(lambda sql, many: None, lambda: commits.append("commit"))
     try:
         async with db.reading() as conn:
-            await conn.exec_driver_sql("SELECT 1")
-        assert ends == ["rollback"]  # the commit count (a metric) counts writes only
+            await conn.execute(text("SELECT 1"))
+            assert isinstance(conn, DirectConnection)
+            assert conn.inline.sqlite.in_transaction
+        assert commits == []  # the commit count (a metric) counts writes only
+        assert not conn.inline.sqlite.in_transaction  # rolled back
         async with db.writing() as conn:
-            await conn.exec_driver_sql("SELECT 1")
-        assert ends == ["rollback", "commit"]
+            await conn.execute(text("SELECT 1"))
+        assert commits == ["commit"]
     finally:
         await db.dispose()

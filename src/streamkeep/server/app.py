@@ -109,7 +109,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
     database = Database.from_url(settings.resolved_database_url)
-    metrics.watch_engine(database.engine)
+    metrics.watch_database(database)
     registry = ModelRegistry(settings)
     redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
     try:

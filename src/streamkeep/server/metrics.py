@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,11 +20,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 if TYPE_CHECKING:
     from streamkeep.generation import Generation
+    from streamkeep.store import Database
 
 _WRITE_VERBS = ("insert", "update", "delete")
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -102,18 +101,13 @@ class Metrics:
         data: bytes = generate_latest(self.registry)
         return data
 
-    def watch_engine(self, engine: AsyncEngine) -> None:
-        """Count statements and commits of `engine` (for writes-per-message numbers)."""
+    def watch_database(self, database: Database) -> None:
+        """Count statements and commits of `database` (for writes-per-message numbers)."""
         writes = self.db_statements.labels("write")
         reads = self.db_statements.labels("read")
-        commits = self.db_commits
 
-        def _on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        def on_statement(statement: str, many: bool) -> None:
             verb = statement.lstrip()[:6].lower()
             (writes if verb.startswith(_WRITE_VERBS) else reads).inc()
 
-        def _on_commit(conn: Any) -> None:
-            commits.inc()
-
-        event.listen(engine.sync_engine, "before_cursor_execute", _on_execute)
-        event.listen(engine.sync_engine, "commit", _on_commit)
+        database.watch(on_statement, self.db_commits.inc)

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 from sqlalchemy import event, text
@@ -34,7 +37,11 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from streamkeep.store import migrations
+from streamkeep.store.core import CoreConnection, EngineConnection
+from streamkeep.store.direct import DirectConnection, PreparedCache
 from streamkeep.store.sqlite import InlineConnection
+
+logger = logging.getLogger(__name__)
 
 # How long a SQLite call waits for another process's lock before failing (seconds).
 SQLITE_BUSY_TIMEOUT = 30.0
@@ -65,14 +72,21 @@ class Database:
         # event loop, instead of each holding a pooled connection (and a thread) while
         # sleeping in busy_timeout; busy_timeout remains for writers of other processes.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+        self._watchers = _Watchers()
         # SQLite's statements run on the loop (see `store.sqlite`), where a pooled
         # connection's checkout and return cost more than a message's statements: the
-        # Core hot paths keep one connection each, used by one transaction at a time.
+        # Core hot paths keep one connection each, used by one transaction at a time,
+        # and run their statements on it directly (see `store.direct`).
         self._held_writer: _HeldConnection | None = None
         self._held_reader: _HeldConnection | None = None
         if self._write_lock is not None:
-            self._held_writer = _HeldConnection(engine, self._write_lock, write=True)
-            self._held_reader = _HeldConnection(engine, asyncio.Lock(), write=False)
+            cache = PreparedCache(engine.dialect)
+            self._held_writer = _HeldConnection(
+                engine, self._write_lock, cache, self._watchers, write=True
+            )
+            self._held_reader = _HeldConnection(
+                engine, asyncio.Lock(), cache, self._watchers, write=False
+            )
 
     @classmethod
     def from_url(cls, url: str, *, sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> Database:
@@ -121,28 +135,54 @@ class Database:
             await session.commit()
 
     @contextlib.asynccontextmanager
-    async def reading(self) -> AsyncIterator[AsyncConnection]:
+    async def reading(self) -> AsyncIterator[CoreConnection]:
         """A plain connection for Core reads: no ORM session to set up and tear down,
         which on the hot paths (every message) cost more than the queries."""
         if self._held_reader is not None:
-            async with self._held_reader.transaction() as conn:
-                yield conn
+            async with self._held_reader.transaction() as direct:
+                yield direct
             return
         async with self.engine.connect() as conn:
-            yield conn
+            yield EngineConnection(conn)
 
     @contextlib.asynccontextmanager
-    async def writing(self) -> AsyncIterator[AsyncConnection]:
+    async def writing(self) -> AsyncIterator[CoreConnection]:
         """`transaction()` for Core statements: the same write lock and BEGIN IMMEDIATE,
         committed on a clean exit and rolled back on error, without a session."""
         if self._held_writer is not None:
-            async with self._held_writer.transaction() as conn:
-                yield conn
+            async with self._held_writer.transaction() as direct:
+                yield direct
             return
         async with self._writer(), self.engine.connect() as conn:
             conn = await conn.execution_options(**{_WRITE: True})
             async with conn.begin():
-                yield conn
+                yield EngineConnection(conn)
+
+    def watch(
+        self, on_statement: Callable[[str, bool], None], on_commit: Callable[[], None]
+    ) -> Callable[[], None]:
+        """Call `on_statement(sql, executemany)` before each statement runs and
+        `on_commit()` after each commit, on every kind of connection (metrics, tests).
+        Returns the function that stops it."""
+        watchers = self._watchers
+
+        def _on_execute(conn: Connection, cursor: Any, sql: str, params: Any, *rest: Any) -> None:
+            on_statement(sql, bool(rest[-1]))  # rest: context, executemany
+
+        def _on_commit(conn: Connection) -> None:
+            on_commit()
+
+        def unwatch() -> None:
+            watchers.statement.remove(on_statement)
+            watchers.commit.remove(on_commit)
+            event.remove(self.engine.sync_engine, "before_cursor_execute", _on_execute)
+            event.remove(self.engine.sync_engine, "commit", _on_commit)
+
+        watchers.statement.append(on_statement)
+        watchers.commit.append(on_commit)
+        event.listen(self.engine.sync_engine, "before_cursor_execute", _on_execute)
+        event.listen(self.engine.sync_engine, "commit", _on_commit)
+        return unwatch
 
     async def upgrade(self) -> None:
         """Apply every Alembic revision not applied yet (safe to call at each start)."""
@@ -174,48 +214,81 @@ class Database:
             yield
 
 
-class _HeldConnection:
-    """A connection kept open for one kind of transaction, one transaction at a time
-    (under `lock`); replaced when it breaks."""
+@dataclass(slots=True)
+class _Watchers:
+    statement: list[Callable[[str, bool], None]] = field(default_factory=list)
+    commit: list[Callable[[], None]] = field(default_factory=list)
 
-    def __init__(self, engine: AsyncEngine, lock: asyncio.Lock, *, write: bool) -> None:
+
+class _HeldConnection:
+    """SQLite: a driver connection kept open for one kind of transaction, one
+    transaction at a time (under `lock`); replaced when it breaks."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        lock: asyncio.Lock,
+        cache: PreparedCache,
+        watchers: _Watchers,
+        *,
+        write: bool,
+    ) -> None:
         self._engine = engine
         self._lock = lock
+        self._cache = cache
+        self._watchers = watchers
         self._write = write
-        self._conn: AsyncConnection | None = None
+        # The pooled connection stays checked out while its driver connection is used.
+        self._pooled: AsyncConnection | None = None
+        self._direct: DirectConnection | None = None
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+    async def transaction(self) -> AsyncIterator[DirectConnection]:
         async with self._lock:
-            conn = self._conn
-            if conn is None or conn.closed or conn.invalidated:
-                conn = await self._engine.connect()
-                if self._write:
-                    conn = await conn.execution_options(**{_WRITE: True})
-                self._conn = conn
+            direct = self._direct or await self._open()
             try:
+                await direct.begin(write=self._write)
+                yield direct
                 if self._write:
-                    async with conn.begin():
-                        yield conn
-                else:
-                    # A read ends with a rollback, as a pooled connection's return does:
-                    # it changed nothing, and the commit count stays the writes' count.
-                    transaction = await conn.begin()
-                    try:
-                        yield conn
-                    finally:
-                        await transaction.rollback()
+                    await direct.commit()
             except BaseException:
-                if conn.invalidated:  # a broken connection: the next transaction opens anew
-                    self._conn = None
-                    await conn.close()
+                await self._end(direct.abort)
                 raise
+            if not self._write:
+                # A read ends with a rollback, as a pooled connection's return does:
+                # it changed nothing, and the commit count stays the writes' count.
+                await self._end(direct.rollback)
+
+    async def _open(self) -> DirectConnection:
+        pooled = await self._engine.connect()
+        raw = await pooled.get_raw_connection()
+        inline = raw.driver_connection
+        assert isinstance(inline, InlineConnection)
+        self._pooled = pooled
+        self._direct = DirectConnection(
+            inline, self._cache, self._watchers.statement, self._watchers.commit
+        )
+        return self._direct
+
+    async def _end(self, rollback: Callable[[], Awaitable[None]]) -> None:
+        """Roll back. A connection that cannot even do that is broken: it is dropped
+        (the next transaction opens a new one) and the caller's outcome stands."""
+        try:
+            await rollback()
+        except Exception:
+            logger.warning("SQLite connection dropped: its rollback failed", exc_info=True)
+            await self._drop(invalidate=True)
+
+    async def _drop(self, *, invalidate: bool) -> None:
+        pooled, self._pooled, self._direct = self._pooled, None, None
+        if pooled is not None:
+            if invalidate:
+                await pooled.invalidate()
+            await pooled.close()
 
     async def close(self) -> None:
         async with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                await conn.close()
+            await self._drop(invalidate=False)
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -87,29 +87,25 @@ async def find_conflict(
     return GenerationConflict(generation_id=other.id, message_id=other.message_id, same_key=False)
 
 
-def row_values(row: Chat | Message | Generation) -> dict[str, Any]:
-    """A transient ORM object's columns, for a Core INSERT."""
-    return {c.key: getattr(row, c.key) for c in cast(Table, row.__table__).columns}
-
-
 def new_message(
     chat_id: str, parent_id: str | None, role: Role, status: MessageStatus, now: datetime
-) -> Message:
-    """An empty message row; the caller fills in what differs and adds it."""
-    return Message(
-        id=ids.message_id(),
-        chat_id=chat_id,
-        parent_id=parent_id,
-        role=role,
-        parts=[],
-        status=status,
-        model=None,
-        finish_reason=None,
-        usage=None,
-        error=None,
-        created_at=now,
-        completed_at=None,
-    )
+) -> dict[str, Any]:
+    """An empty message row (every column, for a Core INSERT); the caller fills in
+    what differs."""
+    return {
+        "id": ids.message_id(),
+        "chat_id": chat_id,
+        "parent_id": parent_id,
+        "role": role,
+        "parts": [],
+        "status": status,
+        "model": None,
+        "finish_reason": None,
+        "usage": None,
+        "error": None,
+        "created_at": now,
+        "completed_at": None,
+    }
 
 
 def checked_id(value: str) -> str:

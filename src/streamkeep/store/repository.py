@@ -19,10 +19,12 @@ from typing import Any, cast
 from sqlalchemy import (
     Select,
     Table,
+    Text,
     and_,
     bindparam,
     case,
     delete,
+    func,
     insert,
     literal,
     or_,
@@ -30,10 +32,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamkeep.store import cursor as cursor_codec
 from streamkeep.store import ids
+from streamkeep.store.core import CoreConnection
 from streamkeep.store.db import Database
 from streamkeep.store.errors import EventSeqMoved, GenerationConflict, InvalidOperation, NotFound
 from streamkeep.store.models import Chat, Generation, Message
@@ -49,7 +52,6 @@ from streamkeep.store.queries import (
     message_record,
     message_row,
     new_message,
-    row_values,
     sibling_ids,
 )
 from streamkeep.store.records import (
@@ -90,6 +92,20 @@ _END_GENERATION = (
     .returning(GENERATIONS.c.chat_id)
 )
 _END_RUNNING_GENERATION = _END_GENERATION.where(GENERATIONS.c.status == "running")
+_FINISH_MESSAGE = (
+    update(MESSAGES)
+    .where(MESSAGES.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        parts=bindparam("b_parts"),
+        usage=bindparam("b_usage"),
+        finish_reason=bindparam("b_reason"),
+        error=bindparam("b_error"),
+        completed_at=bindparam("b_now"),
+        # The model that answered, when the caller knows it; else the one asked.
+        model=func.coalesce(bindparam("b_model", type_=Text()), MESSAGES.c.model),
+    )
+)
 _TOUCH_CHAT = (
     update(CHATS).where(CHATS.c.id == bindparam("b_id")).values(updated_at=bindparam("b_now"))
 )
@@ -341,20 +357,22 @@ class ChatStore:
         chain = list(prior)
         if user_content is not None:
             chain.append(("user", [{"type": "text", "text": user_content}]))
-        reply = new_message(chat_id, None, "assistant", "streaming", self._clock())
-        reply.id = checked_id(message_id) if message_id is not None else reply.id
-        reply.model = model
-        generation = Generation(
-            id=checked_id(generation_id) if generation_id is not None else ids.generation_id(),
-            chat_id=chat_id,
-            message_id=reply.id,
-            status="running",
-            idempotency_key=idempotency_key,
-            worker_id=worker_id,
-            started_at=reply.created_at,
-            heartbeat_at=reply.created_at,
-            ended_at=None,
-        )
+        now = self._clock()
+        reply = new_message(chat_id, None, "assistant", "streaming", now)
+        if message_id is not None:
+            reply["id"] = checked_id(message_id)
+        reply["model"] = model
+        generation = {
+            "id": checked_id(generation_id) if generation_id is not None else ids.generation_id(),
+            "chat_id": chat_id,
+            "message_id": reply["id"],
+            "status": "running",
+            "idempotency_key": idempotency_key,
+            "worker_id": worker_id,
+            "started_at": now,
+            "heartbeat_at": now,
+            "ended_at": None,
+        }
         try:
             async with self._db.writing() as conn:
                 rows = await self._insert_reply(
@@ -370,49 +388,55 @@ class ChatStore:
             if conflict is None:  # what is left: a caller-chosen id that exists already
                 raise InvalidOperation("message_id or generation_id is taken") from exc
             raise conflict from None
-        user = message_record(rows[-1]) if user_content is not None else None
-        return user, message_record(reply), GenerationRecord.model_validate(generation)
+        user = MessageRecord.model_validate(rows[-1]) if user_content is not None else None
+        return (
+            user,
+            MessageRecord.model_validate(reply),
+            GenerationRecord.model_validate(generation),
+        )
 
     async def _insert_reply(
         self,
-        conn: AsyncConnection,
+        conn: CoreConnection,
         parent_id: str | None,
         chain: list[tuple[Role, list[dict[str, Any]]]],
-        reply: Message,
-        generation: Generation,
+        reply: dict[str, Any],
+        generation: dict[str, Any],
         last_id: str | None = None,
         seq: tuple[int, int] | None = None,
-    ) -> list[Message]:
+    ) -> list[dict[str, Any]]:
         """Check the parent, then insert `chain` (finished messages; the last one gets
         `last_id` when given), the reply and its generation; with `seq` (first event
         id, reserve), check and set the chat's `event_seq` (see `start_reply`).
 
-        This runs for every message, so it is Core statements on the ORM objects' values
-        (a session's unit of work cost more than the statements), and a missing chat or
-        a conflicting generation is left to the constraints: the caller's
-        `IntegrityError` path tells which it was, as it must for other processes anyway.
+        This runs for every message, so it is Core statements on plain rows (a session's
+        unit of work, even ORM objects' attribute events, cost more than the statements),
+        and a missing chat or a conflicting generation is left to the constraints: the
+        caller's `IntegrityError` path tells which it was, as it must for other processes
+        anyway.
         """
-        chat_id = reply.chat_id
+        chat_id = reply["chat_id"]
         if parent_id is not None:
             parent = (await conn.execute(_PARENT_CHAT, {"b_id": parent_id})).first()
             if parent is None or parent.chat_id != chat_id:
                 if (await conn.execute(_GET_CHAT, {"b_id": chat_id})).first() is None:
                     raise NotFound("chat", chat_id)  # a missing chat is told first
                 raise InvalidOperation(f"parent {parent_id!r} is not a message of this chat")
-        now = reply.created_at
-        rows: list[Message] = []
+        now = reply["created_at"]
+        rows: list[dict[str, Any]] = []
         for role, parts in chain:
-            row = new_message(chat_id, rows[-1].id if rows else parent_id, role, "complete", now)
-            row.parts, row.completed_at = parts, now
+            parent = rows[-1]["id"] if rows else parent_id
+            row = new_message(chat_id, parent, role, "complete", now)
+            row["parts"], row["completed_at"] = parts, now
             rows.append(row)
         if rows and last_id is not None:
-            rows[-1].id = checked_id(last_id)
-        reply.parent_id = rows[-1].id if rows else parent_id
+            rows[-1]["id"] = checked_id(last_id)
+        reply["parent_id"] = rows[-1]["id"] if rows else parent_id
         # Parents first (executemany keeps the order); then the generation, where the
         # unique indexes speak.
-        await conn.execute(_INSERT_MESSAGE, [row_values(new) for new in [*rows, reply]])
-        await conn.execute(_INSERT_GENERATION, row_values(generation))
-        leaf = {"b_id": chat_id, "b_leaf": reply.id, "b_now": now}
+        await conn.execute(_INSERT_MESSAGE, [*rows, reply])
+        await conn.execute(_INSERT_GENERATION, generation)
+        leaf = {"b_id": chat_id, "b_leaf": reply["id"], "b_now": now}
         if seq is None:
             await conn.execute(_SET_LEAF, leaf)
             return rows
@@ -447,16 +471,16 @@ class ChatStore:
         if status not in FINAL_STATUSES:
             raise InvalidOperation(f"{status!r} is not a final message status")
         now = self._clock()
-        values: dict[str, Any] = {
-            "status": status,
-            "parts": parts,
-            "usage": usage,
-            "finish_reason": finish_reason,
-            "error": error,
-            "completed_at": now,
+        values = {
+            "b_id": message_id,
+            "b_status": status,
+            "b_parts": parts,
+            "b_usage": usage,
+            "b_reason": finish_reason,
+            "b_error": error,
+            "b_now": now,
+            "b_model": model,
         }
-        if model is not None:
-            values["model"] = model
         end = {"b_id": generation_id, "b_mid": message_id, "b_now": now}
         # Core on a plain connection: this runs at the end of every message.
         async with self._db.writing() as conn:
@@ -469,7 +493,7 @@ class ChatStore:
                 chat_id = (await conn.execute(_END_GENERATION, end)).scalar_one_or_none()
             if chat_id is None:
                 raise NotFound("generation", generation_id)
-            await conn.execute(update(MESSAGES).where(MESSAGES.c.id == message_id).values(values))
+            await conn.execute(_FINISH_MESSAGE, values)
             touch = {"b_id": chat_id, "b_now": now}
             if event_seq is None:
                 await conn.execute(_TOUCH_CHAT, touch)

@@ -62,6 +62,22 @@ class InlineConnection(aiosqlite.Connection):
         self.busy_timeout = busy_timeout
         self._commits = 0
 
+    @property
+    def sqlite(self) -> sqlite3.Connection:
+        """The driver's connection: call it only through `run`."""
+        conn: sqlite3.Connection = self._conn
+        return conn
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)` on the loop, or on the worker thread while another connection
+        holds the lock (see the module docstring)."""
+        return await self._execute(fn, *args)
+
+    async def run_queued(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)` on the worker thread, after any call still running there (one
+        whose caller was cancelled while it waited for a lock, say)."""
+        return await self._on_thread(fn, *args)
+
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
