@@ -1,10 +1,10 @@
 """SQLite's per-message statements, run on the driver's own connection.
 
 Why not SQLAlchemy's execution here: a message's three transactions (`get_chat`,
-`start_reply`, `finish_reply`) cost 2.0 ms of CPU through `AsyncConnection` (greenlet
-hand-offs, an execution context and a result object per statement, events) against
-0.5 ms this way, of which SQLite itself takes about 0.35 ms: at 100 tokens a message,
-15 us of every relayed chunk (benchmarks/chat_server.py).
+`start_reply`, `finish_reply`) cost 2.0-2.2 ms of CPU through `AsyncConnection`
+(greenlet hand-offs, an execution context and a result object per statement, events)
+and 0.8 ms this way, with SQLite itself taking about 0.35 ms of it: at 100 tokens a
+message, 13 us of every relayed chunk (benchmarks/chat_server.py).
 
 What stays SQLAlchemy's: the statements are Core constructs, compiled by the engine's
 own dialect (once each, `Prepared`), and every parameter and result value goes through
