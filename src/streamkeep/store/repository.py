@@ -66,6 +66,7 @@ from streamkeep.store.records import (
 # for the compiled-SQL cache, which a new one per call computes again.
 _GET_CHAT = select(CHATS).where(CHATS.c.id == bindparam("b_id"))
 _PARENT_CHAT = select(MESSAGES.c.chat_id).where(MESSAGES.c.id == bindparam("b_id"))
+_INSERT_CHAT = insert(CHATS)
 _INSERT_MESSAGE = insert(MESSAGES)
 _INSERT_GENERATION = insert(GENERATIONS)
 _SET_LEAF = (
@@ -187,22 +188,23 @@ class ChatStore:
         """A new empty chat; `chat_id` lets a client choose the id (useChat's, the
         gateway's), InvalidOperation if it is taken."""
         now = self._clock()
-        chat = Chat(
-            id=checked_id(chat_id) if chat_id is not None else ids.chat_id(),
-            title=title,
-            model=model,
-            system=system,
-            active_leaf_id=None,
-            created_at=now,
-            updated_at=now,
-            event_seq=0,
-        )
+        row = {
+            "id": checked_id(chat_id) if chat_id is not None else ids.chat_id(),
+            "title": title,
+            "model": model,
+            "system": system,
+            "active_leaf_id": None,
+            "created_at": now,
+            "updated_at": now,
+            "event_seq": 0,
+        }
         try:
-            async with self._db.transaction() as s:
-                s.add(chat)
+            # Core: the gateway creates a chat for every call that names none.
+            async with self._db.writing() as conn:
+                await conn.execute(_INSERT_CHAT, row)
         except IntegrityError:
-            raise InvalidOperation(f"chat {chat.id!r} exists already") from None
-        return ChatRecord.model_validate(chat)
+            raise InvalidOperation(f"chat {row['id']!r} exists already") from None
+        return ChatRecord.model_validate(row)
 
     async def list_chats(
         self, *, limit: int = 50, cursor: str | None = None
