@@ -109,34 +109,77 @@ async def test_reads_go_on_while_another_connection_writes(db_path: Path) -> Non
         await db.dispose()
 
 
-async def test_wal_checkpoints_run_on_the_worker_thread_every_few_hundred_commits(
+async def test_wal_checkpoints_run_on_a_thread_every_few_hundred_commits(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from streamkeep.store import sqlite as inline
 
     monkeypatch.setattr(inline, "CHECKPOINT_EVERY", 5)
     ran: list[tuple[int, tuple[int, int, int]]] = []
-    checkpoint = inline.InlineConnection._checkpoint
+    checkpoint = inline.WalCheckpointer._checkpoint
 
-    def watched(self: inline.InlineConnection) -> tuple[int, int, int]:
+    def watched(self: inline.WalCheckpointer) -> tuple[int, int, int]:
         result = checkpoint(self)
         ran.append((threading.get_ident(), result))
         return result
 
-    monkeypatch.setattr(inline.InlineConnection, "_checkpoint", watched)
+    monkeypatch.setattr(inline.WalCheckpointer, "_checkpoint", watched)
     db = Database.from_url(f"sqlite:///{db_path}")
     store = ChatStore(db)
     try:
-        async with db.engine.connect() as conn:  # SQLite itself never checkpoints
-            assert (await conn.exec_driver_sql("PRAGMA wal_autocheckpoint")).scalar() == 0
+        async with db.reading() as conn:  # SQLite itself never checkpoints
+            assert (await conn.execute(text("PRAGMA wal_autocheckpoint"))).scalar_one() == 0
         for _ in range(4):
             await store.create_chat(model="openai/m")
+        await asyncio.sleep(0.05)
         assert ran == []
-        await store.create_chat(model="openai/m")  # the pool's one connection: commit 5
+        chat = await store.create_chat(model="openai/m")  # commit 5, on the direct path
+        await store.update_chat(chat.id, title="x")  # and one through a session
+        for _ in range(100):
+            if ran:
+                break
+            await asyncio.sleep(0.01)
         [(thread, (busy, frames, copied))] = ran
         assert thread != threading.get_ident()
-        assert busy == 0 and frames > 0 and copied == frames
+        assert busy == 0 and frames > 0 and copied > 0
+        for _ in range(4):  # commits of sessions count too: 10
+            await store.update_chat(chat.id, title="y")
+        for _ in range(100):
+            if len(ran) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(ran) == 2
     finally:
+        await db.dispose()
+
+
+async def test_a_commit_never_waits_for_a_checkpoint(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamkeep.store import sqlite as inline
+
+    monkeypatch.setattr(inline, "CHECKPOINT_EVERY", 1)
+    release = threading.Event()
+    checkpoint = inline.WalCheckpointer._checkpoint
+
+    def slow(self: inline.WalCheckpointer) -> tuple[int, int, int]:
+        release.wait(5)
+        return checkpoint(self)
+
+    monkeypatch.setattr(inline.WalCheckpointer, "_checkpoint", slow)
+    db = Database.from_url(f"sqlite:///{db_path}")
+    store = ChatStore(db)
+    try:
+        # Each commit would start a checkpoint; the first one still hangs, and the
+        # writes go on meanwhile (a checkpoint inside a commit would hold them for 5 s).
+        async with asyncio.timeout(2):
+            chat = await store.create_chat(model="openai/m")
+            for _ in range(3):
+                await store.create_chat(model="openai/m")  # the direct path
+                await store.update_chat(chat.id, title="t")  # a session
+        release.set()
+    finally:
+        release.set()
         await db.dispose()
 
 

@@ -39,7 +39,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from streamkeep.store import migrations
 from streamkeep.store.core import CoreConnection, EngineConnection
 from streamkeep.store.direct import DirectConnection, PreparedCache
-from streamkeep.store.sqlite import InlineConnection
+from streamkeep.store.sqlite import InlineConnection, WalCheckpointer
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def normalize_url(url: str) -> URL:
 class Database:
     """One engine and its sessions. Create with `from_url`, close with `dispose`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, wal: WalCheckpointer | None = None) -> None:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         # SQLite allows one writer at a time. Writers of this process queue here, on the
@@ -73,6 +73,9 @@ class Database:
         # sleeping in busy_timeout; busy_timeout remains for writers of other processes.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         self._watchers = _Watchers()
+        self._wal = wal
+        if wal is not None:  # SQLite: every commit of this process counts
+            self.watch(lambda sql, many: None, wal.committed)
         # SQLite's statements run on the loop (see `store.sqlite`), where a pooled
         # connection's checkout and return cost more than a message's statements: the
         # Core hot paths keep one connection each, used by one transaction at a time,
@@ -105,7 +108,7 @@ class Database:
 
         engine = create_async_engine(parsed, async_creator=connect)
         _configure_sqlite(engine)
-        return cls(engine)
+        return cls(engine, wal=WalCheckpointer(path))
 
     @property
     def dialect(self) -> str:
@@ -203,6 +206,8 @@ class Database:
         for held in (self._held_writer, self._held_reader):
             if held is not None:
                 await held.close()
+        if self._wal is not None:
+            await self._wal.close()
         await self.engine.dispose()
 
     @contextlib.asynccontextmanager
@@ -304,8 +309,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # `InlineConnection` waits for another process's lock on its worker thread.
         cursor.execute("PRAGMA busy_timeout=0")
         cursor.execute("PRAGMA journal_mode=WAL")
-        # Checkpoints run on a worker thread every few hundred commits, not inside a
-        # commit on the event loop (see `store.sqlite`).
+        # Checkpoints run on a thread of their own every few hundred commits, not
+        # inside a commit on the event loop (see `store.sqlite`).
         cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough with WAL
         cursor.execute("PRAGMA foreign_keys=ON")

@@ -14,13 +14,17 @@ latency of every hop. So `InlineConnection` runs a call on the loop's own thread
   process already queue on `Database`'s lock, so only other processes can be busy.
 - WAL checkpoints (copying the log into the database file, with an fsync). SQLite's
   automatic checkpoint would run inside a commit, on the loop; it is off on our
-  connections, and every `CHECKPOINT_EVERY` commits the committing connection runs a
-  PASSIVE checkpoint on its worker thread instead (the committer awaits it, the loop
-  goes on). A commit itself only appends to the WAL (synchronous=NORMAL: no fsync).
+  connections. Every `CHECKPOINT_EVERY` commits of the process, `WalCheckpointer` runs
+  a PASSIVE checkpoint on a thread, through a connection of its own, while the writers
+  go on: no commit waits for one (nor can a cancelled wait for one make a commit that
+  landed look failed). A commit itself only appends to the WAL (synchronous=NORMAL: no
+  fsync).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -29,11 +33,13 @@ from typing import Any
 
 import aiosqlite
 
+logger = logging.getLogger(__name__)
+
 # Sleeps between a busy call's retries on the worker thread: short first (most locks
 # are held for a few milliseconds), then capped.
 _FIRST_BACKOFF = 0.001
 _MAX_BACKOFF = 0.05
-# Commits of one connection between two WAL checkpoints. A message is two commits of a
+# Commits of the process between two WAL checkpoints. A message is two commits of a
 # few pages each, so the WAL stays around SQLite's own default of 1,000 pages.
 CHECKPOINT_EVERY = 200
 
@@ -60,7 +66,6 @@ class InlineConnection(aiosqlite.Connection):
         super().__init__(connect, iter_chunk_size=64)
         self._thread.daemon = True  # as SQLAlchemy does for aiosqlite's own threads
         self.busy_timeout = busy_timeout
-        self._commits = 0
 
     @property
     def sqlite(self) -> sqlite3.Connection:
@@ -88,22 +93,6 @@ class InlineConnection(aiosqlite.Connection):
                 raise
         return await self._on_thread(self._patiently, fn, args, kwargs)
 
-    async def commit(self) -> None:
-        await self._execute(self._conn.commit)
-        self._commits += 1
-        if self._commits % CHECKPOINT_EVERY == 0:
-            await self.checkpoint()
-
-    async def checkpoint(self) -> tuple[int, int, int]:
-        """A PASSIVE WAL checkpoint on the worker thread: (busy, WAL frames, frames
-        copied). It copies what no reader still needs and never waits for anyone."""
-        row: tuple[int, int, int] = await self._on_thread(self._checkpoint)
-        return row
-
-    def _checkpoint(self) -> tuple[int, int, int]:
-        row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        return (int(row[0]), int(row[1]), int(row[2]))
-
     async def _on_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         # aiosqlite's own queue to its worker thread (untyped upstream).
         return await super()._execute(fn, *args)  # type: ignore[no-untyped-call]
@@ -122,3 +111,45 @@ class InlineConnection(aiosqlite.Connection):
                     raise
             time.sleep(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF)
+
+
+class WalCheckpointer:
+    """PASSIVE WAL checkpoints every `CHECKPOINT_EVERY` commits (`committed()` counts
+    them), one at a time, on a thread and a connection of their own."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._commits = 0
+        self._conn: sqlite3.Connection | None = None  # used by one thread at a time
+        self._running: asyncio.Task[tuple[int, int, int]] | None = None
+
+    def committed(self) -> None:
+        self._commits += 1
+        if self._commits % CHECKPOINT_EVERY == 0 and (
+            self._running is None or self._running.done()
+        ):
+            self._running = asyncio.get_running_loop().create_task(self.checkpoint())
+
+    async def checkpoint(self) -> tuple[int, int, int]:
+        """(busy, WAL frames, frames copied). It copies what no reader still needs and
+        never waits for anyone; a failure is logged, the next one tries again."""
+        try:
+            row: tuple[int, int, int] = await asyncio.to_thread(self._checkpoint)
+        except sqlite3.Error as exc:
+            logger.warning("WAL checkpoint failed: %s", exc)
+            return (1, -1, -1)
+        return row
+
+    def _checkpoint(self) -> tuple[int, int, int]:
+        if self._conn is None:
+            self._conn = sqlite3.connect(self._path, timeout=0, check_same_thread=False)
+        row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return (int(row[0]), int(row[1]), int(row[2]))
+
+    async def close(self) -> None:
+        running = self._running
+        if running is not None:
+            await asyncio.gather(running, return_exceptions=True)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
