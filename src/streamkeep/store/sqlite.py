@@ -69,7 +69,7 @@ class InlineConnection(aiosqlite.Connection):
 
     @property
     def sqlite(self) -> sqlite3.Connection:
-        """The driver's connection: call it only through `run`."""
+        """The driver's connection: call it only through `run` or `run_queued`."""
         conn: sqlite3.Connection = self._conn
         return conn
 
