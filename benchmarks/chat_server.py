@@ -281,6 +281,10 @@ async def report(
         ("DB transactions per message", f"{commits / n:.2f}"),
         ("DB transactions per second", f"{commits / wall:.2f}"),
     ]
+    print_table(rows)
+
+
+def print_table(rows: list[tuple[str, str]]) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

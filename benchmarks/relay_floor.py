@@ -31,6 +31,7 @@ from chat_server import (
     direct_stream,
     directive,
     free_port,
+    print_table,
     process,
     quantiles,
     wait_ready,
@@ -166,9 +167,7 @@ async def run(args: argparse.Namespace) -> None:
         ("fake upstream + this client CPU (s)", f"{others:.2f}"),
         ("relay CPU per relayed chunk (us)", f"{cpu / max(chunks, 1) * 1e6:.1f}"),
     ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+    print_table(rows)
 
 
 def main() -> None:

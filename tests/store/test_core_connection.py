@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError, InvalidRequestError, OperationalError
 
 from streamkeep.store import ChatStore, Database
 from streamkeep.store.queries import CHATS, MESSAGES
-from tests.store.test_sqlite_inline import write_lock
+from tests.store.test_sqlite_inline import loop_ticks, write_lock
 
 WHEN = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
 PARTS: list[dict[str, Any]] = [
@@ -158,27 +158,16 @@ async def test_a_reply_start_waits_for_another_connections_lock_off_the_loop(
 ) -> None:
     path, store = sqlite_store
     chat = await store.create_chat(model="m")
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    tick_task = asyncio.create_task(ticker())
-    try:
+    async with loop_ticks() as ticks:
         with write_lock(path) as other:
             start = asyncio.create_task(
                 store.start_reply(chat_id=chat.id, parent_id=None, user_content="hi", model="m")
             )
             await asyncio.sleep(0.15)
-            assert not start.done() and ticks >= 5  # waiting, and the loop goes on
+            assert not start.done() and ticks[0] >= 5  # waiting, and the loop goes on
             other.execute("COMMIT")
-        _, reply, _ = await asyncio.wait_for(start, 5)
-        assert (await store.get_message(reply.id)).status == "streaming"
-    finally:
-        tick_task.cancel()
+    _, reply, _ = await asyncio.wait_for(start, 5)
+    assert (await store.get_message(reply.id)).status == "streaming"
 
 
 async def test_a_reply_start_past_the_busy_timeout_fails_and_writes_nothing(

@@ -4,6 +4,7 @@ the worker thread, so the loop keeps serving meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +26,24 @@ async def db_path(tmp_path: Path) -> AsyncIterator[Path]:
     await db.upgrade()
     await db.dispose()
     yield path
+
+
+@contextlib.asynccontextmanager
+async def loop_ticks() -> AsyncIterator[list[int]]:
+    """Counts (in its one item) 10 ms ticks of the event loop while inside: a call
+    that blocked the loop would stop them."""
+    ticks = [0]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            ticks[0] += 1
+
+    task = asyncio.create_task(tick())
+    try:
+        yield ticks
+    finally:
+        task.cancel()
 
 
 @contextmanager
@@ -59,26 +78,17 @@ async def test_a_write_waits_for_another_connections_lock_without_blocking_the_l
 ) -> None:
     db = Database.from_url(f"sqlite:///{db_path}")
     store = ChatStore(db)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    tick_task = asyncio.create_task(ticker())
     try:
-        with write_lock(db_path) as other:
-            write = asyncio.create_task(store.create_chat(model="openai/m", title="waited"))
-            await asyncio.sleep(0.3)
-            assert not write.done()  # still waiting for the lock...
-            assert ticks >= 10  # ...on the worker thread: the loop went on meanwhile
-            other.execute("COMMIT")
+        async with loop_ticks() as ticks:
+            with write_lock(db_path) as other:
+                write = asyncio.create_task(store.create_chat(model="openai/m", title="waited"))
+                await asyncio.sleep(0.3)
+                assert not write.done()  # still waiting for the lock...
+                assert ticks[0] >= 10  # ...on the worker thread: the loop went on meanwhile
+                other.execute("COMMIT")
         chat = await asyncio.wait_for(write, 5)
         assert (await store.get_chat(chat.id)).title == "waited"
     finally:
-        tick_task.cancel()
         await db.dispose()
 
 
