@@ -224,7 +224,7 @@ async def test_a_read_on_the_held_connection_ends_in_a_rollback_not_a_commit(
 ) -> None:
     db = Database.from_url(f"sqlite:///{db_path}")
     commits: list[str] = []
-    db.watch(lambda sql, many: None, lambda: commits.append("commit"))
+    db.watch(None, lambda: commits.append("commit"))
     try:
         async with db.reading() as conn:
             await conn.execute(text("SELECT 1"))

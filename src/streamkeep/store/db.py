@@ -75,7 +75,7 @@ class Database:
         self._watchers = _Watchers()
         self._wal = wal
         if wal is not None:  # SQLite: every commit of this process counts
-            self.watch(lambda sql, many: None, wal.committed)
+            self.watch(None, wal.committed)
         # SQLite's statements run on the loop (see `store.sqlite`), where a pooled
         # connection's checkout and return cost more than a message's statements: the
         # Core hot paths keep one connection each, used by one transaction at a time,
@@ -162,29 +162,32 @@ class Database:
                 yield EngineConnection(conn)
 
     def watch(
-        self, on_statement: Callable[[str, bool], None], on_commit: Callable[[], None]
+        self, on_statement: Callable[[str, bool], None] | None, on_commit: Callable[[], None]
     ) -> Callable[[], None]:
-        """Call `on_statement(sql, executemany)` before each statement runs and
-        `on_commit()` after each commit, on every kind of connection (metrics, tests).
-        Returns the function that stops it."""
-        watchers = self._watchers
+        """Call `on_statement(sql, executemany)` (if given) before each statement runs
+        and `on_commit()` after each commit, on every kind of connection (metrics,
+        checkpoints, tests). Returns the function that stops it."""
+        watchers, engine = self._watchers, self.engine.sync_engine
 
         def _on_execute(conn: Connection, cursor: Any, sql: str, params: Any, *rest: Any) -> None:
+            assert on_statement is not None
             on_statement(sql, bool(rest[-1]))  # rest: context, executemany
 
         def _on_commit(conn: Connection) -> None:
             on_commit()
 
         def unwatch() -> None:
-            watchers.statement.remove(on_statement)
             watchers.commit.remove(on_commit)
-            event.remove(self.engine.sync_engine, "before_cursor_execute", _on_execute)
-            event.remove(self.engine.sync_engine, "commit", _on_commit)
+            event.remove(engine, "commit", _on_commit)
+            if on_statement is not None:
+                watchers.statement.remove(on_statement)
+                event.remove(engine, "before_cursor_execute", _on_execute)
 
-        watchers.statement.append(on_statement)
         watchers.commit.append(on_commit)
-        event.listen(self.engine.sync_engine, "before_cursor_execute", _on_execute)
-        event.listen(self.engine.sync_engine, "commit", _on_commit)
+        event.listen(engine, "commit", _on_commit)
+        if on_statement is not None:
+            watchers.statement.append(on_statement)
+            event.listen(engine, "before_cursor_execute", _on_execute)
         return unwatch
 
     async def upgrade(self) -> None:
