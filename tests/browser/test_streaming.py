@@ -6,12 +6,13 @@ The fake provider is told what to do by a directive in the message, e.g.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect
+from playwright.sync_api import APIResponse, Browser, Page, Route, expect
 
 from tests.browser.pagekit import (
     chat_id,
@@ -172,6 +173,43 @@ def test_focus_returns_to_the_message_box_when_a_reply_ends(page: Page) -> None:
     expect(box).to_be_focused()
     page.keyboard.type("typed")
     expect(box).to_have_value("typed")
+
+
+def test_a_message_sent_while_the_chat_reloads_keeps_its_reply_on_screen(
+    page: Page, api: httpx.Client
+) -> None:
+    # When a reply ends the page fetches the chat again. The reader may send the next message
+    # before that fetch answers: the message goes at once, and the fetched copy, older than
+    # the new reply, must not replace it. Here the copy is held until the next reply streams.
+    held: list[tuple[Route, APIResponse]] = []
+
+    def hold_first_reload(route: Route) -> None:
+        if route.request.method == "GET" and not held:
+            held.append((route, route.fetch()))
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/api/chats/[^/?#]+$"), hold_first_reload)
+    page.goto("/")
+    send(page, "First [[tokens=3]]")
+    expect(last_reply(page)).to_have_attribute("data-status", "complete")
+    for _ in range(500):
+        if held:
+            break
+        page.wait_for_timeout(20)
+    assert held, "the page never fetched the chat after the reply"
+
+    send(page, "Second [[tokens=80 delay=0.05]]")
+    seen = wait_reply_longer_than(page, 10)
+    route, stale = held[0]
+    route.fulfill(response=stale)
+    # The fetched copy (one reply) arrives and is dropped: the second reply goes on growing.
+    wait_reply_longer_than(page, seen + 20)
+    expect(replies(page)).to_have_count(2)
+    expect(last_reply(page)).to_have_attribute("data-status", "complete")
+    stored = stored_chat(api, chat_id(page))["messages"]
+    assert [m["status"] for m in stored if m["role"] == "assistant"] == ["complete"] * 2
+    assert reply_text(last_reply(page)).split() == words(text_of(stored[-1]))
 
 
 def test_focus_stays_where_the_reader_put_it_during_a_reply(page: Page) -> None:

@@ -39,6 +39,7 @@ const state = {
   // once Stop was pressed (the stop goes out when `started`).
   live: null,
   starting: false, // a send is creating its chat or request (before `live` is set)
+  replies: 0, // replies started on this page: a chat fetched across one is out of date
   elements: new Map(), // message object -> its <li>
 };
 
@@ -204,6 +205,9 @@ async function openChat(id) {
 }
 
 async function reloadChat(id, { resume = false } = {}) {
+  // A reply started while the fetch was out (e.g. sent the moment the last one ended) owns
+  // the transcript now: this copy predates it, and the reply's own reload follows it.
+  const replies = state.replies;
   let chat;
   try {
     chat = await api.getChat(id);
@@ -214,6 +218,7 @@ async function reloadChat(id, { resume = false } = {}) {
     return;
   }
   if (chatIdFromHash() !== id) return; // the reader moved on meanwhile
+  if (state.replies !== replies) return;
   const { messages, active_generation: gen, ...rest } = chat;
   state.chat = rest;
   state.messages = messages;
@@ -241,6 +246,7 @@ async function stream(chatId, msg, start) {
   // A resume joins a generation the server already has: a stop can go at once.
   const live = { chatId, msg, controller, started: !start.request, stopRequested: false };
   state.live = live;
+  state.replies += 1;
   // The Send button is hidden now: a click on it leaves the caret in the message box.
   const fromSend = document.activeElement === ui.send;
   renderMessages();
@@ -337,7 +343,9 @@ async function sendNow(text) {
   autosize();
   const body = { content: text };
   if (ui.model.value) body.model = ui.model.value;
-  await stream(chat.id, msg, { request: streams.send(chat.id, body) });
+  // Not awaited: `starting` ends here, as the reply goes live (busy from now on). The
+  // reply's tail (reloading the chat) must not hold back the next message.
+  void stream(chat.id, msg, { request: streams.send(chat.id, body) });
 }
 
 async function regenerate(target) {
