@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Sized
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,15 @@ def wait_reply_longer_than(page: Page, n: int) -> int:
     )
     length: int = handle.json_value()
     return length
+
+
+def wait_until_held(page: Page, held: Sized, what: str, timeout: float = 10.0) -> None:
+    """Let the page run until a route handler has held a request in `held`; else fail
+    with `what`. (A handler runs while the test waits inside a Playwright call.)"""
+    deadline = time.monotonic() + timeout
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(20)
+    assert held, what
 
 
 def shoot(page: Page, name: str, tmp: Path) -> None:

@@ -24,6 +24,7 @@ from tests.browser.pagekit import (
     stored_chat,
     text_of,
     wait_reply_longer_than,
+    wait_until_held,
     words,
 )
 from tests.browser.procs import launch_server, stop_process
@@ -119,11 +120,8 @@ def test_stop_pressed_before_the_request_reaches_the_server_sticks(
             return (sent || stop.getAttribute('aria-disabled') === 'true') && stop.innerText;
         }"""
     ).json_value()
-    for _ in range(500):  # the page asked for the stream before Stop was shown
-        if held:
-            break
-        page.wait_for_timeout(20)
-    assert held, "the page never asked for the stream"
+    # The page asked for the stream before Stop was shown.
+    wait_until_held(page, held, "the page never asked for the stream")
     held[0].continue_()
     page.unroute("**/api/chats/*/messages", hold)
 
@@ -193,11 +191,7 @@ def test_a_message_sent_while_the_chat_reloads_keeps_its_reply_on_screen(
     page.goto("/")
     send(page, "First [[tokens=3]]")
     expect(last_reply(page)).to_have_attribute("data-status", "complete")
-    for _ in range(500):
-        if held:
-            break
-        page.wait_for_timeout(20)
-    assert held, "the page never fetched the chat after the reply"
+    wait_until_held(page, held, "the page never fetched the chat after the reply")
 
     send(page, "Second [[tokens=80 delay=0.05]]")
     seen = wait_reply_longer_than(page, 10)
