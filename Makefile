@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 # Both install into .venv first. llama-cpp-python (the embedded model) builds from
-# source, in about 5 minutes, once per machine (see LLAMA_WHEEL below).
+# source, in 5-8 minutes on two cores, once per machine (see LLAMA_WHEEL below).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
