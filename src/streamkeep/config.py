@@ -25,7 +25,8 @@ class ProviderConfig(BaseModel):
     base_url: str | None = None
     api_key: str | None = None
     # Models this provider serves (names without the prefix), listed by /v1/models.
-    # Empty means "any name is passed through" (e.g. a vLLM or OpenRouter endpoint).
+    # Empty means "any name is passed through" (e.g. a vLLM or OpenRouter endpoint);
+    # /v1/models then lists what an OpenAI-compatible one's own /models lists.
     models: list[str] = Field(default_factory=list)
     connect_timeout: float = 10.0
     first_token_timeout: float = 120.0

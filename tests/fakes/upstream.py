@@ -32,7 +32,12 @@ Counting rules (exact, so tests can assert them):
   `error_after` is ignored; `status` and `hang_before_first_byte` apply as usual.
 
 Counters for tests: `open_streams`, `closed_by_client`, `connections` (TCP accepts),
-and `await wait_idle()` (wrap it in `asyncio.timeout`) for "the upstream was closed".
+`models_headers` (one per `GET /models`), and `await wait_idle()` (wrap it in
+`asyncio.timeout`) for "the upstream was closed".
+
+`GET /models` lists `models` in OpenAI's shape, unless `models_answer` (a `Script`)
+says otherwise: its `status` answers that error, `hang_before_first_byte` holds the
+answer back, `raw` is sent as the body instead.
 
 Run standalone: `python -m tests.fakes.upstream --port 8123` prints the base URL.
 """
@@ -85,6 +90,9 @@ class FakeUpstream:
         self.closed_by_client = 0
         self.connections = 0  # TCP connections accepted (shows keep-alive reuse)
         self.default: Script | None = None
+        self.models: list[str] = [wire.MODEL]
+        self.models_answer: Script | None = None
+        self.models_headers: list[dict[str, str]] = []  # of each `GET /models`
         self._queue: deque[Script] = deque()
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
@@ -166,7 +174,8 @@ class FakeUpstream:
     ) -> bool:
         """Answer one request; False when the connection must not be reused."""
         if request.method == "GET" and request.path.rstrip("/").endswith("/models"):
-            await _send_json(writer, 200, wire.models_body())
+            self.models_headers.append(request.headers)
+            await self._answer_models(writer)
             return True
         if request.method != "POST" or not request.path.endswith(
             ("/chat/completions", "/messages")
@@ -239,6 +248,22 @@ class FakeUpstream:
             await _write(writer, b"%x\r\n%b\r\n" % (len(piece), piece))
         await _write(writer, b"0\r\n\r\n")
         return True
+
+    async def _answer_models(self, writer: asyncio.StreamWriter) -> None:
+        script = self.models_answer
+        if script is None:
+            await _send_json(writer, 200, wire.models_body(self.models))
+            return
+        if script.hang_before_first_byte:
+            await asyncio.sleep(script.hang_before_first_byte)
+        if script.status is not None:
+            message = f"fake upstream error {script.status}"
+            await _send_json(writer, script.status, wire.openai_error(script.status, message))
+        elif script.raw is not None:
+            body = b"".join(p for p in script.raw if isinstance(p, bytes))
+            await _write(writer, _head(200, "application/json", length=len(body)) + body)
+        else:
+            await _send_json(writer, 200, wire.models_body(self.models))
 
     async def _answer_whole(self, plan: wire.Plan, writer: asyncio.StreamWriter) -> bool:
         script = plan.script

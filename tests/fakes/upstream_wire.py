@@ -147,10 +147,10 @@ def prompt_words(body: dict[str, Any]) -> int:
     return sum(len(t.split()) for t in texts)
 
 
-def models_body() -> dict[str, Any]:
+def models_body(models: list[str]) -> dict[str, Any]:
     return {
         "object": "list",
-        "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "fake"}],
+        "data": [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in models],
     }
 
 

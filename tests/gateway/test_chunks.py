@@ -119,6 +119,38 @@ def test_a_call_given_whole_is_sent_as_start_and_arguments() -> None:
     assert "".join(d["function"]["arguments"] for d in deltas) == '{"x":1}'
 
 
+def arguments_of(frames: list[bytes]) -> list[str]:
+    """The `arguments` pieces of call 0, in order, as a client receives them."""
+    return [
+        d["function"]["arguments"]
+        for chunk in payloads(frames)
+        for choice in chunk["choices"]
+        for d in choice["delta"].get("tool_calls", [])
+        if d["function"].get("arguments")
+    ]
+
+
+def test_object_arguments_after_blanks_stream_live() -> None:
+    enc = ChunkEncoder(model="m")
+    call = ToolCall("c1", "f", {"a": 1}, raw_arguments=' {"a": ', parse_error=None)
+    frames = enc.encode(ToolCallStart("c1", "f")) + enc.encode(ToolCallDelta("c1", " "))
+    assert arguments_of([*frames, DONE]) == []  # blanks alone say nothing yet
+    frames += enc.encode(ToolCallDelta("c1", '{"a": '))
+    assert arguments_of([*frames, DONE]) == [' {"a": ']  # an object: out at once
+    frames += enc.encode(ToolCallDelta("c1", "1}"))
+    call.raw_arguments += "1}"
+    frames += enc.encode(ToolCallComplete(call)) + enc.encode(Finish("tool-calls"))
+    assert arguments_of(frames) == [' {"a": ', "1}"]
+
+
+def test_a_call_stopped_before_its_end_still_gets_object_arguments() -> None:
+    enc = ChunkEncoder(model="m")
+    frames = enc.encode(ToolCallStart("c1", "f")) + enc.encode(ToolCallDelta("c1", "nu"))
+    frames += enc.end({"status": "stopped"}, "stop")
+    assert arguments_of(frames) == ["{}"]
+    assert payloads(frames)[-1]["choices"][0]["finish_reason"] == "stop"
+
+
 def test_reasoning_goes_out_as_reasoning_content() -> None:
     chunks = payloads(run([ReasoningDelta("think"), TextDelta("ok"), Finish("stop")]))
     assert chunks[1]["choices"][0]["delta"] == {"reasoning_content": "think"}

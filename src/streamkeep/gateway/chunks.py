@@ -13,6 +13,12 @@ A failure after the first byte ends the stream with a chunk carrying an `error` 
 (the OpenAI SDK raises APIError on it), then `[DONE]`. Tool calls get indexes 0, 1, 2
 in the order they started, so parallel calls stay apart however their deltas interleave.
 
+A client joins a call's `arguments` deltas; what it ends with is `openai_arguments(call)`,
+the same string a whole answer carries, whose JSON is what is stored. Arguments whose
+text opens with `{` stream as they come; any other (`null`, none at all, JSON that is
+not an object) is held until the call is complete and goes out as one delta, `{}` for
+the empty ones.
+
 Text deltas are the hot path: their frame is a precomputed prefix, the JSON string of
 the text and a precomputed suffix, so one small `orjson.dumps(str)` per token.
 """
@@ -68,6 +74,18 @@ def openai_finish_reason(reason: FinishReason | None, raw: str | None = None) ->
     return _OPENAI_REASONS.get(reason or "stop", "stop")
 
 
+def openai_arguments(call: ToolCall) -> str:
+    """The call's `arguments` string as clients get it, streamed or not: the provider's
+    text when it is a JSON object, `{}` for none or `null` (stored as `{}`), and the text
+    as sent when it is no object at all (stored as `rawInput`, so the caller sees what
+    the model said rather than an empty call it might run)."""
+    raw = call.raw_arguments
+    text = raw.strip()
+    if text and text != "null" and (text[0] == "{" or call.parse_error is not None):
+        return raw
+    return _dumps(call.arguments).decode()
+
+
 def openai_usage(usage: Usage) -> dict[str, Any]:
     return {
         "prompt_tokens": usage.input_tokens,
@@ -88,11 +106,11 @@ class ChunkEncoder:
     """
 
     __slots__ = (
+        "_args",
         "_error",
         "_head",
         "_include_usage",
         "_indexes",
-        "_sent_args",
         "_started",
         "_tail",
         "_text_prefix",
@@ -124,7 +142,7 @@ class ChunkEncoder:
         self._text_suffix = b'},"logprobs":null,"finish_reason":null}]' + self._tail
         self._started = False
         self._indexes: dict[str, int] = {}  # call id -> tool_calls index
-        self._sent_args: dict[str, bool] = {}  # call id -> any argument text sent
+        self._args: dict[str, _Arguments] = {}  # call id -> its arguments, until complete
         self._usage: Usage | None = None
         self._error: str | None = None
         #: the provider's failure, when the caller saw it (it picks the HTTP status)
@@ -211,7 +229,7 @@ class ChunkEncoder:
 
     def _tool_start(self, call_id: str, name: str) -> bytes:
         index = self._indexes.setdefault(call_id, len(self._indexes))
-        self._sent_args[call_id] = False
+        self._args[call_id] = _Arguments()
         call = {
             "index": index,
             "id": call_id,
@@ -221,29 +239,62 @@ class ChunkEncoder:
         return self._delta({"tool_calls": [call]})
 
     def _tool_args(self, call_id: str, piece: str) -> list[bytes]:
-        index = self._indexes.get(call_id)
-        if index is None or not piece:
+        args = self._args.get(call_id)
+        if args is None or not piece:
             return []
-        self._sent_args[call_id] = True
-        return [self._delta({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})]
+        if not args.live:
+            args.held.append(piece)
+            if args.opened or not piece.strip():
+                return []  # not an object, or nothing but blanks yet: wait for the end
+            args.opened = True
+            if piece.lstrip()[0] != "{":
+                return []
+            args.live = True
+            piece = "".join(args.held)
+            args.held.clear()
+        return [self._arguments(call_id, piece)]
+
+    def _arguments(self, call_id: str, text: str) -> bytes:
+        index = self._indexes[call_id]
+        return self._delta({"tool_calls": [{"index": index, "function": {"arguments": text}}]})
 
     def _tool_complete(self, call: ToolCall) -> list[bytes]:
-        """Providers that give a call whole (no start/deltas) still reach the client."""
+        """The held arguments, normalised; providers that give a call whole (no
+        start/deltas) still reach the client."""
         out: list[bytes] = []
         if call.id not in self._indexes:
             out += self._first(self._tool_start(call.id, call.name))
-        if not self._sent_args.get(call.id):
-            args = call.raw_arguments or (_dumps(call.arguments).decode() if call.arguments else "")
-            out += self._tool_args(call.id, args)
+        args = self._args.pop(call.id, None)
+        if args is not None and not args.live:
+            out.append(self._arguments(call.id, openai_arguments(call)))
         return out
 
     def _finish(self, reason: str) -> list[bytes]:
-        out = self._first(self._delta({}, reason))
+        # A call never completed (the reply was stopped in it) still gets its arguments.
+        held = [
+            self._arguments(call_id, openai_arguments(ToolCall(call_id, "", {}, "".join(a.held))))
+            for call_id, a in self._args.items()
+            if not a.live
+        ]
+        self._args.clear()
+        out = [*held, *self._first(self._delta({}, reason))]
         if self._include_usage and self._usage is not None:
             usage = _dumps(openai_usage(self._usage))
             out.append(self._head + b',"choices":[],"usage":' + usage + b"}")
         out.append(DONE)
         return out
+
+
+class _Arguments:
+    """A call's argument text on its way to the client: streamed live once it opens
+    with `{`, else held until the call is complete."""
+
+    __slots__ = ("held", "live", "opened")
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+        self.opened = False  # some text other than blanks came
+        self.live = False
 
 
 def sse(payloads: list[bytes]) -> bytes:
@@ -272,10 +323,7 @@ def completion_body(
             {
                 "id": c.id,
                 "type": "function",
-                "function": {
-                    "name": c.name,
-                    "arguments": c.raw_arguments or _dumps(c.arguments).decode(),
-                },
+                "function": {"name": c.name, "arguments": openai_arguments(c)},
             }
             for c in calls
         ]

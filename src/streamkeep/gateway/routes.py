@@ -73,10 +73,11 @@ _BODY_DOC: dict[str, Any] = {
 
 @router.get("/v1/models")
 async def list_models(registry: RegistryDep) -> Response:
-    """Every configured `provider/model`, in OpenAI's list shape."""
+    """Every configured `provider/model`, and the models a pass-through provider (one
+    configured without a list, e.g. `OPENAI_BASE_URL`) lists itself, in OpenAI's shape."""
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": name.partition("/")[0]}
-        for name in registry.models()
+        for name in await registry.available_models()
     ]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 

@@ -45,7 +45,7 @@ from streamkeep.llm.events import (
 from streamkeep.llm.http_provider import HTTPProvider
 from streamkeep.llm.sse import SSEDecoder
 from streamkeep.llm.toolcalls import ToolCallAssembler
-from streamkeep.llm.transport import RetryPolicy, Timeouts
+from streamkeep.llm.transport import RetryPolicy, Timeouts, get_json
 from streamkeep.llm.types import ChatRequest, FinishReason, Message, Usage
 
 _FINISH_REASONS: dict[str, FinishReason] = {
@@ -394,9 +394,31 @@ class OpenAIProvider(HTTPProvider):
             headers["authorization"] = f"Bearer {api_key}"
         url = base_url.rstrip("/") + "/chat/completions"
         super().__init__(name, url, headers, timeouts=timeouts, retry=retry, client=client)
+        self._models_url = base_url.rstrip("/") + "/models"
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         return request_body(request)
 
     def _parser(self) -> OpenAIChunkParser:
         return OpenAIChunkParser(self.name)
+
+    async def list_models(self) -> list[str]:
+        """The model ids the endpoint's `GET /models` lists (OpenAI's list shape, which
+        vLLM, Ollama, llama.cpp and the rest answer too); bound it with `asyncio.timeout`.
+
+        Raises a `ProviderError` subclass, or ValueError for an answer that is no list.
+        """
+        body = await get_json(
+            self.open(), self._models_url, headers=self._headers, provider=self.name
+        )
+        return model_ids(body)
+
+
+def model_ids(body: Any) -> list[str]:
+    """The ids of an OpenAI `{"object": "list", "data": [{"id": ...}, ...]}` answer, in
+    its order, each once. Raises ValueError for any other shape."""
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        raise ValueError("an answer without a `data` list of models")
+    ids = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+    return list(dict.fromkeys(i for i in ids if i))

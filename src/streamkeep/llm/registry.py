@@ -3,12 +3,24 @@
 Providers are built on first use, so a configured vendor costs nothing until a request
 names it and the embedded model's file is only looked for when `local/...` is used.
 The vendor modules are imported inside the factory for the same reason.
+
+Which models there are (`available_models`): each provider's configured `models`; an
+OpenAI-compatible provider configured without a list passes any name through, so its
+own `GET /models` is asked (Ollama, vLLM, llama.cpp, OpenAI itself), with a short time
+limit, and its answer is kept for `models_ttl` seconds. A provider that fails to answer
+is logged (why) and lists nothing until it is asked again `models_retry` seconds later;
+the configured names are listed all the same.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
+import math
+import time
 from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from streamkeep.config import ProviderConfig, Settings
@@ -24,17 +36,82 @@ _DEFAULT_BASE_URLS = {
     "anthropic": "https://api.anthropic.com",
 }
 
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class _ListsModels(Protocol):
+    """A provider that can say which models it serves (the OpenAI-compatible one)."""
+
+    async def list_models(self) -> list[str]: ...
+
+
+@dataclasses.dataclass(slots=True)
+class _Listing:
+    """A pass-through provider's own model list, as last asked."""
+
+    names: list[str] = dataclasses.field(default_factory=list)
+    asked: float = -math.inf  # time.monotonic() of the last answer (or failure)
+    ok: bool = False
+    asking: asyncio.Task[None] | None = None
+
 
 class ModelRegistry:
     """Every model streamkeep can talk to, from `Settings`; one per app (or CLI run)."""
 
+    #: seconds a pass-through provider's model list is reused
+    models_ttl = 60.0
+    #: seconds before a provider that failed to list its models is asked again
+    models_retry = 10.0
+    #: seconds a provider gets to list its models (a page waits for it)
+    models_timeout = 3.0
+
     def __init__(self, settings: Settings) -> None:
         self._configs = settings.all_providers()
         self._providers: dict[str, Provider] = {}
+        self._listings: dict[str, _Listing] = {}
 
     def models(self) -> list[str]:
         """Every `provider/model` of the configured lists (pass-through providers list none)."""
         return [f"{name}/{model}" for name, cfg in self._configs.items() for model in cfg.models]
+
+    async def available_models(self) -> list[str]:
+        """Every `provider/model` of the configured lists, and of what each pass-through
+        OpenAI-compatible provider lists itself (see the module docstring)."""
+        passing = [n for n, cfg in self._configs.items() if cfg.kind == "openai" and not cfg.models]
+        listed = dict(zip(passing, await asyncio.gather(*map(self._listed, passing)), strict=True))
+        return [
+            f"{name}/{model}"
+            for name, cfg in self._configs.items()
+            for model in (cfg.models or listed.get(name, []))
+        ]
+
+    async def _listed(self, name: str) -> list[str]:
+        listing = self._listings.setdefault(name, _Listing())
+        kept = self.models_ttl if listing.ok else self.models_retry
+        if listing.asking is None and time.monotonic() >= listing.asked + kept:
+            listing.asking = asyncio.create_task(self._ask(name, listing))
+        if listing.asking is not None:
+            # Shielded: a caller that leaves does not cancel the answer others wait for.
+            await asyncio.shield(listing.asking)
+        return listing.names
+
+    async def _ask(self, name: str, listing: _Listing) -> None:
+        listing.names, listing.ok = [], False
+        try:
+            provider = self._provider(name, self._configs[name])
+            if isinstance(provider, _ListsModels):
+                async with asyncio.timeout(self.models_timeout):
+                    listing.names = await provider.list_models()
+                listing.ok = True
+        except TimeoutError:
+            log.warning("provider %r did not list its models within %gs", name, self.models_timeout)
+        except (LLMError, ValueError) as exc:
+            log.warning("provider %r did not list its models: %s", name, exc)
+        except Exception:  # a listing never fails the page; the configured ones are listed
+            log.exception("provider %r did not list its models", name)
+        finally:
+            listing.asked, listing.asking = time.monotonic(), None
 
     def resolve(self, model: str) -> tuple[Provider, str]:
         """The provider for `model` and the provider's own name for it.
@@ -93,6 +170,10 @@ class ModelRegistry:
 
     async def aclose(self) -> None:
         """Close every provider built so far (a later request builds it again)."""
+        asking = [t for listing in self._listings.values() if (t := listing.asking) is not None]
+        for task in asking:
+            task.cancel()
+        await asyncio.gather(*asking, return_exceptions=True)
         providers, self._providers = list(self._providers.values()), {}
         for provider in providers:
             await provider.aclose()

@@ -53,6 +53,7 @@ __all__ = [
     "Timeouts",
     "env_proxy",
     "error_message",
+    "get_json",
     "make_client",
     "post_stream",
     "release",
@@ -66,6 +67,7 @@ _MESSAGE_LIMIT = 500  # characters of a non-JSON error body kept in the message
 # rest is read so its connection can be pooled; the rest usually came in the same packet.
 _RELEASE_TIMEOUT = 0.05
 _RELEASE_LIMIT = 64 * 1024
+_JSON_LIMIT = 8 * 1024 * 1024  # bytes of a looked-up JSON document (a long model list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +371,29 @@ class _IdleWatch:
             return
         self._expired = True
         task.cancel()
+
+
+async def get_json(
+    client: aiohttp.ClientSession, url: str, *, headers: dict[str, str], provider: str
+) -> Any:
+    """GET `url` and parse its JSON body: a quick look-up (a model list), never retried;
+    the caller bounds it with `asyncio.timeout`. Raises a `ProviderError` subclass, or
+    ValueError for a body that is not JSON or is larger than anything looked up."""
+    try:
+        async with client.get(url, headers={**headers, "accept": "application/json"}) as response:
+            if response.status >= 400:
+                raise await _http_error(response, provider)
+            body = bytearray()
+            async for chunk in response.content.iter_any():
+                body += chunk
+                if len(body) > _JSON_LIMIT:
+                    raise ValueError(f"an answer larger than {_JSON_LIMIT} bytes")
+    except aiohttp.ClientError as exc:
+        raise ProviderConnectionError(_describe(exc), provider=provider) from exc
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"an answer that is not JSON ({exc})") from None
 
 
 def error_message(body: bytes) -> str:

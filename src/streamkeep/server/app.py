@@ -33,7 +33,7 @@ from streamkeep.generation import GenerationManager, ShuttingDown
 from streamkeep.generation.manager import default_worker_id
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.scaleout import Cluster
-from streamkeep.server import errors
+from streamkeep.server import docs, errors
 from streamkeep.server.metrics import Metrics
 from streamkeep.server.routes import chats, messages, ops, streams, usechat
 from streamkeep.server.sse import RAW_SEND
@@ -77,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=getattr(streamkeep, "__version__", "0"),
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from the package's files instead of a CDN: `docs`
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
@@ -86,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     gateway = _gateway_router()
     if gateway is not None:
         app.include_router(gateway)
+    docs.install(app)
     if (WEB_DIR / "index.html").is_file():
         # Mounted last: it answers every path no route above claims.
         app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
