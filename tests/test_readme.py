@@ -35,5 +35,7 @@ def test_the_library_example_runs_and_warns_of_nothing(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stderr == ""
+    # -W error makes a warning fail the script, or (at exit) print "Exception ignored
+    # ... ResourceWarning". Debug mode may also log a slow step: timing, not a fault.
+    assert "Warning" not in done.stderr, done.stderr
     assert "Usage(input_tokens=" in done.stdout and "estimated=False" in done.stdout
