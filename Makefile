@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 # Both install into .venv first. llama-cpp-python (the embedded model) builds from
-# source, in 5-8 minutes on two cores, once per machine (see LLAMA_WHEEL below).
+# source, in 5-12 minutes on two cores, once per machine (see LLAMA_WHEEL below).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -37,6 +37,8 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(LLAMA_WHEEL): | $(BIN)/python
+	@echo "building llama-cpp-python $(LLAMA_VERSION) ($(LLAMA_ISA)) from source: this takes" \
+		"5-12 minutes with no output, once per machine (kept in $(WHEELS))"
 	mkdir -p $(WHEELS)
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel --quiet --no-cache-dir --no-deps \
 		--wheel-dir $(WHEELS) 'llama-cpp-python==$(LLAMA_VERSION)'

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_MODEL = "local/smollm2"
@@ -65,12 +65,25 @@ class Settings(BaseSettings):
     shutdown_grace: float = 30.0  # seconds live generations get to finish on SIGTERM
     stop_on_disconnect: bool = False  # stop a generation when its last client leaves
     max_message_chars: int = 100_000
-    generation_retention: float = 30.0  # seconds a finished generation's buffer is kept
+    # Seconds a finished reply's stream stays replayable (`GET .../stream` with
+    # Last-Event-ID); also how long a same-key retry still joins it. In memory, and in
+    # Redis with several workers.
+    replay_window: float = Field(default=30.0, ge=0)
     # With Redis: seconds without a heartbeat (and without its worker's presence key)
     # before another worker stores a generation `interrupted`.
     worker_stale_after: float = 15.0
     # The OpenAI-compatible gateway stores every call as a chat unless this is off.
     gateway_store: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        # `generation_retention` is the earlier name of `replay_window`.
+        if isinstance(data, dict) and "generation_retention" in data:
+            data = dict(data)
+            legacy = data.pop("generation_retention")
+            data.setdefault("replay_window", legacy)
+        return data
 
     @field_validator("data_dir", mode="before")
     @classmethod

@@ -63,7 +63,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         f'base_url = "http://127.0.0.1:{up_port}/v1"\napi_key = "x"\nmodels = ["fake-model"]\n'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMKEEP_", "OPENAI_"))}
-    env.update(STREAMKEEP_CONFIG=str(config), PYTHONPATH=str(ROOT))
+    # This checkout's code (not whichever the venv's editable install points at) and tests.
+    env.update(STREAMKEEP_CONFIG=str(config), PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT}")
     upstream = subprocess.Popen(
         [sys.executable, "-m", "tests.fakes.upstream", "--port", str(up_port)],
         cwd=ROOT,

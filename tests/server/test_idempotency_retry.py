@@ -1,6 +1,6 @@
 """A same-key retry arriving after its generation ended and was forgotten in memory.
 
-Contract note: it is answered 409 `generation_conflict` naming the finished reply
+As docs/api.md says, it is answered 409 `generation_conflict` naming the finished reply
 (`message_id`, `generation_id`), for the client to fetch with GET /api/messages/{id};
 it neither starts a second generation nor gets another generation's ids.
 """

@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
+from streamkeep.cli.target import add_url_argument, server_url
 from streamkeep.client import ApiError, ServerUnreachable, StreamkeepClient
 from streamkeep.client.render import ReplyOutcome, render_reply, usage_line
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 HELP = "Enter to send; /new starts a new chat, /exit (or Ctrl+D) quits, Ctrl+C stops a reply."
 
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("chat", help="chat in the terminal", description=__doc__)
     p.add_argument("message", nargs="?", help="the message (else stdin when piped, else a prompt)")
-    p.add_argument("--url", default=os.environ.get("STREAMKEEP_URL", DEFAULT_URL))
+    add_url_argument(p)
     p.add_argument("--local", action="store_true", help="run the engine in this process")
     p.add_argument("--model", help="PROVIDER/MODEL for a new chat or this message")
     p.add_argument("--system", help="system prompt for a new chat")
@@ -40,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if message is None and not sys.stdin.isatty():
         message = sys.stdin.read().strip()
     with contextlib.ExitStack() as stack:
-        url = args.url
+        url = server_url(args)
         if args.local:
             from streamkeep.client.local import LocalServer
             from streamkeep.config import load_settings
@@ -54,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             return session.loop()
         except ServerUnreachable:
             err.print(
-                f"[red]No streamkeep server at {url}.[/] Start one with "
+                f"[red]No streamkeep server at {escape(url)}.[/] Start one with "
                 "`streamkeep serve` (or `make run`), or use `streamkeep chat --local`."
             )
             return 1

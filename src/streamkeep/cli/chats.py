@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
 from rich.console import Console
@@ -12,30 +11,33 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
+from streamkeep.cli.target import add_url_argument, server_url
 from streamkeep.client import ApiError, ServerUnreachable, StreamkeepClient
 from streamkeep.client.render import message_markdown, usage_line
-
-DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("chats", help="list, show and export stored chats")
-    p.add_argument("--url", default=os.environ.get("STREAMKEEP_URL", DEFAULT_URL))
+    add_url_argument(p)  # before or after the action: `chats --url X list`, `chats list --url X`
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     lst = sub.add_parser("list", help="the most recent chats")
+    add_url_argument(lst)
     lst.add_argument("--limit", type=int, default=20)
     show = sub.add_parser("show", help="a chat's active branch")
     show.add_argument("chat_id")
+    add_url_argument(show)
     export = sub.add_parser("export", help="a chat as Markdown or JSON, to stdout")
     export.add_argument("chat_id")
     export.add_argument("--format", choices=("md", "json"), default="md")
+    add_url_argument(export)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     console, err = Console(), Console(stderr=True)
+    url = server_url(args)
     try:
-        with StreamkeepClient(args.url) as client:
+        with StreamkeepClient(url) as client:
             if args.action == "list":
                 _list(client, console, args.limit)
             elif args.action == "show":
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 _export(client.get_chat(args.chat_id), args.format, console)
     except ServerUnreachable:
-        err.print(f"[red]No streamkeep server at {args.url}.[/] Start one with `streamkeep serve`.")
+        err.print(f"[red]No streamkeep server at {escape(url)}.[/] Start one: `streamkeep serve`.")
         return 1
     except ApiError as exc:
         err.print(f"[red]{escape(exc.message)}[/] [dim](HTTP {exc.status})[/]")

@@ -1,10 +1,12 @@
 """`streamkeep serve`: run the HTTP server (uvicorn; `--workers N` for N supervised
-processes on one socket, see `scaleout.workers`).
+processes on one socket, see `scaleout.workers`). The API is described in docs/api.md.
 
-Every CONTRACT section 2 variable has a flag; flags win over the environment, which wins
-over `streamkeep.toml`. On SIGTERM / Ctrl-C the server stops taking new generations at
-once, lets live ones finish for up to `shutdown_grace` seconds, stores the rest
-`interrupted`, then exits.
+The flags below set the STREAMKEEP_* variables of the same names; flags win over the
+environment, which wins over `streamkeep.toml` (path from STREAMKEEP_CONFIG). Provider
+keys (OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY) and the other settings have no
+flag: set them in the environment or `streamkeep.toml`. On SIGTERM / Ctrl-C the server
+stops taking new generations at once, lets live ones finish for up to `shutdown_grace`
+seconds, stores the rest `interrupted`, then exits.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A typed, synchronous client for the contract's HTTP API and its UI message stream.
+"""A typed, synchronous client for the chat API and its UI message stream (docs/api.md).
 
 Synchronous on purpose: a terminal client's one hard case is Ctrl+C in the middle of a
 reply, and a KeyboardInterrupt raised into a blocking read is simpler and more reliable

@@ -1,7 +1,7 @@
 """OpenAI's error shape, and where each streamkeep failure lands in it.
 
 Every gateway error is `{"error": {"message", "type", "param", "code"}}` (a superset of
-the contract's `{"error": {"type", "message"}}`), so the OpenAI SDK raises its own
+the chat API's `{"error": {"type", "message"}}`), so the OpenAI SDK raises its own
 exception classes (BadRequestError, NotFoundError, ...) for our failures too.
 
     400  invalid_request_error   a malformed body (param names the field), n > 1

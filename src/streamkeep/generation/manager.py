@@ -515,7 +515,7 @@ class GenerationManager:
 
     def _finished(self, gen: Generation) -> None:
         loop = asyncio.get_running_loop()
-        retention = self._settings.generation_retention
+        retention = self._settings.replay_window
         self._expiry[gen.id] = loop.call_later(retention, self._forget, gen)
 
     def _forget(self, gen: Generation) -> None:

@@ -1,10 +1,18 @@
 """streamkeep.llm: stream from OpenAI-compatible providers, Anthropic and a local model.
 
-from streamkeep.llm import ChatRequest, Message, Accumulator
-provider = ...  # see streamkeep.llm.registry
-async for event in provider.stream(ChatRequest(model="gpt-4o-mini",
-                                               messages=[Message("user", "Hi")])):
-    ...
+    from streamkeep.config import load_settings
+    from streamkeep.llm import ChatRequest, Message
+    from streamkeep.llm.registry import ModelRegistry
+
+    registry = ModelRegistry(load_settings())
+    try:
+        request = ChatRequest(messages=[Message("user", "Hi")])
+        async for event in registry.stream("local/smollm2", request):
+            ...
+    finally:
+        await registry.aclose()
+
+The README's "Use the library" section has a complete script.
 """
 
 from streamkeep.llm.accumulator import Accumulator

@@ -37,8 +37,7 @@ def _request(args: argparse.Namespace) -> ChatRequest:
     messages = [Message("system", args.system)] if args.system else []
     messages.append(Message("user", args.prompt))
     return ChatRequest(
-        model="",  # the registry sets the provider's own name
-        messages=messages,
+        messages=messages,  # the model: the registry sets the provider's own name
         max_tokens=args.max_tokens,
         temperature=args.temperature,
     )

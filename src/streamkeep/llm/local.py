@@ -14,9 +14,11 @@ Tools and `response_format` are ignored: a 135M model cannot honour them.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import codecs
 import importlib.util
 import random
+import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -86,6 +88,18 @@ class _Model:
 
     def is_end(self, token: int) -> bool:
         return bool(self._is_eog(self._vocab, token))
+
+
+def _close_null_files() -> None:
+    """Close the two `os.devnull` files llama-cpp-python opens at import and never
+    closes (abetlen/llama-cpp-python#1828), which otherwise end every program that
+    loaded the model with a ResourceWarning under `python -X dev`. Only loading a
+    model writes to them, and nothing loads one once the interpreter is exiting."""
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):
+        file = getattr(utils, name, None)
+        if file is not None:
+            file.close()
 
 
 def _template_message(message: Message) -> Any:
@@ -207,6 +221,9 @@ class LocalProvider:
         if self._model is None:
             from llama_cpp import Llama
 
+            # Once, however many loads: unregister drops an earlier registration.
+            atexit.unregister(_close_null_files)
+            atexit.register(_close_null_files)
             llama = Llama(
                 model_path=str(self.model_path),
                 n_ctx=self._n_ctx,

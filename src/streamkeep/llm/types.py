@@ -55,10 +55,15 @@ class ToolSpec:
 
 @dataclass(slots=True)
 class ChatRequest:
-    """What to ask a provider. `model` is the provider's own model name (no prefix)."""
+    """What to ask a provider.
 
-    model: str
-    messages: list[Message]
+    `model` is the provider's own model name (no prefix) for `provider.stream(request)`.
+    `ModelRegistry.stream("PROVIDER/MODEL", request)` sets it from the name it is
+    given, so a request for the registry leaves it out: `ChatRequest(messages=[...])`.
+    """
+
+    model: str = ""
+    messages: list[Message] = field(default_factory=list)
     tools: list[ToolSpec] = field(default_factory=list)
     tool_choice: Any = None
     max_tokens: int | None = None

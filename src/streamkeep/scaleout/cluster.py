@@ -76,7 +76,7 @@ class Cluster:
             store,
             worker_id,
             keys=Keys(settings.redis_prefix),
-            expire_after=settings.generation_retention,
+            expire_after=settings.replay_window,
             stale_after=settings.worker_stale_after,
         )
 

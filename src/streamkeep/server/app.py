@@ -49,9 +49,11 @@ Stream an LLM's answer token by token and keep every message.
 Streams are Server-Sent Events in the Vercel AI SDK UI Message Stream protocol v1; every
 event has an `id:` so `Last-Event-ID` (or `?after=N`) resumes exactly after it.
 Errors are `{"error": {"type", "message"}}`; an unknown model is a 404 (`unknown_model`).
+`PATCH /api/chats/{id}` takes `active_leaf_id` to switch the chat's active branch (each
+message of `GET /api/chats/{id}` lists its `sibling_ids`).
 
-Extension of the contract: `PATCH /api/chats/{id}` takes `active_leaf_id` to switch the
-chat's active branch (each message of `GET /api/chats/{id}` lists its `sibling_ids`).
+The reference, with the stream protocol and the configuration, is docs/api.md in the
+repository.
 """
 
 

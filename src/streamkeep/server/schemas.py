@@ -50,7 +50,7 @@ class ChatUpdate(_Body):
     active_leaf_id: str | None = Field(
         default=None,
         description="Switch the chat's active branch to the one ending at this message "
-        "(an extension of the contract: a UI's version arrows use it).",
+        "(a UI's version arrows use it).",
     )
 
 

@@ -1,4 +1,4 @@
-// The HTTP API (CONTRACT section 4) and the SSE stream reader (section 5).
+// The HTTP API and the SSE stream reader (docs/api.md: "Chats" to "The stream").
 // Relative URLs, so the page works wherever it is mounted.
 
 const BASE = new URL("./", document.baseURI);

@@ -54,8 +54,8 @@ async def get_chat(chat_id: str, store: StoreDep, manager: ManagerDep) -> ChatDe
 @router.patch(
     "/{chat_id}",
     response_model=ChatRecord,
-    description="Rename the chat, change its model, or (`active_leaf_id`, an extension "
-    "of the contract) switch its active branch to the one ending at that message.",
+    description="Rename the chat, change its model, or (`active_leaf_id`) switch its "
+    "active branch to the one ending at that message.",
 )
 async def update_chat(
     chat_id: str, body: ChatUpdate, store: StoreDep, registry: RegistryDep
