@@ -63,7 +63,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         f'base_url = "http://127.0.0.1:{up_port}/v1"\napi_key = "x"\nmodels = ["fake-model"]\n'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAMKEEP_", "OPENAI_"))}
-    env.update(STREAMKEEP_CONFIG=str(config), PYTHONPATH=str(ROOT))
+    # The tree under test's own code, not whichever one the venv has installed.
+    pythonpath = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
+    env.update(STREAMKEEP_CONFIG=str(config), PYTHONPATH=pythonpath)
     upstream = subprocess.Popen(
         [sys.executable, "-m", "tests.fakes.upstream", "--port", str(up_port)],
         cwd=ROOT,
