@@ -223,7 +223,7 @@ def test_a_reply_cut_at_the_token_limit_says_so_and_continues(
     page: Page, api: httpx.Client, tmp_path: Path
 ) -> None:
     page.goto("/")
-    send(page, "Tell me a story [[tokens=6 finish=length]]")
+    send(page, "Write a long poem [[tokens=6 finish=length]]")
     cut = last_reply(page)
     expect(cut).to_have_attribute("data-status", "complete")
     expect(cut.locator(".cut-note")).to_contain_text("Cut at the token limit.")
