@@ -9,7 +9,15 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.pagekit import chat_id, last_reply, replies, send, shoot, stored_chat
+from tests.browser.pagekit import (
+    chat_id,
+    last_reply,
+    replies,
+    send,
+    shoot,
+    stored_chat,
+    text_of,
+)
 from tests.browser.procs import MODEL
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -209,3 +217,38 @@ def test_a_double_enter_on_a_new_chat_sends_once(page: Page, api: httpx.Client) 
     assert len(new) == 1
     messages = stored_chat(api, new[0]["id"])["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant"]
+
+
+def test_a_reply_cut_at_the_token_limit_says_so_and_continues(
+    page: Page, api: httpx.Client, tmp_path: Path
+) -> None:
+    page.goto("/")
+    send(page, "Write a long poem [[tokens=6 finish=length]]")
+    cut = last_reply(page)
+    expect(cut).to_have_attribute("data-status", "complete")
+    expect(cut.locator(".cut-note")).to_contain_text("Cut at the token limit.")
+    page.reload()  # the stored reply says so too, not only the stream's last chunk
+    cut = last_reply(page)
+    expect(cut.locator(".cut-note")).to_contain_text("Cut at the token limit.")
+    shoot(page, "cut-at-limit", tmp_path)
+
+    box = page.get_by_role("textbox", name="Message")
+    box.fill("a draft")  # Continue leaves what the reader is typing alone
+    cut.get_by_role("button", name="Continue").click()
+    expect(replies(page)).to_have_count(2)
+    follow = last_reply(page)
+    expect(follow).to_have_attribute("data-status", "complete")
+    expect(follow).to_contain_text("You said: Continue from where you stopped.")
+    expect(box).to_have_value("a draft")
+    # The cut reply still says it was cut; only the newest reply offers to continue.
+    first = replies(page).first
+    expect(first.locator(".cut-note")).to_contain_text("Cut at the token limit.")
+    expect(first.get_by_role("button", name="Continue")).to_have_count(0)
+    expect(follow.locator(".cut-note")).to_have_count(0)
+
+    stored = stored_chat(api, chat_id(page))["messages"]
+    assert [m["role"] for m in stored] == ["user", "assistant", "user", "assistant"]
+    assert (stored[1]["status"], stored[1]["finish_reason"]) == ("complete", "length")
+    assert text_of(stored[2]) == "Continue from where you stopped."
+    assert stored[2]["parent_id"] == stored[1]["id"]
+    assert stored[3]["finish_reason"] == "stop"

@@ -262,6 +262,23 @@ def test_provider_failure_is_shown_in_the_page(
     shoot(page, "error", tmp_path)
 
 
+def test_a_reply_cut_short_by_the_provider_is_shown_as_an_error(
+    page: Page, api: httpx.Client
+) -> None:
+    page.goto("/")
+    # The provider's body ends after four words, with no finish reason and no [DONE].
+    send(page, "Cut me off [[tokens=10 cut_after=4]]")
+    reply = last_reply(page)
+    expect(reply).to_have_attribute("data-status", "error")
+    expect(reply.locator(".badge")).to_have_text("Error")
+    expect(reply.locator(".msg-error")).to_have_text(
+        "the provider closed the stream before finishing"
+    )
+    assert reply_text(reply).split() == ["lorem", "ipsum", "dolor", "sit"]
+    stored = stored_chat(api, chat_id(page))["messages"][-1]
+    assert (stored["status"], text_of(stored)) == ("error", "lorem ipsum dolor sit")
+
+
 def test_http_error_is_shown_in_the_page(page: Page, api: httpx.Client) -> None:
     page.goto("/")
     send(page, "Hello [[tokens=3]]")

@@ -106,6 +106,46 @@ def test_a_provider_error_is_shown_and_exits_1(live_server: LiveServer) -> None:
     assert latest_chat(live_server)["messages"][-1]["status"] == "error"
 
 
+def test_a_reply_cut_short_is_an_error_not_a_whole_answer(live_server: LiveServer) -> None:
+    # The provider's body ends after three words with no finish reason and no [DONE].
+    done = subprocess.run(
+        [STREAMKEEP, "chat", "[[tokens=10 cut_after=3]] go"],
+        env=live_server.env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stdout.decode() == "lorem ipsum dolor\n"
+    assert "error: the provider closed the stream before finishing" in done.stderr.decode()
+    reply = latest_chat(live_server)["messages"][-1]
+    assert (reply["status"], reply["error"]) == (
+        "error",
+        "the provider closed the stream before finishing",
+    )
+
+
+def test_a_reply_cut_at_the_token_limit_says_so(live_server: LiveServer) -> None:
+    term = PtyProcess([STREAMKEEP, "chat", "[[tokens=5 finish=length]] go"], live_server.env)
+    term.expect(lambda t: "cut at the token limit" in t)
+    assert term.wait() == 0
+    chat = latest_chat(live_server)
+    assert f"streamkeep chat --chat {chat['id']} continue" in term.text
+    assert chat["messages"][-1]["finish_reason"] == "length"
+    shown = subprocess.run(
+        [STREAMKEEP, "chats", "show", chat["id"]],
+        env=live_server.env,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    assert "assistant · cut at the token limit" in shown
+
+    finished = PtyProcess([STREAMKEEP, "chat", "[[tokens=5]] go"], live_server.env)
+    finished.expect(lambda t: "tokens:" in t)
+    assert finished.wait() == 0
+    assert "token limit" not in finished.text
+
+
 def test_no_server_gives_a_clear_message(live_server: LiveServer) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     done = subprocess.run(

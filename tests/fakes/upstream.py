@@ -3,7 +3,8 @@
 It speaks OpenAI's Chat Completions (`POST /v1/chat/completions`, `GET /v1/models`) and
 Anthropic's Messages (`POST /v1/messages`) wire formats, streaming or not, and can be
 told to misbehave: slow tokens, HTTP errors with `Retry-After`, in-stream errors, a
-dropped connection, a hang before or during the body.
+dropped or reset connection, a body cut short, a hang before or during the body. A
+streamed body is chunked, or (`framing`) sized by Content-Length, or ended by closing.
 
 Why a raw `asyncio.start_server` HTTP/1.1 server rather than an ASGI app under uvicorn:
 faults are about bytes and sockets (abort mid-chunk, hold a connection open without
@@ -20,7 +21,7 @@ How a request picks its behaviour, first match wins:
 
 Counting rules (exact, so tests can assert them):
 - "chunks" are output pieces: reasoning words, text words, tool-argument pieces.
-  `fail_after`, `error_after` and `hang_after` count them all.
+  `fail_after`, `error_after`, `hang_after`, `cut_after` and `reset_after` count them all.
 - prompt tokens = whitespace-separated words in every request message (and `system`);
   completion tokens = output chunks sent (reasoning tokens are reported separately
   too, as OpenAI does: they are included in the completion count).
@@ -47,7 +48,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import socket
 import ssl as ssl_module
+import struct
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -238,16 +241,26 @@ class FakeUpstream:
             return True
         if not plan.streaming:
             return await self._answer_whole(plan, writer)
-        await _write(writer, _head(200, "text/event-stream", chunked=True))
+        framing = script.framing
+        chunked = framing == "chunked"
+        length = await plan.content_length() if framing == "length" else None
+        await _write(writer, _head(200, "text/event-stream", chunked=chunked, length=length))
         async for piece in plan.stream_pieces():
             if piece is wire.DROP:
                 return False
+            if piece is wire.RESET:
+                await _reset(writer)
+                return False
             if piece is wire.HANG:
                 await asyncio.Event().wait()
+            if piece is wire.END:
+                break
             assert isinstance(piece, bytes)
-            await _write(writer, b"%x\r\n%b\r\n" % (len(piece), piece))
-        await _write(writer, b"0\r\n\r\n")
-        return True
+            await _write(writer, b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
+        if chunked:
+            await _write(writer, b"0\r\n\r\n")
+        # A body without a length ends when the connection closes.
+        return framing != "close"
 
     async def _answer_models(self, writer: asyncio.StreamWriter) -> None:
         script = self.models_answer
@@ -310,16 +323,20 @@ def _head(
     content_type: str,
     *,
     chunked: bool = False,
-    length: int = 0,
+    length: int | None = 0,
     extra: dict[str, str] | None = None,
 ) -> bytes:
+    """`length` None (and not chunked): the body ends when the connection closes."""
     lines = [
         f"HTTP/1.1 {status} {wire.REASONS.get(status, 'Status')}",
         f"content-type: {content_type}",
     ]
-    lines.append("transfer-encoding: chunked" if chunked else f"content-length: {length}")
     if chunked:
-        lines.append("cache-control: no-cache")
+        lines += ["transfer-encoding: chunked", "cache-control: no-cache"]
+    elif length is None:
+        lines.append("connection: close")
+    else:
+        lines.append(f"content-length: {length}")
     lines += [f"{k}: {v}" for k, v in (extra or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
@@ -329,6 +346,16 @@ async def _send_json(
 ) -> None:
     data = orjson.dumps(body)
     await _write(writer, _head(status, "application/json", length=len(data), extra=headers) + data)
+
+
+async def _reset(writer: asyncio.StreamWriter) -> None:
+    """Reset the connection (RST, not FIN) once what was written has left."""
+    writer.transport.set_write_buffer_limits(0)  # so drain() waits for an empty buffer
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 async def _write(writer: asyncio.StreamWriter, data: bytes) -> None:

@@ -18,11 +18,14 @@ if TYPE_CHECKING:
 
 
 class Fault(enum.Enum):
-    DROP = "drop"  # close the TCP connection now
+    DROP = "drop"  # close the TCP connection now (FIN)
     HANG = "hang"  # stop writing, keep the connection open
+    END = "end"  # end the body here, well-formed for its framing (a proxy gave up)
+    RESET = "reset"  # reset the TCP connection now (RST)
 
 
-DROP, HANG = Fault.DROP, Fault.HANG
+DROP, HANG, END, RESET = Fault.DROP, Fault.HANG, Fault.END, Fault.RESET
+_FAULTS = {"drop": DROP, "hang": HANG, "end": END, "reset": RESET}
 Piece = bytes | Fault
 
 
@@ -77,10 +80,8 @@ class OpenAIStream:
         return out
 
     def fault(self, kind: str) -> Piece:
-        if kind == "drop":
-            return DROP
-        if kind == "hang":
-            return HANG
+        if kind in _FAULTS:
+            return _FAULTS[kind]
         # OpenRouter's way: HTTP 200 already sent, so the error rides in a chunk.
         return _sse(
             {
@@ -108,7 +109,8 @@ class OpenAIStream:
                     }
                 )
             )
-        out.append(b"data: [DONE]\n\n")
+        if self.plan.script.done:
+            out.append(b"data: [DONE]\n\n")
         return out
 
 
@@ -223,10 +225,8 @@ class AnthropicStream:
         return out
 
     def fault(self, kind: str) -> Piece:
-        if kind == "drop":
-            return DROP
-        if kind == "hang":
-            return HANG
+        if kind in _FAULTS:
+            return _FAULTS[kind]
         return _sse(
             {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
             "error",
@@ -234,7 +234,7 @@ class AnthropicStream:
 
     def closing(self, sent: int) -> list[bytes]:
         out = self._close_block()
-        stop = "tool_use" if self.plan.tool_args else "end_turn"
+        stop = self.plan.stop_reason
         out.append(
             _sse(
                 {
@@ -273,7 +273,7 @@ def anthropic_whole(plan: Plan) -> dict[str, Any]:
         "role": "assistant",
         "model": plan.model,
         "content": content,
-        "stop_reason": "tool_use" if plan.tool_args else "end_turn",
+        "stop_reason": plan.stop_reason,
         "stop_sequence": None,
         "usage": {"input_tokens": plan.prompt_tokens, "output_tokens": sent},
     }

@@ -11,14 +11,16 @@ import asyncio
 import re
 import shlex
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import orjson
 
 from tests.fakes.upstream_encoders import (
     DROP,
+    END,
     HANG,
+    RESET,
     AnthropicStream,
     Fault,
     OpenAIStream,
@@ -27,7 +29,18 @@ from tests.fakes.upstream_encoders import (
     openai_whole,
 )
 
-__all__ = ["DROP", "HANG", "Fault", "Piece", "Plan", "Script", "parse_directive", "split_words"]
+__all__ = [
+    "DROP",
+    "END",
+    "HANG",
+    "RESET",
+    "Fault",
+    "Piece",
+    "Plan",
+    "Script",
+    "parse_directive",
+    "split_words",
+]
 
 MODEL = "fake-model"
 REASONS = {
@@ -53,6 +66,7 @@ _LOREM = (
     "incididunt ut labore et dolore magna aliqua"
 )
 _THOUGHTS = "let me think about this step by step first"
+_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 _WORDS = re.compile(r"\s*\S+")
 _DIRECTIVE = re.compile(r"\[\[(.*?)\]\]", re.S)
 
@@ -72,7 +86,19 @@ class Script:
     retry_after: float | None = None
     hang_before_first_byte: float = 0.0
     hang_after: int | None = None
+    # After this many chunks the body ends, well-formed but with no closing events.
+    cut_after: int | None = None
+    # After this many chunks the connection is reset (a TCP RST).
+    reset_after: int | None = None
     usage: bool = True
+    # The OpenAI finish_reason to end with (Anthropic gets the matching stop_reason);
+    # None: "tool_calls" after a tool call, else "stop".
+    finish: str | None = None
+    # Whether an OpenAI stream ends with `data: [DONE]`.
+    done: bool = True
+    # How a streamed body is delimited: "chunked", "length" (Content-Length) or
+    # "close" (neither: the body ends when the connection closes).
+    framing: str = "chunked"
     # Body pieces sent as they are; DROP or HANG among them act at that point.
     raw: list[bytes | Fault] | None = None
 
@@ -243,6 +269,10 @@ class Plan:
             return "error"
         if s.hang_after == sent:
             return "hang"
+        if s.cut_after == sent:
+            return "end"
+        if s.reset_after == sent:
+            return "reset"
         return None
 
     async def stream_pieces(self) -> AsyncIterator[Piece]:
@@ -275,9 +305,30 @@ class Plan:
         for piece in encoder.closing(sent):
             yield piece
 
+    async def content_length(self) -> int:
+        """A streamed body's Content-Length: its bytes up to an END fault, else those of
+        the whole answer as if no fault came (so a DROP or RESET leaves the body short)."""
+        script = replace(self.script, delay=0.0, fail_after=None, hang_after=None, reset_after=None)
+        if script.raw is not None:
+            script.raw = [p for p in script.raw if p not in (DROP, HANG, RESET)]
+        total = 0
+        async for piece in replace(self, script=script).stream_pieces():
+            if piece is END:
+                break
+            if isinstance(piece, bytes):
+                total += len(piece)
+        return total
+
     @property
     def finish_reason(self) -> str:
+        if self.script.finish is not None:
+            return self.script.finish
         return "tool_calls" if self.tool_args else "stop"
+
+    @property
+    def stop_reason(self) -> str:
+        """Anthropic's word for `finish_reason`."""
+        return _STOP_REASONS.get(self.finish_reason, self.finish_reason)
 
     def whole_body(self) -> dict[str, Any]:
         return anthropic_whole(self) if self.anthropic else openai_whole(self)

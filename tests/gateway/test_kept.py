@@ -212,6 +212,24 @@ async def test_failures_are_stored_with_what_came_before(gateway: Gateway) -> No
     await client.close()
 
 
+async def test_a_stream_cut_short_is_stored_as_an_error_with_its_partial(
+    gateway: Gateway,
+) -> None:
+    client = gateway.async_client()
+    gateway.upstream.enqueue(Script(tokens=6, cut_after=3))
+    raw = await client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=USER, stream=True
+    )
+    with pytest.raises(openai.APIError):
+        async for _ in raw.parse():
+            pass
+    await client.close()
+    reply = (await gateway.chat(raw.headers[CHAT_HEADER]))["messages"][-1]
+    assert (reply["status"], reply["finish_reason"]) == ("error", "error")
+    assert texts(reply) == "lorem ipsum dolor"
+    assert reply["error"] == "the provider closed the stream before finishing"
+
+
 async def test_unknown_chat_header_is_404(gateway: Gateway) -> None:
     client = gateway.async_client()
     with pytest.raises(openai.NotFoundError) as info:

@@ -225,6 +225,40 @@ async def test_failure_mid_stream_ends_with_an_error_chunk(gw: Gateway) -> None:
     assert "fake upstream error mid-stream" in info.value.message
 
 
+@pytest.mark.parametrize("fault", [{"cut_after": 3}, {"reset_after": 3, "framing": "close"}])
+async def test_a_stream_cut_short_ends_with_an_error_chunk_never_a_finish(
+    gw: Gateway, fault: dict[str, Any]
+) -> None:
+    # The provider's body ends after three words with no finish reason: the client
+    # must not get `finish_reason: "stop"` for a truncated answer.
+    gw.upstream.enqueue(Script(tokens=6, **fault))
+    body = {"model": MODEL, "messages": USER, "stream": True}
+    async with gw.http.stream("POST", "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        raw = await r.aread()
+    lines = raw.splitlines()
+    payloads = [line[len(b"data: ") :] for line in lines if line.startswith(b"data: ")]
+    assert payloads[-1] == b"[DONE]"
+    chunks = [orjson.loads(p) for p in payloads[:-1]]
+    assert chunks[-1]["error"] == {
+        "message": "the provider closed the stream before finishing",
+        "type": "upstream_error",
+        "param": None,
+        "code": "provider_incomplete",
+    }
+    reasons = [c["finish_reason"] for chunk in chunks for c in chunk.get("choices", [])]
+    assert set(reasons) == {None}
+    content = [c["delta"].get("content") or "" for ch in chunks for c in ch.get("choices", [])]
+    assert "".join(content) == "lorem ipsum dolor"
+
+    gw.upstream.enqueue(Script(tokens=6, **fault))
+    client = gw.async_client()
+    with pytest.raises(openai.InternalServerError) as info:
+        await client.chat.completions.create(model=MODEL, messages=USER)  # type: ignore[arg-type]
+    await client.close()
+    assert (info.value.status_code, info.value.code) == (502, "provider_incomplete")
+
+
 async def test_models_lists_the_configured_ones(gw: Gateway) -> None:
     client = gw.async_client()
     models = [m.id async for m in client.models.list()]

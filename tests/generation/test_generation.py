@@ -220,6 +220,45 @@ async def test_a_provider_dropping_the_connection_stores_the_partial_answer_as_e
     assert stored_text(message.parts) == "lorem ipsum dolor sit" == text(frames)
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"cut_after": 4},  # the body ends well-formed: a proxy that gave up
+        {"cut_after": 4, "framing": "close"},  # a connection closed mid-answer
+        {"reset_after": 4, "framing": "close"},  # reset where the close ends the body
+    ],
+)
+async def test_a_stream_cut_short_is_stored_as_error_never_complete(
+    manager: GenerationManager,
+    store: ChatStore,
+    fake_upstream: FakeUpstream,
+    fault: dict[str, object],
+) -> None:
+    chat_id = await new_chat(store)
+    fake_upstream.enqueue(Script(tokens=10, **fault))  # type: ignore[arg-type]
+    gen = await manager.reply(chat_id=chat_id, content="hi")
+
+    frames = await read_all(gen)
+
+    cut_short = "the provider closed the stream before finishing"
+    assert types(frames)[-6:] == [
+        "text-end",
+        "error",
+        "finish-step",
+        "message-metadata",
+        "finish",
+        "[DONE]",
+    ]
+    assert frames[-5].data == {"type": "error", "errorText": cut_short}
+    meta = frames[-3].data["messageMetadata"]
+    assert (meta["status"], meta["finishReason"], meta["error"]) == ("error", "error", cut_short)
+    assert frames[-2].data == {"type": "finish", "finishReason": "error"}
+    message = await store.get_message(gen.message_id)
+    assert (message.status, message.finish_reason) == ("error", "error")
+    assert message.error == cut_short
+    assert stored_text(message.parts) == "lorem ipsum dolor sit" == text(frames)
+
+
 async def test_an_in_stream_provider_error_stores_the_partial_answer_as_error(
     manager: GenerationManager, store: ChatStore, fake_upstream: FakeUpstream
 ) -> None:

@@ -14,6 +14,7 @@ from streamkeep.llm.anthropic import AnthropicProvider, AnthropicStreamParser, r
 from streamkeep.llm.errors import (
     ProviderConnectionError,
     ProviderHTTPError,
+    ProviderIncomplete,
     ProviderStreamError,
 )
 from streamkeep.llm.events import (
@@ -235,12 +236,26 @@ def test_max_tokens_cuts_a_tool_call() -> None:
     )
 
 
-def test_a_body_without_message_stop_finishes_unknown() -> None:
+def test_a_body_without_message_stop_was_cut_short() -> None:
     events = parse(transcript("cut_off"))
     assert events[0] == TextDelta("The answer is")
-    assert events[-1] == Finish(
-        "unknown", "msg_01NcM3T6UtvDyR1pd8qcXKaz", "claude-sonnet-4-5-20250929", None
+    last = events[-1]
+    assert isinstance(last, StreamError) and isinstance(last.error, ProviderIncomplete)
+    assert last.error.message == "the provider closed the stream before finishing"
+    assert (last.response_id, last.model) == (
+        "msg_01NcM3T6UtvDyR1pd8qcXKaz",
+        "claude-sonnet-4-5-20250929",
     )
+    assert not any(isinstance(e, Finish) for e in events)
+
+
+def test_a_body_ending_after_the_stop_reason_but_before_message_stop_was_cut_short() -> None:
+    body = transcript("tool_use")
+    cut = body[: body.index(b"event: message_stop")]
+    events = parse(cut)
+    assert isinstance(events[-1], StreamError)
+    assert isinstance(events[-1].error, ProviderIncomplete)
+    assert not any(isinstance(e, ToolCallComplete) for e in events)
 
 
 async def test_transcript_replayed_over_http(

@@ -26,6 +26,7 @@ from streamkeep.llm import (
 )
 from streamkeep.llm.events import UsageReport
 from streamkeep.llm.local import LocalProvider
+from streamkeep.llm.types import Usage
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +96,19 @@ async def test_streams_the_models_answer_in_many_deltas_with_exact_usage(
     assert done.model == "smollm2"
     assert done.response_id is not None and done.response_id.startswith("local-")
     assert isinstance(events[-1], Finish) and isinstance(events[-2], UsageReport)
+
+
+async def test_the_prompts_exact_count_comes_before_the_answer(
+    local_provider: LocalProvider,
+) -> None:
+    # So that an answer stopped mid-way still has an exact input count.
+    events = await collect(local_provider, ask("Say hello.", max_tokens=3))
+    first, final = events[0], events[-2]
+    assert isinstance(first, UsageReport) and not first.final
+    assert isinstance(final, UsageReport) and final.final
+    assert first.usage == Usage(input_tokens=final.usage.input_tokens)
+    assert final.usage.input_tokens > 0
+    assert completion(events).usage == final.usage
 
 
 async def test_a_system_message_is_part_of_the_counted_prompt(
@@ -245,6 +259,7 @@ async def test_closing_the_provider_ends_a_live_stream_with_an_error(smollm2_pat
     provider = LocalProvider(model_path=smollm2_path)
     stream = provider.stream(ask("Write a long story about a dragon.", max_tokens=400))
     try:
+        assert isinstance(await anext(stream), UsageReport)  # the prompt's count
         assert isinstance(await anext(stream), TextDelta)
         await provider.aclose()
         rest = [event async for event in stream]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from streamkeep.llm.accumulator import Accumulator
-from streamkeep.llm.errors import ProviderStreamError
+from streamkeep.llm.errors import ProviderIncomplete, ProviderStreamError
 from streamkeep.llm.events import (
     Finish,
     ReasoningDelta,
@@ -310,10 +310,41 @@ def test_usage_on_a_chunk_with_empty_choices() -> None:
     assert UsageReport(Usage(input_tokens=80, output_tokens=47)) in events
 
 
-def test_a_stream_ending_without_done_or_finish_reason_finishes_unknown() -> None:
+def test_a_stream_ending_without_done_or_finish_reason_was_cut_short() -> None:
     events = parse("llamacpp_cut_off")
-    assert accumulate(events).text == "The sky is"
+    completion = accumulate(events)
+    assert completion.text == "The sky is"
+    last = events[-1]
+    assert isinstance(last, StreamError) and isinstance(last.error, ProviderIncomplete)
+    assert last.error.message == "the provider closed the stream before finishing"
+    assert (last.response_id, last.model) == ("chatcmpl-Zr1lYQ0xw", "smollm2-135m-instruct")
+    assert completion.finish_reason == "error"
+    assert not any(isinstance(e, Finish) for e in events)
+
+
+def test_a_tool_call_cut_short_is_not_completed() -> None:
+    # Without a finish reason the call's arguments may be whole JSON by chance: a
+    # consumer must not run it.
+    data = (
+        b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c1",'
+        b'"function":{"name":"delete","arguments":"{\\"all\\": true}"}}]}}]}\n\n'
+    )
+    events, parser = parse_reads(data)
+    assert not any(isinstance(e, ToolCallComplete) for e in events)
+    assert isinstance(events[-1], StreamError) and parser.done
+
+
+def test_done_without_a_finish_reason_is_finished() -> None:
+    data = body("llamacpp_cut_off") + b"data: [DONE]\n\n"
+    events, _ = parse_reads(data)
     assert finish(events) == Finish("unknown", "chatcmpl-Zr1lYQ0xw", "smollm2-135m-instruct")
+
+
+def test_a_whole_json_body_cut_short_is_incomplete() -> None:
+    whole = body("proxy_json_not_sse")
+    events, _ = parse_reads(whole[: len(whole) // 2])
+    assert isinstance(events[-1], StreamError)
+    assert isinstance(events[-1].error, ProviderIncomplete)
 
 
 def test_a_stream_with_finish_reason_but_no_done_finishes_at_the_end_of_the_body() -> None:

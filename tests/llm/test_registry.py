@@ -257,3 +257,12 @@ async def test_cli_exits_1_when_the_provider_fails(
     code, _, err = await run_cli("[[status=400]] Hi", "--model", "openai/gpt-4o-mini")
     assert code == 1
     assert "error: HTTP 400" in err
+
+
+async def test_cli_exits_1_when_the_stream_is_cut_short(
+    monkeypatch: pytest.MonkeyPatch, fake_upstream: FakeUpstream
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_upstream.base_url)
+    code, out, err = await run_cli("[[tokens=5 cut_after=2]] Hi", "--model", "openai/gpt-4o-mini")
+    assert (code, out) == (1, "lorem ipsum\n")  # the partial answer, then the error
+    assert "error: the provider closed the stream before finishing" in err

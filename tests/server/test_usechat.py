@@ -61,6 +61,24 @@ async def test_regenerate_message(server: Server) -> None:
     assert detail["messages"][-1]["sibling_ids"] == [first_id, second_id, third_id]
 
 
+async def test_a_stream_cut_short_reaches_usechat_as_an_error(server: Server) -> None:
+    # The provider's body ends with no finish reason: useChat must get an error, not a
+    # finish that would make it show a truncated answer as whole.
+    cut = ui("user", "go [[tokens=6 cut_after=3]]")
+    body = {"id": "client-chat-cut", "trigger": "submit-message", "messages": [cut]}
+    async with server.client.stream("POST", "/api/chat", json=body) as r:
+        evts = await read_all(r)
+    [error] = [e.data for e in evts if e.type == "error"]
+    assert error["errorText"] == "the provider closed the stream before finishing"
+    assert evts[-2].data == {"type": "finish", "finishReason": "error"}
+    assert text_of(evts) == "lorem ipsum dolor"
+    reply = (await server.client.get("/api/chats/client-chat-cut")).json()["messages"][-1]
+    assert (reply["status"], reply["error"]) == (
+        "error",
+        "the provider closed the stream before finishing",
+    )
+
+
 async def test_bad_usechat_requests_change_nothing(server: Server) -> None:
     c = server.client
     no_text = {"id": "c3", "messages": [{"id": "1", "role": "user", "parts": []}]}

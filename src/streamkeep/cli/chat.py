@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from streamkeep.cli.target import add_url_argument, server_url
 from streamkeep.client import ApiError, ServerUnreachable, StreamkeepClient
-from streamkeep.client.render import ReplyOutcome, render_reply, usage_line
+from streamkeep.client.render import CUT_AT_LIMIT, ReplyOutcome, render_reply, usage_line
 
 HELP = "Enter to send; /new starts a new chat, /exit (or Ctrl+D) quits, Ctrl+C stops a reply."
 
@@ -99,12 +99,19 @@ class _Session:
             footer = f"{outcome.status} · {footer}" if footer else outcome.status
         if footer:
             self.err.print(f"[dim]{escape(footer)}[/]")
+        if outcome.finish_reason == "length":
+            # It looks finished but is not: say so, and how to get the rest.
+            more = (
+                "send “continue”" if interactive else f"streamkeep chat --chat {chat_id} continue"
+            )
+            self.err.print(f"[yellow]{CUT_AT_LIMIT}[/] [dim]· for the rest: {escape(more)}[/]")
         return 0
 
     def _settle(self, outcome: ReplyOutcome) -> None:
         assert outcome.message_id is not None
         stored = self.client.get_message(outcome.message_id)
         outcome.status = stored.get("status")
+        outcome.finish_reason = stored.get("finish_reason") or outcome.finish_reason
         outcome.usage = stored.get("usage") or outcome.usage
         outcome.error = stored.get("error") or outcome.error
         if outcome.status == "streaming":

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from streamkeep.cli.target import add_url_argument, server_url
 from streamkeep.client import ApiError, ServerUnreachable, StreamkeepClient
-from streamkeep.client.render import message_markdown, usage_line
+from streamkeep.client.render import CUT_AT_LIMIT, message_markdown, usage_line
 
 
 def add_parser(subparsers: Any) -> None:
@@ -71,6 +71,7 @@ def _show(chat: dict[str, Any], console: Console) -> None:
     for message in chat.get("messages", []):
         status = message.get("status")
         label = message["role"] + ("" if status in (None, "complete") else f" · {status}")
+        label += f" · {CUT_AT_LIMIT}" if message.get("finish_reason") == "length" else ""
         console.print(f"[bold]{escape(label)}[/]")
         console.print(Markdown(message_markdown(message)))
         if message.get("error"):

@@ -14,6 +14,9 @@ from rich.text import Text
 
 from streamkeep.client.api import Chunk
 
+# A reply whose finish reason is "length" looks finished; this says it is not.
+CUT_AT_LIMIT = "cut at the token limit"
+
 
 @dataclass(slots=True)
 class ReplyOutcome:

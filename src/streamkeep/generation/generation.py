@@ -304,12 +304,14 @@ class Generation:
         return meta
 
     def _usage(self) -> Usage:
-        """The provider's numbers, or (stopped before the provider reported any)
-        an estimate flagged as such."""
+        """The provider's numbers, or (stopped before the provider reported them) an
+        estimate flagged as such, keeping the counts it did report (the prompt's)."""
         completion = self._acc.result()
         if completion.usage is not None:
             return completion.usage
-        return estimate_usage(self._prompt_chars, *completion_chars(completion))
+        return estimate_usage(
+            self._prompt_chars, *completion_chars(completion), known=completion.partial_usage
+        )
 
     def seq_to_reserve(self) -> int | None:
         """The `event_seq` a checkpoint should raise the chat's to now, or None while

@@ -60,7 +60,7 @@ async def _run(args: argparse.Namespace) -> int:
             elif isinstance(event, ReasoningDelta):
                 dim = sys.stderr.isatty()
                 _write(sys.stderr, f"{_DIM}{event.text}{_RESET}" if dim else event.text)
-            elif isinstance(event, UsageReport):
+            elif isinstance(event, UsageReport) and event.final:
                 usage = event.usage
             elif isinstance(event, Finish):
                 _write(sys.stdout, "\n")

@@ -70,7 +70,10 @@ class Accumulator:
             else:
                 pending.call = event.call
         elif isinstance(event, UsageReport):
-            self._completion.usage = event.usage
+            if event.final:
+                self._completion.usage = event.usage
+            else:
+                self._completion.partial_usage = event.usage
         elif isinstance(event, Finish):
             c = self._completion
             c.finish_reason = event.reason

@@ -17,9 +17,11 @@ Mapping to streamkeep's events: text_delta -> `TextDelta`, thinking_delta ->
 block -> `ToolCallStart`, one `ToolCallDelta` per input_json_delta, and at its
 content_block_stop ends a tool call; its `ToolCallComplete` (parsed input, `{}` when empty)
                   comes at message_stop, reported cut off when stop_reason is max_tokens.
-message_stop gives `UsageReport` then `Finish`; `error` gives `StreamError`; a body
-that ends without message_stop gives `Finish("unknown")` after the open calls, flagged
-as cut off. Anthropic's `input_tokens` excludes cache reads and writes, so ours is
+message_stop gives `UsageReport` then `Finish`; `error` gives `StreamError`. Only
+message_stop says the answer is finished: a body that ends without it was cut short (a
+connection closed mid-answer, a proxy's time limit) and ends with a `StreamError`
+(`ProviderIncomplete`); its tool calls are not completed, lest a consumer run them.
+Anthropic's `input_tokens` excludes cache reads and writes, so ours is
 their sum, with the reads also in `cached_input_tokens` (OpenAI counts the same way).
 """
 
@@ -30,7 +32,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from streamkeep.llm.errors import ProviderStreamError
+from streamkeep.llm.errors import ProviderError, ProviderIncomplete, ProviderStreamError
 from streamkeep.llm.events import (
     Finish,
     ReasoningDelta,
@@ -212,6 +214,7 @@ class AnthropicStreamParser:
     __slots__ = (
         "_blocks",
         "_done",
+        "_finished",
         "_sse",
         "_stop_reason",
         "_stopped_tools",
@@ -232,11 +235,17 @@ class AnthropicStreamParser:
         self._usage: Usage | None = None
         self._stop_reason: str | None = None
         self._done = False
+        self._finished = False
 
     @property
     def done(self) -> bool:
         """True once the final event (Finish or StreamError) was returned."""
         return self._done
+
+    @property
+    def finished(self) -> bool:
+        """True once message_stop came (only it says the answer is finished)."""
+        return self._finished
 
     def feed(self, data: bytes) -> list[StreamEvent]:
         """Take the next bytes of the body; return the events they complete."""
@@ -250,7 +259,7 @@ class AnthropicStreamParser:
                 payload = None
             if type(payload) is not dict:
                 if sse.event == "error":  # not JSON, but still an error
-                    self._fail(sse.data or "error", None, out)
+                    self._fail(self._stream_error(sse.data or "error", None), out)
                 continue
             self._event(payload.get("type") or sse.event, payload, out)
         return out
@@ -261,7 +270,7 @@ class AnthropicStreamParser:
         if self._done:
             return []
         out: list[StreamEvent] = []
-        self._end(out, truncated=True)
+        self._fail(ProviderIncomplete(provider=self.provider), out)
         return out
 
     def _event(self, kind: Any, payload: dict[str, Any], out: list[StreamEvent]) -> None:
@@ -282,12 +291,12 @@ class AnthropicStreamParser:
                 self._stop_reason = reason
             self._add_usage(payload.get("usage"))
         elif kind == "message_stop":
-            self._end(out, truncated=False)
+            self._end(out)
         elif kind == "error":
             error = payload.get("error")
             error = error if type(error) is dict else {}
             code = error.get("type")
-            self._fail(str(error.get("message") or code or "error"), code, out)
+            self._fail(self._stream_error(str(error.get("message") or code or "error"), code), out)
         # ping and event types added later are ignored, as the API asks.
 
     def _delta(self, payload: dict[str, Any], out: list[StreamEvent]) -> None:
@@ -348,11 +357,12 @@ class AnthropicStreamParser:
             usage.output_tokens = _count(raw.get("output_tokens"))
         self._usage = usage
 
-    def _end(self, out: list[StreamEvent], *, truncated: bool) -> None:
-        self._done = True
-        cut = truncated or _FINISH_REASONS.get(self._stop_reason or "") == "length"
+    def _end(self, out: list[StreamEvent]) -> None:
+        self._done = self._finished = True
+        raw = self._stop_reason
+        reason: FinishReason = _FINISH_REASONS.get(raw or "", "other")
         for block in self._stopped_tools:
-            out.append(block.complete(truncated=cut))
+            out.append(block.complete(truncated=reason == "length"))
         for open_block in self._blocks.values():
             if isinstance(open_block, _ToolBlock):
                 out.append(open_block.complete(truncated=True))
@@ -360,15 +370,15 @@ class AnthropicStreamParser:
         self._blocks.clear()
         if self._usage is not None:
             out.append(UsageReport(self._usage))
-        raw = self._stop_reason
-        reason: FinishReason = "unknown" if truncated else _FINISH_REASONS.get(raw or "", "other")
         out.append(Finish(reason, self.response_id, self.model, raw))
 
-    def _fail(self, message: str, code: Any, out: list[StreamEvent]) -> None:
-        self._done = True
-        error = ProviderStreamError(
+    def _stream_error(self, message: str, code: Any) -> ProviderStreamError:
+        return ProviderStreamError(
             message, provider=self.provider, code=None if code is None else str(code)
         )
+
+    def _fail(self, error: ProviderError, out: list[StreamEvent]) -> None:
+        self._done = True
         out.append(StreamError(error, self.response_id, self.model))
 
 

@@ -7,7 +7,8 @@
         ├── ProviderHTTPError     it answered with an HTTP error status (has .status)
         ├── ProviderConnectionError  could not connect, or the connection broke
         ├── ProviderTimeout       connect / first-token / idle time limit passed
-        └── ProviderStreamError   an error reported inside the stream (HTTP 200)
+        ├── ProviderStreamError   an error reported inside the stream (HTTP 200)
+        └── ProviderIncomplete    the stream ended before the provider said it finished
 
 Providers map every failure at their boundary onto these; `stream()` reports them as
 a `StreamError` event rather than raising, so a consumer handles one code path.
@@ -84,3 +85,18 @@ class ProviderStreamError(ProviderError):
     def __init__(self, message: str, *, provider: str = "", code: str | None = None) -> None:
         super().__init__(message, provider=provider)
         self.code = code
+
+
+CUT_SHORT = "the provider closed the stream before finishing"
+
+
+class ProviderIncomplete(ProviderError):
+    """The body ended, well-formed as far as HTTP goes, without the provider saying the
+    answer was finished (no finish reason, no `message_stop`): a connection closed
+    mid-answer, a proxy that timed out. What came before it is a partial answer."""
+
+    kind = "provider_incomplete"
+    retryable = True  # a proxy's time limit or a restart: the next try may well finish
+
+    def __init__(self, message: str = CUT_SHORT, *, provider: str = "") -> None:
+        super().__init__(message, provider=provider)

@@ -9,6 +9,9 @@ Ordering guarantees a consumer may rely on:
   `ToolCallComplete` after them; `call_id` is stable and unique within the response.
 - `Usage` may come at any point (some providers send it early) and at most once per
   response with the provider's final numbers; a later one replaces an earlier one.
+  Before it, a provider that counts the prompt before answering (the embedded model)
+  may send one with `final=False`: the counts known so far, so that an answer stopped
+  mid-way still has an exact input count. Consumers wanting the totals skip those.
 - A stream ends with exactly one of `Finish` or `StreamError`, and nothing after it.
 """
 
@@ -50,6 +53,8 @@ class ToolCallComplete:
 @dataclass(slots=True, frozen=True)
 class UsageReport:
     usage: Usage
+    # False: the numbers so far (the prompt's), not the response's totals.
+    final: bool = True
 
 
 @dataclass(slots=True, frozen=True)

@@ -3,7 +3,9 @@
 A vendor adapter supplies only its URL and headers, its request body and a parser of
 its response bytes (`StreamParser`); this class POSTs through `transport.post_stream`,
 feeds the parser, reports provider faults as a `StreamError` and always closes the
-upstream connection (at once when the consumer stops or is cancelled).
+upstream connection (at once when the consumer stops or is cancelled). A body that ends
+(or breaks) before the provider said the answer is finished ends with a `StreamError`:
+the parser's `close()` says so, or the transport's error does.
 
 Without a session passed in, a provider makes its own on its first `stream()` (aiohttp
 binds a session to the running event loop, and providers are often built outside one),
@@ -39,6 +41,12 @@ class StreamParser(Protocol):
     @property
     def done(self) -> bool:
         """True once the final event (Finish or StreamError) was returned."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """True once the provider said the answer is finished, even if its final events
+        are still held back (OpenAI's finish reason comes before usage and `[DONE]`)."""
         ...
 
     def feed(self, data: bytes) -> list[StreamEvent]: ...
@@ -109,7 +117,11 @@ class HTTPProvider:
             for event in parser.close():
                 yield event
         except ProviderError as exc:
-            yield StreamError(exc, parser.response_id, parser.model)
+            if not parser.finished:
+                yield StreamError(exc, parser.response_id, parser.model)
+            else:  # the answer is whole: only its tail (usage, end marker) was lost
+                for event in parser.close():
+                    yield event
         finally:
             await upstream.aclose()
 

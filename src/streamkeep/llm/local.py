@@ -260,6 +260,8 @@ class LocalProvider:
                 provider=self.name,
                 code="context_length_exceeded",
             )
+        # The prompt's count is exact already: an answer stopped mid-way keeps it.
+        yield UsageReport(Usage(input_tokens=len(prompt)), final=False)
         limit = min(request.max_tokens or DEFAULT_MAX_TOKENS, room)
         llama.set_seed(request.seed if request.seed is not None else random.getrandbits(32))
         text = _StopText(request.stop or [])

@@ -16,8 +16,10 @@ the deprecated `function_call` delta, and every tool-call quirk `ToolCallAssembl
 Order of the last events. OpenAI sends `finish_reason` on one chunk, then (with
 `include_usage`) a usage chunk with `choices: []`, then `data: [DONE]`. The finish is
 held until `[DONE]` or the end of the body, then: the `ToolCallComplete`s, one
-`UsageReport` if usage came, and `Finish` last. A body that ends with neither `[DONE]`
-nor a finish reason finishes as "unknown" (and open tool calls count as cut off).
+`UsageReport` if usage came, and `Finish` last. Either a finish reason or `[DONE]` says
+the answer is finished (`[DONE]` alone finishes as "unknown", open tool calls counted
+as cut off). A body that ends with neither was cut short (a connection closed
+mid-answer, a proxy's time limit): it ends with a `StreamError` (`ProviderIncomplete`).
 An `error` object in a chunk (OpenRouter, with HTTP 200 and `finish_reason: "error"`),
 `finish_reason: "error"` or an SSE event named `error` ends the stream with a
 `StreamError` instead; open tool calls are then not completed, since a consumer might
@@ -33,7 +35,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from streamkeep.llm.errors import ProviderError, ProviderStreamError
+from streamkeep.llm.errors import ProviderError, ProviderIncomplete, ProviderStreamError
 from streamkeep.llm.events import (
     Finish,
     ReasoningDelta,
@@ -93,6 +95,11 @@ class OpenAIChunkParser:
         """True once the final event (Finish or StreamError) was returned."""
         return self._done
 
+    @property
+    def finished(self) -> bool:
+        """True once a finish reason came: the answer is whole, whatever follows."""
+        return self._finish_reason is not None
+
     def feed(self, data: bytes) -> list[StreamEvent]:
         """Take the next bytes of the body; return the events they complete."""
         out: list[StreamEvent] = []
@@ -131,8 +138,10 @@ class OpenAIChunkParser:
         out: list[StreamEvent] = []
         if self._whole is not None:
             self._whole_body(out)
-        if not self._done:
+        elif self._finish_reason is not None:
             self._end(out)
+        else:
+            self._fail(ProviderIncomplete(provider=self.provider), out)
         return out
 
     def _sniff(self, data: bytes) -> bool:
@@ -150,20 +159,24 @@ class OpenAIChunkParser:
         return True
 
     def _whole_body(self, out: list[StreamEvent]) -> None:
-        """A whole chat.completion (or an error): one chunk whose delta is the message."""
+        """A whole chat.completion (or an error): one chunk whose delta is the message.
+        A document that is not whole JSON was cut short."""
         try:
             body = orjson.loads(self._whole or b"")
         except orjson.JSONDecodeError:
             self.skipped_chunks += 1
+            self._fail(ProviderIncomplete(provider=self.provider), out)
             return
         if type(body) is not dict:
             self.skipped_chunks += 1
-            return
+            body = {}
         choices = body.get("choices")
         if type(choices) is list:
             choices = [{**c, "delta": c.get("message")} for c in choices if type(c) is dict]
             body = {**body, "choices": choices}
         self._chunk(body, out)
+        if not self._done:
+            self._end(out)
 
     def _special(self, payload: str, event_type: str | None, out: list[StreamEvent]) -> bool:
         """`[DONE]`, or a non-JSON `event: error`; True when the stream ended."""

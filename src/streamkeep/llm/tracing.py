@@ -166,7 +166,8 @@ class _Call:
         if self.accumulator is not None:
             self.accumulator.add(event)
         if isinstance(event, UsageReport):
-            self.usage = event.usage
+            if event.final:  # the telemetry counts totals, not the counts so far
+                self.usage = event.usage
         elif isinstance(event, Finish):
             self.finish = event
         elif isinstance(event, StreamError):

@@ -124,6 +124,8 @@ class Completion:
 
     parts: list[Part] = field(default_factory=list)
     usage: Usage | None = None
+    # The provider's counts so far (a `final=False` report) while `usage` is unknown.
+    partial_usage: Usage | None = None
     finish_reason: FinishReason | None = None
     response_id: str | None = None
     model: str | None = None

@@ -4,7 +4,9 @@ Some OpenAI-compatible servers (llama.cpp's, several proxies) never send usage i
 stream, even when asked. Rather than store "no usage", the registry passes each stream
 through `with_usage`, which adds an estimate (`estimated=True`) before the end when the
 provider reported none. The estimate is the common ~4 characters per token rule: good
-enough for accounting dashboards, and marked so nobody mistakes it for a bill.
+enough for accounting dashboards, and marked so nobody mistakes it for a bill. Only what
+is unknown is estimated: the counts a provider reported so far (`final=False`, e.g. the
+embedded model's prompt, tokenised before it answers) are kept as they are.
 """
 
 from __future__ import annotations
@@ -41,13 +43,18 @@ def prompt_chars(request: ChatRequest) -> int:
     return total
 
 
-def estimate_usage(prompt: int, output: int, reasoning: int = 0) -> Usage:
-    """Usage from character counts (prompt, visible output, reasoning), flagged estimated."""
+def estimate_usage(
+    prompt: int, output: int, reasoning: int = 0, *, known: Usage | None = None
+) -> Usage:
+    """Usage from character counts (prompt, visible output, reasoning), flagged estimated;
+    the input counts come from `known` (the provider's counts so far) when it has them."""
     reasoning_tokens = estimate_tokens(reasoning)
+    exact_input = known is not None and known.input_tokens > 0
     return Usage(
-        input_tokens=estimate_tokens(prompt),
+        input_tokens=known.input_tokens if known and exact_input else estimate_tokens(prompt),
         output_tokens=estimate_tokens(output) + reasoning_tokens,
         reasoning_tokens=reasoning_tokens,
+        cached_input_tokens=known.cached_input_tokens if known and exact_input else 0,
         estimated=True,
     )
 
@@ -63,6 +70,7 @@ async def with_usage(
 ) -> AsyncIterator[StreamEvent]:
     """Pass `stream` through; if it ends without usage, report an estimate first."""
     reported = False
+    known: Usage | None = None  # the provider's counts so far
     output_chars = 0
     reasoning_chars = 0
     try:
@@ -75,9 +83,14 @@ async def with_usage(
             elif cls is ReasoningDelta:
                 reasoning_chars += len(event.text)  # type: ignore[union-attr]
             elif cls is UsageReport:
-                reported = True
+                if event.final:  # type: ignore[union-attr]
+                    reported = True
+                else:
+                    known = event.usage  # type: ignore[union-attr]
             elif (cls is Finish or cls is StreamError) and not reported:
-                estimate = estimate_usage(prompt_chars(request), output_chars, reasoning_chars)
+                estimate = estimate_usage(
+                    prompt_chars(request), output_chars, reasoning_chars, known=known
+                )
                 yield UsageReport(estimate)
             yield event
     finally:

@@ -43,8 +43,16 @@ const state = {
   elements: new Map(), // message object -> its <li>
 };
 
+// What Continue sends: a follow-up under the cut reply, as a reader would type it.
+const CONTINUE_TEXT = "Continue from where you stopped.";
+
 const ctx = {
   busy: () => state.live !== null,
+  // Only the newest reply can be continued: under an older one it would start a branch.
+  canContinue: (msg) => Boolean(msg.id) && state.messages.at(-1) === msg,
+  onContinue: (msg) => {
+    if (ctx.canContinue(msg)) send(CONTINUE_TEXT, { parentId: msg.id, fromComposer: false });
+  },
   onEdit: startEdit,
   onRegenerate: regenerate,
   onSwitch: switchVersion,
@@ -296,18 +304,18 @@ function attachResume(chatId, msg) {
   return stream(chatId, msg, { replay: true });
 }
 
-async function send(text) {
+async function send(text, { parentId = null, fromComposer = true } = {}) {
   // `starting` covers the awaits before the stream exists: a double Enter sends once.
   if (ctx.busy() || state.starting) return;
   state.starting = true;
   try {
-    await sendNow(text);
+    await sendNow(text, parentId, fromComposer);
   } finally {
     state.starting = false;
   }
 }
 
-async function sendNow(text) {
+async function sendNow(text, parentId, fromComposer) {
   clearErrors();
   let chat = state.chat;
   if (!chat) {
@@ -339,10 +347,13 @@ async function sendNow(text) {
   });
   const msg = liveMessage({ model: ui.model.value });
   state.messages.push(msg);
-  ui.input.value = "";
-  autosize();
+  if (fromComposer) {
+    ui.input.value = "";
+    autosize();
+  }
   const body = { content: text };
   if (ui.model.value) body.model = ui.model.value;
+  if (parentId) body.parent_id = parentId;
   // Not awaited: `starting` ends here, as the reply goes live (busy from now on). The
   // reply's tail (reloading the chat) must not hold back the next message.
   void stream(chat.id, msg, { request: streams.send(chat.id, body) });

@@ -200,6 +200,30 @@ function footer(node, msg, ctx) {
   return items;
 }
 
+// A reply cut by the token limit (finish reason "length") looks finished: say it is not,
+// and on the last reply offer to ask for the rest.
+function renderCutNote(node, msg, ctx) {
+  const cut =
+    msg.role === "assistant" && msg.finish_reason === "length" && msg.status !== "streaming";
+  const note = node.querySelector(".cut-note");
+  if (!cut) {
+    if (note) note.remove();
+    return;
+  }
+  const offer = ctx.canContinue(msg);
+  const key = JSON.stringify([offer, ctx.busy()]);
+  if (note && note._key === key) return;
+  const fresh = el("p", { class: "cut-note" }, el("span", {}, "Cut at the token limit."));
+  if (offer) {
+    const onclick = () => ctx.onContinue(node._msg);
+    const attrs = { type: "button", class: "ghost small", disabled: ctx.busy(), onclick };
+    fresh.append(el("button", attrs, "Continue"));
+  }
+  fresh._key = key;
+  if (note) note.replaceWith(fresh);
+  else node.querySelector(".bubble").append(fresh);
+}
+
 /** Make or update the element of one message. */
 export function messageElement(existing, msg, ctx) {
   const node =
@@ -221,6 +245,7 @@ export function messageElement(existing, msg, ctx) {
     partsEl.setAttribute("aria-busy", String(msg.status === "streaming"));
   }
   renderParts(partsEl, msg);
+  renderCutNote(node, msg, ctx);
   let err = node.querySelector(".msg-error");
   if (msg.error && msg.role === "assistant") {
     if (!err) {
