@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from streamkeep.store import ChatStore, Database
 from streamkeep.store.direct import DirectConnection
+from tests.scaleout.waits import eventually
 
 
 @pytest.fixture
@@ -145,20 +146,13 @@ async def test_wal_checkpoints_run_on_a_thread_every_few_hundred_commits(
         assert ran == []
         chat = await store.create_chat(model="openai/m")  # commit 5, on the direct path
         await store.update_chat(chat.id, title="x")  # and one through a session
-        for _ in range(100):
-            if ran:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(ran) > 0)
         [(thread, (busy, frames, copied))] = ran
         assert thread != threading.get_ident()
         assert busy == 0 and frames > 0 and copied > 0
         for _ in range(4):  # commits of sessions count too: 10
             await store.update_chat(chat.id, title="y")
-        for _ in range(100):
-            if len(ran) == 2:
-                break
-            await asyncio.sleep(0.01)
-        assert len(ran) == 2
+        await eventually(lambda: len(ran) == 2)
     finally:
         await db.dispose()
 
