@@ -168,7 +168,9 @@ async def test_cancelling_the_stream_leaves_the_server_usable(
     stream = provider.stream(ask("Write a long story about a dragon.", max_tokens=300))
     async for event in stream:
         if isinstance(event, TextDelta):
-            break
+            break  # mid-answer: 300 tokens are far from done
+    else:
+        pytest.fail("the stream ended before its first word: nothing was cancelled")
     await stream.aclose()  # type: ignore[attr-defined]
     done = completion(await stream_all(provider, ask("Say hello.", max_tokens=20)))
     assert done.text and done.finish_reason in ("stop", "length")
