@@ -316,6 +316,18 @@ def test_dropped_connection_rejoins_after_the_last_event(
     assert reply_text(reply).split() == text_of(stored).split()
 
 
+def wait_checkpointed(url: str, chat_id: str) -> None:
+    """Until the streaming reply's last checkpoint (in the database) holds some words."""
+    deadline = time.monotonic() + 30  # a bounded wait, not a timing check
+    while time.monotonic() < deadline:
+        reply = httpx.get(f"{url}/api/chats/{chat_id}").json()["messages"][-1]
+        assert reply["status"] == "streaming", "the reply ended before its first checkpoint"
+        if text_of(reply):
+            return
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint of the reply was stored")
+
+
 def wait_stored_status(url: str, chat_id: str, status: str) -> None:
     for _ in range(200):  # a bounded wait for the server's orphan sweep
         if httpx.get(f"{url}/api/chats/{chat_id}").json()["messages"][-1]["status"] == status:
@@ -337,6 +349,7 @@ def test_server_killed_mid_answer_shows_interrupted(
         send(page, "Until the lights go out [[tokens=400 delay=0.05]]")
         cid = chat_id(page)
         wait_reply_longer_than(page, 20)
+        wait_checkpointed(url, cid)
         proc.kill()  # no graceful shutdown: the reply is left `streaming` in the database
         proc.wait()
         proc = launch_server(tmp_path, fake_provider, port)
@@ -350,7 +363,8 @@ def test_server_killed_mid_answer_shows_interrupted(
         expect(reply.locator(".badge")).to_have_text("Interrupted")
         stored = httpx.get(f"{url}/api/chats/{cid}").json()["messages"][-1]
         assert stored["status"] == "interrupted"
-        assert reply_text(reply).split() == text_of(stored).split()
+        assert words(text_of(stored))  # the last checkpoint's words are kept...
+        assert reply_text(reply).split() == words(text_of(stored))  # ...and shown
     finally:
         context.close()
         stop_process(proc)

@@ -26,22 +26,24 @@ def shape(chat: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 async def landed(gw: Gateway, chat_id: str) -> None:
-    """Wait for a new chat's rows (written just after its first token went out)."""
-    while True:
-        r = await gw.http.get(f"/api/chats/{chat_id}")
-        if r.status_code == 200 and r.json()["messages"]:
-            return
-        await asyncio.sleep(0.01)
+    """Wait (bounded) for a new chat's rows (written just after its first token went out)."""
+    async with asyncio.timeout(30):
+        while True:
+            r = await gw.http.get(f"/api/chats/{chat_id}")
+            if r.status_code == 200 and r.json()["messages"]:
+                return
+            await asyncio.sleep(0.01)
 
 
 async def settled(gw: Gateway, chat_id: str) -> dict[str, Any]:
     """The chat once its last reply is no longer streaming (the generation ended)."""
     await landed(gw, chat_id)
-    while True:
-        chat = await gw.chat(chat_id)
-        if chat["messages"] and chat["messages"][-1]["status"] != "streaming":
-            return chat
-        await asyncio.sleep(0.02)
+    async with asyncio.timeout(30):
+        while True:
+            chat = await gw.chat(chat_id)
+            if chat["messages"] and chat["messages"][-1]["status"] != "streaming":
+                return chat
+            await asyncio.sleep(0.02)
 
 
 async def test_streamed_call_is_stored_as_the_client_saw_it(gateway: Gateway) -> None:
@@ -108,9 +110,12 @@ async def test_a_client_that_leaves_mid_stream_still_leaves_the_whole_reply(
         http.stream("POST", "/v1/chat/completions", json=body) as response,
     ):
         chat_id = response.headers[CHAT_HEADER]
+        raw = b""
         async for data in response.aiter_raw():
-            if b"ipsum" in data:
+            raw += data
+            if b"ipsum" in raw:
                 break  # leave after a couple of tokens
+    assert b"[DONE]" not in raw  # the client did leave mid-stream
     chat = await settled(gateway, chat_id)
     reply = chat["messages"][-1]
     assert reply["status"] == "complete"

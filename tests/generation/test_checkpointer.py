@@ -91,15 +91,14 @@ async def test_a_generation_writes_its_message_once_with_no_checkpoint_in_betwee
     assert message.status == "complete" and len(stored_text(message.parts).split()) == 50
 
 
+# PostgreSQL only: it takes the database's server away, which SQLite does not have.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_a_final_write_that_fails_while_the_database_is_down_is_kept_and_retried(
     manager: GenerationManager,
     store: ChatStore,
-    db: Database,
     database_url: str,
     fake_upstream: FakeUpstream,
 ) -> None:
-    if db.is_sqlite:
-        pytest.skip("takes a PostgreSQL database offline; SQLite has no server to stop")
     chat_id = (await store.create_chat(model=MODEL)).id
     fake_upstream.enqueue(Script(tokens=10, hang_after=2))
     gen = await manager.reply(chat_id=chat_id, content="hi")

@@ -75,17 +75,22 @@ async def test_replay_after_n_then_live_frames_exactly_once(
 
     remote = await open_remote(other_redis, keys, "g1")
     assert remote.next_seq == 11 and not remote.closed
-    reader = asyncio.create_task(read_all(remote, after=4))
-    for _ in range(5):  # live: each batch lands while the remote reader waits
+    reader = remote.read(after=4)
+    got = await asyncio.wait_for(anext(reader), 10)
+    assert seqs(got) == list(range(5, 11))  # the replay: what the stream held
+    for _ in range(5):  # live: the same reader asks for more, then each batch lands
+        waiting = asyncio.ensure_future(anext(reader))
         batch = frames(log.next_seq, 3)
         sent += batch
         log.append(batch)
         await writer.flush()
-        await asyncio.sleep(0.01)
+        live = await asyncio.wait_for(waiting, 10)
+        assert live == b"".join(batch)  # that batch, once
+        got += live
     log.close()
     await writer.flush()
+    got += b"".join([chunk async for chunk in reader])
 
-    got = await asyncio.wait_for(reader, 10)
     assert seqs(got) == list(range(5, 26))
     assert got == b"".join(sent[4:])
     # The owner's own readers read the same frames from memory.
@@ -437,12 +442,15 @@ async def test_a_stream_numbered_on_from_an_earlier_generation_reads_whole_after
     await writer.flush()
     remote = await RedisEventLog.open_remote(other_redis, "g2", keys=keys, first_seq=101)
     assert remote is not None and remote.first_seq == 101 and remote.next_seq == 111
-    reader = asyncio.create_task(read_all(remote, after=40))
-    await asyncio.sleep(0.05)
-    log.append(frames(111, 5))  # live, while the reader waits
+    reader = remote.read(after=40)
+    got = await asyncio.wait_for(anext(reader), 10)
+    assert seqs(got) == list(range(101, 111))  # from its start, not from 41
+    waiting = asyncio.ensure_future(anext(reader))  # then live, as they land
+    log.append(frames(111, 5))
     log.close()
     await writer.flush()
-    got = await asyncio.wait_for(reader, 10)
+    got += await asyncio.wait_for(waiting, 10)
+    got += b"".join([chunk async for chunk in reader])
     assert seqs(got) == list(range(101, 116))
     assert await read_all(log, after=40) == got  # the owner's readers, from memory
     assert seqs(await read_all(remote, after=105)) == list(range(106, 116))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from streamkeep.store import ChatStore, Database
@@ -50,14 +51,15 @@ def serve(data_dir: Path, upstream: FakeUpstream, **env: str) -> Iterator[subpro
 async def wait_ready(proc: subprocess.Popen[bytes]) -> httpx.AsyncClient:
     url = f"http://127.0.0.1:{proc.port}"  # type: ignore[attr-defined]
     client = httpx.AsyncClient(base_url=url, timeout=30)
-    while True:
-        assert proc.poll() is None, "streamkeep serve exited during start-up"
-        try:
-            if (await client.get("/healthz")).status_code == 200:
-                return client
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.05)
+    async with asyncio.timeout(60):  # start-up is set-up: a bounded wait, not a measure
+        while True:
+            assert proc.poll() is None, "streamkeep serve exited during start-up"
+            try:
+                if (await client.get("/healthz")).status_code == 200:
+                    return client
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
 
 
 @asynccontextmanager
@@ -79,6 +81,63 @@ async def stored(data_dir: Path, message_id: str) -> dict[str, Any]:
         await db.dispose()
     text = "".join(p.get("text", "") for p in message.parts if p["type"] == "text")
     return {"status": message.status, "text": text}
+
+
+async def branch(data_dir: Path, chat_id: str) -> list[str]:
+    db = Database.from_url(f"sqlite:///{data_dir / 'streamkeep.db'}")
+    try:
+        return [m.id for m in await ChatStore(db).active_branch(chat_id)]
+    finally:
+        await db.dispose()
+
+
+class HeldPost:
+    """A POST in flight: the server has its headers and waits for its body (it said
+    `100 Continue`, which it does once the app asks for the body)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int, path: str, length: int) -> HeldPost:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n"
+            "Expect: 100-continue\r\n\r\n"
+        )
+        writer.write(head.encode())
+        async with asyncio.timeout(30):
+            interim = await reader.readuntil(b"\r\n\r\n")
+        assert interim.startswith(b"HTTP/1.1 100 "), interim
+        return cls(reader, writer)
+
+    async def finish(self, body: bytes) -> tuple[int, bytes]:
+        """Send the body; the response's status, and its body if it has a length (a
+        stream has none: then nothing is read)."""
+        self._writer.write(body)
+        try:
+            async with asyncio.timeout(30):
+                head = (await self._reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
+                fields = dict(line.lower().split(": ", 1) for line in head[1:] if line)
+                length = int(fields.get("content-length", 0))
+                data = await self._reader.readexactly(length)
+        finally:
+            self._writer.close()
+        return int(head[0].split()[1]), data
+
+
+async def shutdown_begun(url: str) -> None:
+    """Returns once the server handles the signal: readiness says 503, or the listener
+    is closed (uvicorn begins the app's shutdown before it closes it)."""
+    async with httpx.AsyncClient(base_url=url, timeout=5) as fresh, asyncio.timeout(30):
+        while True:
+            try:
+                if (await fresh.get("/readyz")).status_code != 200:
+                    return
+            except httpx.TransportError:
+                return
+            await asyncio.sleep(0.02)
 
 
 def text_of(evts: list[Event]) -> str:
@@ -107,22 +166,22 @@ async def test_sigterm_finishes_short_generations_and_interrupts_long_ones(
             short_seen = await until(short, "text-delta")
             long_seen = await until(long, "text-delta")
             chat = (await client.post("/api/chats", json={})).json()["id"]
+            body = orjson.dumps({"content": "x"})
+            port: int = proc.port  # type: ignore[attr-defined]
+            late = await HeldPost.open(port, f"/api/chats/{chat}/messages", len(body))
             proc.send_signal(signal.SIGTERM)
-            # Once the signal is handled (readiness says so, or the listener is closed),
-            # new generations are refused while the running ones carry on.
-            async with httpx.AsyncClient(base_url=str(client.base_url)) as fresh:
-                try:
-                    while (await fresh.get("/readyz")).status_code == 200:
-                        pass
-                    r = await fresh.post(f"/api/chats/{chat}/messages", json={"content": "x"})
-                    assert r.status_code == 503
-                    assert r.json()["error"]["type"] == "shutting_down"
-                except httpx.TransportError:
-                    pass
+            await shutdown_begun(str(client.base_url))
+            # A new generation is refused once the signal is handled (here one whose
+            # request was already in flight), while the running ones carry on.
+            status, answer = await late.finish(body)
+            assert status == 503
+            assert orjson.loads(answer)["error"]["type"] == "shutting_down"
             short_seen += await rest_of(short)
             long_seen += await rest_of(long)
         await client.aclose()
-        assert proc.wait(timeout=60) is not None
+        # uvicorn ends by re-raising the signal it stopped for, once its shutdown is done.
+        assert proc.wait(timeout=60) == -signal.SIGTERM
+    assert await branch(data_dir, chat) == []  # the refused message was not stored
     assert [e.type for e in short_seen][-2:] == ["finish", "[DONE]"]
     assert "abort" not in [e.type for e in short_seen]
     assert "abort" in [e.type for e in long_seen]

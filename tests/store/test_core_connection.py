@@ -183,27 +183,46 @@ async def test_a_reply_start_past_the_busy_timeout_fails_and_writes_nothing(
 
 
 async def test_a_write_cancelled_while_waiting_for_the_lock_leaves_no_transaction_open(
-    sqlite_store: tuple[Path, ChatStore],
+    tmp_path: Path,
 ) -> None:
-    path, store = sqlite_store
-    chat = await store.create_chat(model="m")
-    with write_lock(path) as other:
-        start = asyncio.create_task(
-            store.start_reply(chat_id=chat.id, parent_id=None, user_content="hi", model="m")
+    path = tmp_path / "direct.db"
+    # A busy timeout far longer than the lock is held here: the waiting BEGIN succeeds.
+    db = Database.from_url(f"sqlite:///{path}", sqlite_busy_timeout=30)
+    await db.upgrade()
+    store = ChatStore(db)
+    try:
+        chat = await store.create_chat(model="m")
+        begun = asyncio.Event()
+
+        def on_statement(sql: str, many: bool) -> None:
+            if sql == "BEGIN IMMEDIATE":
+                begun.set()
+
+        with write_lock(path) as other:
+            unwatch = db.watch(on_statement, lambda: None)
+            start = asyncio.create_task(
+                store.start_reply(chat_id=chat.id, parent_id=None, user_content="hi", model="m")
+            )
+            async with asyncio.timeout(10):
+                await begun.wait()
+            unwatch()
+            # Refused inline (the lock is held), its BEGIN IMMEDIATE now retries on the
+            # worker thread. The caller goes away meanwhile: the task takes its
+            # cancellation at the loop's next step, and its rollback waits, queued on
+            # the thread behind that BEGIN...
+            start.cancel()
+            await asyncio.sleep(0)
+            assert not start.done()
+            other.execute("COMMIT")  # ...which now succeeds, and is rolled back
+        with pytest.raises(asyncio.CancelledError):
+            await start
+        _, reply, _ = await store.start_reply(
+            chat_id=chat.id, parent_id=None, user_content="again", model="m"
         )
-        await asyncio.sleep(0.1)  # its BEGIN IMMEDIATE retries on the worker thread
-        start.cancel()
-        await asyncio.sleep(0.05)
-        other.execute("COMMIT")
-    await asyncio.sleep(0.15)  # the thread's BEGIN succeeds now...
-    with pytest.raises(asyncio.CancelledError):
-        await start  # ...and is rolled back: the next write starts cleanly
-    _, reply, _ = await store.start_reply(
-        chat_id=chat.id, parent_id=None, user_content="again", model="m"
-    )
-    with sqlite3.connect(path, timeout=0) as check:  # nobody holds the write lock
-        check.execute("BEGIN IMMEDIATE")
-        assert check.execute("SELECT id FROM messages WHERE role = 'assistant'").fetchall() == [
-            (reply.id,)
-        ]
-        check.rollback()
+        with sqlite3.connect(path, timeout=0) as check:  # nobody holds the write lock
+            check.execute("BEGIN IMMEDIATE")
+            rows = check.execute("SELECT id FROM messages WHERE role = 'assistant'").fetchall()
+            check.rollback()
+        assert rows == [(reply.id,)]
+    finally:
+        await db.dispose()

@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from streamkeep.store import ChatStore, Database
 from streamkeep.store.direct import DirectConnection
+from tests.scaleout.waits import eventually
 
 
 @pytest.fixture
@@ -145,20 +146,13 @@ async def test_wal_checkpoints_run_on_a_thread_every_few_hundred_commits(
         assert ran == []
         chat = await store.create_chat(model="openai/m")  # commit 5, on the direct path
         await store.update_chat(chat.id, title="x")  # and one through a session
-        for _ in range(100):
-            if ran:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(ran) > 0)
         [(thread, (busy, frames, copied))] = ran
         assert thread != threading.get_ident()
         assert busy == 0 and frames > 0 and copied > 0
         for _ in range(4):  # commits of sessions count too: 10
             await store.update_chat(chat.id, title="y")
-        for _ in range(100):
-            if len(ran) == 2:
-                break
-            await asyncio.sleep(0.01)
-        assert len(ran) == 2
+        await eventually(lambda: len(ran) == 2)
     finally:
         await db.dispose()
 
@@ -169,25 +163,32 @@ async def test_a_commit_never_waits_for_a_checkpoint(
     from streamkeep.store import sqlite as inline
 
     monkeypatch.setattr(inline, "CHECKPOINT_EVERY", 1)
-    release = threading.Event()
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
     checkpoint = inline.WalCheckpointer._checkpoint
 
-    def slow(self: inline.WalCheckpointer) -> tuple[int, int, int]:
-        release.wait(5)
-        return checkpoint(self)
+    def held(self: inline.WalCheckpointer) -> tuple[int, int, int]:
+        started.set()
+        release.wait(10)
+        try:
+            return checkpoint(self)
+        finally:
+            finished.set()
 
-    monkeypatch.setattr(inline.WalCheckpointer, "_checkpoint", slow)
+    monkeypatch.setattr(inline.WalCheckpointer, "_checkpoint", held)
     db = Database.from_url(f"sqlite:///{db_path}")
     store = ChatStore(db)
     try:
-        # Each commit would start a checkpoint; the first one still hangs, and the
-        # writes go on meanwhile (a checkpoint inside a commit would hold them for 5 s).
-        async with asyncio.timeout(2):
-            chat = await store.create_chat(model="openai/m")
+        chat = await store.create_chat(model="openai/m")
+        # That commit started a checkpoint, which is now held on its thread...
+        assert await asyncio.to_thread(started.wait, 10), "no checkpoint was started"
+        # ...and the writes go on meanwhile, on both paths: none waits for it.
+        async with asyncio.timeout(5):
             for _ in range(3):
                 await store.create_chat(model="openai/m")  # the direct path
                 await store.update_chat(chat.id, title="t")  # a session
-        release.set()
+        assert not finished.is_set()  # every write above landed while it was held
+        chats, _ = await store.list_chats()
+        assert len(chats) == 4
     finally:
         release.set()
         await db.dispose()
