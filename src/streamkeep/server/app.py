@@ -36,6 +36,7 @@ from streamkeep.scaleout import Cluster
 from streamkeep.server import docs, errors
 from streamkeep.server.metrics import Metrics
 from streamkeep.server.routes import chats, messages, ops, streams, usechat
+from streamkeep.server.security import Guard, HostPolicy
 from streamkeep.server.sse import RAW_SEND
 from streamkeep.store import ChatStore, Database
 
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     errors.install(app, shutting_down=ShuttingDown)
+    app.add_middleware(Guard, policy=HostPolicy(settings.host, settings.allowed_hosts))
     for router in (chats.router, messages.router, streams.router, usechat.router, ops.router):
         app.include_router(router)
     gateway = _gateway_router()
