@@ -14,15 +14,12 @@ from fastapi import APIRouter, Request, Response
 
 from streamkeep.server.deps import ManagerDep, MetricsDep, StoreDep
 from streamkeep.server.relay import remote_stream_response, resume_point, stream_response
-from streamkeep.server.schemas import ERROR_RESPONSES, StopResult
+from streamkeep.server.schemas import ERROR_RESPONSES, StopResult, stream_doc
 
 router = APIRouter(tags=["streams"], responses=ERROR_RESPONSES)
 
 _RESUME: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "The rest of the stream, after `Last-Event-ID` (or `?after=N`)",
-        "content": {"text/event-stream": {}},
-    },
+    200: stream_doc("The rest of the stream, after `Last-Event-ID` (or `?after=N`)"),
     204: {"description": "The chat has no live generation"},
 }
 
