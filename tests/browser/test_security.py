@@ -6,13 +6,14 @@ that the watch sees a violation, and that the policy is the one the server sends
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from streamkeep.server.security import PAGE_CSP
+from streamkeep.server.security import CSP
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.browser.pagekit import last_reply, send, watch_csp
 from tests.browser.test_chat_page import CODE_ANSWER
@@ -23,7 +24,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def test_the_page_works_under_its_policy(page: Page) -> None:
     response = page.goto("/")
     assert response is not None
-    assert response.headers["content-security-policy"] == PAGE_CSP
+    assert response.headers["content-security-policy"] == CSP
     assert response.headers["x-frame-options"] == "DENY"
     # Markdown with code and links, reasoning and a tool call: everything the page draws.
     send(page, f"Show code [[reasoning=3 text='{CODE_ANSWER}']]")
@@ -35,6 +36,30 @@ def test_the_page_works_under_its_policy(page: Page) -> None:
     page.reload()
     expect(last_reply(page).locator("details.tool")).to_be_visible()
     # The module scripts ran (the page answers) and nothing inline was needed.
+
+
+def test_the_api_docs_work_under_the_same_policy(page: Page) -> None:
+    response = page.goto("/docs")
+    assert response is not None
+    assert response.headers["content-security-policy"] == CSP
+    models = page.locator(
+        ".opblock", has=page.locator(".opblock-summary-path", has_text="/v1/models")
+    )
+    models.locator(".opblock-summary").click()
+    models.get_by_role("button", name="Try it out").click()
+    models.get_by_role("button", name="Execute").click()
+    status = models.locator(".live-responses-table tbody .response-col_status").first
+    expect(status).to_have_text("200")
+    # A POST from the page is same-origin, so the Origin check lets it through.
+    path = page.locator(".opblock-summary-path", has_text=re.compile("^/api/chats$"))
+    create = page.locator(".opblock-post", has=path)
+    create.locator(".opblock-summary").click()
+    create.get_by_role("button", name="Try it out").click()
+    create.locator("textarea.body-param__text").fill('{"title": "from the docs"}')
+    create.get_by_role("button", name="Execute").click()
+    expect(create.locator(".live-responses-table tbody .response-col_status").first).to_have_text(
+        "201"
+    )
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from streamkeep.config import load_settings
-from streamkeep.server.security import DOCS_CSP, PAGE_CSP, same_origin, split_authority
+from streamkeep.server.security import CSP, same_origin, split_authority
 from tests.server.conftest import Server, ServerFactory
 from tests.server.sse import read_all
 
@@ -147,7 +147,7 @@ async def test_security_headers_on_the_page_the_api_and_streams(server: Server) 
     page = await server.client.get("/")
     for r in (page, await server.client.get("/style.css"), await server.client.get("/app.js")):
         assert r.status_code == 200
-        assert r.headers["content-security-policy"] == PAGE_CSP
+        assert r.headers["content-security-policy"] == CSP
         assert r.headers["x-frame-options"] == "DENY"
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["referrer-policy"] == "no-referrer"
@@ -165,19 +165,19 @@ async def test_security_headers_on_the_page_the_api_and_streams(server: Server) 
         events = await read_all(r)
     assert events[-1].type == "[DONE]"
     docs = await server.client.get("/docs")
-    assert docs.headers["content-security-policy"] == DOCS_CSP
+    assert docs.headers["content-security-policy"] == CSP
     missing = await server.client.get("/api/chats/nope")
     assert missing.status_code == 404
     assert missing.headers["x-content-type-options"] == "nosniff"
 
 
 def test_page_csp_allows_only_the_page_own_resources() -> None:
-    directives = dict(d.strip().split(" ", 1) for d in PAGE_CSP.split(";"))
+    directives = dict(d.strip().split(" ", 1) for d in CSP.split(";"))
     assert directives["default-src"] == "'none'"
     assert directives["script-src"] == "'self'"
     assert directives["style-src"] == "'self'"
     assert directives["frame-ancestors"] == "'none'"
-    assert "unsafe" not in PAGE_CSP
+    assert "unsafe" not in CSP
 
 
 @pytest.mark.parametrize(

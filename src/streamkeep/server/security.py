@@ -19,9 +19,8 @@ body goes past every middleware, see `server.sse.RAW_SEND`):
   checks off.
 
 Every response carries `nosniff`, `X-Frame-Options: DENY`, `Referrer-Policy:
-no-referrer` and a Content-Security-Policy: the page's (its own modules, stylesheet
-and API, the `data:` favicon; nothing inline) or, under `/docs` and `/redoc`, one that
-also lets Swagger UI run its inline start-up script and styles.
+no-referrer` and one Content-Security-Policy, which lets the page and /docs load only
+this server's own scripts, styles and API, and nothing inline.
 """
 
 from __future__ import annotations
@@ -39,29 +38,19 @@ ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DEFAULT_PORTS = {"http": "80", "https": "443"}
 
-PAGE_CSP = (
+# What the page uses: its own ES modules, stylesheet and API (fetch), a `data:` favicon;
+# nothing inline, no frames, no form posts. /docs (Swagger UI, `server.docs`) needs
+# the same, and the `data:` SVG icons of its stylesheet.
+CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src data:; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; "
-    "frame-ancestors 'none'"
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-# Swagger UI / ReDoc as FastAPI serves them: an inline script starts them, and they set
-# inline styles. Their assets must come from this server (the same origin).
-DOCS_CSP = (
-    "default-src 'none'; script-src 'self' 'unsafe-inline'; "
-    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
-    "connect-src 'self'; worker-src 'self' blob:; base-uri 'none'; form-action 'self'; "
-    "frame-ancestors 'none'"
-)
-DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
-DOCS_PREFIXES = ("/docs/", "/redoc/")  # their assets, when served from the package
-
-_COMMON = [
+HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
+    (b"content-security-policy", CSP.encode()),
 ]
-PAGE_HEADERS = [*_COMMON, (b"content-security-policy", PAGE_CSP.encode())]
-DOCS_HEADERS = [*_COMMON, (b"content-security-policy", DOCS_CSP.encode())]
 
 # Host header values seen to be allowed (a few at most: names with their ports).
 _CACHE_LIMIT = 64
@@ -136,15 +125,12 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        docs = path in DOCS_PATHS or path.startswith(DOCS_PREFIXES)
-        extra = DOCS_HEADERS if docs else PAGE_HEADERS
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", ()))
                 present = {name.lower() for name, _ in headers}
-                headers += [h for h in extra if h[0] not in present]
+                headers += [h for h in HEADERS if h[0] not in present]
                 message = {**message, "headers": headers}
             await send(message)
 
