@@ -36,11 +36,19 @@ async def resume(
         remote = await manager.find_remote(chat_id)  # running on another worker?
         if remote is not None:
             after = max(after, (remote.first_seq or 1) - 1)
-            if not (remote.done.is_set() and after >= remote.log.next_seq - 1):
+            if not remote.done.is_set():
                 return remote_stream_response(remote, after=after)
+            await store.get_chat(chat_id)  # deleted since it ended: its stream is gone too
+            if after < remote.log.next_seq - 1:
+                return remote_stream_response(remote, after=after)
+            return Response(status_code=204)
         await store.get_chat(chat_id)  # 404 for an unknown chat, 204 for a quiet one
         return Response(status_code=204)
     after = max(after, generation.first_seq - 1)
+    if generation.done.is_set():
+        # A finished reply is kept for the replay window even if its chat is deleted
+        # (deleting stops it first): a deleted chat is a 404, its stream is gone.
+        await store.get_chat(chat_id)
     if generation.done.is_set() and (
         not _asks_for_replay(request) or after >= generation.log.next_seq - 1
     ):
