@@ -6,6 +6,7 @@ on another site (or a DNS-rebinding page) would send them.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -75,6 +76,16 @@ async def test_loopback_names_and_addresses_pass(server: Server) -> None:
     ):
         r = await server.client.get("/api/chats", headers={"Host": host})
         assert r.status_code == 200, (host, r.text)
+
+
+async def test_http10_without_a_host_is_answered(server: Server) -> None:
+    # Not a browser (a browser always names the host), so it cannot be a rebinding.
+    url = urlsplit(server.url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    writer.write(b"GET /healthz HTTP/1.0\r\n\r\n")
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
 
 
 async def test_malformed_hosts_are_refused(server: Server) -> None:

@@ -8,8 +8,9 @@ body goes past every middleware, see `server.sse.RAW_SEND`):
   reaches the server under its own name, same-origin for the browser. Answered are the
   loopback names, the configured listen host, any IP address (a rebinding needs a name),
   and `allowed_hosts` (`*.example.com` covers its subdomains, `*` everything); anything
-  else is a 400 `invalid_host`. Listening on 0.0.0.0 or :: names no host, so there a
-  name other than a loopback one (the machine's, a load balancer's) must be listed.
+  else is a 400 `invalid_host` (no `Host` at all, HTTP/1.0, is not a browser's and
+  passes). Listening on 0.0.0.0 or :: names no host, so there a name other than a
+  loopback one (the machine's, a load balancer's) must be listed.
   (Starlette's TrustedHostMiddleware has no IP rule and answers in plain text.)
 - `Origin` on a request that changes something (POST, PATCH, DELETE, PUT). A form or a
   `text/plain` fetch from any site needs no CORS preflight and would start replies on
@@ -149,7 +150,10 @@ class Guard:
             elif key == b"origin":
                 origin = value
         if host is None:
-            return 400, "invalid_host", "the request has no Host header"
+            # HTTP/1.0 without Host (an old health probe): not a browser, so no rebinding.
+            if origin is None:
+                return None
+            return 403, "cross_origin", "a request with an Origin must name its Host"
         if host not in self._allowed:
             parsed = split_authority(host.decode("latin-1"))
             if parsed is None or not self.policy.allows(parsed[0]):
