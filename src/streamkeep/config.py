@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LOCAL_MODEL = "local/smollm2"
 
@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     model: str | None = None  # default model for new chats; None = first configured
     host: str = "127.0.0.1"
     port: int = 8000
+    # Host names answered besides loopback and `host` ("*.example.com", "*" for any):
+    # a page under any other name is a DNS-rebinding attempt (see server.security).
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     openai_api_key: str | None = Field(
@@ -84,6 +87,11 @@ class Settings(BaseSettings):
             legacy = data.pop("generation_retention")
             data.setdefault("replay_window", legacy)
         return data
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _comma_list(cls, v: Any) -> Any:
+        return [h.strip() for h in v.split(",") if h.strip()] if isinstance(v, str) else v
 
     @field_validator("data_dir", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.browser.pagekit import watch_csp
 from tests.browser.procs import ROOT, clean_env, launch_server, stop_process
 from tests.conftest import IN_CI, free_port
 
@@ -85,10 +86,13 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def page(browser: Browser, server: str) -> Iterator[Page]:
     context = browser.new_context(base_url=server, viewport={"width": 1280, "height": 820})
+    csp_violations = watch_csp(context)
     pg = context.new_page()
     pg.set_default_timeout(20_000)
     yield pg
     context.close()
+    # Whatever a test did, the page never tripped its own Content-Security-Policy.
+    assert csp_violations == []
 
 
 @pytest.fixture

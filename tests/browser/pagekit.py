@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.sync_api import Locator, Page
+from playwright.sync_api import BrowserContext, ConsoleMessage, Locator, Page
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
@@ -92,3 +92,29 @@ def shoot(page: Page, name: str, tmp: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     page.mouse.move(0, page.viewport_size["height"] - 1 if page.viewport_size else 0)  # no hover
     page.screenshot(path=str(folder / f"{name}.png"))
+
+
+# Reports each Content-Security-Policy violation of every page of the context.
+_CSP_WATCH = """
+document.addEventListener("securitypolicyviolation", (e) =>
+  window.__cspViolation(`${e.effectiveDirective} blocked ${e.blockedURI || "inline"}`));
+"""
+
+
+def watch_csp(context: BrowserContext) -> list[str]:
+    """The list the context's Content-Security-Policy violations are appended to (the
+    `securitypolicyviolation` events, and the console's reports of them)."""
+    seen: list[str] = []
+
+    def on_violation(text: str) -> None:
+        seen.append(text)
+
+    def on_console(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            seen.append(message.text)
+
+    context.expose_function("__cspViolation", on_violation)
+    context.add_init_script(_CSP_WATCH)
+
+    context.on("console", on_console)
+    return seen

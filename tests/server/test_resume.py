@@ -124,3 +124,16 @@ async def test_an_id_from_an_earlier_reply_resumes_the_running_one_from_its_star
     assert (await server.client.get(resume, headers=last)).status_code == 204
     async with server.client.stream("GET", resume, headers={"last-event-id": "41"}) as r:
         assert await read_all(r) == second
+
+
+async def test_a_deleted_chat_has_no_stream_to_resume(server: Server) -> None:
+    # Its finished reply stays replayable for the replay window; the chat is gone.
+    chat = await server.new_chat()
+    path = f"/api/chats/{chat['id']}"
+    async with server.client.stream("POST", f"{path}/messages", json={"content": "hi"}) as r:
+        assert (await read_all(r))[-1].type == "[DONE]"
+    assert (await server.client.delete(path)).status_code == 204
+    for headers in ({}, {"last-event-id": "0"}):
+        r = await server.client.get(f"{path}/stream", headers=headers)
+        assert r.status_code == 404, (headers, r.text)
+        assert r.json()["error"]["type"] == "not_found"

@@ -36,6 +36,11 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--host", help="address to listen on (STREAMKEEP_HOST, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (STREAMKEEP_PORT, 8000)")
+    p.add_argument(
+        "--allowed-hosts",
+        help="Host names answered besides loopback and --host, comma-separated; "
+        "'*.example.com' for subdomains, '*' for any (STREAMKEEP_ALLOWED_HOSTS)",
+    )
     p.add_argument("--database-url", help="SQLAlchemy URL (STREAMKEEP_DATABASE_URL)")
     p.add_argument("--redis-url", help="Redis URL for multi-worker (STREAMKEEP_REDIS_URL)")
     p.add_argument("--data-dir", help="local state directory (STREAMKEEP_DATA_DIR)")
@@ -92,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(
         host=args.host,
         port=args.port,
+        allowed_hosts=args.allowed_hosts,
         database_url=args.database_url,
         redis_url=args.redis_url,
         data_dir=args.data_dir,

@@ -56,6 +56,28 @@ def _inlined(schema: Any, defs: dict[str, Any]) -> Any:
 
 
 _SCHEMA = ChatCompletionBody.model_json_schema()
+_ERROR = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "required": ["message", "type"],
+                        "properties": {
+                            "message": {"type": "string"},
+                            "type": {"type": "string"},
+                            "param": {"type": ["string", "null"]},
+                            "code": {"type": ["string", "null"]},
+                        },
+                    }
+                },
+            }
+        }
+    }
+}
 _BODY_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -66,7 +88,19 @@ _BODY_DOC: dict[str, Any] = {
             "description": "`chat.completion` JSON, or `chat.completion.chunk` SSE "
             "when `stream` is true",
             "content": {"application/json": {}, "text/event-stream": {}},
-        }
+        },
+        **{
+            str(status): {"description": text, **_ERROR}
+            for status, text in (
+                (400, "A malformed body (`param` names the field)"),
+                (404, "An unknown model, or chat (x-streamkeep-chat-id)"),
+                (409, "The chat named by x-streamkeep-chat-id is generating"),
+                (502, "The provider failed"),
+                (503, "The model is not configured, or the server is shutting down"),
+                (504, "The provider did not answer in time"),
+            )
+        },
+        "4XX": {"description": "The provider refused the request: passed through", **_ERROR},
     },
 }
 

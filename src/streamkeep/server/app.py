@@ -24,7 +24,6 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI
-from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 import streamkeep
@@ -35,7 +34,9 @@ from streamkeep.llm.registry import ModelRegistry
 from streamkeep.scaleout import Cluster
 from streamkeep.server import docs, errors
 from streamkeep.server.metrics import Metrics
+from streamkeep.server.page import PageMount
 from streamkeep.server.routes import chats, messages, ops, streams, usechat
+from streamkeep.server.security import Guard, HostPolicy
 from streamkeep.server.sse import RAW_SEND
 from streamkeep.store import ChatStore, Database
 
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     errors.install(app, shutting_down=ShuttingDown)
+    app.add_middleware(Guard, policy=HostPolicy(settings.host, settings.allowed_hosts))
     for router in (chats.router, messages.router, streams.router, usechat.router, ops.router):
         app.include_router(router)
     gateway = _gateway_router()
@@ -93,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs.install(app)
     if (WEB_DIR / "index.html").is_file():
         # Mounted last: it answers every path no route above claims.
-        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+        app.router.routes.append(PageMount(WEB_DIR, app.router.routes))
     return app
 
 

@@ -3,7 +3,9 @@
 The domain raises its own exceptions (store, llm, generation); this module is the one
 place that maps them onto HTTP statuses, so routes never build error responses:
 
+    400  http_error                    a body that cannot be read (not UTF-8)
     404  not_found, unknown_model      an id or model nobody knows
+    405  http_error                    a method the path does not take (`Allow` lists them)
     409  generation_conflict           the chat already has a running generation
     413  message_too_long              content over settings.max_message_chars
     422  invalid_request, invalid_operation   a malformed or impossible request
@@ -23,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Mount
 
 from streamkeep.llm.errors import UnknownModelError
 from streamkeep.store.errors import GenerationConflict, InvalidOperation, NotFound
@@ -98,7 +101,26 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     kind = "not_found" if exc.status_code == 404 else "http_error"
-    return error_response(exc.status_code, kind, str(exc.detail))
+    response = error_response(exc.status_code, kind, str(exc.detail))
+    response.headers.update(exc.headers or {})
+    if exc.status_code == 405 and (methods := _route_methods(request)):
+        # Starlette names the methods of the one route it tried; a path has a route
+        # per method (GET and POST /api/chats), and `Allow` must list them all.
+        response.headers["allow"] = ", ".join(sorted(methods))
+    return response
+
+
+def _route_methods(request: Request) -> set[str]:
+    """The methods some route (not a mount: the page's files) takes on this path."""
+    routes = [r for r in request.app.router.routes if not isinstance(r, Mount)]
+    return {
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    }
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 async def _database(request: Request, exc: Exception) -> JSONResponse:

@@ -120,6 +120,7 @@ class UseChatRequest(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in (
+        (400, "A body that cannot be read (not UTF-8)"),
         (404, "Unknown chat, message or model"),
         (409, "The chat already has a running generation"),
         (413, "Message longer than max_message_chars"),
@@ -127,3 +128,50 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (503, "Shutting down, or the database is unreachable"),
     )
 }
+
+
+# One event of a UI message stream, as an SSE parser gives it: every event has its
+# sequence number as `id` ([DONE] too), so `Last-Event-ID` can resume after any of them.
+_SSE_EVENT = {
+    "type": "object",
+    "required": ["id", "data"],
+    "properties": {"id": {"type": "string", "pattern": "^[0-9]+$"}, "data": {"type": "string"}},
+}
+_STREAM_HEADERS = {
+    name: {"description": text, "required": True, "schema": {"type": "string"}}
+    for name, text in (
+        ("x-streamkeep-chat-id", "The chat the reply belongs to"),
+        ("x-streamkeep-message-id", "The assistant message being streamed"),
+        ("x-vercel-ai-ui-message-stream", "The stream protocol's version: v1"),
+    )
+}
+
+
+def _link(path: str, method: str, parameter: str, header: str) -> dict[str, Any]:
+    pointer = path.replace("~", "~0").replace("/", "~1")
+    return {
+        "operationRef": f"#/paths/{pointer}/{method}",
+        "parameters": {parameter: f"$response.header.{header}"},
+    }
+
+
+_FROM_STREAM = {
+    "message": _link("/api/messages/{message_id}", "get", "message_id", "x-streamkeep-message-id"),
+    "regenerate": _link(
+        "/api/messages/{message_id}/regenerate", "post", "message_id", "x-streamkeep-message-id"
+    ),
+    "chat": _link("/api/chats/{chat_id}", "get", "chat_id", "x-streamkeep-chat-id"),
+    "resume": _link("/api/chats/{chat_id}/stream", "get", "chat_id", "x-streamkeep-chat-id"),
+    "stop": _link("/api/chats/{chat_id}/stop", "post", "chat_id", "x-streamkeep-chat-id"),
+}
+
+
+def stream_doc(description: str) -> dict[str, Any]:
+    """The OpenAPI response of a UI message stream: its events, headers and where its
+    ids lead (the stored message, the chat)."""
+    return {
+        "description": description,
+        "content": {"text/event-stream": {"schema": _SSE_EVENT}},
+        "headers": _STREAM_HEADERS,
+        "links": _FROM_STREAM,
+    }

@@ -13,17 +13,19 @@ from fastapi import APIRouter, Request
 
 from streamkeep.server.deps import ManagerDep, MetricsDep, SettingsDep, StoreDep
 from streamkeep.server.launch import check_length, idempotency_key, launch
-from streamkeep.server.schemas import ERROR_RESPONSES, MessageCreate, MessageEdit
+from streamkeep.server.schemas import (
+    ERROR_RESPONSES,
+    MessageCreate,
+    MessageEdit,
+    stream_doc,
+)
 from streamkeep.server.sse import SSEResponse
 from streamkeep.store.records import MessageRecord
 
 router = APIRouter(tags=["messages"], responses=ERROR_RESPONSES)
 
 _STREAM: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "Vercel AI SDK UI Message Stream v1 (SSE; every event has an `id:`)",
-        "content": {"text/event-stream": {}},
-    }
+    200: stream_doc("Vercel AI SDK UI Message Stream v1 (SSE; every event has an `id:`)")
 }
 
 

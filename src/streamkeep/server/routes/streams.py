@@ -14,15 +14,12 @@ from fastapi import APIRouter, Request, Response
 
 from streamkeep.server.deps import ManagerDep, MetricsDep, StoreDep
 from streamkeep.server.relay import remote_stream_response, resume_point, stream_response
-from streamkeep.server.schemas import ERROR_RESPONSES, StopResult
+from streamkeep.server.schemas import ERROR_RESPONSES, StopResult, stream_doc
 
 router = APIRouter(tags=["streams"], responses=ERROR_RESPONSES)
 
 _RESUME: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "The rest of the stream, after `Last-Event-ID` (or `?after=N`)",
-        "content": {"text/event-stream": {}},
-    },
+    200: stream_doc("The rest of the stream, after `Last-Event-ID` (or `?after=N`)"),
     204: {"description": "The chat has no live generation"},
 }
 
@@ -39,11 +36,19 @@ async def resume(
         remote = await manager.find_remote(chat_id)  # running on another worker?
         if remote is not None:
             after = max(after, (remote.first_seq or 1) - 1)
-            if not (remote.done.is_set() and after >= remote.log.next_seq - 1):
+            if not remote.done.is_set():
                 return remote_stream_response(remote, after=after)
+            await store.get_chat(chat_id)  # deleted since it ended: its stream is gone too
+            if after < remote.log.next_seq - 1:
+                return remote_stream_response(remote, after=after)
+            return Response(status_code=204)
         await store.get_chat(chat_id)  # 404 for an unknown chat, 204 for a quiet one
         return Response(status_code=204)
     after = max(after, generation.first_seq - 1)
+    if generation.done.is_set():
+        # A finished reply is kept for the replay window even if its chat is deleted
+        # (deleting stops it first): a deleted chat is a 404, its stream is gone.
+        await store.get_chat(chat_id)
     if generation.done.is_set() and (
         not _asks_for_replay(request) or after >= generation.log.next_seq - 1
     ):

@@ -20,7 +20,7 @@ from streamkeep.server.deps import ManagerDep, MetricsDep, RegistryDep, Settings
 from streamkeep.server.errors import ApiError
 from streamkeep.server.launch import check_length, idempotency_key, launch
 from streamkeep.server.relay import resume_point
-from streamkeep.server.schemas import ERROR_RESPONSES, UseChatRequest
+from streamkeep.server.schemas import ERROR_RESPONSES, UseChatRequest, stream_doc
 from streamkeep.server.sse import SSEResponse
 from streamkeep.store import ChatRecord, ChatStore, NotFound
 
@@ -29,7 +29,7 @@ router = APIRouter(tags=["useChat"], responses=ERROR_RESPONSES)
 
 @router.post(
     "/api/chat",
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: stream_doc("The reply's UI Message Stream v1")},
     summary="useChat: send a message or regenerate",
 )
 async def use_chat(
