@@ -4,7 +4,8 @@ Every gateway error is `{"error": {"message", "type", "param", "code"}}` (a supe
 the contract's `{"error": {"type", "message"}}`), so the OpenAI SDK raises its own
 exception classes (BadRequestError, NotFoundError, ...) for our failures too.
 
-    400  invalid_request_error   a malformed body (param names the field), n > 1
+    400  invalid_request_error   a malformed body (param names the field), n > 1, text
+                                 UTF-8 cannot encode or holding NUL (`streamkeep.text`)
     404  invalid_request_error   an unknown model (code model_not_found) or chat id
     409  invalid_request_error   the chat named by x-streamkeep-chat-id is generating
     4xx  (the provider's)        the provider refused the request: passed through

@@ -53,13 +53,19 @@ def _field_name(loc: Sequence[Any]) -> str:
     return ".".join(parts) or str(loc[0])
 
 
+def _message(error: Any) -> str:
+    if error.get("type") == "string_unicode":  # pydantic's own, for a key of the body
+        return "must be valid Unicode: a lone surrogate cannot be encoded as UTF-8"
+    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
+
+
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
     field = _field_name(first.get("loc", ("body",)))
-    message = f"{field}: {first.get('msg', 'invalid')}"
-    fields = [{"field": _field_name(e.get("loc", ())), "message": e.get("msg", "")} for e in errors]
+    message = f"{field}: {_message(first)}"
+    fields = [{"field": _field_name(e.get("loc", ())), "message": _message(e)} for e in errors]
     return error_response(422, "invalid_request", message, field=field, fields=fields)
 
 
