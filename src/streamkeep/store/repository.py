@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from streamkeep.store import cursor as cursor_codec
 from streamkeep.store import ids
 from streamkeep.store.core import CoreConnection
+from streamkeep.store.damage import clean_parts
 from streamkeep.store.db import Database
 from streamkeep.store.errors import EventSeqMoved, GenerationConflict, InvalidOperation, NotFound
 from streamkeep.store.models import Chat, Generation, Message
@@ -294,7 +295,7 @@ class ChatStore:
             rows = (await conn.execute(_PROMPT_PATH, {"b_id": message_id})).all()
         if not rows:
             raise NotFound("message", message_id)
-        return [PromptMessage(chat_id, role, parts) for chat_id, role, parts in rows]
+        return [PromptMessage(chat_id, role, clean_parts(parts)) for chat_id, role, parts in rows]
 
     async def active_branch(
         self, chat_id: str, *, leaf_id: str | None = None
