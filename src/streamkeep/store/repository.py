@@ -87,6 +87,12 @@ _SET_LEAF_RESERVING = (
     )
 )
 _EVENT_SEQ = select(CHATS.c.event_seq).where(CHATS.c.id == bindparam("b_id"))
+# A chat's first user message titles a chat that has no title (never replaces one).
+_SET_TITLE = (
+    update(CHATS)
+    .where(CHATS.c.id == bindparam("b_id"), CHATS.c.title.is_(None))
+    .values(title=bindparam("b_title"))
+)
 _END_GENERATION = (
     update(GENERATIONS)
     .where(GENERATIONS.c.id == bindparam("b_id"), GENERATIONS.c.message_id == bindparam("b_mid"))
@@ -329,6 +335,7 @@ class ChatStore:
         user_message_id: str | None = None,
         first_seq: int | None = None,
         reserve_seq: int | None = None,
+        title: str | None = None,
     ) -> tuple[MessageRecord | None, MessageRecord, GenerationRecord]:
         """Store the user's message (unless regenerating: `user_content` None), an empty
         streaming assistant reply under it, and a running generation, in one transaction.
@@ -348,6 +355,9 @@ class ChatStore:
         the chat's `event_seq` becomes `reserve_seq` (default `first_seq - 1`): ids the
         generation may send before a checkpoint or its final write records more, so a
         crash never lets the next generation reuse them.
+
+        `title` becomes the chat's title if it has none (the caller passes one with a
+        chat's first user message).
         """
         if user_content is None and parent_id is None and not prior:
             raise InvalidOperation("regenerating needs the parent_id of the prompt")
@@ -381,6 +391,8 @@ class ChatStore:
                 rows = await self._insert_reply(
                     conn, parent_id, chain, reply, generation, user_message_id, seq
                 )
+                if title is not None:
+                    await conn.execute(_SET_TITLE, {"b_id": chat_id, "b_title": title})
         except IntegrityError as exc:
             # Another process wrote between our checks and our inserts: usually its own
             # generation for this chat, rarely a deletion of the chat.
