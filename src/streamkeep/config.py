@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     shutdown_grace: float = 30.0  # seconds live generations get to finish on SIGTERM
     stop_on_disconnect: bool = False  # stop a generation when its last client leaves
     max_message_chars: int = 100_000
+    # Request bodies over this many bytes are refused (413) before they are read whole.
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
     generation_retention: float = 30.0  # seconds a finished generation's buffer is kept
     # With Redis: seconds without a heartbeat (and without its worker's presence key)
     # before another worker stores a generation `interrupted`.

@@ -11,6 +11,7 @@ a list of text parts is joined into one string by a before-validator instead.
 Every string is `streamkeep.text.Text` (free-form JSON: `JSONValue`), the chat API's
 rule: text UTF-8 cannot encode, or holding NUL, is refused naming its field. orjson
 refuses a lone surrogate escape while parsing already; NUL gets this far.
+`check_lengths` applies `settings.max_message_chars` to every message (413).
 """
 
 from __future__ import annotations
@@ -188,3 +189,24 @@ def _check_semantics(body: ChatCompletionBody) -> None:
             raise invalid_request(
                 f"Missing required parameter: '{where}.content'.", f"{where}.content"
             )
+
+
+def check_lengths(body: ChatCompletionBody, max_chars: int) -> None:
+    """Every message within `max_chars` (`settings.max_message_chars`, the chat API's
+    limit): its content (all its parts together), its reasoning and each tool call's
+    arguments. A 413 like the chat API's, before anything is stored or sent."""
+    for i, msg in enumerate(body.messages):
+        texts = [("content", msg.content), ("reasoning_content", msg.reasoning_content)]
+        texts += [
+            (f"tool_calls[{j}].function.arguments", call.function.arguments)
+            for j, call in enumerate(msg.tool_calls or [])
+        ]
+        for field, text in texts:
+            if text is not None and len(text) > max_chars:
+                param = f"messages[{i}].{field}"
+                raise GatewayError(
+                    413,
+                    f"'{param}' has {len(text)} characters; the limit is {max_chars}.",
+                    param=param,
+                    code="message_too_long",
+                )

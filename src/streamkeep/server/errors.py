@@ -6,6 +6,7 @@ place that maps them onto HTTP statuses, so routes never build error responses:
     404  not_found, unknown_model      an id or model nobody knows
     409  generation_conflict           the chat already has a running generation
     413  message_too_long              content over settings.max_message_chars
+    413  request_too_large             a body over settings.max_body_bytes (every path)
     422  invalid_request, invalid_operation   a malformed or impossible request
     503  shutting_down, database_unavailable  try again later (or elsewhere)
 
@@ -47,6 +48,13 @@ class ApiError(Exception):
 def error_response(status: int, type: str, message: str, **extra: Any) -> JSONResponse:
     body: dict[str, Any] = {"type": type, "message": message, **extra}
     return JSONResponse({"error": body}, status_code=status)
+
+
+def body_too_large(limit: int) -> JSONResponse:
+    """The answer to a request body over `limit` bytes, on every path. It also carries
+    OpenAI's `param` and `code`, so the gateway's clients read it as one of theirs."""
+    message = f"the request body is larger than the limit of {limit} bytes"
+    return error_response(413, "request_too_large", message, param=None, code="request_too_large")
 
 
 def _field_name(loc: Sequence[Any]) -> str:
@@ -131,6 +139,8 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 413:  # a body over the limit, counted as it was read
+        return body_too_large(request.app.state.settings.max_body_bytes)
     if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
         # FastAPI's answer to a JSON body that is not UTF-8 (nor UTF-16/32).
         cause = exc.__cause__

@@ -126,7 +126,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, text in (
         (404, "Unknown chat, message or model"),
         (409, "The chat already has a running generation"),
-        (413, "Message longer than max_message_chars"),
+        (413, "Message longer than max_message_chars, or a body over max_body_bytes"),
         (422, "Malformed request"),
         (503, "Shutting down, or the database is unreachable"),
     )
