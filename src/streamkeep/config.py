@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     # Last-Event-ID); also how long a same-key retry still joins it. In memory, and in
     # Redis with several workers.
     replay_window: float = Field(default=30.0, ge=0)
+    # Request bodies over this many bytes are refused (413) before they are read whole.
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
     # With Redis: seconds without a heartbeat (and without its worker's presence key)
     # before another worker stores a generation `interrupted`.
     worker_stale_after: float = 15.0

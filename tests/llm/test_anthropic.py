@@ -211,6 +211,60 @@ def test_thinking_transcript_gives_reasoning_then_text() -> None:
     assert result.usage == Usage(input_tokens=38, output_tokens=112)
 
 
+def test_a_lone_surrogate_escape_reads_as_the_replacement_character() -> None:
+    def event(name: str, data: str) -> str:
+        return f"event: {name}\ndata: {data}\n\n"
+
+    body = "".join(
+        [
+            event("message_start", '{"type":"message_start","message":{"id":"msg_1","model":"c"}}'),
+            event(
+                "content_block_start",
+                '{"type":"content_block_start","index":0,'
+                '"content_block":{"type":"thinking","thinking":""}}',
+            ),
+            event(
+                "content_block_delta",
+                '{"type":"content_block_delta","index":0,'
+                '"delta":{"type":"thinking_delta","thinking":"hm \\udc00"}}',
+            ),
+            event("content_block_stop", '{"type":"content_block_stop","index":0}'),
+            event(
+                "content_block_start",
+                '{"type":"content_block_start","index":1,'
+                '"content_block":{"type":"text","text":""}}',
+            ),
+            event(
+                "content_block_delta",
+                '{"type":"content_block_delta","index":1,'
+                '"delta":{"type":"text_delta","text":"a \\ud800 b"}}',
+            ),
+            event("content_block_stop", '{"type":"content_block_stop","index":1}'),
+            event(
+                "content_block_start",
+                '{"type":"content_block_start","index":2,'
+                '"content_block":{"type":"tool_use","id":"t1","name":"f","input":{}}}',
+            ),
+            event(
+                "content_block_delta",
+                '{"type":"content_block_delta","index":2,"delta":'
+                '{"type":"input_json_delta","partial_json":"{\\"q\\": \\"\\\\udbff\\"}"}}',
+            ),
+            event("content_block_stop", '{"type":"content_block_stop","index":2}'),
+            event("message_delta", '{"type":"message_delta","delta":{"stop_reason":"tool_use"}}'),
+            event("message_stop", '{"type":"message_stop"}'),
+        ]
+    ).encode()
+    acc = Accumulator()
+    events = parse(body, 9)
+    for e in events:
+        acc.add(e)
+    result = acc.result()
+    assert (result.reasoning, result.text) == ("hm \ufffd", "a \ufffd b")
+    assert result.tool_calls[0].arguments == {"q": "\ufffd"}
+    assert events[-1] == Finish("tool-calls", "msg_1", "c", "tool_use")
+
+
 def test_error_event_ends_the_stream_with_the_partial_text_kept() -> None:
     events = parse(transcript("error"))
     assert events[0] == TextDelta("Once upon a time")

@@ -128,6 +128,27 @@ def test_a_chunk_that_is_not_json_is_skipped_and_counted() -> None:
     assert finish(events).reason == "stop"
 
 
+def test_a_lone_surrogate_escape_reads_as_the_replacement_character() -> None:
+    # Valid JSON that orjson refuses: each lone surrogate becomes U+FFFD, the rest of
+    # the chunk (and the stream) is read as usual.
+    reads = [
+        b'data: {"choices":[{"delta":{"reasoning_content":"think \\udfff"}}]}\n\n',
+        b'data: {"choices":[{"delta":{"content":"Hi \\ud800 there \\ud83d\\ude00"}}]}\n\n',
+        b'data: {"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1","function":'
+        b'{"name":"f","arguments":"{\\"q\\": \\"\\\\ud800\\"}"}}]}}]}\n\n',
+        b'data: {"choices":[{"delta":{},"finish_reason":"tool_calls"}]}\n\n',
+        b"data: [DONE]\n\n",
+    ]
+    events, parser = parse_reads(*reads)
+    assert parser.skipped_chunks == 0
+    assert TextDelta("Hi \ufffd there 😀") in events
+    assert ReasoningDelta("think \ufffd") in events
+    completion = accumulate(events)
+    assert completion.tool_calls[0].arguments == {"q": "\ufffd"}
+    assert completion.tool_calls[0].parse_error is None
+    assert finish(events).reason == "tool-calls"
+
+
 def test_done_ends_the_stream_and_nothing_after_it_counts() -> None:
     parser = OpenAIChunkParser()
     events = parser.feed(body("gpt4o_text") + b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n')

@@ -194,3 +194,5 @@ def test_parse_arguments_on_its_own() -> None:
     assert parse_arguments('{"a": [1]}') == ({"a": [1]}, None)
     assert parse_arguments("null", truncated=True) == ({}, None)
     assert parse_arguments("7")[1] == "arguments are a JSON number, not an object"
+    # A lone surrogate escape, which orjson refuses: U+FFFD, the rest kept.
+    assert parse_arguments('{"q": "a \\ud800", "n": 1}') == ({"q": "a \ufffd", "n": 1}, None)

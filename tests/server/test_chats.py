@@ -102,6 +102,36 @@ async def test_malformed_bodies_are_422_naming_the_field(server: Server) -> None
     assert (await c.get("/api/chats")).json() == {"items": [], "next_cursor": None}
 
 
+async def test_invalid_json_says_where_it_breaks_as_the_gateway_does(server: Server) -> None:
+    chat = await server.new_chat()
+    broken = '{\n  "content": "x"\n  "model": "y"\n}'
+    expected = (
+        "The request body is not valid JSON: unexpected character, expected ',' or '}': "
+        "line 3 column 3 (char 21)"
+    )
+    json_headers = {"content-type": "application/json"}
+    for path in ("/api/chats", f"/api/chats/{chat['id']}/messages", "/api/chat"):
+        r = await server.client.post(path, content=broken, headers=json_headers)
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert (error["type"], error["field"], error["message"]) == (
+            "invalid_request",
+            "body",
+            expected,
+        )
+    r = await server.client.post("/v1/chat/completions", content=broken, headers=json_headers)
+    assert r.json()["error"]["message"] == expected
+    r = await server.client.post(
+        "/api/chats", content=b'{"title": "caf\xe9"}', headers=json_headers
+    )
+    assert r.status_code == 422
+    assert r.json()["error"]["message"] == (
+        "The request body is not valid JSON: it is not UTF-8 (byte 0xe9 at position 14)"
+    )
+    assert (await server.client.get("/api/chats")).json()["items"] == [chat]
+    assert (await server.client.get(f"/api/chats/{chat['id']}")).json()["messages"] == []
+
+
 async def test_a_nul_character_in_input_is_refused_and_changes_nothing(server: Server) -> None:
     r = await server.client.post("/api/chats", json={"title": "a\x00b"})
     assert r.status_code == 422 and "NUL" in r.json()["error"]["message"]

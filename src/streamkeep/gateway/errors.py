@@ -4,9 +4,12 @@ Every gateway error is `{"error": {"message", "type", "param", "code"}}` (a supe
 the chat API's `{"error": {"type", "message"}}`), so the OpenAI SDK raises its own
 exception classes (BadRequestError, NotFoundError, ...) for our failures too.
 
-    400  invalid_request_error   a malformed body (param names the field), n > 1
+    400  invalid_request_error   a malformed body (param names the field), n > 1, text
+                                 UTF-8 cannot encode or holding NUL (`streamkeep.text`)
     404  invalid_request_error   an unknown model (code model_not_found) or chat id
     409  invalid_request_error   the chat named by x-streamkeep-chat-id is generating
+    413  invalid_request_error   a message over max_message_chars (code message_too_long)
+    413  request_too_large       a body over max_body_bytes (`server.errors.body_too_large`)
     4xx  (the provider's)        the provider refused the request: passed through
     502  upstream_error          the provider failed (5xx, broken connection, in-stream)
     503  service_unavailable     the model is not configured, or we are shutting down

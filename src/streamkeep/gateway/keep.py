@@ -35,11 +35,11 @@ from streamkeep.gateway.respond import Tap
 from streamkeep.gateway.schemas import ChatCompletionBody
 from streamkeep.generation import Generation, GenerationManager
 from streamkeep.generation.generation import GenerationIds
+from streamkeep.generation.titles import title_from
 from streamkeep.llm.types import ChatRequest
 from streamkeep.store import ChatStore, ids
 from streamkeep.store.errors import GenerationConflict, InvalidOperation, NotFound
 
-TITLE_CHARS = 80
 # A new chat's rows are written after its first token went out; a database blip then
 # must not lose the call, so the write is tried again (about 3 s in all).
 INSERT_ATTEMPTS = 5
@@ -57,6 +57,8 @@ class Placement:
     prior: list[StoredIn]
     #: set for a call that starts a new chat: (system prompt, title) to create it with
     new_chat: tuple[str | None, str | None] | None = None
+    #: for a call that fills an empty, untitled chat: the title its first message gives
+    title: str | None = None
 
 
 async def place(store: ChatStore, body: ChatCompletionBody, chat_id: str | None) -> Placement:
@@ -78,7 +80,8 @@ async def place(store: ChatStore, body: ChatCompletionBody, chat_id: str | None)
     fresh = new_messages(rest, [stored_signature(m.role, m.parts) for m in branch])
     if not fresh and chat.active_leaf_id is None:
         fresh = rest or body.messages
-    return Placement(chat.id, chat.active_leaf_id, to_stored(fresh, body.messages))
+    title = _title(body) if chat.title is None and chat.active_leaf_id is None else None
+    return Placement(chat.id, chat.active_leaf_id, to_stored(fresh, body.messages), title=title)
 
 
 async def start(
@@ -171,6 +174,7 @@ async def _start_reply(
         prior=[(m.role, m.parts) for m in placement.prior],
         message_id=gen_ids.message_id,
         generation_id=gen_ids.id,
+        title=placement.title,
     )
 
 
@@ -186,6 +190,5 @@ def _chat_not_found(chat_id: str) -> GatewayError:
 def _title(body: ChatCompletionBody) -> str | None:
     for msg in body.messages:
         if msg.role == "user" and msg.content:
-            text = " ".join(msg.content.split())
-            return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"
+            return title_from(msg.content)
     return None

@@ -27,7 +27,7 @@ from streamkeep.gateway import keep, respond
 from streamkeep.gateway.chunks import ChunkEncoder
 from streamkeep.gateway.convert import to_chat_request
 from streamkeep.gateway.errors import GatewayError, from_llm_error
-from streamkeep.gateway.schemas import ChatCompletionBody, parse_body
+from streamkeep.gateway.schemas import ChatCompletionBody, check_lengths, parse_body
 from streamkeep.generation import GenerationManager, ShuttingDown
 from streamkeep.llm.errors import LLMError
 from streamkeep.llm.registry import ModelRegistry
@@ -133,6 +133,7 @@ async def chat_completions(
         headers[CHAT_HEADER] = chat_id
     try:
         body = parse_body(await request.body())
+        check_lengths(body, settings.max_message_chars)
         chat_request = _provider_request(body, registry, settings)
         if not settings.gateway_store:
             return await _relay(body, chat_request, registry, headers)

@@ -7,6 +7,11 @@ whose `param` names the offending field the way OpenAI does (`messages[1].conten
 Unions are avoided in field types on purpose: pydantic puts the union member's name
 into an error's location (`content.str`), which would garble `param`. Content given as
 a list of text parts is joined into one string by a before-validator instead.
+
+Every string is `streamkeep.text.Text` (free-form JSON: `JSONValue`), the chat API's
+rule: text UTF-8 cannot encode, or holding NUL, is refused naming its field. orjson
+refuses a lone surrogate escape while parsing already; NUL gets this far.
+`check_lengths` applies `settings.max_message_chars` to every message (413).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from streamkeep.gateway.errors import GatewayError, invalid_request
+from streamkeep.text import JSONObject, JSONValue, Text, check_text
 
 MessageRole = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -33,7 +39,10 @@ def _join_text_parts(value: Any) -> Any:
             raise ValueError(
                 f"content part {i} has type {part.get('type')!r}; only 'text' parts are supported"
             )
-        texts.append(part["text"])
+        try:
+            texts.append(check_text(part["text"]))
+        except ValueError as exc:
+            raise ValueError(f"content part {i}: {exc}") from None
     return "\n".join(texts)
 
 
@@ -52,7 +61,7 @@ def _tool_choice(value: Any) -> Any:
     )
 
 
-Content = Annotated[str | None, BeforeValidator(_join_text_parts)]
+Content = Annotated[Text | None, BeforeValidator(_join_text_parts)]
 
 
 class _Model(BaseModel):
@@ -60,12 +69,12 @@ class _Model(BaseModel):
 
 
 class FunctionCallIn(_Model):
-    name: str
-    arguments: str = ""
+    name: Text
+    arguments: Text = ""
 
 
 class ToolCallIn(_Model):
-    id: str
+    id: Text
     type: Literal["function"] = "function"
     function: FunctionCallIn
 
@@ -73,17 +82,17 @@ class ToolCallIn(_Model):
 class ChatMessageIn(_Model):
     role: MessageRole
     content: Content = None
-    name: str | None = None
+    name: Text | None = None
     tool_calls: list[ToolCallIn] | None = None
-    tool_call_id: str | None = None
+    tool_call_id: Text | None = None
     # Some OpenAI-compatible servers (DeepSeek, vLLM) echo reasoning back this way.
-    reasoning_content: str | None = None
+    reasoning_content: Text | None = None
 
 
 class FunctionDef(_Model):
-    name: str = Field(min_length=1)
-    description: str = ""
-    parameters: dict[str, Any] | None = None
+    name: Text = Field(min_length=1)
+    description: Text = ""
+    parameters: JSONObject | None = None
     strict: bool | None = None
 
 
@@ -97,23 +106,23 @@ class StreamOptions(_Model):
 
 
 class ChatCompletionBody(_Model):
-    model: str = Field(min_length=1)
+    model: Text = Field(min_length=1)
     messages: list[ChatMessageIn] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     tools: list[ToolIn] | None = None
-    tool_choice: Annotated[Any, BeforeValidator(_tool_choice)] = None
+    tool_choice: Annotated[JSONValue, BeforeValidator(_tool_choice)] = None
     parallel_tool_calls: bool | None = None
     n: int | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    stop: Annotated[list[str] | None, BeforeValidator(_stop_list)] = None
+    stop: Annotated[list[Text] | None, BeforeValidator(_stop_list)] = None
     seed: int | None = None
-    response_format: dict[str, Any] | None = None
-    reasoning_effort: str | None = None
-    user: str | None = None
+    response_format: JSONObject | None = None
+    reasoning_effort: Text | None = None
+    user: Text | None = None
 
     @property
     def include_usage(self) -> bool:
@@ -180,3 +189,24 @@ def _check_semantics(body: ChatCompletionBody) -> None:
             raise invalid_request(
                 f"Missing required parameter: '{where}.content'.", f"{where}.content"
             )
+
+
+def check_lengths(body: ChatCompletionBody, max_chars: int) -> None:
+    """Every message within `max_chars` (`settings.max_message_chars`, the chat API's
+    limit): its content (all its parts together), its reasoning and each tool call's
+    arguments. A 413 like the chat API's, before anything is stored or sent."""
+    for i, msg in enumerate(body.messages):
+        texts = [("content", msg.content), ("reasoning_content", msg.reasoning_content)]
+        texts += [
+            (f"tool_calls[{j}].function.arguments", call.function.arguments)
+            for j, call in enumerate(msg.tool_calls or [])
+        ]
+        for field, text in texts:
+            if text is not None and len(text) > max_chars:
+                param = f"messages[{i}].{field}"
+                raise GatewayError(
+                    413,
+                    f"'{param}' has {len(text)} characters; the limit is {max_chars}.",
+                    param=param,
+                    code="message_too_long",
+                )

@@ -33,6 +33,7 @@ from streamkeep.generation.generation import (
 )
 from streamkeep.generation.log import EventLog, InProcessEventLog
 from streamkeep.generation.parts import history_to_messages
+from streamkeep.generation.titles import title_from
 from streamkeep.llm.errors import LLMError
 from streamkeep.llm.events import StreamError, StreamEvent
 from streamkeep.llm.types import ChatRequest, Message
@@ -219,6 +220,7 @@ class GenerationManager:
             prompt,
             idempotency_key=idempotency_key,
             event_seq=chat.event_seq,
+            title=_first_title(chat.title, parent_id, content),
         )
 
     async def regenerate(
@@ -274,6 +276,7 @@ class GenerationManager:
             prompt,
             idempotency_key=idempotency_key,
             event_seq=chat.event_seq,
+            title=_first_title(chat.title, message.parent_id, content),
         )
 
     def _check_accepting(self) -> None:
@@ -298,11 +301,13 @@ class GenerationManager:
         *,
         idempotency_key: str | None,
         event_seq: int,
+        title: str | None = None,
     ) -> Generation:
-        """`event_seq` is the chat's, as read when the reply started."""
+        """`event_seq` is the chat's, as read when the reply started; `title` is for an
+        untitled chat (see `_first_title`)."""
         if idempotency_key is None:
             return await self._insert(
-                chat_id, parent_id, user_content, model, prompt, None, event_seq
+                chat_id, parent_id, user_content, model, prompt, None, event_seq, title=title
             )
         key = (chat_id, idempotency_key)
         in_flight = self._starting.get(key)
@@ -312,7 +317,7 @@ class GenerationManager:
         self._starting[key] = future
         try:
             gen = await self._insert(
-                chat_id, parent_id, user_content, model, prompt, key[1], event_seq
+                chat_id, parent_id, user_content, model, prompt, key[1], event_seq, title=title
             )
         except BaseException as exc:
             future.set_exception(exc)
@@ -333,6 +338,8 @@ class GenerationManager:
         idempotency_key: str | None,
         event_seq: int,
         attempts: int = START_ATTEMPTS,
+        *,
+        title: str | None = None,
     ) -> Generation:
         """Ask the provider, then write the rows while its answer is on the way.
 
@@ -394,6 +401,7 @@ class GenerationManager:
                 user_message_id=ids.user_message_id,
                 first_seq=first_seq,
                 reserve_seq=reserve,
+                title=title,
             )
         except BaseException as exc:
             rows.set_exception(exc)
@@ -416,6 +424,7 @@ class GenerationManager:
                     idempotency_key,
                     exc.event_seq,
                     attempts - 1,
+                    title=title,
                 )
             raise
         rows.set_result(None)
@@ -526,6 +535,14 @@ class GenerationManager:
             del self._by_id[gen.id]
         if self._by_chat.get(gen.chat_id) is gen:
             del self._by_chat[gen.chat_id]
+
+
+def _first_title(title: str | None, parent_id: str | None, content: str) -> str | None:
+    """The title an untitled chat gets from a user message at its root (its first, or
+    an edit of it); None when the chat has a title or the message is not its first."""
+    if title is not None or parent_id is not None:
+        return None
+    return title_from(content)
 
 
 async def _failed(error: LLMError) -> AsyncIterator[StreamEvent]:

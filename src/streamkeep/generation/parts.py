@@ -104,7 +104,8 @@ def _assistant_messages(parts: list[dict[str, Any]]) -> list[Message]:
     if not content and not answered:
         return []  # e.g. stopped before the first token: nothing to show the model
     calls = [
-        ToolCall(id=str(p["toolCallId"]), name=_tool_name(p), arguments=_input(p)) for p in answered
+        ToolCall(id=str(p.get("toolCallId", "")), name=_tool_name(p), arguments=_input(p))
+        for p in answered
     ]
     return [Message(role="assistant", content=content, tool_calls=calls), *_tool_results(answered)]
 
@@ -123,7 +124,7 @@ def _tool_results(parts: list[dict[str, Any]]) -> list[Message]:
             Message(
                 role="tool",
                 content=content,
-                tool_call_id=str(p["toolCallId"]),
+                tool_call_id=str(p.get("toolCallId", "")),
                 name=_tool_name(p),
             )
         )

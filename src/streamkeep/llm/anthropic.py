@@ -49,6 +49,7 @@ from streamkeep.llm.sse import SSEDecoder
 from streamkeep.llm.toolcalls import parse_arguments
 from streamkeep.llm.transport import RetryPolicy, Timeouts
 from streamkeep.llm.types import ChatRequest, FinishReason, Message, ToolCall, Usage
+from streamkeep.text import loads_repairing
 
 __all__ = ["AnthropicProvider", "AnthropicStreamParser", "request_body"]
 
@@ -255,8 +256,8 @@ class AnthropicStreamParser:
                 break
             try:
                 payload = orjson.loads(sse.data)
-            except orjson.JSONDecodeError:
-                payload = None
+            except orjson.JSONDecodeError:  # e.g. a lone surrogate escape: U+FFFD
+                payload = loads_repairing(sse.data)
             if type(payload) is not dict:
                 if sse.event == "error":  # not JSON, but still an error
                     self._fail(self._stream_error(sse.data or "error", None), out)

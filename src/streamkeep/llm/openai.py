@@ -7,7 +7,8 @@ SSE body into typed events (pure, no I/O: tests and the benchmark drive it with 
 
 What the parser tolerates, because some server out there sends it: SSE comments and
 CRLF, a first chunk with empty `choices` (Azure's prompt filter results), chunks without
-`delta`, chunks that are not JSON (skipped and counted in `skipped_chunks`), usage on
+`delta`, chunks that are not JSON (skipped and counted in `skipped_chunks`), a lone
+surrogate escape in a string (U+FFFD instead: see `streamkeep.text`), usage on
 any chunk (xAI sends it before the last) or under `x_groq.usage` (the last one wins),
 reasoning as `reasoning_content` (DeepSeek) or `reasoning` (vLLM, Ollama, Groq,
 OpenRouter), content as a list of typed blocks (Mistral), a `refusal` (kept as text),
@@ -49,6 +50,7 @@ from streamkeep.llm.sse import SSEDecoder
 from streamkeep.llm.toolcalls import ToolCallAssembler
 from streamkeep.llm.transport import RetryPolicy, Timeouts, get_json
 from streamkeep.llm.types import ChatRequest, FinishReason, Message, Usage
+from streamkeep.text import loads_repairing
 
 _FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop",
@@ -116,9 +118,8 @@ class OpenAIChunkParser:
                 break
             try:
                 chunk = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                self.skipped_chunks += 1
-                continue
+            except orjson.JSONDecodeError:  # e.g. a lone surrogate escape ("\ud800")
+                chunk = loads_repairing(payload)
             if type(chunk) is not dict:
                 self.skipped_chunks += 1
                 continue
@@ -164,9 +165,11 @@ class OpenAIChunkParser:
         try:
             body = orjson.loads(self._whole or b"")
         except orjson.JSONDecodeError:
-            self.skipped_chunks += 1
-            self._fail(ProviderIncomplete(provider=self.provider), out)
-            return
+            body = loads_repairing(bytes(self._whole or b""))
+            if body is None:  # not JSON at all: the document was cut short
+                self.skipped_chunks += 1
+                self._fail(ProviderIncomplete(provider=self.provider), out)
+                return
         if type(body) is not dict:
             self.skipped_chunks += 1
             body = {}

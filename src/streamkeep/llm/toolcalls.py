@@ -31,12 +31,14 @@ How a call is reported:
 - `finish()` reports every call, in the order the calls opened: empty, blank or
   `"null"` arguments parse to `{}`; text that is not JSON, or JSON that is not an
   object, gives `arguments={}` with `parse_error` set and the text kept in
-  `raw_arguments`. With `truncated=True` (finish_reason "length", or a body that just
-  stopped) the error says the arguments were cut off, and a call with no arguments at
-  all is reported as cut off too: a truncated call is always reported, never
-  dropped. A call that never got a name is reported with `name=""` and a
+  `raw_arguments`. With `truncated=True` (finish_reason "length", or a body that
+  just stopped) the error says the arguments were cut off, and a call with no
+  arguments at all is reported as cut off too: a truncated call is always reported,
+  never dropped. A call that never got a name is reported with `name=""` and a
   `parse_error`. A fragment with no id, name or arguments at all opens nothing worth
   reporting and is dropped.
+- A lone surrogate escape (`"\\ud800"`) in a string of the arguments parses to
+  U+FFFD, as everywhere provider text enters (see `streamkeep.text`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import orjson
 
 from streamkeep.llm.events import ToolCallComplete, ToolCallDelta, ToolCallStart
 from streamkeep.llm.types import ToolCall
+from streamkeep.text import loads_repairing
 
 ToolCallEvent = ToolCallStart | ToolCallDelta
 
@@ -185,9 +188,11 @@ def parse_arguments(raw: str, *, truncated: bool = False) -> tuple[dict[str, Any
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        if truncated:
-            return {}, f"arguments cut off with the response: {exc}"
-        return {}, f"arguments are not valid JSON: {exc}"
+        value = loads_repairing(text)  # a lone surrogate escape: U+FFFD
+        if value is None:
+            if truncated:
+                return {}, f"arguments cut off with the response: {exc}"
+            return {}, f"arguments are not valid JSON: {exc}"
     if not isinstance(value, dict):
         return {}, f"arguments are a JSON {_JSON_KINDS.get(type(value), 'value')}, not an object"
     return value, None

@@ -65,12 +65,30 @@ class App(FastAPI):
     in a coroutine that only watches for the response start; a stream sends a body
     message per token through all of them. `SSEResponse` sends its start through the
     wrappers and its body straight to the server: three coroutine calls fewer per token.
+
+    The body limit (`max_body_size`, from `settings.max_body_bytes`) is FastAPI's: it
+    counts a body as it is read, chunked ones included, and `server.errors` answers its
+    413. A body whose Content-Length says it is over the limit is refused here, before
+    routing, so that a route that never reads its body answers in the same shape too.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             scope[RAW_SEND] = send
+            limit = self.max_body_size
+            if limit is not None and _declared_length(scope) > limit:
+                await errors.body_too_large(limit)(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
+
+
+def _declared_length(scope: Scope) -> int:
+    """The request's Content-Length (0 when absent or unreadable: then the body is
+    counted as it is read)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -82,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served from the package's files instead of a CDN: `docs`
         redoc_url=None,
+        max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
     app.state.metrics = Metrics()

@@ -8,18 +8,23 @@ place that maps them onto HTTP statuses, so routes never build error responses:
     405  http_error                    a method the path does not take (`Allow` lists them)
     409  generation_conflict           the chat already has a running generation
     413  message_too_long              content over settings.max_message_chars
+    413  request_too_large             a body over settings.max_body_bytes (every path)
     422  invalid_request, invalid_operation   a malformed or impossible request
     503  shutting_down, database_unavailable  try again later (or elsewhere)
 
-A 500 is a bug; it still answers in the same shape, without internals.
+An `invalid_request` names its `field` (`"body"` when the JSON itself is broken, with
+the line and column in the message). A 500 is a bug; it still answers in the same
+shape, without internals.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -48,6 +53,13 @@ def error_response(status: int, type: str, message: str, **extra: Any) -> JSONRe
     return JSONResponse({"error": body}, status_code=status)
 
 
+def body_too_large(limit: int) -> JSONResponse:
+    """The answer to a request body over `limit` bytes, on every path. It also carries
+    OpenAI's `param` and `code`, so the gateway's clients read it as one of theirs."""
+    message = f"the request body is larger than the limit of {limit} bytes"
+    return error_response(413, "request_too_large", message, param=None, code="request_too_large")
+
+
 def _field_name(loc: Sequence[Any]) -> str:
     # ("body", "content") -> "content"; the location kind is implied by the message.
     if not loc:
@@ -56,14 +68,44 @@ def _field_name(loc: Sequence[Any]) -> str:
     return ".".join(parts) or str(loc[0])
 
 
+def _message(error: Any) -> str:
+    if error.get("type") == "string_unicode":  # pydantic's own, for a key of the body
+        return "must be valid Unicode: a lone surrogate cannot be encoded as UTF-8"
+    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
+
+
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        return _invalid_json(first, exc.body)
     field = _field_name(first.get("loc", ("body",)))
-    message = f"{field}: {first.get('msg', 'invalid')}"
-    fields = [{"field": _field_name(e.get("loc", ())), "message": e.get("msg", "")} for e in errors]
+    message = f"{field}: {_message(first)}"
+    fields = [{"field": _field_name(e.get("loc", ())), "message": _message(e)} for e in errors]
     return error_response(422, "invalid_request", message, field=field, fields=fields)
+
+
+def _invalid_json(error: Any, document: Any) -> JSONResponse:
+    """Where the body's JSON breaks, in the gateway's words for the same body (it parses
+    with orjson): `unexpected character, expected ',' or '}': line 3 column 3 (char
+    19)`. FastAPI parsed it with `json`, whose own words are the fallback."""
+    if isinstance(document, str):
+        try:
+            orjson.loads(document)
+        except orjson.JSONDecodeError as exc:
+            return _bad_body(f"The request body is not valid JSON: {exc}")
+    loc = error.get("loc", ())
+    where = str((error.get("ctx") or {}).get("error", "invalid JSON"))
+    if len(loc) == 2 and isinstance(loc[1], int) and isinstance(document, str):
+        where = str(json.JSONDecodeError(where, document, loc[1]))
+    return _bad_body(f"The request body is not valid JSON: {where}")
+
+
+def _bad_body(message: str) -> JSONResponse:
+    """A body that is not a JSON document at all: the field is the body itself."""
+    fields = [{"field": "body", "message": message}]
+    return error_response(422, "invalid_request", message, field="body", fields=fields)
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
@@ -100,6 +142,15 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 413:  # a body over the limit, counted as it was read
+        return body_too_large(request.app.state.settings.max_body_bytes)
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+        # FastAPI's answer to a JSON body that is not UTF-8 (nor UTF-16/32).
+        cause = exc.__cause__
+        return _bad_body(
+            "The request body is not valid JSON: it is not UTF-8 "
+            f"(byte 0x{cause.object[cause.start]:02x} at position {cause.start})"
+        )
     kind = "not_found" if exc.status_code == 404 else "http_error"
     response = error_response(exc.status_code, kind, str(exc.detail))
     response.headers.update(exc.headers or {})

@@ -41,13 +41,13 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
-def check_length(content: str, settings: Settings) -> None:
+def check_length(content: str, settings: Settings, field: str = "content") -> None:
     """Over-long content is refused before anything is written (413)."""
     if len(content) > settings.max_message_chars:
         raise ApiError(
             413,
             "message_too_long",
-            f"content has {len(content)} characters; the limit is {settings.max_message_chars}",
+            f"{field} has {len(content)} characters; the limit is {settings.max_message_chars}",
         )
 
 

@@ -1,6 +1,7 @@
 """Request and response bodies of the HTTP API (validated at the edge, typed in OpenAPI).
 
 Response shapes reuse the store's records so the API shows exactly what is kept.
+Every string a request brings is `streamkeep.text.Text` (UTF-8 can encode it, no NUL).
 Message length is checked against `settings.max_message_chars` in the routes (it is a
 setting, not a constant), so here `content` only has to be non-blank.
 """
@@ -9,9 +10,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from streamkeep.store.records import ChatRecord, MessageRecord
+from streamkeep.text import JSONObject, Text, check_text
 
 
 def _not_blank(value: str) -> str:
@@ -20,17 +29,12 @@ def _not_blank(value: str) -> str:
     return value
 
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL cannot store U+0000 in text or JSONB; refuse it rather than fail later.
-    if "\x00" in value:
-        raise ValueError("must not contain the NUL character (U+0000)")
-    return value
-
-
-Text = Annotated[str, AfterValidator(_no_nul)]
-NonBlank = Annotated[str, AfterValidator(_not_blank), AfterValidator(_no_nul)]
-Title = Annotated[str, StringConstraints(max_length=500), AfterValidator(_no_nul)]
-ModelName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+NonBlank = Annotated[Text, AfterValidator(_not_blank)]
+# Constraints before the validator, so that pydantic checks them on the str itself.
+Title = Annotated[str, StringConstraints(max_length=500), BeforeValidator(check_text)]
+ModelName = Annotated[
+    str, StringConstraints(min_length=1, max_length=200), BeforeValidator(check_text)
+]
 
 
 class _Body(BaseModel):
@@ -47,7 +51,7 @@ class ChatCreate(_Body):
 class ChatUpdate(_Body):
     title: Title | None = None
     model: ModelName | None = None
-    active_leaf_id: str | None = Field(
+    active_leaf_id: Text | None = Field(
         default=None,
         description="Switch the chat's active branch to the one ending at this message "
         "(a UI's version arrows use it).",
@@ -57,7 +61,7 @@ class ChatUpdate(_Body):
 class MessageCreate(_Body):
     content: NonBlank
     model: ModelName | None = None
-    parent_id: str | None = Field(
+    parent_id: Text | None = Field(
         default=None, description="Reply under this message (default: the active leaf)."
     )
 
@@ -100,9 +104,9 @@ class UIMessageIn(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    id: str | None = None
+    id: Text | None = None
     role: Literal["system", "user", "assistant", "tool"]
-    parts: list[dict[str, Any]] = Field(default_factory=list)
+    parts: list[JSONObject] = Field(default_factory=list)
 
 
 class UseChatRequest(BaseModel):
@@ -110,10 +114,10 @@ class UseChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    id: Annotated[str, StringConstraints(min_length=1, max_length=40)]
+    id: Annotated[str, StringConstraints(min_length=1, max_length=40), BeforeValidator(check_text)]
     messages: list[UIMessageIn]
     trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
-    messageId: str | None = None  # the SDK's own field name
+    messageId: Text | None = None  # the SDK's own field name
     model: ModelName | None = None
 
 
@@ -123,7 +127,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "A body that cannot be read (not UTF-8)"),
         (404, "Unknown chat, message or model"),
         (409, "The chat already has a running generation"),
-        (413, "Message longer than max_message_chars"),
+        (413, "Message longer than max_message_chars, or a body over max_body_bytes"),
         (422, "Malformed request"),
         (503, "Shutting down, or the database is unreachable"),
     )

@@ -38,6 +38,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from streamkeep.store import migrations
 from streamkeep.store.core import CoreConnection, EngineConnection
+from streamkeep.store.damage import load_json
 from streamkeep.store.direct import DirectConnection, PreparedCache
 from streamkeep.store.sqlite import InlineConnection, WalCheckpointer
 
@@ -95,7 +96,7 @@ class Database:
     def from_url(cls, url: str, *, sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> Database:
         parsed = normalize_url(url)
         if parsed.get_backend_name() == "postgresql":
-            return cls(create_async_engine(parsed, pool_pre_ping=True))
+            return cls(create_async_engine(parsed, pool_pre_ping=True, json_deserializer=load_json))
         if parsed.database in (None, "", ":memory:"):
             # Each pooled connection would be a separate empty database.
             raise ValueError("in-memory SQLite is not supported: give a file path")
@@ -106,7 +107,7 @@ class Database:
         async def connect() -> aiosqlite.Connection:
             return await InlineConnection(path, busy_timeout=sqlite_busy_timeout)
 
-        engine = create_async_engine(parsed, async_creator=connect)
+        engine = create_async_engine(parsed, async_creator=connect, json_deserializer=load_json)
         _configure_sqlite(engine)
         return cls(engine, wal=WalCheckpointer(path))
 

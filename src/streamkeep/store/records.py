@@ -8,7 +8,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from streamkeep.store.damage import clean_parts, clean_usage
 
 Role = Literal["system", "user", "assistant", "tool"]
 MessageStatus = Literal["streaming", "complete", "stopped", "error", "interrupted"]
@@ -63,6 +65,10 @@ class MessageRecord(_Record):
     #: this message and its siblings (same parent), oldest first; filled by
     #: `ChatStore.active_branch` so a UI can show "2 / 3" and switch branches
     sibling_ids: list[str] = Field(default_factory=list)
+
+    # A damaged row reads as what can be read of it (see `store.damage`).
+    _readable_parts = field_validator("parts", mode="before")(clean_parts)
+    _readable_usage = field_validator("usage", mode="before")(clean_usage)
 
 
 class GenerationRecord(_Record):

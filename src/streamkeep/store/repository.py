@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from streamkeep.store import cursor as cursor_codec
 from streamkeep.store import ids
 from streamkeep.store.core import CoreConnection
+from streamkeep.store.damage import clean_parts
 from streamkeep.store.db import Database
 from streamkeep.store.errors import EventSeqMoved, GenerationConflict, InvalidOperation, NotFound
 from streamkeep.store.models import Chat, Generation, Message
@@ -86,6 +87,12 @@ _SET_LEAF_RESERVING = (
     )
 )
 _EVENT_SEQ = select(CHATS.c.event_seq).where(CHATS.c.id == bindparam("b_id"))
+# A chat's first user message titles a chat that has no title (never replaces one).
+_SET_TITLE = (
+    update(CHATS)
+    .where(CHATS.c.id == bindparam("b_id"), CHATS.c.title.is_(None))
+    .values(title=bindparam("b_title"))
+)
 _END_GENERATION = (
     update(GENERATIONS)
     .where(GENERATIONS.c.id == bindparam("b_id"), GENERATIONS.c.message_id == bindparam("b_mid"))
@@ -294,7 +301,7 @@ class ChatStore:
             rows = (await conn.execute(_PROMPT_PATH, {"b_id": message_id})).all()
         if not rows:
             raise NotFound("message", message_id)
-        return [PromptMessage(chat_id, role, parts) for chat_id, role, parts in rows]
+        return [PromptMessage(chat_id, role, clean_parts(parts)) for chat_id, role, parts in rows]
 
     async def active_branch(
         self, chat_id: str, *, leaf_id: str | None = None
@@ -328,6 +335,7 @@ class ChatStore:
         user_message_id: str | None = None,
         first_seq: int | None = None,
         reserve_seq: int | None = None,
+        title: str | None = None,
     ) -> tuple[MessageRecord | None, MessageRecord, GenerationRecord]:
         """Store the user's message (unless regenerating: `user_content` None), an empty
         streaming assistant reply under it, and a running generation, in one transaction.
@@ -347,6 +355,9 @@ class ChatStore:
         the chat's `event_seq` becomes `reserve_seq` (default `first_seq - 1`): ids the
         generation may send before a checkpoint or its final write records more, so a
         crash never lets the next generation reuse them.
+
+        `title` becomes the chat's title if it has none (the caller passes one with a
+        chat's first user message).
         """
         if user_content is None and parent_id is None and not prior:
             raise InvalidOperation("regenerating needs the parent_id of the prompt")
@@ -380,6 +391,8 @@ class ChatStore:
                 rows = await self._insert_reply(
                     conn, parent_id, chain, reply, generation, user_message_id, seq
                 )
+                if title is not None:
+                    await conn.execute(_SET_TITLE, {"b_id": chat_id, "b_title": title})
         except IntegrityError as exc:
             # Another process wrote between our checks and our inserts: usually its own
             # generation for this chat, rarely a deletion of the chat.

@@ -33,6 +33,8 @@ from typing import Any
 
 import aiosqlite
 
+from streamkeep.store.damage import decode_text
+
 logger = logging.getLogger(__name__)
 
 # Sleeps between a busy call's retries on the worker thread: short first (most locks
@@ -61,7 +63,9 @@ class InlineConnection(aiosqlite.Connection):
         def connect() -> sqlite3.Connection:
             # check_same_thread off: calls run on the loop's thread and, when busy, on
             # the worker's, never both at once (each call is awaited before the next).
-            return sqlite3.connect(path, timeout=0, check_same_thread=False)
+            conn = sqlite3.connect(path, timeout=0, check_same_thread=False)
+            conn.text_factory = decode_text  # a damaged row reads, it does not fail
+            return conn
 
         super().__init__(connect, iter_chunk_size=64)
         self._thread.daemon = True  # as SQLAlchemy does for aiosqlite's own threads

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from streamkeep.server.deps import ManagerDep, RegistryDep, SettingsDep, StoreDep
+from streamkeep.server.launch import check_length
 from streamkeep.server.schemas import (
     ERROR_RESPONSES,
     ActiveGeneration,
@@ -24,6 +25,8 @@ router = APIRouter(prefix="/api/chats", tags=["chats"], responses=ERROR_RESPONSE
 async def create_chat(
     body: ChatCreate, store: StoreDep, registry: RegistryDep, settings: SettingsDep
 ) -> ChatRecord:
+    if body.system is not None:
+        check_length(body.system, settings, "system")
     model = body.model or settings.default_model()
     if body.model is not None:
         registry.resolve(model)  # unknown model -> 404, and no chat is created
