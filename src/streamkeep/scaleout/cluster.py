@@ -61,7 +61,9 @@ class Cluster:
         self._reap_interval = reap_interval
         self._stop_timeout = stop_timeout
         self._expire_ms = max(int(expire_after * 1000), 1)
-        self.writer = RedisWriter(redis, maxlen=maxlen, expire_after=expire_after)
+        self.writer = RedisWriter(
+            redis, maxlen=maxlen, expire_after=expire_after, epoch_key=self.keys.epoch
+        )
         self.registry = WorkerRegistry(redis, worker_id, keys=self.keys, ttl=worker_ttl)
         self.bus: ControlBus | None = None
         self.reaper: Reaper | None = None
@@ -153,7 +155,9 @@ class Cluster:
                 "first_seq": first_seq,
             }
         )
-        self.writer.point(self.keys.chat(chat_id), pointer)
+        self.writer.point(
+            self.keys.chat(chat_id), pointer, stream=self.keys.generation(generation_id)
+        )
 
     async def expire_streams(self, message_ids: list[str]) -> None:
         """Give the streams of these interrupted replies (their worker died before
