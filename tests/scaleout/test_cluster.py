@@ -16,13 +16,14 @@ import redis.asyncio as aioredis
 from streamkeep.generation import GenerationManager
 from streamkeep.generation.ui_stream import sse_frames
 from streamkeep.llm.registry import ModelRegistry
-from streamkeep.scaleout import Cluster, Keys, RemoteGeneration
+from streamkeep.scaleout import Cluster, Keys, RemoteGeneration, connect
 from streamkeep.store import ChatStore
 from tests.conftest import TEST_REDIS_URL
 from tests.fakes.upstream import FakeUpstream, Script
 from tests.generation.conftest import MODEL, make_settings
 from tests.generation.streams import Frame, deltas, parse, read_all, read_until, types
 from tests.scaleout.waits import eventually
+from tests.services import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -214,3 +215,18 @@ async def test_an_earlier_replys_id_resumes_the_next_reply_whole_on_another_work
         resumed = await read_until(blind.subscribe(old_id), lambda f: len(f) >= len(sent))
         assert resumed[: len(sent)] == sent
         await gen.stop()
+
+
+async def test_the_client_survives_a_redis_restart_on_the_connections_it_kept(
+    private_redis: RedisServer,
+) -> None:
+    client = connect(private_redis.url)
+    try:
+        # Connections the pool keeps: two at once, then idle in the pool.
+        await asyncio.gather(client.set("k", b"1"), client.blpop(["nothing"], timeout=0.1))
+        with private_redis.down():
+            pass  # every pooled connection is dead now
+        assert await client.get("k") is None  # Redis came back empty, and answers
+        assert await client.set("k", b"2")
+    finally:
+        await client.aclose()

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from streamkeep.scaleout.control import ControlBus, StopHandler
 from streamkeep.scaleout.keys import Keys
@@ -36,6 +38,13 @@ if TYPE_CHECKING:
     from streamkeep.store.repository import ChatStore
 
 logger = logging.getLogger(__name__)
+
+
+def connect(url: str) -> aioredis.Redis:
+    """The process's Redis client. A command whose pooled connection turns out dead
+    (Redis restarted, a proxy cut it) is tried once more on a new one: else, after a
+    restart, every connection the pool kept would fail its next command."""
+    return aioredis.from_url(url, retry=Retry(NoBackoff(), 1))
 
 
 class Cluster:
