@@ -49,6 +49,26 @@ async def test_readyz_names_an_unreachable_redis(server_factory: ServerFactory) 
     assert "redis" in body["error"]["message"]
 
 
+async def test_an_unreachable_redis_is_503_only_for_what_needs_it(
+    server_factory: ServerFactory,
+) -> None:
+    server = await server_factory(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    chat = await server.new_chat()
+    # Whether another worker runs this chat: only Redis knows.
+    r = await server.client.get(f"/api/chats/{chat['id']}/stream")
+    assert r.status_code == 503
+    assert r.json()["error"]["type"] == "redis_unavailable"
+    assert r.headers["retry-after"] == "1"
+    # This worker's own replies run on; their frames wait for Redis.
+    async with server.client.stream(
+        "POST", f"/api/chats/{chat['id']}/messages", json={"content": "hi"}
+    ) as r:
+        evts = await read_all(r)
+    assert [e.type for e in evts][-2:] == ["finish", "[DONE]"]
+    message = await server.client.get(f"/api/messages/{r.headers['x-streamkeep-message-id']}")
+    assert message.json()["status"] == "complete"
+
+
 async def test_metrics_count_generations_and_writes(server: Server) -> None:
     chat = await server.new_chat()
     async with server.client.stream(
