@@ -81,14 +81,17 @@ class Cluster:
     def from_settings(
         cls, redis: aioredis.Redis, store: ChatStore, settings: Settings, worker_id: str
     ) -> Cluster:
-        """A finished stream is kept as long as a finished local generation is."""
+        """A finished stream is kept as long as a finished local generation is; dead
+        workers are looked for a few times per `worker_stale_after`."""
+        stale_after = settings.worker_stale_after
         return cls(
             redis,
             store,
             worker_id,
             keys=Keys(settings.redis_prefix),
             expire_after=settings.generation_retention,
-            stale_after=settings.worker_stale_after,
+            stale_after=stale_after,
+            reap_interval=min(DEFAULT_REAP_INTERVAL, stale_after / 3),
         )
 
     async def start(
