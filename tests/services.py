@@ -13,6 +13,7 @@ PostgreSQL refuses to run as root: as root, its commands run as the `postgres` u
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pwd
@@ -22,7 +23,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,17 @@ class PostgresServer:
         name = f"{prefix}_{uuid.uuid4().hex[:12]}"
         _run(execute(self.url(), f'CREATE DATABASE "{name}"'))
         return self.url(name)
+
+
+@contextlib.asynccontextmanager
+async def outage(server: RedisServer | PostgresServer) -> AsyncIterator[None]:
+    """`server.down()` for a test's event loop: stopping and starting run on a thread,
+    so the fake provider (on this loop) keeps streaming meanwhile."""
+    await asyncio.to_thread(server.stop)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(server.start)
 
 
 def _postgres_bindir() -> Path | None:
