@@ -108,6 +108,15 @@ async def _database(request: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "database_unavailable", "the database is not reachable")
 
 
+async def _dbapi(request: Request, exc: Exception) -> JSONResponse:
+    # The connection died under a statement (the server restarted or ended the
+    # session): the driver's error is a plain DBAPIError, but SQLAlchemy knows.
+    assert isinstance(exc, sa_exc.DBAPIError)
+    if exc.connection_invalidated:
+        return await _database(request, exc)
+    return await _unexpected(request, exc)
+
+
 async def _redis(request: Request, exc: Exception) -> JSONResponse:
     # Only what needs another worker fails (its stream, its stop): this one's replies
     # run on, their frames waiting for Redis.
@@ -133,6 +142,7 @@ def install(app: FastAPI, *, shutting_down: type[Exception] | None = None) -> No
     app.add_exception_handler(InvalidOperation, _invalid)
     for db_exc in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError):
         app.add_exception_handler(db_exc, _database)
+    app.add_exception_handler(sa_exc.DBAPIError, _dbapi)
     app.add_exception_handler(ConnectionRefusedError, _database)
     for redis_error in (redis_exc.ConnectionError, redis_exc.TimeoutError):
         app.add_exception_handler(redis_error, _redis)
