@@ -10,15 +10,23 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
 from streamkeep.generation import GenerationManager
 from streamkeep.generation.ui_stream import sse_frames
 from streamkeep.llm.registry import ModelRegistry
-from streamkeep.scaleout import Cluster, Keys, RemoteGeneration, connect
-from streamkeep.store import ChatStore
-from tests.conftest import TEST_REDIS_URL
+from streamkeep.scaleout import (
+    Cluster,
+    Keys,
+    RedisEventLog,
+    RedisWriter,
+    RemoteGeneration,
+    connect,
+)
+from streamkeep.store import ChatStore, Database
+from tests.conftest import TEST_REDIS_URL, free_port
 from tests.fakes.upstream import FakeUpstream, Script
 from tests.generation.conftest import MODEL, make_settings
 from tests.generation.streams import Frame, deltas, parse, read_all, read_until, types
@@ -230,3 +238,30 @@ async def test_the_client_survives_a_redis_restart_on_the_connections_it_kept(
         assert await client.set("k", b"2")
     finally:
         await client.aclose()
+
+
+async def test_a_remote_reader_waits_on_while_the_database_cannot_say_it_ended(
+    redis: aioredis.Redis, other_redis: aioredis.Redis, keys: Keys
+) -> None:
+    # The reader's worker asks the database whether a quiet stream's generation still
+    # runs; the database is away (nothing listens there), Redis is not.
+    away = Database.from_url(f"postgresql://postgres@127.0.0.1:{free_port()}/nothing")
+    reader = Cluster(other_redis, ChatStore(away), "worker-b", keys=keys)
+    writer = RedisWriter(redis)  # the owner's: not started, the test flushes
+    log = RedisEventLog(writer, keys.generation("g1"))
+    pointer = {"generation": "g1", "message": "m1", "resumable": True, "first_seq": 1}
+    writer.point(keys.chat("c1"), orjson.dumps(pointer), stream=log.key)
+    log.append(sse_frames([b'{"type":"start"}', b'{"type":"text-delta","delta":"a"}'], 1))
+    await writer.flush()
+    try:
+        remote = await reader.find("c1")
+        assert remote is not None
+        reading = asyncio.create_task(remote_frames(remote))
+        await asyncio.sleep(1.5)  # quiet past one blocking read: the reader asks
+        assert not reading.done()
+        log.append(sse_frames([b'{"type":"finish"}'], log.next_seq))
+        log.close()
+        await writer.flush()
+        assert types(await reading) == ["start", "text-delta", "finish"]
+    finally:
+        await away.dispose()

@@ -18,6 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from sqlalchemy.exc import SQLAlchemyError
 
 from streamkeep.scaleout.control import ControlBus, StopHandler
 from streamkeep.scaleout.keys import Keys
@@ -244,7 +245,13 @@ class Cluster:
         return RemoteGeneration(generation_id, chat_id, message_id, log)
 
     async def _running(self, generation_id: str) -> bool:
+        """Whether it still runs, as the database says. When the database cannot say
+        (it is away), it is taken as running: a reader waits on, asking again after
+        its next wait, rather than end a stream that may still grow."""
         try:
             return (await self._store.get_generation(generation_id)).status == "running"
         except NotFound:
             return False
+        except (SQLAlchemyError, OSError) as exc:
+            logger.info("the database cannot say if generation %s runs: %s", generation_id, exc)
+            return True
