@@ -48,6 +48,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 LONG = "[[tokens=300 delay=0.04]]"
 # A reply that ends while a service is down, when started just before: about 2.4 s.
 SHORT = "[[tokens=60 delay=0.04]]"
+# Tokens further apart than a remote reader's blocking read (1 s): about 8 s.
+PACED = "[[tokens=7 delay=1.3]]"
 DOWN_FOR = 3.0  # seconds a restarted service stays down (at least)
 
 
@@ -125,6 +127,11 @@ async def test_postgres_restarted_under_live_replies_on_two_workers(
         other = {a: b, b: a}
         long = [(url, r) for url in (a, b) for r in await live_replies(url, 1, LONG)]
         short = [(url, r) for url in (a, b) for r in await live_replies(url, 1, SHORT)]
+        # Quiet for longer than a remote reader's blocking read between its tokens: its
+        # reader asks the database, while it is away, whether the reply still runs.
+        paced = reply(a, await new_chat(a), f"{PACED} paced")
+        await eventually(lambda: paced.deltas >= 1, within=30)
+        long.append((a, paced))
         remote = [resume(other[url], chat_of(r)) for url, r in long + short]
 
         async with outage(private_postgres):
