@@ -31,7 +31,7 @@ from tests.fakes.upstream import FakeUpstream, Script
 from tests.generation.conftest import MODEL, make_settings
 from tests.generation.streams import Frame, deltas, parse, read_all, read_until, types
 from tests.scaleout.waits import eventually
-from tests.services import RedisServer
+from tests.services import RedisServer, outage
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -43,13 +43,16 @@ def worker(
     store: ChatStore, fake_upstream: FakeUpstream, data_dir: Path, keys: Keys, redis: aioredis.Redis
 ) -> WorkerFactory:
     """`async with worker("a") as manager:` a started manager in a cluster of its own
-    Redis pool (the `redis` fixture only cleans the test's keys up)."""
+    Redis pool (the `redis` fixture only cleans the test's keys up), on the test Redis
+    or the one at `url`."""
 
     @contextlib.asynccontextmanager
-    async def factory(name: str, **cluster: Any) -> AsyncIterator[GenerationManager]:
+    async def factory(
+        name: str, url: str = TEST_REDIS_URL, **cluster: Any
+    ) -> AsyncIterator[GenerationManager]:
         settings = make_settings(fake_upstream, data_dir, checkpoint_interval=0.2)
         registry = ModelRegistry(settings)
-        pool = aioredis.from_url(TEST_REDIS_URL)
+        pool = connect(url)  # as the app makes it
         node = Cluster(pool, store, f"worker-{name}", keys=keys, **cluster)
         manager = GenerationManager(
             store, registry, settings, worker_id=f"worker-{name}", cluster=node
@@ -265,3 +268,23 @@ async def test_a_remote_reader_waits_on_while_the_database_cannot_say_it_ended(
         assert types(await reading) == ["start", "text-delta", "finish"]
     finally:
         await away.dispose()
+
+
+async def test_a_stop_just_after_redis_came_back_reaches_the_owner(
+    worker: WorkerFactory,
+    store: ChatStore,
+    fake_upstream: FakeUpstream,
+    private_redis: RedisServer,
+) -> None:
+    async with worker("a", private_redis.url) as a, worker("b", private_redis.url) as b:
+        chat_id = await new_chat(store)
+        fake_upstream.enqueue(Script(tokens=1000, delay=0.02))
+        gen = await a.reply(chat_id=chat_id, content="hi")
+        await read_until(gen.subscribe(), deltas(1))
+        async with outage(private_redis):
+            await asyncio.sleep(1.0)  # both buses lose their subscription
+        # At once: neither bus may have subscribed again yet.
+        assert await b.stop(chat_id) is True
+        await gen.wait()
+        assert gen.status == "stopped"
+        assert (await store.get_message(gen.message_id)).status == "stopped"

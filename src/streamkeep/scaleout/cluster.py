@@ -10,6 +10,7 @@ will never close them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
     from streamkeep.store.repository import ChatStore
 
 logger = logging.getLogger(__name__)
+
+# How long, and how often, a stop no worker took is asked again (see `Cluster.stop`).
+STOP_RETRY_FOR = 1.0
+STOP_RETRY_EVERY = 0.1
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -194,10 +199,22 @@ class Cluster:
                 logger.warning("could not expire the stream of message %s: %s", message_id, exc)
 
     async def stop(self, chat_id: str) -> bool:
-        """Stop the chat's generation on whichever worker runs it."""
-        if self.bus is None or await self._store.running_generation(chat_id) is None:
+        """Stop the chat's generation on whichever worker runs it. A stop no worker
+        took is asked again for a moment while the database says that generation still
+        runs: its owner may be subscribing again (Redis just came back)."""
+        running = await self._store.running_generation(chat_id)
+        if self.bus is None or running is None:
             return False
-        return await self.bus.stop(chat_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_RETRY_FOR
+        while not await self.bus.stop(chat_id):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(STOP_RETRY_EVERY)
+            still = await self._store.running_generation(chat_id)
+            if still is None or still.id != running.id:
+                return False  # it ended (or was stopped) first
+        return True
 
     async def find(
         self, chat_id: str, *, generation: tuple[str, str] | None = None
