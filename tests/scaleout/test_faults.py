@@ -16,6 +16,7 @@ import os
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
@@ -89,8 +90,19 @@ async def test_redis_restarted_under_live_replies_on_two_workers(
         t.mark("first new reply", await first_reply(b))
         # Resumed on the other worker from before the outage: the whole rest, as the
         # owner streamed it (it wrote its streams again when it found Redis empty).
-        after = [(r, resume(other[url], chat_of(r), 4)) for url, r in owned]
-        await assert_stored_whole(db_url, [r for _, r in owned] + [started_during])
+        every = [*owned, (a, started_during)]  # the last one's frames all waited for Redis
+        after = [(r, resume(other[url], chat_of(r), 4)) for url, r in every]
+        # A stop through the other worker reaches the owner (the control bus is back).
+        stopped = reply(a, await new_chat(a), f"{LONG} to stop")
+        await eventually(lambda: stopped.deltas >= 1, within=30)
+        async with httpx.AsyncClient(base_url=b, timeout=30) as client:
+            r = await client.post(f"/api/chats/{chat_of(stopped)}/stop")
+            assert r.json() == {"stopped": True}, r.text
+        await stopped.ended()
+        assert "abort" in stopped.types, stopped.describe()
+        found = await stored_messages(db_url, [stopped.message_id])
+        assert found[stopped.message_id]["status"] == "stopped"
+        await assert_stored_whole(db_url, [r for _, r in every])
         for own, read in after:
             await read.ended()
             assert read.events == [e for e in own.events if (e.seq or 0) > 4], read.describe()
