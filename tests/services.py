@@ -73,8 +73,15 @@ class RedisServer:
     def start(self) -> None:
         cmd = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
         cmd += ["--save", "", "--appendonly", "no", "--loglevel", "warning"]
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        _wait(lambda: self._ping(), f"redis-server on port {self.port} did not start")
+        cmd += ["--dir", tempfile.gettempdir()]
+        proc = self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+
+        def up() -> bool:
+            if proc.poll() is not None:  # e.g. something else took the port meanwhile
+                raise RuntimeError(f"redis-server exited with {proc.returncode}")
+            return self._ping()
+
+        _wait(up, f"redis-server on port {self.port} did not start")
 
     def stop(self) -> None:
         """SIGTERM: Redis closes its clients' connections and exits (saving nothing)."""

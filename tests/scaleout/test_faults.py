@@ -3,7 +3,10 @@ two workers, and a worker SIGKILLed while Redis is down.
 
 The workers are `streamkeep serve` processes on a private `redis-server` and a private
 PostgreSQL cluster (tests/services.py: the shared servers are never touched), with the
-fake provider streaming slowly so that replies are live across the fault. What must
+fake provider streaming slowly so that replies are live across the fault. The restarts
+run two single-worker servers, so that a test knows which worker each request reaches
+(a resume on the worker that does not run the reply goes through Redis); the SIGKILL
+runs `--workers 2`, whose parent replaces the killed worker. What must
 hold: every reply ends in a final status with its text stored, no reader hangs, and
 `/readyz` reports the outage. How fast things recovered is printed (`-s`: lines
 starting `TIMINGS`), never asserted: waits only have generous bounds.
