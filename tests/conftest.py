@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fakes.upstream"]  # the `fake_upstream` fixture
+pytest_plugins = ["tests.fakes.upstream", "tests.services"]  # `fake_upstream`, `private_*`
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TEST_DATABASE_URL = os.environ.get(

@@ -26,7 +26,7 @@ async def forgotten(manager: GenerationManager, chat_id: str) -> None:
 async def test_a_retry_after_retention_names_the_finished_reply(
     manager_factory: ManagerFactory, store: ChatStore, fake_upstream: FakeUpstream
 ) -> None:
-    async with manager_factory(generation_retention=0.0) as manager:
+    async with manager_factory(replay_window=0.0) as manager:
         chat_id = await new_chat(store)
         fake_upstream.enqueue(Script(tokens=3))
         first = await manager.reply(chat_id=chat_id, content="hi", idempotency_key="k")
@@ -46,7 +46,7 @@ async def test_a_retry_after_retention_names_the_finished_reply(
 async def test_a_retry_while_another_generation_runs_names_its_own_finished_reply(
     manager_factory: ManagerFactory, store: ChatStore, fake_upstream: FakeUpstream
 ) -> None:
-    async with manager_factory(generation_retention=0.0) as manager:
+    async with manager_factory(replay_window=0.0) as manager:
         chat_id = await new_chat(store)
         fake_upstream.enqueue(Script(tokens=3))
         first = await manager.reply(chat_id=chat_id, content="one", idempotency_key="k1")

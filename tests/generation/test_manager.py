@@ -204,7 +204,7 @@ async def test_shutdown_lets_short_generations_finish_and_interrupts_long_ones(
 async def test_a_finished_generation_is_kept_for_late_subscribers_then_dropped(
     manager_factory: ManagerFactory, store: ChatStore, fake_upstream: FakeUpstream
 ) -> None:
-    async with manager_factory(generation_retention=0.0) as manager:
+    async with manager_factory(replay_window=0.0) as manager:
         chat_id = await new_chat(store)
         fake_upstream.enqueue(Script(tokens=2))
         gen = await manager.reply(chat_id=chat_id, content="hi")

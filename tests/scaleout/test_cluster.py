@@ -10,19 +10,28 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
 from streamkeep.generation import GenerationManager
 from streamkeep.generation.ui_stream import sse_frames
 from streamkeep.llm.registry import ModelRegistry
-from streamkeep.scaleout import Cluster, Keys, RemoteGeneration
-from streamkeep.store import ChatStore
-from tests.conftest import TEST_REDIS_URL
+from streamkeep.scaleout import (
+    Cluster,
+    Keys,
+    RedisEventLog,
+    RedisWriter,
+    RemoteGeneration,
+    connect,
+)
+from streamkeep.store import ChatStore, Database
+from tests.conftest import TEST_REDIS_URL, free_port
 from tests.fakes.upstream import FakeUpstream, Script
 from tests.generation.conftest import MODEL, make_settings
 from tests.generation.streams import Frame, deltas, parse, read_all, read_until, types
 from tests.scaleout.waits import eventually
+from tests.services import RedisServer, outage
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -34,13 +43,16 @@ def worker(
     store: ChatStore, fake_upstream: FakeUpstream, data_dir: Path, keys: Keys, redis: aioredis.Redis
 ) -> WorkerFactory:
     """`async with worker("a") as manager:` a started manager in a cluster of its own
-    Redis pool (the `redis` fixture only cleans the test's keys up)."""
+    Redis pool (the `redis` fixture only cleans the test's keys up), on the test Redis
+    or the one at `url`."""
 
     @contextlib.asynccontextmanager
-    async def factory(name: str, **cluster: Any) -> AsyncIterator[GenerationManager]:
+    async def factory(
+        name: str, url: str = TEST_REDIS_URL, **cluster: Any
+    ) -> AsyncIterator[GenerationManager]:
         settings = make_settings(fake_upstream, data_dir, checkpoint_interval=0.2)
         registry = ModelRegistry(settings)
-        pool = aioredis.from_url(TEST_REDIS_URL)
+        pool = connect(url)  # as the app makes it
         node = Cluster(pool, store, f"worker-{name}", keys=keys, **cluster)
         manager = GenerationManager(
             store, registry, settings, worker_id=f"worker-{name}", cluster=node
@@ -214,3 +226,65 @@ async def test_an_earlier_replys_id_resumes_the_next_reply_whole_on_another_work
         resumed = await read_until(blind.subscribe(old_id), lambda f: len(f) >= len(sent))
         assert resumed[: len(sent)] == sent
         await gen.stop()
+
+
+async def test_the_client_survives_a_redis_restart_on_the_connections_it_kept(
+    private_redis: RedisServer,
+) -> None:
+    client = connect(private_redis.url)
+    try:
+        # Connections the pool keeps: two at once, then idle in the pool.
+        await asyncio.gather(client.set("k", b"1"), client.blpop(["nothing"], timeout=0.1))
+        with private_redis.down():
+            pass  # every pooled connection is dead now
+        assert await client.get("k") is None  # Redis came back empty, and answers
+        assert await client.set("k", b"2")
+    finally:
+        await client.aclose()
+
+
+async def test_a_remote_reader_waits_on_while_the_database_cannot_say_it_ended(
+    redis: aioredis.Redis, other_redis: aioredis.Redis, keys: Keys
+) -> None:
+    # The reader's worker asks the database whether a quiet stream's generation still
+    # runs; the database is away (nothing listens there), Redis is not.
+    away = Database.from_url(f"postgresql://postgres@127.0.0.1:{free_port()}/nothing")
+    reader = Cluster(other_redis, ChatStore(away), "worker-b", keys=keys)
+    writer = RedisWriter(redis)  # the owner's: not started, the test flushes
+    log = RedisEventLog(writer, keys.generation("g1"))
+    pointer = {"generation": "g1", "message": "m1", "resumable": True, "first_seq": 1}
+    writer.point(keys.chat("c1"), orjson.dumps(pointer), stream=log.key)
+    log.append(sse_frames([b'{"type":"start"}', b'{"type":"text-delta","delta":"a"}'], 1))
+    await writer.flush()
+    try:
+        remote = await reader.find("c1")
+        assert remote is not None
+        reading = asyncio.create_task(remote_frames(remote))
+        await asyncio.sleep(1.5)  # quiet past one blocking read: the reader asks
+        assert not reading.done()
+        log.append(sse_frames([b'{"type":"finish"}'], log.next_seq))
+        log.close()
+        await writer.flush()
+        assert types(await reading) == ["start", "text-delta", "finish"]
+    finally:
+        await away.dispose()
+
+
+async def test_a_stop_just_after_redis_came_back_reaches_the_owner(
+    worker: WorkerFactory,
+    store: ChatStore,
+    fake_upstream: FakeUpstream,
+    private_redis: RedisServer,
+) -> None:
+    async with worker("a", private_redis.url) as a, worker("b", private_redis.url) as b:
+        chat_id = await new_chat(store)
+        fake_upstream.enqueue(Script(tokens=1000, delay=0.02))
+        gen = await a.reply(chat_id=chat_id, content="hi")
+        await read_until(gen.subscribe(), deltas(1))
+        async with outage(private_redis):
+            await asyncio.sleep(1.0)  # both buses lose their subscription
+        # At once: neither bus may have subscribed again yet.
+        assert await b.stop(chat_id) is True
+        await gen.wait()
+        assert gen.status == "stopped"
+        assert (await store.get_message(gen.message_id)).status == "stopped"

@@ -10,8 +10,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from streamkeep.scaleout import Keys, Reaper, WorkerRegistry
-from streamkeep.store import ChatStore
+from streamkeep.store import ChatStore, Database
 from streamkeep.store.repository import utcnow
+from tests.conftest import free_port
 from tests.scaleout.waits import eventually
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
@@ -99,6 +100,31 @@ async def test_at_start_a_missing_key_alone_does_not_interrupt_a_fresh_generatio
     reaper = Reaper(store, newcomer, local_generation_ids=no_local)
     assert await reaper.recover_at_start() == []
     assert await status(store, message_id) == "streaming"
+
+
+async def test_without_redis_the_heartbeat_alone_decides(store: ChatStore, pg_url: str) -> None:
+    # Redis is away (nothing listens there): who is alive is unknown. A worker that died
+    # meanwhile must not leave its replies streaming until Redis is back; a live one
+    # heartbeats its generations in the database whatever Redis does.
+    unreachable = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    database = Database.from_url(pg_url)  # the live worker's, on its own clock
+    try:
+        me = WorkerRegistry(unreachable, "worker-me")
+        _, dead_message = await running_reply(store, "worker-dead")
+        fresh_id, fresh_message = await running_reply(store, "worker-alive")
+        reaper = Reaper(store, me, local_generation_ids=no_local, stale_after=60.0)
+        assert await reaper.reap() == []  # nothing stale yet
+        # A minute later: the live worker has heartbeaten since, the dead one has not.
+        later = ChatStore(database, clock=a_minute_later)
+        await later.heartbeat([fresh_id], "worker-alive")
+        reaper = Reaper(store, me, local_generation_ids=no_local, clock=a_minute_later)
+        assert await reaper.reap() == [dead_message]
+        assert await reaper.recover_at_start() == []
+        assert await status(store, dead_message) == "interrupted"
+        assert await status(store, fresh_message) == "streaming"
+    finally:
+        await unreachable.aclose()
+        await database.dispose()
 
 
 async def test_a_generation_this_worker_runs_is_never_interrupted_at_start(

@@ -22,7 +22,7 @@ async def finished_and_forgotten(server: Server, chat_id: str) -> None:
 async def test_a_late_same_key_retry_gets_the_finished_reply_to_fetch(
     server_factory: ServerFactory,
 ) -> None:
-    server = await server_factory(generation_retention=0.0)
+    server = await server_factory(replay_window=0.0)
     chat = await server.new_chat()
     path = f"/api/chats/{chat['id']}/messages"
     headers = {"idempotency-key": "late-1"}
@@ -50,7 +50,7 @@ async def test_a_late_same_key_retry_gets_the_finished_reply_to_fetch(
 async def test_a_late_same_key_retry_is_not_told_about_a_newer_generation(
     server_factory: ServerFactory,
 ) -> None:
-    server = await server_factory(generation_retention=0.0)
+    server = await server_factory(replay_window=0.0)
     chat = await server.new_chat()
     path = f"/api/chats/{chat['id']}/messages"
     server.upstream.enqueue(Script(tokens=3))

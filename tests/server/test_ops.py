@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 from sqlalchemy.engine import make_url
 
@@ -20,6 +22,7 @@ from tests.server.conftest import (
 )
 from tests.server.proxy import Proxy
 from tests.server.sse import read_all
+from tests.services import PostgresServer
 
 
 async def test_health_ready_and_docs(server: Server) -> None:
@@ -47,6 +50,26 @@ async def test_readyz_names_an_unreachable_redis(server_factory: ServerFactory) 
     assert body["checks"]["redis"] != "ok"
     assert body["error"]["type"] == "not_ready"
     assert "redis" in body["error"]["message"]
+
+
+async def test_an_unreachable_redis_is_503_only_for_what_needs_it(
+    server_factory: ServerFactory,
+) -> None:
+    server = await server_factory(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    chat = await server.new_chat()
+    # Whether another worker runs this chat: only Redis knows.
+    r = await server.client.get(f"/api/chats/{chat['id']}/stream")
+    assert r.status_code == 503
+    assert r.json()["error"]["type"] == "redis_unavailable"
+    assert r.headers["retry-after"] == "1"
+    # This worker's own replies run on; their frames wait for Redis.
+    async with server.client.stream(
+        "POST", f"/api/chats/{chat['id']}/messages", json={"content": "hi"}
+    ) as r:
+        evts = await read_all(r)
+    assert [e.type for e in evts][-2:] == ["finish", "[DONE]"]
+    message = await server.client.get(f"/api/messages/{r.headers['x-streamkeep-message-id']}")
+    assert message.json()["status"] == "complete"
 
 
 async def test_metrics_count_generations_and_writes(server: Server) -> None:
@@ -104,4 +127,39 @@ async def test_an_unreachable_database_is_503(
             assert fake_upstream.requests == []
     finally:
         await proxy.cut()
+        await stop_server(running)
+
+
+async def test_a_database_connection_ended_mid_request_is_503(
+    private_postgres: PostgresServer, data_dir: Path, fake_upstream: FakeUpstream
+) -> None:
+    """What a request in flight gets when PostgreSQL restarts (or ends its session)."""
+    db_url = private_postgres.create_database("sk_midrequest")
+    running = await start_server(
+        make_settings(data_dir, fake_upstream.base_url, database_url=db_url)
+    )
+    locker = await asyncpg.connect(db_url)
+    waiting = "SELECT pid FROM pg_locks WHERE NOT granted"  # not a per-transaction snapshot
+    try:
+        async with httpx.AsyncClient(base_url=running.url, timeout=30) as client:
+            chat = (await client.post("/api/chats", json={})).json()
+            for method, path, body in [
+                ("GET", "/api/chats", None),
+                ("POST", f"/api/chats/{chat['id']}/messages", {"content": "hi"}),
+            ]:
+                async with locker.transaction():
+                    await locker.execute("LOCK TABLE chats IN ACCESS EXCLUSIVE MODE")
+                    request = asyncio.create_task(client.request(method, path, json=body))
+                    # Its statement waits for the lock: end its session under it.
+                    while not await locker.fetch(waiting):
+                        assert not request.done(), request.result().text
+                        await asyncio.sleep(0.01)
+                    await locker.execute(f"SELECT pg_terminate_backend(pid) FROM ({waiting}) w")
+                    r = await request
+                assert r.status_code == 503, r.text
+                assert r.json()["error"]["type"] == "database_unavailable"
+            assert (await client.get(f"/api/chats/{chat['id']}")).status_code == 200
+            assert fake_upstream.requests == []
+    finally:
+        await locker.close()
         await stop_server(running)

@@ -85,6 +85,10 @@ class InProcessEventLog:
     def __len__(self) -> int:
         return len(self._frames)
 
+    def frames(self) -> list[bytes]:
+        """A copy of every frame so far (for writing the log elsewhere again)."""
+        return list(self._frames)
+
     def append(self, frames: list[bytes]) -> None:
         if self._closed:
             raise RuntimeError("append to a closed event log")

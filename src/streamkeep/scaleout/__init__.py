@@ -1,6 +1,7 @@
 """Scale out: several workers and hosts sharing live generations through Redis.
 
 cluster.Cluster            what one worker needs; handed to the GenerationManager
+cluster.connect            the process's Redis client
 writer.RedisWriter         one task per process: every generation's frames, batched
 redis_log.RedisEventLog    a local generation's log, mirrored to a Redis Stream
 redis_log.RemoteEventLog   a generation running elsewhere, read from its stream
@@ -10,7 +11,7 @@ remote                     a remote generation as the resume route serves it
 keys.Keys                  every Redis key and channel name
 """
 
-from streamkeep.scaleout.cluster import Cluster
+from streamkeep.scaleout.cluster import Cluster, connect
 from streamkeep.scaleout.control import ControlBus
 from streamkeep.scaleout.keys import Keys
 from streamkeep.scaleout.liveness import Reaper, WorkerRegistry
@@ -29,4 +30,5 @@ __all__ = [
     "RemoteEventLog",
     "RemoteGeneration",
     "WorkerRegistry",
+    "connect",
 ]

@@ -10,12 +10,16 @@ will never close them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from sqlalchemy.exc import SQLAlchemyError
 
 from streamkeep.scaleout.control import ControlBus, StopHandler
 from streamkeep.scaleout.keys import Keys
@@ -36,6 +40,17 @@ if TYPE_CHECKING:
     from streamkeep.store.repository import ChatStore
 
 logger = logging.getLogger(__name__)
+
+# How long, and how often, a stop no worker took is asked again (see `Cluster.stop`).
+STOP_RETRY_FOR = 1.0
+STOP_RETRY_EVERY = 0.1
+
+
+def connect(url: str) -> aioredis.Redis:
+    """The process's Redis client. A command whose pooled connection turns out dead
+    (Redis restarted, a proxy cut it) is tried once more on a new one: else, after a
+    restart, every connection the pool kept would fail its next command."""
+    return aioredis.from_url(url, retry=Retry(NoBackoff(), 1))
 
 
 class Cluster:
@@ -61,7 +76,9 @@ class Cluster:
         self._reap_interval = reap_interval
         self._stop_timeout = stop_timeout
         self._expire_ms = max(int(expire_after * 1000), 1)
-        self.writer = RedisWriter(redis, maxlen=maxlen, expire_after=expire_after)
+        self.writer = RedisWriter(
+            redis, maxlen=maxlen, expire_after=expire_after, epoch_key=self.keys.epoch
+        )
         self.registry = WorkerRegistry(redis, worker_id, keys=self.keys, ttl=worker_ttl)
         self.bus: ControlBus | None = None
         self.reaper: Reaper | None = None
@@ -70,14 +87,17 @@ class Cluster:
     def from_settings(
         cls, redis: aioredis.Redis, store: ChatStore, settings: Settings, worker_id: str
     ) -> Cluster:
-        """A finished stream is kept as long as a finished local generation is."""
+        """A finished stream is kept as long as a finished local generation is; dead
+        workers are looked for a few times per `worker_stale_after`."""
+        stale_after = settings.worker_stale_after
         return cls(
             redis,
             store,
             worker_id,
             keys=Keys(settings.redis_prefix),
             expire_after=settings.replay_window,
-            stale_after=settings.worker_stale_after,
+            stale_after=stale_after,
+            reap_interval=min(DEFAULT_REAP_INTERVAL, stale_after / 3),
         )
 
     async def start(
@@ -153,7 +173,9 @@ class Cluster:
                 "first_seq": first_seq,
             }
         )
-        self.writer.point(self.keys.chat(chat_id), pointer)
+        self.writer.point(
+            self.keys.chat(chat_id), pointer, stream=self.keys.generation(generation_id)
+        )
 
     async def expire_streams(self, message_ids: list[str]) -> None:
         """Give the streams of these interrupted replies (their worker died before
@@ -177,10 +199,22 @@ class Cluster:
                 logger.warning("could not expire the stream of message %s: %s", message_id, exc)
 
     async def stop(self, chat_id: str) -> bool:
-        """Stop the chat's generation on whichever worker runs it."""
-        if self.bus is None or await self._store.running_generation(chat_id) is None:
+        """Stop the chat's generation on whichever worker runs it. A stop no worker
+        took is asked again for a moment while the database says that generation still
+        runs: its owner may be subscribing again (Redis just came back)."""
+        running = await self._store.running_generation(chat_id)
+        if self.bus is None or running is None:
             return False
-        return await self.bus.stop(chat_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_RETRY_FOR
+        while not await self.bus.stop(chat_id):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(STOP_RETRY_EVERY)
+            still = await self._store.running_generation(chat_id)
+            if still is None or still.id != running.id:
+                return False  # it ended (or was stopped) first
+        return True
 
     async def find(
         self, chat_id: str, *, generation: tuple[str, str] | None = None
@@ -228,7 +262,13 @@ class Cluster:
         return RemoteGeneration(generation_id, chat_id, message_id, log)
 
     async def _running(self, generation_id: str) -> bool:
+        """Whether it still runs, as the database says. When the database cannot say
+        (it is away), it is taken as running: a reader waits on, asking again after
+        its next wait, rather than end a stream that may still grow."""
         try:
             return (await self._store.get_generation(generation_id)).status == "running"
         except NotFound:
             return False
+        except (SQLAlchemyError, OSError) as exc:
+            logger.info("the database cannot say if generation %s runs: %s", generation_id, exc)
+            return True

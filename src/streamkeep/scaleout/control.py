@@ -12,7 +12,11 @@ acknowledgement that will not come; `stop_timeout` only bounds a worker that hea
 stop and never answered (it died meanwhile).
 
 Pub/sub delivers only to workers connected at that moment, which is what a stop needs:
-a generation's owner is, by definition, alive and subscribed.
+a generation's owner is, by definition, alive and subscribed. After Redis went away, a
+bus subscribes again within `_MAX_BACKOFF` of its return; a stop asked meanwhile first
+waits (briefly) for its own subscription, on which the answers come, and the cluster
+asks again while the database says the generation still runs (its owner may not be
+back yet).
 """
 
 from __future__ import annotations
@@ -36,7 +40,10 @@ logger = logging.getLogger(__name__)
 StopHandler = Callable[[str], Awaitable[bool]]
 
 _LISTEN_TIMEOUT = 1.0
-_MAX_BACKOFF = 2.0
+# A lost subscription is tried again at least this often: stops sent meanwhile are lost.
+_MAX_BACKOFF = 0.25
+# How long a stop waits for this bus's own subscription (its answers come on it).
+_RESUBSCRIBE_WAIT = 1.0
 
 
 @dataclass(slots=True)
@@ -85,6 +92,7 @@ class ControlBus:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._subscribed = False
+        self._listening = asyncio.Event()  # subscribed, and its connection working
 
     async def start(self) -> None:
         """Subscribe (confirmed before this returns, if Redis answers), then listen."""
@@ -98,6 +106,7 @@ class ControlBus:
         await self._pubsub.subscribe(self._channel)
         await self._pubsub.get_message(timeout=_LISTEN_TIMEOUT)  # the confirmation
         self._subscribed = True
+        self._listening.set()
 
     async def aclose(self) -> None:
         self._closing = True  # redis-py may turn the cancel into a connection error
@@ -119,6 +128,7 @@ class ControlBus:
         """Stop `chat_id`'s generation wherever it runs; True once its owner has,
         False once every worker that heard the request said it did not (or, when one
         never answers, after `stop_timeout`)."""
+        await self._until_listening()
         request_id = uuid.uuid4().hex
         asked = _Asked(asyncio.get_running_loop().create_future())
         self._waiting[request_id] = asked  # before publishing: answers can come first
@@ -130,6 +140,17 @@ class ControlBus:
             return False
         finally:
             self._waiting.pop(request_id, None)
+
+    async def _until_listening(self) -> None:
+        """Wait a moment for this bus's subscription, should it be down (Redis just
+        came back); raise ConnectionError if it is not back by then."""
+        if self._listening.is_set():
+            return
+        try:
+            async with asyncio.timeout(_RESUBSCRIBE_WAIT):
+                await self._listening.wait()
+        except TimeoutError:
+            raise aioredis.ConnectionError("not subscribed to the control channel") from None
 
     async def _publish(self, message: dict[str, Any]) -> int:
         return await self._redis.publish(self._channel, orjson.dumps(message))
@@ -148,10 +169,15 @@ class ControlBus:
                 if self._closing:
                     return
                 # The next get_message reconnects and subscribes again.
-                logger.warning("control bus connection lost, reconnecting: %s", exc)
+                if self._listening.is_set():
+                    logger.warning("control bus connection lost, reconnecting: %s", exc)
+                    self._listening.clear()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
                 continue
+            if not self._listening.is_set():
+                logger.warning("control bus subscribed again")
+                self._listening.set()
             if message is not None and message.get("type") == "message":
                 self._dispatch(message["data"])
 

@@ -40,6 +40,11 @@ class Keys:
         return name.removeprefix(f"{self.prefix}worker:")
 
     @property
+    def epoch(self) -> str:
+        """Set once by a writer of an empty Redis: a change means Redis lost its data."""
+        return f"{self.prefix}epoch"
+
+    @property
     def control(self) -> str:
         """The pub/sub channel of stop requests and their acknowledgements."""
         return f"{self.prefix}control"

@@ -6,14 +6,13 @@ Its id is also in the set `{prefix}workers`, so that listing who is alive reads 
 and checks each member's key (one script: as many steps as workers, whatever else the
 database holds); the ids of workers whose key expired are dropped from it there.
 
-Two rules use it, both as one UPDATE in the store (so a generation started meanwhile by a
-live worker can never be caught):
-- at start, a worker interrupts the running generations of workers that are not alive
-  (a restarted single worker does not wait for anything to go stale);
-- every `interval`, a `Reaper` interrupts the running generations whose database
-  heartbeat is older than `stale_after` and whose worker is not alive: both signals
-  must agree, so a worker that is merely slow to reach the database keeps its work.
-Either way, `on_interrupted` then gets the interrupted messages (the cluster gives
+One rule uses it, as one UPDATE in the store (so a generation started meanwhile by a
+live worker can never be caught): at start, then every `interval`, a `Reaper`
+interrupts the running generations whose database heartbeat is older than
+`stale_after` and whose worker is not alive: both signals must agree, so a worker
+that is merely slow to reach the database keeps its work. While Redis is unreachable
+the heartbeat decides alone (see `Reaper.reap`).
+`on_interrupted` then gets the interrupted messages (the cluster gives
 their Redis streams the expiry a normal end gives them).
 """
 
@@ -144,37 +143,29 @@ class Reaper:
         self._task: asyncio.Task[None] | None = None
 
     async def recover_at_start(self) -> list[str]:
-        """Interrupt what workers that are no longer alive left running (without Redis
-        to tell who is alive: only what is stale, as the reaper would)."""
-        try:
-            alive = await self._registry.alive() | {self._registry.worker_id}
-        except (aioredis.RedisError, OSError) as exc:
-            logger.error("Redis unreachable at start: only stale generations recovered: %s", exc)
-            return await self._interrupted(
-                await self._store.interrupt_orphans(
-                    exclude_generation_ids=list(self._local()),
-                    stale_before=self._clock() - self._stale_after,
-                )
-            )
-        # Stale too, as the reaper requires: a presence key can be missing while its
-        # worker still streams (Redis restarted without persistence, a missed refresh).
-        return await self._interrupted(
-            await self._store.interrupt_orphans(
-                exclude_generation_ids=list(self._local()),
-                exclude_worker_ids=sorted(alive),
-                stale_before=self._clock() - self._stale_after,
-            )
-        )
+        """At start: what `reap` interrupts (a restarted single worker's own dead
+        generations go as soon as they are stale, with no round of the loop to wait)."""
+        return await self.reap()
 
     async def reap(self) -> list[str]:
-        """Interrupt stale generations of dead workers; returns their message ids."""
-        alive = await self._registry.alive() | {self._registry.worker_id}
-        now = self._clock()
+        """Interrupt stale generations of dead workers; returns their message ids.
+
+        Stale too, even when Redis says a worker is gone: a presence key can be missing
+        while its worker still streams (Redis restarted without persistence, a missed
+        refresh). Without Redis to tell who is alive, staleness decides alone, as it
+        does for a single process: a live worker heartbeats its generations in the
+        database whatever Redis does, and a worker that died while Redis was away
+        must not keep its replies `streaming` until Redis is back."""
+        try:
+            alive = sorted(await self._registry.alive() | {self._registry.worker_id})
+        except (aioredis.RedisError, OSError) as exc:
+            logger.warning("Redis unreachable, reaping by heartbeat alone: %s", exc)
+            alive = []
         return await self._interrupted(
             await self._store.interrupt_orphans(
                 exclude_generation_ids=list(self._local()),
-                exclude_worker_ids=sorted(alive),
-                stale_before=now - self._stale_after,
+                exclude_worker_ids=alive,
+                stale_before=self._clock() - self._stale_after,
             )
         )
 

@@ -52,12 +52,14 @@ class FramesLost(Exception):
 class RedisEventLog:
     """The `EventLog` of a generation this process runs, mirrored to Redis."""
 
-    __slots__ = ("_local", "_writer", "key")
+    __slots__ = ("__weakref__", "_local", "_writer", "key", "pointer")
 
     def __init__(self, writer: RedisWriter, key: str, *, first_seq: int = 1) -> None:
         self.key = key
+        self.pointer: tuple[str, bytes] | None = None  # set by the writer (`point`)
         self._writer = writer
         self._local = InProcessEventLog(first_seq)
+        writer.track(self)  # written again whole should Redis lose it
 
     @property
     def first_seq(self) -> int:
@@ -84,6 +86,10 @@ class RedisEventLog:
 
     def read(self, after: int = 0) -> AsyncIterator[bytes]:
         return self._local.read(after)
+
+    def snapshot(self) -> tuple[int, list[bytes], bool]:
+        """(first seq, every frame so far, closed): what the writer writes again."""
+        return self._local.first_seq, self._local.frames(), self._local.closed
 
     @classmethod
     async def open_remote(

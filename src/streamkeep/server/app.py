@@ -22,7 +22,6 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
 
@@ -32,6 +31,7 @@ from streamkeep.generation import GenerationManager, ShuttingDown
 from streamkeep.generation.manager import default_worker_id
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.scaleout import Cluster
+from streamkeep.scaleout import connect as connect_redis
 from streamkeep.server import docs, errors
 from streamkeep.server.metrics import Metrics
 from streamkeep.server.page import PageMount
@@ -137,7 +137,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     database = Database.from_url(settings.resolved_database_url)
     metrics.watch_database(database)
     registry = ModelRegistry(settings)
-    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
+    redis = connect_redis(settings.redis_url) if settings.redis_url else None
     try:
         await database.upgrade()
         store = ChatStore(database)

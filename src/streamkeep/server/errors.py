@@ -10,7 +10,7 @@ place that maps them onto HTTP statuses, so routes never build error responses:
     413  message_too_long              content over settings.max_message_chars
     413  request_too_large             a body over settings.max_body_bytes (every path)
     422  invalid_request, invalid_operation   a malformed or impossible request
-    503  shutting_down, database_unavailable  try again later (or elsewhere)
+    503  shutting_down, database_unavailable, redis_unavailable  try again later
 
 An `invalid_request` names its `field` (`"body"` when the JSON itself is broken, with
 the line and column in the message). A 500 is a bug; it still answers in the same
@@ -28,6 +28,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis import exceptions as redis_exc
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Mount
@@ -180,6 +181,24 @@ async def _database(request: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "database_unavailable", "the database is not reachable")
 
 
+async def _dbapi(request: Request, exc: Exception) -> JSONResponse:
+    # The connection died under a statement (the server restarted or ended the
+    # session): the driver's error is a plain DBAPIError, but SQLAlchemy knows.
+    assert isinstance(exc, sa_exc.DBAPIError)
+    if exc.connection_invalidated:
+        return await _database(request, exc)
+    return await _unexpected(request, exc)
+
+
+async def _redis(request: Request, exc: Exception) -> JSONResponse:
+    # Only what needs another worker fails (its stream, its stop): this one's replies
+    # run on, their frames waiting for Redis.
+    log.warning("Redis unavailable: %s", exc)
+    response = error_response(503, "redis_unavailable", "Redis is not reachable")
+    response.headers["retry-after"] = "1"
+    return response
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, "internal_error", "internal server error")
@@ -196,7 +215,10 @@ def install(app: FastAPI, *, shutting_down: type[Exception] | None = None) -> No
     app.add_exception_handler(InvalidOperation, _invalid)
     for db_exc in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError):
         app.add_exception_handler(db_exc, _database)
+    app.add_exception_handler(sa_exc.DBAPIError, _dbapi)
     app.add_exception_handler(ConnectionRefusedError, _database)
+    for redis_error in (redis_exc.ConnectionError, redis_exc.TimeoutError):
+        app.add_exception_handler(redis_error, _redis)
     if shutting_down is not None:
         app.add_exception_handler(shutting_down, _shutting_down)
     app.add_exception_handler(Exception, _unexpected)
