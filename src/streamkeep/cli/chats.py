@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from streamkeep.cli.target import add_url_argument, server_url
 from streamkeep.client import ApiError, ServerUnreachable, StreamkeepClient
@@ -54,8 +54,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(client: StreamkeepClient, console: Console, limit: int) -> None:
-    table = Table("id", "title", "model", "updated")
-    for chat in client.list_chats(limit=limit)["items"]:
+    chats = client.list_chats(limit=limit)["items"]
+    # The id is what every other command takes: it is shown whole, the title gives way.
+    id_width = max((len(c["id"]) for c in chats), default=2)
+    table = Table(Column("id", no_wrap=True, min_width=id_width), "title", "model", "updated")
+    for chat in chats:
         row = (
             chat["id"],
             chat.get("title") or "",
