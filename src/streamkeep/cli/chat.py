@@ -104,7 +104,10 @@ class _Session:
             more = (
                 "send “continue”" if interactive else f"streamkeep chat --chat {chat_id} continue"
             )
-            self.err.print(f"[yellow]{CUT_AT_LIMIT}[/] [dim]· for the rest: {escape(more)}[/]")
+            # soft_wrap: the command must stay one line to be copied, whatever the width.
+            self.err.print(
+                f"[yellow]{CUT_AT_LIMIT}[/] [dim]· for the rest: {escape(more)}[/]", soft_wrap=True
+            )
         return 0
 
     def _settle(self, outcome: ReplyOutcome) -> None:
