@@ -17,7 +17,9 @@ Ordering guarantees a consumer may rely on:
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from streamkeep.llm.errors import LLMError
 from streamkeep.llm.types import FinishReason, ToolCall, Usage
@@ -85,3 +87,18 @@ StreamEvent = (
     | Finish
     | StreamError
 )
+
+
+class EventStream(Protocol):
+    """What `Provider.stream()` returns: the events, and `aclose()` to stop early.
+
+    `aclose()` ends the stream and closes the upstream connection at once; a consumer
+    that stops before the end calls it (leaving an `async for` early does not). Every
+    async generator of events is one. Model: openai-python's `AsyncStream.close()`.
+    """
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]: ...
+
+    async def __anext__(self) -> StreamEvent: ...
+
+    async def aclose(self) -> None: ...

@@ -19,13 +19,12 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from streamkeep.config import ProviderConfig, Settings
 from streamkeep.llm.errors import LLMError, UnknownModelError
-from streamkeep.llm.events import StreamEvent
+from streamkeep.llm.events import EventStream
 from streamkeep.llm.provider import Provider
 from streamkeep.llm.tracing import traced_stream
 from streamkeep.llm.types import ChatRequest
@@ -135,7 +134,7 @@ class ModelRegistry:
             )
         return self._provider(prefix, cfg), name
 
-    def stream(self, model: str, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, model: str, request: ChatRequest) -> EventStream:
         """Stream `request` from the model named `model`, traced, always with usage
         (the provider's, or an estimate flagged `estimated` when it sent none).
 
