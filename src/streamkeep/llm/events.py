@@ -7,11 +7,15 @@ terminal) consumes only these. Slotted dataclasses keep the per-token cost low.
 Ordering guarantees a consumer may rely on:
 - `ToolCallStart` for a call comes before any `ToolCallDelta` for it, and
   `ToolCallComplete` after them; `call_id` is stable and unique within the response.
-- `Usage` may come at any point (some providers send it early) and at most once per
-  response with the provider's final numbers; a later one replaces an earlier one.
-  Before it, a provider that counts the prompt before answering (the embedded model)
-  may send one with `final=False`: the counts known so far, so that an answer stopped
-  mid-way still has an exact input count. Consumers wanting the totals skip those.
+- `UsageReport` with the response's totals (`final=True`) comes at most once, before
+  the end: the provider's numbers, however early the vendor sent them. Through
+  `ModelRegistry.stream` every stream that reaches its end has one: an estimate
+  flagged `estimated` when the provider sent none (see `streamkeep.llm.usage`).
+- `UsageReport` with `final=False` holds the counts known so far, not the totals: the
+  embedded model's prompt, counted before it answers, or Anthropic's prompt count before
+  a failure. It may come more than once (a later one replaces an earlier one) so that
+  an answer stopped or failed mid-way still has an exact input count. Consumers
+  wanting the totals skip these.
 - A stream ends with exactly one of `Finish` or `StreamError`, and nothing after it.
 """
 

@@ -35,7 +35,7 @@ _DEFAULT_BASE_URLS = {
     "anthropic": "https://api.anthropic.com",
 }
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -104,11 +104,13 @@ class ModelRegistry:
                     listing.names = await provider.list_models()
                 listing.ok = True
         except TimeoutError:
-            log.warning("provider %r did not list its models within %gs", name, self.models_timeout)
+            logger.warning(
+                "provider %r did not list its models within %gs", name, self.models_timeout
+            )
         except (LLMError, ValueError) as exc:
-            log.warning("provider %r did not list its models: %s", name, exc)
+            logger.warning("provider %r did not list its models: %s", name, exc)
         except Exception:  # a listing never fails the page; the configured ones are listed
-            log.exception("provider %r did not list its models", name)
+            logger.exception("provider %r did not list its models", name)
         finally:
             listing.asked, listing.asking = time.monotonic(), None
 
