@@ -280,14 +280,17 @@ class AnthropicStreamParser(StreamParser):
             return
         index = _index(payload)
         self._tool_blocks.add(index)
-        call_id, name, given = block.get("id"), block.get("name"), block.get("input")
+        call_id, name = block.get("id"), block.get("name")
+        # Usually {} with the input streamed after; some proxies send it whole.
+        given = block.get("input")
+        if given is not None and type(given) is not dict:
+            given = orjson.dumps(given).decode()  # not an object: reported at the end
         out.extend(
             self.calls.feed(
                 index,
                 call_id if type(call_id) is str else None,
                 name if type(name) is str else None,
-                # Usually {} with the input streamed after; some proxies send it whole.
-                orjson.dumps(given).decode() if given else None,
+                given,
             )
         )
 
