@@ -25,9 +25,10 @@ An `error` object in a chunk (OpenRouter, with HTTP 200 and `finish_reason: "err
 `finish_reason: "error"` or an SSE event named `error` ends the stream with a
 `StreamError` instead, after the usage seen so far; open tool calls are then not
 completed, since a consumer might run them (these endings are `StreamParser`'s, the
-same for every vendor: see `streamkeep.llm.parser`). Finish reasons map one to one (`raw_reason` keeps the vendor's word): a
-server that says "stop" after tool calls (older Ollama) gets "stop", so a consumer
-deciding whether to run tools should look at the calls, not only the reason.
+same for every vendor: see `streamkeep.llm.parser`). Finish reasons map one to one
+(`raw_reason` keeps the vendor's word): a server that says "stop" after tool calls
+(older Ollama) gets "stop", so a consumer deciding whether to run tools should look at
+the calls, not only the reason.
 """
 
 from __future__ import annotations
