@@ -277,6 +277,14 @@ def test_error_event_ends_the_stream_with_the_partial_text_kept() -> None:
     assert len([e for e in events if isinstance(e, StreamError | Finish)]) == 1
 
 
+def test_an_error_event_reports_the_usage_seen_so_far_first() -> None:
+    # As OpenAI's parser does: the vendor's count (here message_start's, the prompt
+    # only, so not final) beats an estimate of the whole.
+    events = parse(transcript("error"))
+    assert events[-2] == UsageReport(Usage(input_tokens=25, output_tokens=1), final=False)
+    assert isinstance(events[-1], StreamError)
+
+
 def test_max_tokens_cuts_a_tool_call() -> None:
     events = parse(transcript("max_tokens"))
     [complete_call] = [e for e in events if isinstance(e, ToolCallComplete)]
@@ -433,3 +441,54 @@ def test_a_tool_call_cut_before_any_input_is_reported_cut_off_not_empty() -> Non
     assert complete.call.name == "delete_all"
     assert complete.call.parse_error is not None
     assert isinstance(events[-1], Finish) and events[-1].reason == "length"
+
+
+def _tool_block(index: int, block: str) -> bytes:
+    return (
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":%d,'
+        b'"content_block":{"type":"tool_use",%s,"input":{}}}\n\n'
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+        b'"delta":{"type":"input_json_delta","partial_json":"{}"}}\n\n'
+        b'event: content_block_stop\ndata: {"type":"content_block_stop","index":%d}\n\n'
+    ) % (index, block.encode(), index, index)
+
+
+def _message(*blocks: bytes) -> bytes:
+    return (
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1"}}\n\n'
+        + b"".join(blocks)
+        + b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":'
+        b'"tool_use"},"usage":{"output_tokens":9}}\n\n'
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    )
+
+
+def test_tool_use_blocks_follow_the_shared_assembler_rules() -> None:
+    # A repeated id is made unique, and a block without a name is held (no start with
+    # an empty name) and reported with the error saying so.
+    events = parse(
+        _message(
+            _tool_block(0, '"id":"toolu_1","name":"a"'),
+            _tool_block(1, '"id":"toolu_1","name":"b"'),
+            _tool_block(2, '"id":"toolu_2"'),
+        )
+    )
+    starts = [e for e in events if isinstance(e, ToolCallStart)]
+    assert [s.name for s in starts] == ["a", "b"]
+    assert starts[0].call_id == "toolu_1" and starts[1].call_id != "toolu_1"
+    calls = [e.call for e in events if isinstance(e, ToolCallComplete)]
+    assert [(c.name, c.parse_error is None) for c in calls] == [
+        ("a", True),
+        ("b", True),
+        ("", False),
+    ]
+
+
+def test_input_json_outside_a_tool_use_block_is_ignored() -> None:
+    stray = (
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":5,'
+        b'"delta":{"type":"input_json_delta","partial_json":"{\\"x\\": 1}"}}\n\n'
+    )
+    events = parse(_message(stray))
+    assert not any(isinstance(e, ToolCallComplete | ToolCallDelta) for e in events)
+    assert isinstance(events[-1], Finish)

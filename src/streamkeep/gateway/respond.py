@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import anyio
@@ -26,7 +26,7 @@ from streamkeep.gateway.errors import from_llm_error
 from streamkeep.generation import Generation
 from streamkeep.llm.accumulator import Accumulator
 from streamkeep.llm.errors import LLMError, ProviderStreamError
-from streamkeep.llm.events import Finish, StreamError, StreamEvent
+from streamkeep.llm.events import EventStream, Finish, StreamError, StreamEvent
 from streamkeep.llm.types import Completion, FinishReason
 from streamkeep.server.metrics import Metrics
 from streamkeep.server.sse import SSEResponse
@@ -78,7 +78,7 @@ class Tap:
 
     __slots__ = ("_open_at_first", "_stream", "opened", "sink")
 
-    def __init__(self, stream: AsyncIterator[StreamEvent], sink: ChunkEncoder | Collector) -> None:
+    def __init__(self, stream: EventStream, sink: ChunkEncoder | Collector) -> None:
         self._stream = stream
         self.sink = sink
         self._open_at_first = isinstance(sink, Collector)
@@ -101,7 +101,7 @@ class Tap:
 
     async def aclose(self) -> None:
         self.opened.set()
-        await aclose(self._stream)
+        await self._stream.aclose()
 
 
 async def stream_generation(
@@ -117,7 +117,7 @@ async def stream_generation(
     first = await anext(frames, b"")
     if encoder.failure is not None and not encoder.started:
         # It failed before its first byte: answer with the provider's status instead.
-        await aclose(frames)
+        await frames.aclose()
         await gen.wait()  # so the stored reply is final when the client looks
         raise from_llm_error(encoder.failure)
     if first:
@@ -136,7 +136,7 @@ async def whole_generation(
 
 
 async def stream_relay(
-    stream: AsyncIterator[StreamEvent], encoder: ChunkEncoder, headers: dict[str, str]
+    stream: EventStream, encoder: ChunkEncoder, headers: dict[str, str]
 ) -> Response:
     """A stream straight from the provider (nothing stored)."""
     first: list[bytes] = []
@@ -146,17 +146,15 @@ async def stream_relay(
             if first:
                 break
     except BaseException:
-        await aclose(stream)
+        await stream.aclose()
         raise
     if encoder.failure is not None and not encoder.started:
-        await aclose(stream)
+        await stream.aclose()
         raise from_llm_error(encoder.failure)
     return SSEResponse(_relay(first, stream, encoder), headers={**SSE_HEADERS, **headers})
 
 
-async def whole_relay(
-    stream: AsyncIterator[StreamEvent], model: str, headers: dict[str, str]
-) -> Response:
+async def whole_relay(stream: EventStream, model: str, headers: dict[str, str]) -> Response:
     acc = Accumulator()
     failure: LLMError | None = None
     try:
@@ -167,7 +165,7 @@ async def whole_relay(
             elif type(event) is Finish:
                 break
     finally:
-        await aclose(stream)
+        await stream.aclose()
     return _whole(acc.result(), failure, model, headers)
 
 
@@ -183,7 +181,7 @@ def _whole(
 
 
 async def _prepend(
-    first: bytes, rest: AsyncIterator[bytes], metrics: Metrics, sent_first: asyncio.Event
+    first: bytes, rest: AsyncGenerator[bytes, None], metrics: Metrics, sent_first: asyncio.Event
 ) -> AsyncIterator[bytes]:
     relayed = metrics.relayed_chunks
     metrics.active_streams.inc()
@@ -202,7 +200,7 @@ async def _prepend(
 
 
 async def _relay(
-    first: list[bytes], stream: AsyncIterator[StreamEvent], encoder: ChunkEncoder
+    first: list[bytes], stream: EventStream, encoder: ChunkEncoder
 ) -> AsyncIterator[bytes]:
     try:
         yield sse(first)
@@ -216,14 +214,8 @@ async def _relay(
         await closed(stream)
 
 
-async def closed(stream: AsyncIterator[Any]) -> None:
+async def closed(stream: EventStream | AsyncGenerator[bytes, None]) -> None:
     """`aclose` from a body iterator Starlette is cancelling (the client left): its
     cancel scope would cancel any await in `finally`, so the close is shielded."""
     with anyio.CancelScope(shield=True):
-        await aclose(stream)
-
-
-async def aclose(stream: AsyncIterator[Any]) -> None:
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        await aclose()
+        await stream.aclose()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -29,7 +29,7 @@ from streamkeep.generation.log import EventLog, InProcessEventLog
 from streamkeep.generation.parts import completion_to_parts
 from streamkeep.generation.ui_stream import MAX_END_FRAMES, UIStreamEncoder, sse_frames
 from streamkeep.llm.accumulator import Accumulator
-from streamkeep.llm.events import Finish, StreamError, StreamEvent
+from streamkeep.llm.events import EventStream, Finish, StreamError, StreamEvent
 from streamkeep.llm.types import FinishReason, Usage
 from streamkeep.llm.usage import completion_chars, estimate_usage
 from streamkeep.store.errors import NotFound
@@ -205,7 +205,7 @@ class Generation:
     # -- the task --------------------------------------------------------------------
 
     def start(
-        self, stream: AsyncIterator[StreamEvent], metadata: dict[str, Any], *, prompt_chars: int = 0
+        self, stream: EventStream, metadata: dict[str, Any], *, prompt_chars: int = 0
     ) -> None:
         self._prompt_chars = prompt_chars
         # The start frames go in before anyone can subscribe: `start` is the log's first.
@@ -225,12 +225,12 @@ class Generation:
         log = self.log
         log.append(sse_frames(payloads, log.next_seq))
 
-    async def _run(self, stream: AsyncIterator[StreamEvent]) -> None:
+    async def _run(self, stream: EventStream) -> None:
         self._running = True
         foreign_cancel = False
         try:
             if self._cancel_status is not None:  # stopped before the task first ran
-                await _aclose(stream)
+                await stream.aclose()
                 outcome = Outcome(self._cancel_status)
             else:
                 outcome = await self._pump(stream)
@@ -248,7 +248,7 @@ class Generation:
         if foreign_cancel:
             raise asyncio.CancelledError
 
-    async def _pump(self, stream: AsyncIterator[StreamEvent]) -> Outcome:
+    async def _pump(self, stream: EventStream) -> Outcome:
         acc, encoder = self._acc, self._encoder
         try:
             async for event in stream:
@@ -263,7 +263,7 @@ class Generation:
                     self.dirty = True
         finally:
             # Closing the iterator closes the upstream connection, at once on a stop.
-            await _aclose(stream)
+            await stream.aclose()
         return Outcome("error", "error", "the model's stream ended without finishing")
 
     async def _finish(self, outcome: Outcome) -> None:
@@ -380,9 +380,3 @@ async def _write_final_once(
         )
         return "failed"
     return "stored"
-
-
-async def _aclose(stream: AsyncIterator[StreamEvent]) -> None:
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        await aclose()

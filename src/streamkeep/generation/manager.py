@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -35,7 +35,7 @@ from streamkeep.generation.log import EventLog, InProcessEventLog
 from streamkeep.generation.parts import history_to_messages
 from streamkeep.generation.titles import title_from
 from streamkeep.llm.errors import LLMError
-from streamkeep.llm.events import StreamError, StreamEvent
+from streamkeep.llm.events import EventStream, StreamError, StreamEvent
 from streamkeep.llm.types import ChatRequest, Message
 from streamkeep.llm.usage import prompt_chars
 from streamkeep.store import ids as store_ids
@@ -454,7 +454,7 @@ class GenerationManager:
         self,
         ids: GenerationIds,
         request: ChatRequest,
-        stream: AsyncIterator[StreamEvent],
+        stream: EventStream,
         *,
         encoder: FrameEncoder,
         ready: Awaitable[object] | None = None,
@@ -469,7 +469,7 @@ class GenerationManager:
         ids: GenerationIds,
         request: ChatRequest,
         *,
-        stream: AsyncIterator[StreamEvent] | None = None,
+        stream: EventStream | None = None,
         encoder: FrameEncoder | None = None,
         ready: Awaitable[object] | None = None,
         first_seq: int = 1,
@@ -545,6 +545,6 @@ def _first_title(title: str | None, parent_id: str | None, content: str) -> str 
     return title_from(content)
 
 
-async def _failed(error: LLMError) -> AsyncIterator[StreamEvent]:
+async def _failed(error: LLMError) -> AsyncGenerator[StreamEvent, None]:
     """A stream that fails at once, for a model that could not even be opened."""
     yield StreamError(error)

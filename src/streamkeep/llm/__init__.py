@@ -28,6 +28,7 @@ from streamkeep.llm.errors import (
     UnknownModelError,
 )
 from streamkeep.llm.events import (
+    EventStream,
     Finish,
     ReasoningDelta,
     StreamError,
@@ -57,6 +58,7 @@ __all__ = [
     "ChatRequest",
     "Completion",
     "ConfigurationError",
+    "EventStream",
     "Finish",
     "FinishReason",
     "LLMError",

@@ -13,16 +13,21 @@ A streamed message is a sequence of named SSE events:
     error                         a failure after HTTP 200 (e.g. overloaded_error)
 
 Mapping to streamkeep's events: text_delta -> `TextDelta`, thinking_delta ->
-`ReasoningDelta` (signatures are dropped: we never send thinking back), a tool_use
-block -> `ToolCallStart`, one `ToolCallDelta` per input_json_delta, and at its
-content_block_stop ends a tool call; its `ToolCallComplete` (parsed input, `{}` when empty)
-                  comes at message_stop, reported cut off when stop_reason is max_tokens.
-message_stop gives `UsageReport` then `Finish`; `error` gives `StreamError`. Only
-message_stop says the answer is finished: a body that ends without it was cut short (a
-connection closed mid-answer, a proxy's time limit) and ends with a `StreamError`
-(`ProviderIncomplete`); its tool calls are not completed, lest a consumer run them.
-Anthropic's `input_tokens` excludes cache reads and writes, so ours is
-their sum, with the reads also in `cached_input_tokens` (OpenAI counts the same way).
+`ReasoningDelta` (signatures are dropped: we never send thinking back). A tool_use
+block and its input_json_deltas go through the `ToolCallAssembler` every provider
+shares (its index is the block's `index`), so they become `ToolCallStart` and one
+`ToolCallDelta` per input_json_delta; the calls complete (`ToolCallComplete`, the input
+parsed, `{}` when empty) at message_stop, reported cut off when stop_reason is
+max_tokens or a tool block never stopped.
+
+How the answer ends is `StreamParser`'s (see `streamkeep.llm.parser`): message_stop
+gives the calls, `UsageReport` and `Finish`; an `error` event gives `StreamError`,
+after the usage seen so far (`final=False` until message_delta has counted the
+output). Only message_stop says the answer is finished: a body that ends without it
+was cut short (a connection closed mid-answer, a proxy's time limit) and ends with a
+`StreamError` (`ProviderIncomplete`); its tool calls are not completed, lest a consumer
+run them. Anthropic's `input_tokens` excludes cache reads and writes, so ours is their
+sum, with the reads also in `cached_input_tokens` (OpenAI counts the same way).
 """
 
 from __future__ import annotations
@@ -32,23 +37,12 @@ from typing import Any
 import aiohttp
 import orjson
 
-from streamkeep.llm.errors import ProviderError, ProviderIncomplete, ProviderStreamError
-from streamkeep.llm.events import (
-    Finish,
-    ReasoningDelta,
-    StreamError,
-    StreamEvent,
-    TextDelta,
-    ToolCallComplete,
-    ToolCallDelta,
-    ToolCallStart,
-    UsageReport,
-)
+from streamkeep.llm.errors import ProviderIncomplete
+from streamkeep.llm.events import ReasoningDelta, StreamEvent, TextDelta
 from streamkeep.llm.http_provider import HTTPProvider
-from streamkeep.llm.sse import SSEDecoder
-from streamkeep.llm.toolcalls import parse_arguments
+from streamkeep.llm.parser import StreamParser, count
 from streamkeep.llm.transport import RetryPolicy, Timeouts
-from streamkeep.llm.types import ChatRequest, FinishReason, Message, ToolCall, Usage
+from streamkeep.llm.types import ChatRequest, FinishReason, Message, Usage
 from streamkeep.text import loads_repairing
 
 __all__ = ["AnthropicProvider", "AnthropicStreamParser", "request_body"]
@@ -195,53 +189,19 @@ def _tool_choice(choice: Any) -> dict[str, Any] | None:
 # -- response -------------------------------------------------------------------------
 
 
-class _ToolBlock:
-    __slots__ = ("call_id", "chunks", "name")
-
-    def __init__(self, call_id: str, name: str) -> None:
-        self.call_id = call_id
-        self.name = name
-        self.chunks: list[str] = []
-
-    def complete(self, *, truncated: bool) -> ToolCallComplete:
-        raw = "".join(self.chunks)
-        arguments, error = parse_arguments(raw, truncated=truncated)
-        return ToolCallComplete(ToolCall(self.call_id, self.name, arguments, raw, error))
-
-
-class AnthropicStreamParser:
+class AnthropicStreamParser(StreamParser):
     """Messages API SSE body bytes in, typed stream events out."""
 
-    __slots__ = (
-        "_blocks",
-        "_done",
-        "_finished",
-        "_sse",
-        "_stop_reason",
-        "_stopped_tools",
-        "_usage",
-        "model",
-        "provider",
-        "response_id",
-    )
+    __slots__ = ("_finished", "_stop_reason", "_tool_blocks")
 
     def __init__(self, provider: str = "anthropic") -> None:
-        self.provider = provider
-        self.response_id: str | None = None
-        self.model: str | None = None
-        self._sse = SSEDecoder()
-        # index -> the kind of the open content block, or its tool call
-        self._blocks: dict[int, str | _ToolBlock] = {}
-        self._stopped_tools: list[_ToolBlock] = []
-        self._usage: Usage | None = None
+        super().__init__(provider)
+        # Until message_delta counts the output, the usage is message_start's: the prompt.
+        self.usage_final = False
+        # The indexes of the tool_use blocks started and not stopped yet.
+        self._tool_blocks: set[int] = set()
         self._stop_reason: str | None = None
-        self._done = False
         self._finished = False
-
-    @property
-    def done(self) -> bool:
-        """True once the final event (Finish or StreamError) was returned."""
-        return self._done
 
     @property
     def finished(self) -> bool:
@@ -251,7 +211,7 @@ class AnthropicStreamParser:
     def feed(self, data: bytes) -> list[StreamEvent]:
         """Take the next bytes of the body; return the events they complete."""
         out: list[StreamEvent] = []
-        for sse in self._sse.feed(data):
+        for sse in self.sse.feed(data):
             if self._done:
                 break
             try:
@@ -260,18 +220,18 @@ class AnthropicStreamParser:
                 payload = loads_repairing(sse.data)
             if type(payload) is not dict:
                 if sse.event == "error":  # not JSON, but still an error
-                    self._fail(self._stream_error(sse.data or "error", None), out)
+                    self.fail(self.stream_error(sse.data or "error"), out)
                 continue
             self._event(payload.get("type") or sse.event, payload, out)
         return out
 
     def close(self) -> list[StreamEvent]:
         """The body ended: the final events, unless message_stop or an error came."""
-        self._sse.flush()
+        self.sse.flush()
         if self._done:
             return []
         out: list[StreamEvent] = []
-        self._fail(ProviderIncomplete(provider=self.provider), out)
+        self.fail(ProviderIncomplete(provider=self.provider), out)
         return out
 
     def _event(self, kind: Any, payload: dict[str, Any], out: list[StreamEvent]) -> None:
@@ -280,24 +240,24 @@ class AnthropicStreamParser:
         elif kind == "content_block_start":
             self._block_start(payload, out)
         elif kind == "content_block_stop":
-            block = self._blocks.pop(_index(payload), None)
-            if isinstance(block, _ToolBlock):
-                # Held until the end: only message_delta says whether max_tokens cut it.
-                self._stopped_tools.append(block)
+            self._tool_blocks.discard(_index(payload))
         elif kind == "message_start":
             self._message_start(payload.get("message"))
         elif kind == "message_delta":
             delta = payload.get("delta")
             if type(delta) is dict and isinstance(reason := delta.get("stop_reason"), str):
                 self._stop_reason = reason
-            self._add_usage(payload.get("usage"))
+            usage = payload.get("usage")
+            self._add_usage(usage)
+            if type(usage) is dict:  # cumulative, and sent last: the response's totals
+                self.usage_final = True
         elif kind == "message_stop":
             self._end(out)
         elif kind == "error":
             error = payload.get("error")
             error = error if type(error) is dict else {}
             code = error.get("type")
-            self._fail(self._stream_error(str(error.get("message") or code or "error"), code), out)
+            self.fail(self.stream_error(str(error.get("message") or code or "error"), code), out)
         # ping and event types added later are ignored, as the API asks.
 
     def _delta(self, payload: dict[str, Any], out: list[StreamEvent]) -> None:
@@ -310,29 +270,29 @@ class AnthropicStreamParser:
         elif kind == "thinking_delta" and (text := delta.get("thinking")):
             out.append(ReasoningDelta(str(text)))
         elif kind == "input_json_delta" and (text := delta.get("partial_json")):
-            block = self._blocks.get(_index(payload))
-            if isinstance(block, _ToolBlock):
-                block.chunks.append(str(text))
-                out.append(ToolCallDelta(block.call_id, str(text)))
+            index = _index(payload)
+            if index in self._tool_blocks:
+                out.extend(self.calls.feed(index, None, None, str(text)))
 
     def _block_start(self, payload: dict[str, Any], out: list[StreamEvent]) -> None:
         block = payload.get("content_block")
-        if type(block) is not dict:
+        if type(block) is not dict or block.get("type") != "tool_use":
             return
-        kind = str(block.get("type"))
         index = _index(payload)
-        if kind != "tool_use":
-            self._blocks[index] = kind
-            return
-        call_id = str(block.get("id") or f"toolu_{index}")
-        tool = _ToolBlock(call_id, str(block.get("name") or ""))
-        self._blocks[index] = tool
-        out.append(ToolCallStart(tool.call_id, tool.name))
+        self._tool_blocks.add(index)
+        call_id, name = block.get("id"), block.get("name")
+        # Usually {} with the input streamed after; some proxies send it whole.
         given = block.get("input")
-        if given:  # usually {} with the input streamed; some proxies send it whole
-            text = orjson.dumps(given).decode()
-            tool.chunks.append(text)
-            out.append(ToolCallDelta(tool.call_id, text))
+        if given is not None and type(given) is not dict:
+            given = orjson.dumps(given).decode()  # not an object: reported at the end
+        out.extend(
+            self.calls.feed(
+                index,
+                call_id if type(call_id) is str else None,
+                name if type(name) is str else None,
+                given,
+            )
+        )
 
     def _message_start(self, message: Any) -> None:
         if type(message) is not dict:
@@ -347,46 +307,26 @@ class AnthropicStreamParser:
         """Merge a usage object: later numbers replace earlier ones, field by field."""
         if type(raw) is not dict:
             return
-        usage = self._usage or Usage()
-        fresh = _count(raw.get("input_tokens"))
-        cache_read = _count(raw.get("cache_read_input_tokens"))
-        cache_write = _count(raw.get("cache_creation_input_tokens"))
+        usage = self.usage or Usage()
+        fresh = count(raw.get("input_tokens"))
+        cache_read = count(raw.get("cache_read_input_tokens"))
+        cache_write = count(raw.get("cache_creation_input_tokens"))
         if "input_tokens" in raw or "cache_read_input_tokens" in raw:
             usage.input_tokens = fresh + cache_read + cache_write
             usage.cached_input_tokens = cache_read
         if "output_tokens" in raw:
-            usage.output_tokens = _count(raw.get("output_tokens"))
-        self._usage = usage
+            usage.output_tokens = count(raw.get("output_tokens"))
+        self.usage = usage
 
     def _end(self, out: list[StreamEvent]) -> None:
-        self._done = self._finished = True
+        self._finished = True
         raw = self._stop_reason
         reason: FinishReason = _FINISH_REASONS.get(raw or "", "other")
-        for block in self._stopped_tools:
-            out.append(block.complete(truncated=reason == "length"))
-        for open_block in self._blocks.values():
-            if isinstance(open_block, _ToolBlock):
-                out.append(open_block.complete(truncated=True))
-        self._stopped_tools.clear()
-        self._blocks.clear()
-        if self._usage is not None:
-            out.append(UsageReport(self._usage))
-        out.append(Finish(reason, self.response_id, self.model, raw))
-
-    def _stream_error(self, message: str, code: Any) -> ProviderStreamError:
-        return ProviderStreamError(
-            message, provider=self.provider, code=None if code is None else str(code)
-        )
-
-    def _fail(self, error: ProviderError, out: list[StreamEvent]) -> None:
-        self._done = True
-        out.append(StreamError(error, self.response_id, self.model))
+        # A tool block still open at message_stop was cut off, whatever the reason says.
+        truncated = reason == "length" or bool(self._tool_blocks)
+        self.end(out, reason, raw, truncated=truncated)
 
 
 def _index(payload: dict[str, Any]) -> int:
     index = payload.get("index")
     return index if type(index) is int else 0
-
-
-def _count(value: Any) -> int:
-    return value if type(value) is int and value > 0 else 0

@@ -7,17 +7,23 @@ terminal) consumes only these. Slotted dataclasses keep the per-token cost low.
 Ordering guarantees a consumer may rely on:
 - `ToolCallStart` for a call comes before any `ToolCallDelta` for it, and
   `ToolCallComplete` after them; `call_id` is stable and unique within the response.
-- `Usage` may come at any point (some providers send it early) and at most once per
-  response with the provider's final numbers; a later one replaces an earlier one.
-  Before it, a provider that counts the prompt before answering (the embedded model)
-  may send one with `final=False`: the counts known so far, so that an answer stopped
-  mid-way still has an exact input count. Consumers wanting the totals skip those.
+- `UsageReport` with the response's totals (`final=True`) comes at most once, before
+  the end: the provider's numbers, however early the vendor sent them. Through
+  `ModelRegistry.stream` every stream that reaches its end has one: an estimate
+  flagged `estimated` when the provider sent none (see `streamkeep.llm.usage`).
+- `UsageReport` with `final=False` holds the counts known so far, not the totals: the
+  embedded model's prompt, counted before it answers, or Anthropic's prompt count before
+  a failure. It may come more than once (a later one replaces an earlier one) so that
+  an answer stopped or failed mid-way still has an exact input count. Consumers
+  wanting the totals skip these.
 - A stream ends with exactly one of `Finish` or `StreamError`, and nothing after it.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from streamkeep.llm.errors import LLMError
 from streamkeep.llm.types import FinishReason, ToolCall, Usage
@@ -85,3 +91,18 @@ StreamEvent = (
     | Finish
     | StreamError
 )
+
+
+class EventStream(Protocol):
+    """What `Provider.stream()` returns: the events, and `aclose()` to stop early.
+
+    `aclose()` ends the stream and closes the upstream connection at once; a consumer
+    that stops before the end calls it (leaving an `async for` early does not). Every
+    async generator of events is one. Model: openai-python's `AsyncStream.close()`.
+    """
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]: ...
+
+    async def __anext__(self) -> StreamEvent: ...
+
+    async def aclose(self) -> None: ...

@@ -1,11 +1,11 @@
 """What every HTTP provider shares: the connection settings and the stream loop.
 
 A vendor adapter supplies only its URL and headers, its request body and a parser of
-its response bytes (`StreamParser`); this class POSTs through `transport.post_stream`,
+its response bytes (a `StreamParser`); this class POSTs through `transport.post_stream`,
 feeds the parser, reports provider faults as a `StreamError` and always closes the
 upstream connection (at once when the consumer stops or is cancelled). A body that ends
 (or breaks) before the provider said the answer is finished ends with a `StreamError`:
-the parser's `close()` says so, or the transport's error does.
+the parser's `close()` says so, or its `broke_off()` with the transport's error.
 
 Without a session passed in, a provider makes its own on its first `stream()` (aiohttp
 binds a session to the running event loop, and providers are often built outside one),
@@ -15,12 +15,13 @@ going through the proxy the environment names for its URL, if any.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 
 from streamkeep.llm.errors import ProviderError
-from streamkeep.llm.events import StreamError, StreamEvent
+from streamkeep.llm.events import StreamEvent
+from streamkeep.llm.parser import StreamParser
 from streamkeep.llm.transport import (
     RetryPolicy,
     Timeouts,
@@ -30,30 +31,6 @@ from streamkeep.llm.transport import (
     release,
 )
 from streamkeep.llm.types import ChatRequest
-
-
-class StreamParser(Protocol):
-    """Response body bytes in, typed events out (one parser per response)."""
-
-    response_id: str | None
-    model: str | None
-
-    @property
-    def done(self) -> bool:
-        """True once the final event (Finish or StreamError) was returned."""
-        ...
-
-    @property
-    def finished(self) -> bool:
-        """True once the provider said the answer is finished, even if its final events
-        are still held back (OpenAI's finish reason comes before usage and `[DONE]`)."""
-        ...
-
-    def feed(self, data: bytes) -> list[StreamEvent]: ...
-
-    def close(self) -> list[StreamEvent]:
-        """The body ended: the final events, unless the parser is done already."""
-        ...
 
 
 class HTTPProvider:
@@ -117,11 +94,8 @@ class HTTPProvider:
             for event in parser.close():
                 yield event
         except ProviderError as exc:
-            if not parser.finished:
-                yield StreamError(exc, parser.response_id, parser.model)
-            else:  # the answer is whole: only its tail (usage, end marker) was lost
-                for event in parser.close():
-                    yield event
+            for event in parser.broke_off(exc):
+                yield event
         finally:
             await upstream.aclose()
 

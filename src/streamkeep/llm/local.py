@@ -21,7 +21,7 @@ import random
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,7 +183,7 @@ class LocalProvider:
         #: tokens generated since start, cancelled requests included (for metrics)
         self.tokens_generated = 0
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         job = _Job(asyncio.get_running_loop())
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"streamkeep-{self.name}")

@@ -23,10 +23,12 @@ as cut off). A body that ends with neither was cut short (a connection closed
 mid-answer, a proxy's time limit): it ends with a `StreamError` (`ProviderIncomplete`).
 An `error` object in a chunk (OpenRouter, with HTTP 200 and `finish_reason: "error"`),
 `finish_reason: "error"` or an SSE event named `error` ends the stream with a
-`StreamError` instead; open tool calls are then not completed, since a consumer might
-run them. Finish reasons map one to one (`raw_reason` keeps the vendor's word): a
-server that says "stop" after tool calls (older Ollama) gets "stop", so a consumer
-deciding whether to run tools should look at the calls, not only the reason.
+`StreamError` instead, after the usage seen so far; open tool calls are then not
+completed, since a consumer might run them (these endings are `StreamParser`'s, the
+same for every vendor: see `streamkeep.llm.parser`). Finish reasons map one to one
+(`raw_reason` keeps the vendor's word): a server that says "stop" after tool calls
+(older Ollama) gets "stop", so a consumer deciding whether to run tools should look at
+the calls, not only the reason.
 """
 
 from __future__ import annotations
@@ -36,18 +38,10 @@ from typing import Any
 import aiohttp
 import orjson
 
-from streamkeep.llm.errors import ProviderError, ProviderIncomplete, ProviderStreamError
-from streamkeep.llm.events import (
-    Finish,
-    ReasoningDelta,
-    StreamError,
-    StreamEvent,
-    TextDelta,
-    UsageReport,
-)
+from streamkeep.llm.errors import ProviderIncomplete, ProviderStreamError
+from streamkeep.llm.events import ReasoningDelta, StreamEvent, TextDelta
 from streamkeep.llm.http_provider import HTTPProvider
-from streamkeep.llm.sse import SSEDecoder
-from streamkeep.llm.toolcalls import ToolCallAssembler
+from streamkeep.llm.parser import StreamParser, count
 from streamkeep.llm.transport import RetryPolicy, Timeouts, get_json
 from streamkeep.llm.types import ChatRequest, FinishReason, Message, Usage
 from streamkeep.text import loads_repairing
@@ -61,41 +55,18 @@ _FINISH_REASONS: dict[str, FinishReason] = {
 }
 
 
-class OpenAIChunkParser:
+class OpenAIChunkParser(StreamParser):
     """Chat Completions SSE body bytes in, typed stream events out."""
 
-    __slots__ = (
-        "_calls",
-        "_done",
-        "_finish_reason",
-        "_sniffed",
-        "_sse",
-        "_usage",
-        "_whole",
-        "model",
-        "provider",
-        "response_id",
-        "skipped_chunks",
-    )
+    __slots__ = ("_finish_reason", "_sniffed", "_whole", "skipped_chunks")
 
     def __init__(self, provider: str = "openai") -> None:
-        self.provider = provider
+        super().__init__(provider)
         self.skipped_chunks = 0
-        self.response_id: str | None = None
-        self.model: str | None = None
-        self._sse = SSEDecoder()
-        self._calls = ToolCallAssembler()
-        self._usage: Usage | None = None
         self._finish_reason: str | None = None
-        self._done = False
         # Whether the body's first byte was seen; the body, if it was one JSON document.
         self._sniffed = False
         self._whole: bytearray | None = None
-
-    @property
-    def done(self) -> bool:
-        """True once the final event (Finish or StreamError) was returned."""
-        return self._done
 
     @property
     def finished(self) -> bool:
@@ -112,7 +83,7 @@ class OpenAIChunkParser:
             return out
         if not self._sniffed and self._sniff(data):
             return out
-        for event in self._sse.feed(data):
+        for event in self.sse.feed(data):
             payload = event.data
             if payload[:1] != "{" and self._special(payload, event.event, out):
                 break
@@ -124,7 +95,7 @@ class OpenAIChunkParser:
                 self.skipped_chunks += 1
                 continue
             if event.event == "error":  # some servers name the event, not the field
-                self._fail(_stream_error(chunk.get("error") or chunk, self.provider), out)
+                self.fail(self._error(chunk.get("error") or chunk), out)
                 break
             self._chunk(chunk, out)
             if self.done:  # an error chunk ended the stream
@@ -133,8 +104,8 @@ class OpenAIChunkParser:
 
     def close(self) -> list[StreamEvent]:
         """The body ended: the final events, unless `[DONE]` or an error came already."""
-        self._sse.flush()
-        if self._done:
+        self.sse.flush()
+        if self.done:
             return []
         out: list[StreamEvent] = []
         if self._whole is not None:
@@ -142,7 +113,7 @@ class OpenAIChunkParser:
         elif self._finish_reason is not None:
             self._end(out)
         else:
-            self._fail(ProviderIncomplete(provider=self.provider), out)
+            self.fail(ProviderIncomplete(provider=self.provider), out)
         return out
 
     def _sniff(self, data: bytes) -> bool:
@@ -168,7 +139,7 @@ class OpenAIChunkParser:
             body = loads_repairing(bytes(self._whole or b""))
             if body is None:  # not JSON at all: the document was cut short
                 self.skipped_chunks += 1
-                self._fail(ProviderIncomplete(provider=self.provider), out)
+                self.fail(ProviderIncomplete(provider=self.provider), out)
                 return
         if type(body) is not dict:
             self.skipped_chunks += 1
@@ -178,7 +149,7 @@ class OpenAIChunkParser:
             choices = [{**c, "delta": c.get("message")} for c in choices if type(c) is dict]
             body = {**body, "choices": choices}
         self._chunk(body, out)
-        if not self._done:
+        if not self.done:
             self._end(out)
 
     def _special(self, payload: str, event_type: str | None, out: list[StreamEvent]) -> bool:
@@ -188,7 +159,7 @@ class OpenAIChunkParser:
             self._end(out)
             return True
         if event_type == "error" and not text.startswith("{"):
-            self._fail(ProviderStreamError(text or "error", provider=self.provider), out)
+            self.fail(self.stream_error(text or "error"), out)
             return True
         return False
 
@@ -199,11 +170,11 @@ class OpenAIChunkParser:
             self.model = model
         error = chunk.get("error")
         if error:
-            self._fail(_stream_error(error, self.provider), out)
+            self.fail(self._error(error), out)
             return
         usage = chunk.get("usage") or _groq_usage(chunk)
         if usage:
-            self._usage = _parse_usage(usage) or self._usage
+            self.usage = _parse_usage(usage) or self.usage
         choices = chunk.get("choices")
         if not choices or type(choices) is not list:
             return
@@ -217,7 +188,7 @@ class OpenAIChunkParser:
         if reason and type(reason) is str:
             if reason == "error":
                 message = "the provider ended the answer with finish_reason 'error'"
-                self._fail(ProviderStreamError(message, provider=self.provider), out)
+                self.fail(self.stream_error(message), out)
             else:
                 self._finish_reason = reason
 
@@ -255,7 +226,7 @@ class OpenAIChunkParser:
         if arguments is not None and type(arguments) not in (str, dict):
             arguments = orjson.dumps(arguments).decode()  # a list or number: reported later
         out.extend(
-            self._calls.feed(
+            self.calls.feed(
                 index if type(index) is int else None,
                 call_id if type(call_id) is str else None,
                 name if type(name) is str else None,
@@ -264,19 +235,16 @@ class OpenAIChunkParser:
         )
 
     def _end(self, out: list[StreamEvent]) -> None:
-        self._done = True
         raw = self._finish_reason
         reason: FinishReason = _FINISH_REASONS.get(raw, "other") if raw else "unknown"
-        out.extend(self._calls.finish(truncated=reason in ("length", "unknown")))
-        if self._usage is not None:
-            out.append(UsageReport(self._usage))
-        out.append(Finish(reason, self.response_id, self.model, raw))
+        self.end(out, reason, raw, truncated=reason in ("length", "unknown"))
 
-    def _fail(self, error: ProviderError, out: list[StreamEvent]) -> None:
-        self._done = True
-        if self._usage is not None:  # the vendor's own count beats an estimate
-            out.append(UsageReport(self._usage))
-        out.append(StreamError(error, self.response_id, self.model))
+    def _error(self, error: Any) -> ProviderStreamError:
+        """The error object of a chunk (or the chunk itself, when it is one)."""
+        if type(error) is not dict:
+            return self.stream_error(str(error))
+        message = error.get("message") or orjson.dumps(error).decode()
+        return self.stream_error(str(message), error.get("code") or error.get("type"))
 
 
 def _content_blocks(blocks: list[Any], out: list[StreamEvent]) -> None:
@@ -298,10 +266,6 @@ def _groq_usage(chunk: dict[str, Any]) -> Any:
     return x_groq.get("usage") if type(x_groq) is dict else None
 
 
-def _count(value: Any) -> int:
-    return value if type(value) is int and value > 0 else 0
-
-
 def _parse_usage(raw: Any) -> Usage | None:
     if type(raw) is not dict:
         return None
@@ -309,22 +273,12 @@ def _parse_usage(raw: Any) -> Usage | None:
     prompt = raw.get("prompt_tokens_details")
     cached = prompt.get("cached_tokens") if type(prompt) is dict else None
     return Usage(
-        input_tokens=_count(raw.get("prompt_tokens")),
-        output_tokens=_count(raw.get("completion_tokens")),
-        reasoning_tokens=_count(output.get("reasoning_tokens") if type(output) is dict else 0),
+        input_tokens=count(raw.get("prompt_tokens")),
+        output_tokens=count(raw.get("completion_tokens")),
+        reasoning_tokens=count(output.get("reasoning_tokens") if type(output) is dict else 0),
         # DeepSeek reports cache hits under its own name.
-        cached_input_tokens=_count(cached or raw.get("prompt_cache_hit_tokens")),
+        cached_input_tokens=count(cached or raw.get("prompt_cache_hit_tokens")),
         estimated=False,
-    )
-
-
-def _stream_error(error: Any, provider: str) -> ProviderStreamError:
-    if type(error) is not dict:
-        return ProviderStreamError(str(error), provider=provider)
-    message = error.get("message") or orjson.dumps(error).decode()
-    code = error.get("code") or error.get("type")
-    return ProviderStreamError(
-        str(message), provider=provider, code=None if code is None else str(code)
     )
 
 

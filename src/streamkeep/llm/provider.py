@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
 from streamkeep.llm.accumulator import Accumulator
-from streamkeep.llm.events import StreamEvent
+from streamkeep.llm.events import EventStream
 from streamkeep.llm.types import ChatRequest, Completion
 
 
@@ -21,7 +20,7 @@ class Provider(Protocol):
     #: the provider's prefix in model names, e.g. "openai" in "openai/gpt-4o-mini"
     name: str
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]: ...
+    def stream(self, request: ChatRequest) -> EventStream: ...
 
     async def aclose(self) -> None: ...
 
@@ -34,5 +33,5 @@ async def complete(provider: Provider, request: ChatRequest) -> Completion:
         async for event in stream:
             acc.add(event)
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
     return acc.result()

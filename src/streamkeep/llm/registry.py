@@ -19,13 +19,12 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from streamkeep.config import ProviderConfig, Settings
 from streamkeep.llm.errors import LLMError, UnknownModelError
-from streamkeep.llm.events import StreamEvent
+from streamkeep.llm.events import EventStream
 from streamkeep.llm.provider import Provider
 from streamkeep.llm.tracing import traced_stream
 from streamkeep.llm.types import ChatRequest
@@ -36,7 +35,7 @@ _DEFAULT_BASE_URLS = {
     "anthropic": "https://api.anthropic.com",
 }
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -105,11 +104,13 @@ class ModelRegistry:
                     listing.names = await provider.list_models()
                 listing.ok = True
         except TimeoutError:
-            log.warning("provider %r did not list its models within %gs", name, self.models_timeout)
+            logger.warning(
+                "provider %r did not list its models within %gs", name, self.models_timeout
+            )
         except (LLMError, ValueError) as exc:
-            log.warning("provider %r did not list its models: %s", name, exc)
+            logger.warning("provider %r did not list its models: %s", name, exc)
         except Exception:  # a listing never fails the page; the configured ones are listed
-            log.exception("provider %r did not list its models", name)
+            logger.exception("provider %r did not list its models", name)
         finally:
             listing.asked, listing.asking = time.monotonic(), None
 
@@ -135,7 +136,7 @@ class ModelRegistry:
             )
         return self._provider(prefix, cfg), name
 
-    def stream(self, model: str, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, model: str, request: ChatRequest) -> EventStream:
         """Stream `request` from the model named `model`, traced, always with usage
         (the provider's, or an estimate flagged `estimated` when it sent none).
 

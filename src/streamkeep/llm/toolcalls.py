@@ -2,8 +2,11 @@
 
 An adapter calls `feed(index, id, name, arguments)` for each tool-call fragment its
 vendor sends and forwards the `ToolCallStart` / `ToolCallDelta` events it gets back;
-at the end of the response it calls `finish(truncated=...)` and forwards one
-`ToolCallComplete` per call, with the arguments parsed.
+at the end of the response `finish(truncated=...)` gives one `ToolCallComplete` per
+call, with the arguments parsed (`StreamParser.end` forwards them). OpenAI-compatible
+`tool_calls` deltas come here as they are; an Anthropic tool_use block is a fragment
+with its block's index, id, name and (usually empty) input, and each input_json_delta
+one with that index and the text.
 
 Which call a fragment belongs to. Empty strings in `id` and `name` count as absent
 (vendors send `"id": ""` and `"name": ""` on continuation chunks). In this order:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import orjson
@@ -38,7 +38,7 @@ from opentelemetry.util.types import AttributeValue
 
 from streamkeep.llm.accumulator import Accumulator
 from streamkeep.llm.errors import LLMError, ProviderHTTPError
-from streamkeep.llm.events import Finish, StreamError, StreamEvent, UsageReport
+from streamkeep.llm.events import EventStream, Finish, StreamError, StreamEvent, UsageReport
 from streamkeep.llm.types import ChatRequest, Message, ToolCallPart, Usage
 
 __all__ = ["traced_stream"]
@@ -90,7 +90,7 @@ def _telemetry(
 
 
 async def traced_stream(
-    stream: AsyncIterator[StreamEvent],
+    stream: EventStream,
     *,
     provider: str,
     request: ChatRequest,
@@ -129,9 +129,7 @@ async def traced_stream(
         raise
     finally:
         try:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await stream.aclose()
         finally:
             call.report(span, instruments, common)
 

@@ -59,7 +59,7 @@ __all__ = [
     "release",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error body worth reading
 _MESSAGE_LIMIT = 500  # characters of a non-JSON error body kept in the message
@@ -182,7 +182,7 @@ async def post_stream(
             delay = retry_delay(exc, attempt, retry)
             if delay is None:
                 raise
-            log.warning("%s: %s; retry %d in %.2fs", provider, exc, attempt + 1, delay)
+            logger.warning("%s: %s; retry %d in %.2fs", provider, exc, attempt + 1, delay)
             attempt += 1
             await asyncio.sleep(delay)
     content = response.content

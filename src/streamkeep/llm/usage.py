@@ -12,9 +12,10 @@ embedded model's prompt, tokenised before it answers) are kept as they are.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from streamkeep.llm.events import (
+    EventStream,
     Finish,
     ReasoningDelta,
     StreamError,
@@ -66,8 +67,8 @@ def completion_chars(completion: Completion) -> tuple[int, int]:
 
 
 async def with_usage(
-    stream: AsyncIterator[StreamEvent], request: ChatRequest
-) -> AsyncIterator[StreamEvent]:
+    stream: EventStream, request: ChatRequest
+) -> AsyncGenerator[StreamEvent, None]:
     """Pass `stream` through; if it ends without usage, report an estimate first."""
     reported = False
     known: Usage | None = None  # the provider's counts so far
@@ -75,23 +76,22 @@ async def with_usage(
     reasoning_chars = 0
     try:
         async for event in stream:
-            cls = type(event)
-            if cls is TextDelta or cls is ToolCallDelta:
-                output_chars += len(
-                    event.text if cls is TextDelta else event.arguments_delta  # type: ignore[union-attr]
-                )
-            elif cls is ReasoningDelta:
-                reasoning_chars += len(event.text)  # type: ignore[union-attr]
-            elif cls is UsageReport:
-                if event.final:  # type: ignore[union-attr]
+            if isinstance(event, TextDelta):
+                output_chars += len(event.text)
+            elif isinstance(event, ToolCallDelta):
+                output_chars += len(event.arguments_delta)
+            elif isinstance(event, ReasoningDelta):
+                reasoning_chars += len(event.text)
+            elif isinstance(event, UsageReport):
+                if event.final:
                     reported = True
                 else:
-                    known = event.usage  # type: ignore[union-attr]
-            elif (cls is Finish or cls is StreamError) and not reported:
+                    known = event.usage
+            elif isinstance(event, Finish | StreamError) and not reported:
                 estimate = estimate_usage(
                     prompt_chars(request), output_chars, reasoning_chars, known=known
                 )
                 yield UsageReport(estimate)
             yield event
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
