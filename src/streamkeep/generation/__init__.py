@@ -2,7 +2,8 @@
 the answer, whatever happens to the clients, the provider or the process.
 
     manager.GenerationManager   starts, joins, stops and recovers generations
-    generation.Generation       one live answer: its task, its event log, its final write
+    generation.Generation       one live answer: its task and its event log
+    final.FinalWrite            what is stored when an answer ends, and storing it
     checkpointer.Checkpointer   batched periodic saves of live answers, and heartbeats
     log.EventLog                the replayable frame buffer subscribers read
     ui_stream                   typed events -> Vercel AI SDK UI message stream frames
