@@ -20,6 +20,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -32,11 +33,10 @@ from streamkeep.generation.generation import (
     GenerationIds,
 )
 from streamkeep.generation.log import EventLog, InProcessEventLog
-from streamkeep.generation.parts import history_to_messages
-from streamkeep.generation.titles import title_from
+from streamkeep.generation.plan import ReplyPlan, plan_reply
 from streamkeep.llm.errors import LLMError
 from streamkeep.llm.events import StreamError, StreamEvent
-from streamkeep.llm.types import ChatRequest, Message
+from streamkeep.llm.types import ChatRequest
 from streamkeep.llm.usage import prompt_chars
 from streamkeep.store import ids as store_ids
 from streamkeep.store.errors import EventSeqMoved, GenerationConflict, InvalidOperation
@@ -46,8 +46,7 @@ if TYPE_CHECKING:
     from streamkeep.llm.registry import ModelRegistry
     from streamkeep.scaleout.cluster import Cluster
     from streamkeep.scaleout.remote import RemoteGeneration
-    from streamkeep.store import ChatStore
-    from streamkeep.store.repository import PromptMessage
+    from streamkeep.store import ChatRecord, ChatStore
 
 logger = logging.getLogger(__name__)
 
@@ -206,22 +205,9 @@ class GenerationManager:
         """A new user message under `parent_id` (default: the active leaf) and its reply."""
         self._check_accepting()
         chat = await self._store.get_chat(chat_id)
-        model = model or chat.model
-        self._registry.resolve(model)  # an unknown model raises before anything is written
         if parent_id is None:
             parent_id = chat.active_leaf_id
-        history = await self._history(chat_id, parent_id)
-        prompt = [*history_to_messages(chat.system, history), Message("user", content)]
-        return await self._begin(
-            chat_id,
-            parent_id,
-            content,
-            model,
-            prompt,
-            idempotency_key=idempotency_key,
-            event_seq=chat.event_seq,
-            title=_first_title(chat.title, parent_id, content),
-        )
+        return await self._start(chat, parent_id, content, model, idempotency_key)
 
     async def regenerate(
         self, message_id: str, *, model: str | None = None, idempotency_key: str | None = None
@@ -236,19 +222,7 @@ class GenerationManager:
         else:
             raise InvalidOperation(f"cannot regenerate a {message.role} message")
         chat = await self._store.get_chat(message.chat_id)
-        model = model or chat.model
-        self._registry.resolve(model)
-        history = await self._history(chat.id, parent_id)
-        prompt = history_to_messages(chat.system, history)
-        return await self._begin(
-            chat.id,
-            parent_id,
-            None,
-            model,
-            prompt,
-            idempotency_key=idempotency_key,
-            event_seq=chat.event_seq,
-        )
+        return await self._start(chat, parent_id, None, model, idempotency_key)
 
     async def edit(
         self,
@@ -264,61 +238,43 @@ class GenerationManager:
         if message.role != "user":
             raise InvalidOperation(f"only user messages can be edited, not {message.role}")
         chat = await self._store.get_chat(message.chat_id)
-        model = model or chat.model
-        self._registry.resolve(model)
-        history = await self._history(chat.id, message.parent_id)
-        prompt = [*history_to_messages(chat.system, history), Message("user", content)]
-        return await self._begin(
-            chat.id,
-            message.parent_id,
-            content,
-            model,
-            prompt,
+        return await self._start(chat, message.parent_id, content, model, idempotency_key)
+
+    async def _start(
+        self,
+        chat: ChatRecord,
+        parent_id: str | None,
+        user_content: str | None,
+        model: str | None,
+        idempotency_key: str | None,
+    ) -> Generation:
+        plan = await plan_reply(
+            self._store,
+            self._registry,
+            chat,
+            parent_id,
+            user_content,
+            model=model,
             idempotency_key=idempotency_key,
-            event_seq=chat.event_seq,
-            title=_first_title(chat.title, message.parent_id, content),
         )
+        return await self._begin(plan)
 
     def _check_accepting(self) -> None:
         if not self._accepting:
             raise ShuttingDown
 
-    async def _history(self, chat_id: str, parent_id: str | None) -> list[PromptMessage]:
-        if parent_id is None:
-            return []
-        history = await self._store.prompt_history(parent_id)
-        if history and history[0].chat_id != chat_id:
-            raise InvalidOperation(f"message {parent_id!r} belongs to another chat")
-        return history
-
-    async def _begin(
-        self,
-        chat_id: str,
-        parent_id: str | None,
-        user_content: str | None,
-        model: str,
-        prompt: list[Message],
-        *,
-        idempotency_key: str | None,
-        event_seq: int,
-        title: str | None = None,
-    ) -> Generation:
-        """`event_seq` is the chat's, as read when the reply started; `title` is for an
-        untitled chat (see `_first_title`)."""
-        if idempotency_key is None:
-            return await self._insert(
-                chat_id, parent_id, user_content, model, prompt, None, event_seq, title=title
-            )
-        key = (chat_id, idempotency_key)
+    async def _begin(self, plan: ReplyPlan) -> Generation:
+        """Start `plan`; a same-key start already in flight here is awaited instead."""
+        if plan.idempotency_key is None:
+            return await self._insert(plan)
+        key = (plan.chat_id, plan.idempotency_key)
         in_flight = self._starting.get(key)
         if in_flight is not None:
             return await asyncio.shield(in_flight)
         future: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
         self._starting[key] = future
         try:
-            gen = await self._insert(
-                chat_id, parent_id, user_content, model, prompt, key[1], event_seq, title=title
-            )
+            gen = await self._insert(plan)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved here; waiters (if any) get it raised too
@@ -328,19 +284,7 @@ class GenerationManager:
         future.set_result(gen)
         return gen
 
-    async def _insert(
-        self,
-        chat_id: str,
-        parent_id: str | None,
-        user_content: str | None,
-        model: str,
-        prompt: list[Message],
-        idempotency_key: str | None,
-        event_seq: int,
-        attempts: int = START_ATTEMPTS,
-        *,
-        title: str | None = None,
-    ) -> Generation:
+    async def _insert(self, plan: ReplyPlan, attempts: int = START_ATTEMPTS) -> Generation:
         """Ask the provider, then write the rows while its answer is on the way.
 
         The provider's time to first token (hundreds of milliseconds for a hosted model)
@@ -348,60 +292,47 @@ class GenerationManager:
         (a generation of another process, a deleted chat, the database away), the
         provider's stream is closed at once and nothing is stored.
 
-        The frames are numbered from `event_seq + 1` before the write, which checks
-        that the chat's event ids did not move meanwhile (another generation started
-        and ended since the chat was read); if they did, this starts again after them.
+        The frames are numbered from `plan.event_seq + 1` before the write, which
+        checks that the chat's event ids did not move meanwhile (another generation
+        started and ended since the chat was read); if they did, this starts again
+        after them.
         """
         # Checked again here, with no await before the launch registers the generation:
         # a start that began before `shutdown()` and got this far after it is refused
         # instead of running unseen by the shutdown.
         self._check_accepting()
-        running = self._by_chat.get(chat_id)
+        running = self._by_chat.get(plan.chat_id)
         if running is not None and not running.done.is_set():
-            # Known here without the database, before the provider is asked.
-            if idempotency_key is not None:
-                if running.ids.idempotency_key == idempotency_key:
-                    return running
-                # A retry whose key already produced a reply is answered with that
-                # one, not refused for the running one (rare: one read, no provider).
-                keyed = await self._store.find_conflict(chat_id, idempotency_key)
-                if keyed is not None and keyed.same_key:
-                    joined = await self._join(keyed)
-                    if joined is not None:
-                        return joined
-                    raise keyed
-            raise GenerationConflict(
-                generation_id=running.id, message_id=running.message_id, same_key=False
-            )
+            return await self._meet_running(running, plan)
         ids = GenerationIds(
             id=store_ids.generation_id(),
-            chat_id=chat_id,
+            chat_id=plan.chat_id,
             message_id=store_ids.message_id(),
-            user_message_id=store_ids.message_id() if user_content is not None else None,
-            model=model,
-            idempotency_key=idempotency_key,
+            user_message_id=store_ids.message_id() if plan.user_content is not None else None,
+            model=plan.model,
+            idempotency_key=plan.idempotency_key,
         )
-        first_seq, reserve = event_seq + 1, event_seq + EVENT_SEQ_MARGIN
+        first_seq, reserve = plan.event_seq + 1, plan.event_seq + EVENT_SEQ_MARGIN
         rows: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        request = ChatRequest(model=model, messages=prompt)
+        request = ChatRequest(model=plan.model, messages=plan.prompt)
         gen = self._launch(
             ids, request, ready=rows, first_seq=first_seq, seq_reserved=reserve, announce=False
         )
         try:
             await asyncio.sleep(0)  # the generation's task sends the request first
             await self._store.start_reply(
-                chat_id=chat_id,
-                parent_id=parent_id,
-                user_content=user_content,
-                model=model,
-                idempotency_key=idempotency_key,
+                chat_id=plan.chat_id,
+                parent_id=plan.parent_id,
+                user_content=plan.user_content,
+                model=plan.model,
+                idempotency_key=plan.idempotency_key,
                 worker_id=self.worker_id,
                 message_id=ids.message_id,
                 generation_id=ids.id,
                 user_message_id=ids.user_message_id,
                 first_seq=first_seq,
                 reserve_seq=reserve,
-                title=title,
+                title=plan.title,
             )
         except BaseException as exc:
             rows.set_exception(exc)
@@ -413,24 +344,34 @@ class GenerationManager:
                     return joined
             if isinstance(exc, EventSeqMoved) and attempts > 1:
                 logger.info(
-                    "chat %s: event ids moved to %d, starting again", chat_id, exc.event_seq
+                    "chat %s: event ids moved to %d, starting again", plan.chat_id, exc.event_seq
                 )
-                return await self._insert(
-                    chat_id,
-                    parent_id,
-                    user_content,
-                    model,
-                    prompt,
-                    idempotency_key,
-                    exc.event_seq,
-                    attempts - 1,
-                    title=title,
-                )
+                return await self._insert(replace(plan, event_seq=exc.event_seq), attempts - 1)
             raise
         rows.set_result(None)
         if self.cluster is not None:  # now other workers may find it
             self.cluster.announce(ids.id, ids.chat_id, ids.message_id, first_seq=first_seq)
         return gen
+
+    async def _meet_running(self, running: Generation, plan: ReplyPlan) -> Generation:
+        """A start for a chat this process is running a generation of, known here
+        without the database and before the provider is asked: a same-key retry joins
+        it (or the reply its key produced); anything else is a conflict."""
+        key = plan.idempotency_key
+        if key is not None:
+            if running.ids.idempotency_key == key:
+                return running
+            # A retry whose key already produced a reply is answered with that
+            # one, not refused for the running one (rare: one read, no provider).
+            keyed = await self._store.find_conflict(plan.chat_id, key)
+            if keyed is not None and keyed.same_key:
+                joined = await self._join(keyed)
+                if joined is not None:
+                    return joined
+                raise keyed
+        raise GenerationConflict(
+            generation_id=running.id, message_id=running.message_id, same_key=False
+        )
 
     async def _discard(self, gen: Generation) -> None:
         await gen.discard()
@@ -535,14 +476,6 @@ class GenerationManager:
             del self._by_id[gen.id]
         if self._by_chat.get(gen.chat_id) is gen:
             del self._by_chat[gen.chat_id]
-
-
-def _first_title(title: str | None, parent_id: str | None, content: str) -> str | None:
-    """The title an untitled chat gets from a user message at its root (its first, or
-    an edit of it); None when the chat has a title or the message is not its first."""
-    if title is not None or parent_id is not None:
-        return None
-    return title_from(content)
 
 
 async def _failed(error: LLMError) -> AsyncIterator[StreamEvent]:
