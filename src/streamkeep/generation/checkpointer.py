@@ -28,20 +28,11 @@ logger = logging.getLogger(__name__)
 class Checkpointed(Protocol):
     """What the checkpointer needs of a live generation (`Generation` has it)."""
 
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def chat_id(self) -> str: ...
-
-    @property
-    def message_id(self) -> str: ...
-
-    @property
-    def finalizing(self) -> bool:
-        """Its end is being written: checkpoints must no longer touch the message."""
-        ...
-
+    id: str
+    chat_id: str
+    message_id: str
+    # Its end is being written: checkpoints must no longer touch the message.
+    finalizing: bool
     # Set by the generation on new content, cleared here once it is being saved.
     dirty: bool
     # The chat's `event_seq` as last written for it (None: it numbers no chat events).
