@@ -208,7 +208,7 @@ async def test_a_worker_killed_while_redis_is_down(
         await until_ready(url)
 
         async def both_registered() -> bool:
-            return len([k async for k in redis.scan_iter(keys.worker_pattern())]) == 2
+            return len([k async for k in redis.scan_iter(keys.worker("*"))]) == 2
 
         await eventually(both_registered, within=60, poll=0.1)
         await redis.aclose()

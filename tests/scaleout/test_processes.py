@@ -172,7 +172,7 @@ async def test_serve_with_several_workers_shares_one_port(
         client = await wait_ready(proc)
 
         async def both_registered() -> bool:
-            return len([k async for k in redis.scan_iter(keys.worker_pattern())]) == 2
+            return len([k async for k in redis.scan_iter(keys.worker("*"))]) == 2
 
         await eventually(both_registered, within=60, poll=0.2)
         chat_id = await new_chat(client)
@@ -181,7 +181,7 @@ async def test_serve_with_several_workers_shares_one_port(
         await client.aclose()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-    assert [k async for k in redis.scan_iter(keys.worker_pattern())] == []  # both left
+    assert [k async for k in redis.scan_iter(keys.worker("*"))] == []  # both left
 
 
 async def test_an_earlier_replys_id_resumes_the_running_reply_whole_on_the_other_worker(

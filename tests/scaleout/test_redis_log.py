@@ -21,7 +21,6 @@ from redis.backoff import NoBackoff
 from streamkeep.generation.log import EventLog
 from streamkeep.generation.ui_stream import sse_frames
 from streamkeep.scaleout import FramesLost, Keys, RedisEventLog, RedisWriter, RemoteGeneration
-from streamkeep.scaleout.redis_log import stream_exists
 from tests.conftest import TEST_REDIS_URL
 from tests.scaleout.waits import eventually
 from tests.server.proxy import Proxy
@@ -185,7 +184,7 @@ async def test_the_stream_expires_after_the_end_not_before(
         assert 0 < await redis.pttl(key) <= 300
 
         async def expired() -> bool:
-            return not await stream_exists(redis, "g1", keys)
+            return not await redis.exists(key)
 
         await eventually(expired)
         assert await RedisEventLog.open_remote(redis, "g1", keys=keys) is None
@@ -194,7 +193,7 @@ async def test_the_stream_expires_after_the_end_not_before(
 
 
 async def test_unknown_generations_have_no_stream(redis: aioredis.Redis, keys: Keys) -> None:
-    assert not await stream_exists(redis, "nope", keys)
+    assert not await redis.exists(keys.generation("nope"))
     assert await RedisEventLog.open_remote(redis, "nope", keys=keys) is None
 
 

@@ -1,12 +1,21 @@
 """The generation engine: relays a model's stream to any number of subscribers and keeps
 the answer, whatever happens to the clients, the provider or the process.
 
-    manager.GenerationManager   starts, joins, stops and recovers generations
-    generation.Generation       one live answer: its task, its event log, its final write
+    manager.GenerationManager   starts, joins, resumes, stops and recovers generations
+    plan.ReplyPlan              a reply, regeneration or edit, ready to start
+    generation.Generation       one live answer: its task and its event log
+    final.FinalWrite            what is stored when an answer ends, and storing it
     checkpointer.Checkpointer   batched periodic saves of live answers, and heartbeats
+    sweeper.OrphanSweeper       without peers: interrupting what dead processes left
+    peers.Peers                 the other workers, as the manager needs them (with
+                                Redis, `scaleout.Cluster`); `GenerationView`, what a
+                                reader needs of a generation, local or remote
     log.EventLog                the replayable frame buffer subscribers read
     ui_stream                   typed events -> Vercel AI SDK UI message stream frames
     parts                       stored message parts <-> llm types
+
+Nothing here imports `scaleout`: it implements `peers`' protocols and the server wires
+it in.
 """
 
 from streamkeep.generation.errors import GenerationError, ShuttingDown

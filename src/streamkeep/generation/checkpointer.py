@@ -14,22 +14,40 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
-from streamkeep.generation.generation import write_final
+from streamkeep.generation.final import FinalWrite, write_final
+from streamkeep.generation.parts import UIPart, as_json
 
 if TYPE_CHECKING:
-    from streamkeep.generation.generation import Generation
     from streamkeep.store import ChatStore
 
 logger = logging.getLogger(__name__)
+
+
+class Checkpointed(Protocol):
+    """What the checkpointer needs of a live generation (`Generation` has it)."""
+
+    id: str
+    chat_id: str
+    message_id: str
+    # Its end is being written: checkpoints must no longer touch the message.
+    finalizing: bool
+    # Set by the generation on new content, cleared here once it is being saved.
+    dirty: bool
+    # The chat's `event_seq` as last written for it (None: it numbers no chat events).
+    seq_reserved: int | None
+
+    def parts(self) -> list[UIPart]: ...
+
+    def seq_to_reserve(self) -> int | None: ...
 
 
 class Checkpointer:
     def __init__(
         self,
         store: ChatStore,
-        generations: Callable[[], Iterable[Generation]],
+        generations: Callable[[], Iterable[Checkpointed]],
         *,
         interval: float,
         worker_id: str,
@@ -41,12 +59,8 @@ class Checkpointer:
         # Message ids of the batch being written, and the event set once it is written.
         self._inflight: frozenset[str] = frozenset()
         self._inflight_done: asyncio.Event | None = None
-        self._pending_finals: dict[str, dict[str, Any]] = {}
+        self._pending_finals: dict[str, FinalWrite] = {}
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def pending_final_writes(self) -> int:
-        return len(self._pending_finals)
 
     def start(self) -> None:
         if self._task is None:
@@ -78,14 +92,14 @@ class Checkpointer:
             await self._store.heartbeat([g.id for g in live], self._worker_id)
         await self._retry_finals()
 
-    async def _checkpoint(self, dirty: list[Generation]) -> None:
+    async def _checkpoint(self, dirty: list[Checkpointed]) -> None:
         if not dirty:
             return
         items = []
-        reserves: list[tuple[Generation, int]] = []
+        reserves: list[tuple[Checkpointed, int]] = []
         for gen in dirty:
             gen.dirty = False
-            items.append((gen.message_id, gen.parts()))
+            items.append((gen.message_id, as_json(gen.parts())))
             seq = gen.seq_to_reserve()
             if seq is not None:
                 reserves.append((gen, seq))
@@ -104,7 +118,7 @@ class Checkpointer:
             self._inflight_done = None
             done.set()
 
-    async def settle(self, gen: Generation) -> None:
+    async def settle(self, gen: Checkpointed) -> None:
         """Wait until no checkpoint of `gen` is being written.
 
         Called by a generation (already marked finalizing, so no new batch takes it)
@@ -114,11 +128,12 @@ class Checkpointer:
         if done is not None and gen.message_id in self._inflight:
             await done.wait()
 
-    def retry_later(self, final_write_args: dict[str, Any]) -> None:
-        self._pending_finals[final_write_args["message_id"]] = final_write_args
+    def retry_later(self, write: FinalWrite) -> None:
+        """Keep a final write that failed, to try again on every tick."""
+        self._pending_finals[write.message_id] = write
 
     async def _retry_finals(self) -> None:
-        for message_id, args in list(self._pending_finals.items()):
-            if await write_final(self._store, args):
+        for message_id, write in list(self._pending_finals.items()):
+            if await write_final(self._store, write):
                 del self._pending_finals[message_id]
                 logger.info("stored message %s after earlier failures", message_id)

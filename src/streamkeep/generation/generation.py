@@ -25,14 +25,14 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from streamkeep.generation.final import EndStatus, FinalWrite, store_final
 from streamkeep.generation.log import EventLog, InProcessEventLog
-from streamkeep.generation.parts import completion_to_parts
+from streamkeep.generation.parts import UIPart, completion_to_parts
 from streamkeep.generation.ui_stream import MAX_END_FRAMES, UIStreamEncoder, sse_frames
 from streamkeep.llm.accumulator import Accumulator
 from streamkeep.llm.events import EventStream, Finish, StreamError, StreamEvent
 from streamkeep.llm.types import FinishReason, Usage
 from streamkeep.llm.usage import completion_chars, estimate_usage
-from streamkeep.store.errors import NotFound
 
 if TYPE_CHECKING:
     from streamkeep.generation.checkpointer import Checkpointer
@@ -41,12 +41,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Status = Literal["streaming", "complete", "stopped", "error", "interrupted"]
-EndStatus = Literal["complete", "stopped", "error", "interrupted"]
-
-# Bounded retries of the final write in the generation's own task; after that the
-# checkpointer keeps retrying every tick, so the content survives while the process lives.
-FINAL_WRITE_ATTEMPTS = 5
-FINAL_WRITE_FIRST_DELAY = 0.05
 # Event ids a generation keeps reserved (in its chat's `event_seq`) ahead of the ones it
 # has sent: a crash loses at most what it sends between two checkpoints, far fewer.
 EVENT_SEQ_MARGIN = 10_000
@@ -161,7 +155,7 @@ class Generation:
     def subscribers(self) -> int:
         return self._subscribers
 
-    def parts(self) -> list[dict[str, Any]]:
+    def parts(self) -> list[UIPart]:
         """The answer so far, as stored message parts."""
         return completion_to_parts(self._acc.result())
 
@@ -324,59 +318,23 @@ class Generation:
             return None
         return next_seq - 1 + EVENT_SEQ_MARGIN
 
-    def final_write_args(self, outcome: Outcome) -> dict[str, Any]:
-        completion = self._acc.result()
+    def final_write(self, outcome: Outcome) -> FinalWrite:
         # Written before the closing frames go out: count them in.
         last_seq = self.log.next_seq - 1 + MAX_END_FRAMES
-        return {
-            "generation_id": self.ids.id,
-            "message_id": self.ids.message_id,
-            "status": outcome.status,
-            "parts": completion_to_parts(completion),
-            "usage": self._usage().as_dict(),
-            "finish_reason": outcome.finish_reason,
-            "error": outcome.error,
-            "event_seq": last_seq if self.seq_reserved is not None else None,
-        }
+        return FinalWrite(
+            generation_id=self.ids.id,
+            message_id=self.ids.message_id,
+            status=outcome.status,
+            parts=completion_to_parts(self._acc.result()),
+            usage=self._usage().as_dict(),
+            finish_reason=outcome.finish_reason,
+            error=outcome.error,
+            event_seq=last_seq if self.seq_reserved is not None else None,
+        )
 
     async def _store_final(self, outcome: Outcome) -> bool:
         """True when the final row is in the database (False: failed every attempt and
         left to the checkpointer, or the chat was deleted meanwhile)."""
-        args = self.final_write_args(outcome)
-        delay = FINAL_WRITE_FIRST_DELAY
-        for attempt in range(1, FINAL_WRITE_ATTEMPTS + 1):
-            result = await _write_final_once(self._store, args, attempt=attempt)
-            if result != "failed":
-                return result == "stored"
-            if attempt < FINAL_WRITE_ATTEMPTS:
-                await asyncio.sleep(delay)
-                delay *= 2
-        logger.error(
-            "could not store message %s after %d attempts; retrying in the background",
-            self.ids.message_id,
-            FINAL_WRITE_ATTEMPTS,
-        )
-        self._checkpointer.retry_later(args)
-        return False
+        write = self.final_write(outcome)
+        return await store_final(self._store, write, retry_later=self._checkpointer.retry_later)
 
-
-async def write_final(store: ChatStore, args: dict[str, Any], *, attempt: int = 1) -> bool:
-    """One try of a message's final write; True when nothing is left to do."""
-    return await _write_final_once(store, args, attempt=attempt) != "failed"
-
-
-async def _write_final_once(
-    store: ChatStore, args: dict[str, Any], *, attempt: int
-) -> Literal["stored", "vanished", "failed"]:
-    try:
-        await store.finish_reply(**args)
-    except NotFound:
-        # The chat was deleted mid-generation: there is nothing left to store it in.
-        logger.info("message %s vanished before its final write", args["message_id"])
-        return "vanished"
-    except Exception as exc:  # the database is down or busy: retried by the caller
-        logger.warning(
-            "final write of message %s failed (attempt %d): %s", args["message_id"], attempt, exc
-        )
-        return "failed"
-    return "stored"

@@ -14,13 +14,12 @@ Last-Event-ID always names one frame of one of them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from streamkeep.generation.checkpointer import Checkpointer
@@ -32,22 +31,20 @@ from streamkeep.generation.generation import (
     GenerationIds,
 )
 from streamkeep.generation.log import EventLog, InProcessEventLog
-from streamkeep.generation.parts import history_to_messages
-from streamkeep.generation.titles import title_from
+from streamkeep.generation.plan import ReplyPlan, plan_reply
+from streamkeep.generation.sweeper import OrphanSweeper
 from streamkeep.llm.errors import LLMError
 from streamkeep.llm.events import EventStream, StreamError, StreamEvent
-from streamkeep.llm.types import ChatRequest, Message
+from streamkeep.llm.types import ChatRequest
 from streamkeep.llm.usage import prompt_chars
 from streamkeep.store import ids as store_ids
-from streamkeep.store.errors import EventSeqMoved, GenerationConflict, InvalidOperation
+from streamkeep.store.errors import EventSeqMoved, GenerationConflict, InvalidOperation, NotFound
 
 if TYPE_CHECKING:
     from streamkeep.config import Settings
+    from streamkeep.generation.peers import GenerationView, Peers
     from streamkeep.llm.registry import ModelRegistry
-    from streamkeep.scaleout.cluster import Cluster
-    from streamkeep.scaleout.remote import RemoteGeneration
-    from streamkeep.store import ChatStore
-    from streamkeep.store.repository import PromptMessage
+    from streamkeep.store import ChatRecord, ChatStore
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +52,14 @@ logger = logging.getLogger(__name__)
 # Starts of a reply whose event ids another generation of the chat took meanwhile (it
 # started and ended between our read of the chat and our write): tried again after it.
 START_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """A generation to read (`GenerationView`), after which event id."""
+
+    generation: GenerationView
+    after: int
 
 
 def default_worker_id() -> str:
@@ -69,11 +74,12 @@ class GenerationManager:
         settings: Settings,
         *,
         worker_id: str | None = None,
-        cluster: Cluster | None = None,
+        cluster: Peers | None = None,
     ) -> None:
+        """`cluster`: the other workers (with Redis: logs they can read, stops from
+        them, liveness); None when this process is alone."""
         self._store = store
-        # With Redis: logs other workers can read, stops from them, liveness.
-        self.cluster = cluster
+        self._peers = cluster
         self._registry = registry
         self._settings = settings
         self.worker_id = worker_id or default_worker_id()
@@ -83,7 +89,7 @@ class GenerationManager:
         # (chat_id, idempotency key) -> the start in flight in this process: a same-key
         # request arriving meanwhile awaits it instead of racing it at the database.
         self._starting: dict[tuple[str, str], asyncio.Future[Generation]] = {}
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper: OrphanSweeper | None = None
         self._accepting = False
         self.checkpointer = Checkpointer(
             store,
@@ -97,41 +103,27 @@ class GenerationManager:
     async def start(self) -> None:
         """Mark what dead processes left `streaming` as `interrupted`, then serve.
 
-        Another live process may share the database (a second `serve`, `chat --local`),
-        so a generation is an orphan only once its heartbeat is `worker_stale_after`
-        old (with Redis, also once its worker's presence key is gone). Orphans of a crash
-        just before this start go stale later: the sweep finds them then.
+        A generation is an orphan only once its heartbeat is `worker_stale_after` old
+        (with peers, also once its worker is gone): see `sweeper` and
+        `scaleout.liveness`.
         """
-        if self.cluster is not None:  # only the work of workers not alive in Redis
-            orphans = await self.cluster.start(
-                local_stop=self.stop_local,
-                local_generation_ids=lambda: [g.id for g in self._running()],
+        if self._peers is not None:  # only the work of workers not alive in Redis
+            orphans = await self._peers.start(
+                local_stop=self.stop_local, local_generation_ids=self._running_ids
             )
         else:
-            orphans = await self._sweep_once()
-            self._sweeper = asyncio.create_task(self._sweep(), name="streamkeep-orphan-sweep")
+            settings = self._settings
+            self._sweeper = OrphanSweeper(
+                self._store,
+                self._running_ids,
+                stale_after=settings.worker_stale_after,
+                period=max(settings.worker_stale_after / 3, settings.checkpoint_interval),
+            )
+            orphans = await self._sweeper.start()
         if orphans:
             logger.warning("marked %d orphaned generation(s) interrupted", len(orphans))
         self.checkpointer.start()
         self._accepting = True
-
-    async def _sweep_once(self) -> list[str]:
-        stale = timedelta(seconds=self._settings.worker_stale_after)
-        return await self._store.interrupt_orphans(
-            exclude_generation_ids=[g.id for g in self._running()],
-            stale_before=datetime.now(UTC) - stale,
-        )
-
-    async def _sweep(self) -> None:
-        """Without Redis: now and then, interrupt generations whose process went silent."""
-        period = max(self._settings.worker_stale_after / 3, self._settings.checkpoint_interval)
-        while True:
-            await asyncio.sleep(period)
-            try:
-                if orphans := await self._sweep_once():
-                    logger.warning("marked %d silent generation(s) interrupted", len(orphans))
-            except Exception:  # the database may be away; the next sweep tries again
-                logger.exception("orphan sweep failed")
 
     async def shutdown(self) -> None:
         """Take no new generations; give live ones the grace period, then interrupt them."""
@@ -148,12 +140,10 @@ class GenerationManager:
                     gen.interrupt()
             await asyncio.gather(*(g.wait() for g in running))
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await self._sweeper.aclose()
         await self.checkpointer.stop()
-        if self.cluster is not None:  # after the last frames and stops of our own
-            await self.cluster.aclose()
+        if self._peers is not None:  # after the last frames and stops of our own
+            await self._peers.aclose()
         for handle in self._expiry.values():
             handle.cancel()
         self._expiry.clear()
@@ -170,6 +160,9 @@ class GenerationManager:
     def _running(self) -> Iterator[Generation]:
         return (g for g in list(self._by_id.values()) if not g.done.is_set())
 
+    def _running_ids(self) -> list[str]:
+        return [g.id for g in self._running()]
+
     async def stop(self, chat_id: str) -> bool:
         """Stop the chat's running generation, on whichever worker runs it.
 
@@ -179,11 +172,11 @@ class GenerationManager:
         gen = self._by_chat.get(chat_id)
         if gen is not None and not gen.done.is_set():
             return await gen.stop()  # ours: no other worker can be running this chat
-        return self.cluster is not None and await self.cluster.stop(chat_id)
+        return self._peers is not None and await self._peers.stop(chat_id)
 
-    async def find_remote(self, chat_id: str) -> RemoteGeneration | None:
+    async def find_remote(self, chat_id: str) -> GenerationView | None:
         """The chat's generation on another worker (running, or ended recently)."""
-        return await self.cluster.find(chat_id) if self.cluster is not None else None
+        return await self._peers.find(chat_id) if self._peers is not None else None
 
     async def stop_local(self, chat_id: str) -> bool:
         """Stop the chat's generation if this process runs it."""
@@ -191,6 +184,96 @@ class GenerationManager:
         if gen is None or gen.done.is_set():
             return False
         return await gen.stop()
+
+    # -- readers, wherever the generation runs ---------------------------------------------
+
+    async def resume(self, chat_id: str, after: int, *, replay_finished: bool) -> Resumed | None:
+        """The chat's generation for a reader that has its events up to `after`: this
+        process's, else one another worker runs (or ran, within the replay window).
+
+        Event ids count on across a chat's generations, so an `after` below the
+        generation's first id is one of an earlier generation: the reader gets this
+        one from its start. None when there is nothing to send: no generation, a
+        gateway call (its client has the stream), one that ended with nothing after
+        `after`, or one of this process that ended while the reader did not ask for a
+        replay (`replay_finished`: a page that loads without naming where it stopped
+        has the stored message already). An unknown chat raises NotFound, and so does
+        a deleted one whose reply ended (deleting stops it first)."""
+        local = self._by_chat.get(chat_id)
+        gen: GenerationView | None = local
+        if local is None:
+            gen = await self.find_remote(chat_id)
+        elif not local.resumable:
+            gen = None
+        if gen is None:
+            await self._store.get_chat(chat_id)  # 404 for an unknown chat
+            return None
+        after = max(after, (gen.first_seq or 1) - 1)
+        if not gen.done.is_set():
+            return Resumed(gen, after)
+        await self._store.get_chat(chat_id)  # deleted since it ended: its stream is gone
+        if after >= gen.log.next_seq - 1 or (local is not None and not replay_finished):
+            return None
+        return Resumed(gen, after)
+
+    async def join_or_start(
+        self,
+        start: Callable[[], Awaitable[Generation]],
+        *,
+        idempotency_key: str | None,
+        chat_id: str | None = None,
+        message_id: str | None = None,
+    ) -> GenerationView:
+        """`start()`'s generation (a `Generation`), or the one another worker runs that
+        this keyed start is a retry of.
+
+        The chat is `chat_id`, else `message_id`'s (regenerate, edit). With peers, a
+        keyed start first asks the database whether its key already runs elsewhere:
+        such a retry joins that generation without `start()` asking the provider for
+        an answer that would only be thrown away. A start refused because its key
+        started a generation on another worker meanwhile joins that one too."""
+        if idempotency_key is not None and self._peers is not None:
+            remote = await self._keyed_elsewhere(idempotency_key, chat_id, message_id)
+            if remote is not None:
+                return remote
+        try:
+            return await start()
+        except GenerationConflict as conflict:
+            remote = await self._remote_join(conflict, chat_id)
+            if remote is None:
+                raise
+            return remote
+
+    async def _keyed_elsewhere(
+        self, key: str, chat_id: str | None, message_id: str | None
+    ) -> GenerationView | None:
+        """The running generation another worker started with this key, if any."""
+        try:
+            if chat_id is None:
+                if message_id is None:
+                    return None
+                chat_id = (await self._store.get_message(message_id)).chat_id
+            conflict = await self._store.find_conflict(chat_id, key)
+        except NotFound:
+            return None  # `start()` answers 404
+        if conflict is None or self.get(conflict.generation_id) is not None:
+            return None  # nothing to join, or this process has it: `start()` joins it
+        return await self._remote_join(conflict, chat_id)
+
+    async def _remote_join(
+        self, conflict: GenerationConflict, chat_id: str | None
+    ) -> GenerationView | None:
+        """The other worker's generation a same-key retry joins: the running one the
+        conflict names. None without peers, or for any other conflict."""
+        if not (conflict.same_key and conflict.running) or self._peers is None:
+            return None
+        if chat_id is None:
+            try:
+                chat_id = (await self._store.get_generation(conflict.generation_id)).chat_id
+            except NotFound:
+                return None  # its chat was deleted meanwhile
+        generation = (conflict.generation_id, conflict.message_id)
+        return await self._peers.find(chat_id, generation=generation)
 
     # -- starting replies ----------------------------------------------------------------
 
@@ -206,22 +289,9 @@ class GenerationManager:
         """A new user message under `parent_id` (default: the active leaf) and its reply."""
         self._check_accepting()
         chat = await self._store.get_chat(chat_id)
-        model = model or chat.model
-        self._registry.resolve(model)  # an unknown model raises before anything is written
         if parent_id is None:
             parent_id = chat.active_leaf_id
-        history = await self._history(chat_id, parent_id)
-        prompt = [*history_to_messages(chat.system, history), Message("user", content)]
-        return await self._begin(
-            chat_id,
-            parent_id,
-            content,
-            model,
-            prompt,
-            idempotency_key=idempotency_key,
-            event_seq=chat.event_seq,
-            title=_first_title(chat.title, parent_id, content),
-        )
+        return await self._start(chat, parent_id, content, model, idempotency_key)
 
     async def regenerate(
         self, message_id: str, *, model: str | None = None, idempotency_key: str | None = None
@@ -236,19 +306,7 @@ class GenerationManager:
         else:
             raise InvalidOperation(f"cannot regenerate a {message.role} message")
         chat = await self._store.get_chat(message.chat_id)
-        model = model or chat.model
-        self._registry.resolve(model)
-        history = await self._history(chat.id, parent_id)
-        prompt = history_to_messages(chat.system, history)
-        return await self._begin(
-            chat.id,
-            parent_id,
-            None,
-            model,
-            prompt,
-            idempotency_key=idempotency_key,
-            event_seq=chat.event_seq,
-        )
+        return await self._start(chat, parent_id, None, model, idempotency_key)
 
     async def edit(
         self,
@@ -264,61 +322,43 @@ class GenerationManager:
         if message.role != "user":
             raise InvalidOperation(f"only user messages can be edited, not {message.role}")
         chat = await self._store.get_chat(message.chat_id)
-        model = model or chat.model
-        self._registry.resolve(model)
-        history = await self._history(chat.id, message.parent_id)
-        prompt = [*history_to_messages(chat.system, history), Message("user", content)]
-        return await self._begin(
-            chat.id,
-            message.parent_id,
-            content,
-            model,
-            prompt,
+        return await self._start(chat, message.parent_id, content, model, idempotency_key)
+
+    async def _start(
+        self,
+        chat: ChatRecord,
+        parent_id: str | None,
+        user_content: str | None,
+        model: str | None,
+        idempotency_key: str | None,
+    ) -> Generation:
+        plan = await plan_reply(
+            self._store,
+            self._registry,
+            chat,
+            parent_id,
+            user_content,
+            model=model,
             idempotency_key=idempotency_key,
-            event_seq=chat.event_seq,
-            title=_first_title(chat.title, message.parent_id, content),
         )
+        return await self._begin(plan)
 
     def _check_accepting(self) -> None:
         if not self._accepting:
             raise ShuttingDown
 
-    async def _history(self, chat_id: str, parent_id: str | None) -> list[PromptMessage]:
-        if parent_id is None:
-            return []
-        history = await self._store.prompt_history(parent_id)
-        if history and history[0].chat_id != chat_id:
-            raise InvalidOperation(f"message {parent_id!r} belongs to another chat")
-        return history
-
-    async def _begin(
-        self,
-        chat_id: str,
-        parent_id: str | None,
-        user_content: str | None,
-        model: str,
-        prompt: list[Message],
-        *,
-        idempotency_key: str | None,
-        event_seq: int,
-        title: str | None = None,
-    ) -> Generation:
-        """`event_seq` is the chat's, as read when the reply started; `title` is for an
-        untitled chat (see `_first_title`)."""
-        if idempotency_key is None:
-            return await self._insert(
-                chat_id, parent_id, user_content, model, prompt, None, event_seq, title=title
-            )
-        key = (chat_id, idempotency_key)
+    async def _begin(self, plan: ReplyPlan) -> Generation:
+        """Start `plan`; a same-key start already in flight here is awaited instead."""
+        if plan.idempotency_key is None:
+            return await self._insert(plan)
+        key = (plan.chat_id, plan.idempotency_key)
         in_flight = self._starting.get(key)
         if in_flight is not None:
             return await asyncio.shield(in_flight)
         future: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
         self._starting[key] = future
         try:
-            gen = await self._insert(
-                chat_id, parent_id, user_content, model, prompt, key[1], event_seq, title=title
-            )
+            gen = await self._insert(plan)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved here; waiters (if any) get it raised too
@@ -328,80 +368,55 @@ class GenerationManager:
         future.set_result(gen)
         return gen
 
-    async def _insert(
-        self,
-        chat_id: str,
-        parent_id: str | None,
-        user_content: str | None,
-        model: str,
-        prompt: list[Message],
-        idempotency_key: str | None,
-        event_seq: int,
-        attempts: int = START_ATTEMPTS,
-        *,
-        title: str | None = None,
-    ) -> Generation:
+    async def _insert(self, plan: ReplyPlan, attempts: int = START_ATTEMPTS) -> Generation:
         """Ask the provider, then write the rows while its answer is on the way.
 
-        The provider's time to first token (hundreds of milliseconds for a hosted model)
-        covers the write, so storing never delays the first token. If the write fails
-        (a generation of another process, a deleted chat, the database away), the
-        provider's stream is closed at once and nothing is stored.
+        The write runs during the provider's time to first token, so storing does not
+        delay the first token. If the write fails (a generation of another process, a
+        deleted chat, the database away), the provider's stream is closed at once and
+        nothing is stored.
 
-        The frames are numbered from `event_seq + 1` before the write, which checks
-        that the chat's event ids did not move meanwhile (another generation started
-        and ended since the chat was read); if they did, this starts again after them.
+        The frames are numbered from `plan.event_seq + 1` before the write, which
+        checks that the chat's event ids did not move meanwhile (another generation
+        started and ended since the chat was read); if they did, this starts again
+        after them.
         """
         # Checked again here, with no await before the launch registers the generation:
         # a start that began before `shutdown()` and got this far after it is refused
         # instead of running unseen by the shutdown.
         self._check_accepting()
-        running = self._by_chat.get(chat_id)
+        running = self._by_chat.get(plan.chat_id)
         if running is not None and not running.done.is_set():
-            # Known here without the database, before the provider is asked.
-            if idempotency_key is not None:
-                if running.ids.idempotency_key == idempotency_key:
-                    return running
-                # A retry whose key already produced a reply is answered with that
-                # one, not refused for the running one (rare: one read, no provider).
-                keyed = await self._store.find_conflict(chat_id, idempotency_key)
-                if keyed is not None and keyed.same_key:
-                    joined = await self._join(keyed)
-                    if joined is not None:
-                        return joined
-                    raise keyed
-            raise GenerationConflict(
-                generation_id=running.id, message_id=running.message_id, same_key=False
-            )
+            return await self._meet_running(running, plan)
         ids = GenerationIds(
             id=store_ids.generation_id(),
-            chat_id=chat_id,
+            chat_id=plan.chat_id,
             message_id=store_ids.message_id(),
-            user_message_id=store_ids.message_id() if user_content is not None else None,
-            model=model,
-            idempotency_key=idempotency_key,
+            user_message_id=store_ids.message_id() if plan.user_content is not None else None,
+            model=plan.model,
+            idempotency_key=plan.idempotency_key,
         )
-        first_seq, reserve = event_seq + 1, event_seq + EVENT_SEQ_MARGIN
+        first_seq, reserve = plan.event_seq + 1, plan.event_seq + EVENT_SEQ_MARGIN
         rows: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        request = ChatRequest(model=model, messages=prompt)
+        request = ChatRequest(model=plan.model, messages=plan.prompt)
         gen = self._launch(
             ids, request, ready=rows, first_seq=first_seq, seq_reserved=reserve, announce=False
         )
         try:
             await asyncio.sleep(0)  # the generation's task sends the request first
             await self._store.start_reply(
-                chat_id=chat_id,
-                parent_id=parent_id,
-                user_content=user_content,
-                model=model,
-                idempotency_key=idempotency_key,
+                chat_id=plan.chat_id,
+                parent_id=plan.parent_id,
+                user_content=plan.user_content,
+                model=plan.model,
+                idempotency_key=plan.idempotency_key,
                 worker_id=self.worker_id,
                 message_id=ids.message_id,
                 generation_id=ids.id,
                 user_message_id=ids.user_message_id,
                 first_seq=first_seq,
                 reserve_seq=reserve,
-                title=title,
+                title=plan.title,
             )
         except BaseException as exc:
             rows.set_exception(exc)
@@ -413,24 +428,34 @@ class GenerationManager:
                     return joined
             if isinstance(exc, EventSeqMoved) and attempts > 1:
                 logger.info(
-                    "chat %s: event ids moved to %d, starting again", chat_id, exc.event_seq
+                    "chat %s: event ids moved to %d, starting again", plan.chat_id, exc.event_seq
                 )
-                return await self._insert(
-                    chat_id,
-                    parent_id,
-                    user_content,
-                    model,
-                    prompt,
-                    idempotency_key,
-                    exc.event_seq,
-                    attempts - 1,
-                    title=title,
-                )
+                return await self._insert(replace(plan, event_seq=exc.event_seq), attempts - 1)
             raise
         rows.set_result(None)
-        if self.cluster is not None:  # now other workers may find it
-            self.cluster.announce(ids.id, ids.chat_id, ids.message_id, first_seq=first_seq)
+        if self._peers is not None:  # now other workers may find it
+            self._peers.announce(ids.id, ids.chat_id, ids.message_id, first_seq=first_seq)
         return gen
+
+    async def _meet_running(self, running: Generation, plan: ReplyPlan) -> Generation:
+        """A start for a chat this process is running a generation of, known here
+        without the database and before the provider is asked: a same-key retry joins
+        it (or the reply its key produced); anything else is a conflict."""
+        key = plan.idempotency_key
+        if key is not None:
+            if running.ids.idempotency_key == key:
+                return running
+            # A retry whose key already produced a reply is answered with that
+            # one, not refused for the running one (rare: one read, no provider).
+            keyed = await self._store.find_conflict(plan.chat_id, key)
+            if keyed is not None and keyed.same_key:
+                joined = await self._join(keyed)
+                if joined is not None:
+                    return joined
+                raise keyed
+        raise GenerationConflict(
+            generation_id=running.id, message_id=running.message_id, same_key=False
+        )
 
     async def _discard(self, gen: Generation) -> None:
         await gen.discard()
@@ -511,9 +536,9 @@ class GenerationManager:
     def _new_log(
         self, ids: GenerationIds, *, resumable: bool, first_seq: int, announce: bool
     ) -> EventLog:
-        if self.cluster is None:
+        if self._peers is None:
             return InProcessEventLog(first_seq)
-        return self.cluster.new_log(
+        return self._peers.new_log(
             ids.id,
             ids.chat_id,
             ids.message_id,
@@ -535,14 +560,6 @@ class GenerationManager:
             del self._by_id[gen.id]
         if self._by_chat.get(gen.chat_id) is gen:
             del self._by_chat[gen.chat_id]
-
-
-def _first_title(title: str | None, parent_id: str | None, content: str) -> str | None:
-    """The title an untitled chat gets from a user message at its root (its first, or
-    an edit of it); None when the chat has a title or the message is not its first."""
-    if title is not None or parent_id is not None:
-        return None
-    return title_from(content)
 
 
 async def _failed(error: LLMError) -> AsyncGenerator[StreamEvent, None]:

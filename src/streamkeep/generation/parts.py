@@ -1,13 +1,15 @@
 """Stored message parts (AI SDK UIMessage shapes) <-> the llm library's types.
 
-`completion_to_parts` is what checkpoints and the final write store; `history_to_messages`
-turns a stored branch back into the conversation sent to the model.
+`completion_to_parts` is what checkpoints and the final write store, typed by the
+`UIPart` shapes below; `history_to_messages` turns a stored branch back into the
+conversation sent to the model. Parts read back from the database are plain JSON
+objects (a damaged row may hold anything), so reading them never trusts those types.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, NotRequired, Protocol, TypedDict, cast
 
 import orjson
 
@@ -23,6 +25,32 @@ from streamkeep.llm.types import (
 
 TOOL_PREFIX = "tool-"
 _ANSWERED = ("output-available", "output-error")
+
+
+class TextUIPart(TypedDict):
+    type: Literal["text"]
+    text: str
+
+
+class ReasoningUIPart(TypedDict):
+    type: Literal["reasoning"]
+    text: str
+
+
+class ToolUIPart(TypedDict):
+    """A tool call: `type` is `tool-<name>`; `state` says how far it got."""
+
+    type: str
+    toolCallId: str
+    state: Literal["input-available", "output-available", "output-error"]
+    input: dict[str, Any]
+    output: NotRequired[Any]
+    # Arguments that were not valid JSON, as the model sent them.
+    rawInput: NotRequired[str]
+    errorText: NotRequired[str]
+
+
+UIPart = TextUIPart | ReasoningUIPart | ToolUIPart
 
 
 class StoredMessage(Protocol):
@@ -41,8 +69,13 @@ def storable(text: str) -> str:
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
-def completion_to_parts(completion: Completion) -> list[dict[str, Any]]:
-    parts: list[dict[str, Any]] = []
+def as_json(parts: list[UIPart]) -> list[dict[str, Any]]:
+    """Parts as the store takes them: JSON objects (a TypedDict is one, by type only)."""
+    return cast(list[dict[str, Any]], parts)
+
+
+def completion_to_parts(completion: Completion) -> list[UIPart]:
+    parts: list[UIPart] = []
     for part in completion.parts:
         if isinstance(part, TextPart):
             if part.text:
@@ -55,7 +88,7 @@ def completion_to_parts(completion: Completion) -> list[dict[str, Any]]:
     return parts
 
 
-def _tool_part(call: ToolCall) -> dict[str, Any]:
+def _tool_part(call: ToolCall) -> ToolUIPart:
     if call.parse_error is not None:
         return {
             "type": TOOL_PREFIX + call.name,

@@ -1,13 +1,13 @@
 """Scale out: several workers and hosts sharing live generations through Redis.
 
-cluster.Cluster            what one worker needs; handed to the GenerationManager
+cluster.Cluster            what one worker needs: `generation.peers.Peers` over Redis
 cluster.connect            the process's Redis client
 writer.RedisWriter         one task per process: every generation's frames, batched
 redis_log.RedisEventLog    a local generation's log, mirrored to a Redis Stream
 redis_log.RemoteEventLog   a generation running elsewhere, read from its stream
 control.ControlBus         stop requests between workers (pub/sub)
 liveness                   worker presence keys, and reaping dead workers' work
-remote                     a remote generation as the resume route serves it
+remote.RemoteGeneration    a generation another worker runs (a `GenerationView`)
 keys.Keys                  every Redis key and channel name
 """
 

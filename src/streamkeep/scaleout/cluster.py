@@ -1,7 +1,8 @@
 """`Cluster`: what one worker needs to share its generations with the others.
 
-Built by the app when `redis_url` is set and handed to the `GenerationManager`, which
-then gives each generation a `RedisEventLog`, stops other workers' generations through
+The `generation.peers.Peers` of a deployment with Redis: built by the app when
+`redis_url` is set and handed to the `GenerationManager`, which then gives each
+generation a `RedisEventLog`, stops other workers' generations through
 the `ControlBus`, finds them for resuming with `find`, and leaves the recovery of dead
 workers' generations to the liveness rules (see `liveness`); the streams of those it
 interrupts get the expiry a normal end gives (`expire_streams`), as their own worker

@@ -32,13 +32,6 @@ class Keys:
         """The set of worker ids that have registered (alive or not: see `liveness`)."""
         return f"{self.prefix}workers"
 
-    def worker_pattern(self) -> str:
-        return f"{self.prefix}worker:*"
-
-    def worker_id(self, key: str | bytes) -> str:
-        name = key.decode() if isinstance(key, bytes) else key
-        return name.removeprefix(f"{self.prefix}worker:")
-
     @property
     def epoch(self) -> str:
         """Set once by a writer of an empty Redis: a change means Redis lost its data."""

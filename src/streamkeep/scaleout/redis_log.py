@@ -124,12 +124,6 @@ class RedisEventLog:
         )
 
 
-async def stream_exists(
-    redis: aioredis.Redis, generation_id: str, keys: Keys | None = None
-) -> bool:
-    return bool(await redis.exists((keys or Keys()).generation(generation_id)))
-
-
 class RemoteEventLog:
     """A generation's log as another worker sees it: read-only, from Redis."""
 

@@ -1,8 +1,8 @@
 """A generation running on another worker, as the resume route sees it.
 
-It has what the route needs of a local `Generation` (ids, `done`, `log`, `subscribe`);
+It is a `generation.peers.GenerationView`, as a local `Generation` is:
 `server.relay.remote_stream_response` answers with it the way it answers with a local
-one: the same headers, the frames as they are stored.
+one, the same headers and the frames as they are stored.
 
 A remote read can fail where a local one cannot: the frames after the client's
 `Last-Event-ID` were trimmed from the stream (`FramesLost`), or Redis went away. The

@@ -10,9 +10,9 @@ find "everything after frame N" with `XREAD ... N-0`, and drop frames they alrea
 A live stream keeps at least its last `maxlen` FRAMES (not entries: one entry holds a
 whole flush's worth), trimmed by entry id with `MINID ~ {last - maxlen + 1}`: an entry's
 id is its last frame's seq, so an entry below that id holds only older frames. The
-default is sized for the longest replies models give (a frame is ~100 bytes), so a
-reader on another worker can replay any of them from the start; past it, such a reader
-gets `FramesLost` for the trimmed part.
+default is sized for the longest replies models give, so a reader on another worker
+can replay any of them from the start; past it, such a reader gets `FramesLost` for
+the trimmed part.
 Frame numbers need not start at 1 (a chat's generations number on from one
 another): a MINID below a stream's first frame trims nothing.
 
@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 # Past this many queued frames while Redis is unreachable, the oldest batch is dropped:
 # local readers still have everything; only remote readers lose (and detect) a gap.
 MAX_PENDING_FRAMES = 200_000
-# Frames a live stream keeps at least (~10 MB at ~100 bytes a frame).
+# Frames a live stream keeps at least.
 DEFAULT_MAXLEN = 100_000
 _MAX_BACKOFF = 2.0
 

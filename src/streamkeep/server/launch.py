@@ -22,12 +22,10 @@ from fastapi import Request
 
 from streamkeep.config import Settings
 from streamkeep.generation import Generation, GenerationManager
-from streamkeep.scaleout import RemoteGeneration
 from streamkeep.server.errors import ApiError
 from streamkeep.server.metrics import Metrics
 from streamkeep.server.relay import remote_stream_response, resume_point, stream_response
 from streamkeep.server.sse import SSEResponse
-from streamkeep.store import ChatStore, GenerationConflict, NotFound
 
 MAX_KEY_LENGTH = 200
 
@@ -57,74 +55,24 @@ async def launch(
     metrics: Metrics,
     *,
     manager: GenerationManager,
-    store: ChatStore,
     chat_id: str | None = None,
     message_id: str | None = None,
 ) -> SSEResponse:
-    """Run `start()` and answer with the generation's stream.
-
-    The chat is `chat_id`, else `message_id`'s (regenerate, edit). With a cluster, a
-    keyed request first asks the database whether its key already runs on another
-    worker: such a retry joins that generation without `start()` asking the provider
-    for an answer that would only be thrown away.
-    """
+    """Run `start()` (or join the generation its key runs on another worker: see
+    `GenerationManager.join_or_start`) and answer with the generation's stream. The
+    chat is `chat_id`, else `message_id`'s (regenerate, edit)."""
     started_at = time.perf_counter()
     after = resume_point(request)  # a bad Last-Event-ID fails before anything starts
-    key = request.headers.get("idempotency-key")  # the route has checked it
-    if key is not None and manager.cluster is not None:
-        remote = await _keyed_elsewhere(manager, store, key, chat_id, message_id)
-        if remote is not None:
-            return remote_stream_response(remote, after=after)
-    try:
-        generation = await start()
-    except GenerationConflict as conflict:  # its key started it meanwhile, elsewhere?
-        remote = await _remote_join(manager, store, conflict, chat_id)
-        if remote is None:
-            raise
+    generation = await manager.join_or_start(
+        start,
+        idempotency_key=request.headers.get("idempotency-key"),  # the route has checked it
+        chat_id=chat_id,
+        message_id=message_id,
+    )
+    if not isinstance(generation, Generation):  # another worker runs it
         # An `after` below its first id (an earlier reply's) reads it from the start:
         # the log sees to that.
-        return remote_stream_response(remote, after=after)
+        return remote_stream_response(generation, after=after)
     if metrics.track(generation):
         return stream_response(generation, metrics, after=after, started_at=started_at)
     return stream_response(generation, metrics, after=after)  # a retry joined it
-
-
-async def _keyed_elsewhere(
-    manager: GenerationManager,
-    store: ChatStore,
-    key: str,
-    chat_id: str | None,
-    message_id: str | None,
-) -> RemoteGeneration | None:
-    """The running generation another worker started with this key, if any."""
-    try:
-        if chat_id is None:
-            if message_id is None:
-                return None
-            chat_id = (await store.get_message(message_id)).chat_id
-        conflict = await store.find_conflict(chat_id, key)
-    except NotFound:
-        return None  # `start()` answers 404
-    if conflict is None or manager.get(conflict.generation_id) is not None:
-        return None  # nothing to join, or this process has it: `start()` joins it
-    return await _remote_join(manager, store, conflict, chat_id)
-
-
-async def _remote_join(
-    manager: GenerationManager,
-    store: ChatStore,
-    conflict: GenerationConflict,
-    chat_id: str | None,
-) -> RemoteGeneration | None:
-    """The other worker's generation a same-key retry joins: the running one the
-    conflict names, read from Redis as a resume reads it. None without a cluster, or
-    for any other conflict."""
-    cluster = manager.cluster
-    if not (conflict.same_key and conflict.running) or cluster is None:
-        return None
-    if chat_id is None:
-        try:
-            chat_id = (await store.get_generation(conflict.generation_id)).chat_id
-        except NotFound:
-            return None  # its chat was deleted meanwhile
-    return await cluster.find(chat_id, generation=(conflict.generation_id, conflict.message_id))

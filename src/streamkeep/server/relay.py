@@ -15,8 +15,8 @@ from fastapi import Request
 from starlette.types import Receive, Scope, Send
 
 from streamkeep.generation import Generation
+from streamkeep.generation.peers import GenerationView
 from streamkeep.generation.ui_stream import HEADERS
-from streamkeep.scaleout import RemoteGeneration
 from streamkeep.server.errors import ApiError
 from streamkeep.server.metrics import Metrics
 from streamkeep.server.sse import SSEResponse
@@ -89,7 +89,7 @@ class _GenerationResponse(SSEResponse):
         self._metrics.relayed_chunks.inc(self._relayed)
 
 
-def remote_stream_response(generation: RemoteGeneration, *, after: int) -> SSEResponse:
+def remote_stream_response(generation: GenerationView, *, after: int) -> SSEResponse:
     """The SSE response for a generation another worker runs, from `after` on."""
     headers = {
         **HEADERS,

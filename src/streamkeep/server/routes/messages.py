@@ -39,7 +39,6 @@ async def post_message(
     chat_id: str,
     body: MessageCreate,
     request: Request,
-    store: StoreDep,
     manager: ManagerDep,
     metrics: MetricsDep,
     settings: SettingsDep,
@@ -53,7 +52,7 @@ async def post_message(
         model=body.model,
         idempotency_key=idempotency_key(request),
     )
-    return await launch(request, start, metrics, manager=manager, store=store, chat_id=chat_id)
+    return await launch(request, start, metrics, manager=manager, chat_id=chat_id)
 
 
 @router.post(
@@ -65,14 +64,11 @@ async def post_message(
 async def regenerate(
     message_id: str,
     request: Request,
-    store: StoreDep,
     manager: ManagerDep,
     metrics: MetricsDep,
 ) -> SSEResponse:
     start = partial(manager.regenerate, message_id, idempotency_key=idempotency_key(request))
-    return await launch(
-        request, start, metrics, manager=manager, store=store, message_id=message_id
-    )
+    return await launch(request, start, metrics, manager=manager, message_id=message_id)
 
 
 @router.post(
@@ -84,7 +80,6 @@ async def edit(
     message_id: str,
     body: MessageEdit,
     request: Request,
-    store: StoreDep,
     manager: ManagerDep,
     metrics: MetricsDep,
     settings: SettingsDep,
@@ -93,6 +88,4 @@ async def edit(
     start = partial(
         manager.edit, message_id, body.content, idempotency_key=idempotency_key(request)
     )
-    return await launch(
-        request, start, metrics, manager=manager, store=store, message_id=message_id
-    )
+    return await launch(request, start, metrics, manager=manager, message_id=message_id)

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from streamkeep.generation import Generation
 from streamkeep.server.deps import ManagerDep, MetricsDep, StoreDep
 from streamkeep.server.relay import remote_stream_response, resume_point, stream_response
 from streamkeep.server.schemas import ERROR_RESPONSES, StopResult, stream_doc
@@ -25,37 +26,19 @@ _RESUME: dict[int | str, dict[str, Any]] = {
 
 
 async def resume(
-    chat_id: str, request: Request, store: StoreDep, manager: ManagerDep, metrics: MetricsDep
+    chat_id: str, request: Request, manager: ManagerDep, metrics: MetricsDep
 ) -> Response:
-    after = resume_point(request)
-    generation = manager.live(chat_id)
-    if generation is not None and not generation.resumable:
-        await store.get_chat(chat_id)
-        return Response(status_code=204)  # a gateway call: its client has the stream
-    if generation is None:
-        remote = await manager.find_remote(chat_id)  # running on another worker?
-        if remote is not None:
-            after = max(after, (remote.first_seq or 1) - 1)
-            if not remote.done.is_set():
-                return remote_stream_response(remote, after=after)
-            await store.get_chat(chat_id)  # deleted since it ended: its stream is gone too
-            if after < remote.log.next_seq - 1:
-                return remote_stream_response(remote, after=after)
-            return Response(status_code=204)
-        await store.get_chat(chat_id)  # 404 for an unknown chat, 204 for a quiet one
+    # A finished reply is replayed only to a client that names where it stopped (a
+    # page that loads without one has the stored message already).
+    resumed = await manager.resume(
+        chat_id, resume_point(request), replay_finished=_asks_for_replay(request)
+    )
+    if resumed is None:
         return Response(status_code=204)
-    after = max(after, generation.first_seq - 1)
-    if generation.done.is_set():
-        # A finished reply is kept for the replay window even if its chat is deleted
-        # (deleting stops it first): a deleted chat is a 404, its stream is gone.
-        await store.get_chat(chat_id)
-    if generation.done.is_set() and (
-        not _asks_for_replay(request) or after >= generation.log.next_seq - 1
-    ):
-        # Finished: only a client that names where it stopped gets the rest (a page
-        # that loads without one has the stored message already).
-        return Response(status_code=204)
-    return stream_response(generation, metrics, after=after)
+    generation, after = resumed.generation, resumed.after
+    if isinstance(generation, Generation):
+        return stream_response(generation, metrics, after=after)
+    return remote_stream_response(generation, after=after)  # another worker runs it
 
 
 def _asks_for_replay(request: Request) -> bool:

@@ -54,7 +54,7 @@ async def use_chat(
         check_length(content, settings)
         chat = await _ensure_chat(store, registry, settings, body)
         start = partial(_reply, manager, chat.id, content, body.model, key)
-    return await launch(request, start, metrics, manager=manager, store=store, chat_id=chat.id)
+    return await launch(request, start, metrics, manager=manager, chat_id=chat.id)
 
 
 async def _reply(

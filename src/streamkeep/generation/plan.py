@@ -1,0 +1,86 @@
+"""What a reply, a regeneration and an edit have in common: one `ReplyPlan`.
+
+Each reads what it answers (the chat, the message it branches from) and turns it into a
+plan: where the reply goes in the tree, the new user message if there is one, the
+model and the prompt. The manager then starts every plan the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from streamkeep.generation.parts import history_to_messages
+from streamkeep.generation.titles import title_from
+from streamkeep.llm.types import Message
+from streamkeep.store.errors import InvalidOperation
+
+if TYPE_CHECKING:
+    from streamkeep.llm.registry import ModelRegistry
+    from streamkeep.store import ChatRecord, ChatStore
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyPlan:
+    """One reply to start: the rows to write, and the request for the model."""
+
+    chat_id: str
+    parent_id: str | None
+    # The new user message the reply answers; None for a regeneration.
+    user_content: str | None
+    model: str
+    prompt: list[Message]
+    # The chat's `event_seq` as read when the reply started: its frames number on from it.
+    event_seq: int
+    # For an untitled chat whose first user message this is (see `first_title`).
+    title: str | None = None
+    idempotency_key: str | None = None
+
+
+async def plan_reply(
+    store: ChatStore,
+    registry: ModelRegistry,
+    chat: ChatRecord,
+    parent_id: str | None,
+    user_content: str | None,
+    *,
+    model: str | None,
+    idempotency_key: str | None,
+) -> ReplyPlan:
+    """The plan of a reply under `parent_id` in `chat`, with a new user message when
+    `user_content` is given. An unknown model raises before anything is written."""
+    model = model or chat.model
+    registry.resolve(model)
+    prompt = await _prompt(store, chat, parent_id)
+    title = None
+    if user_content is not None:
+        prompt.append(Message("user", user_content))
+        title = first_title(chat.title, parent_id, user_content)
+    return ReplyPlan(
+        chat_id=chat.id,
+        parent_id=parent_id,
+        user_content=user_content,
+        model=model,
+        prompt=prompt,
+        event_seq=chat.event_seq,
+        title=title,
+        idempotency_key=idempotency_key,
+    )
+
+
+async def _prompt(store: ChatStore, chat: ChatRecord, parent_id: str | None) -> list[Message]:
+    """The system prompt and the branch up to `parent_id`, for the model."""
+    if parent_id is None:
+        return history_to_messages(chat.system, [])
+    history = await store.prompt_history(parent_id)
+    if history and history[0].chat_id != chat.id:
+        raise InvalidOperation(f"message {parent_id!r} belongs to another chat")
+    return history_to_messages(chat.system, history)
+
+
+def first_title(title: str | None, parent_id: str | None, content: str) -> str | None:
+    """The title an untitled chat gets from a user message at its root (its first, or
+    an edit of it); None when the chat has a title or the message is not its first."""
+    if title is not None or parent_id is not None:
+        return None
+    return title_from(content)
