@@ -337,4 +337,3 @@ class Generation:
         left to the checkpointer, or the chat was deleted meanwhile)."""
         write = self.final_write(outcome)
         return await store_final(self._store, write, retry_later=self._checkpointer.retry_later)
-
