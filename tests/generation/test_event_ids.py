@@ -18,6 +18,7 @@ from tests.fakes.upstream import FakeUpstream, Script
 from tests.generation.conftest import MODEL, ManagerFactory
 from tests.generation.gates import hold
 from tests.generation.streams import Frame, deltas, read_all, read_until, types
+from tests.scaleout.waits import eventually
 
 
 async def new_chat(store: ChatStore) -> str:
@@ -134,6 +135,7 @@ async def test_a_reply_whose_ids_were_taken_meanwhile_starts_again_after_them(
     fake_upstream.enqueue(Script(tokens=3))
     starting = asyncio.create_task(manager.reply(chat_id=chat_id, content="hi"))
     await writes.wait_entered()  # numbered from 1, its rows not written yet
+    await eventually(lambda: len(fake_upstream.requests) == 1)  # the provider was asked
     # Meanwhile another worker's reply in this chat started and ended, up to id 50.
     await store.checkpoint([], [(chat_id, 50)])
     writes.open()

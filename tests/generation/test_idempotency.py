@@ -75,6 +75,7 @@ async def test_a_retry_within_retention_while_another_runs_replays_its_own(
     replay = await read_all(first)
     fake_upstream.enqueue(Script(tokens=10, hang_after=2))
     running = await manager.reply(chat_id=chat_id, content="two", idempotency_key="k2")
+    await read_until(running.subscribe(), deltas(2))  # its request reached the provider
 
     again = await manager.reply(chat_id=chat_id, content="one", idempotency_key="k1")
 

@@ -41,6 +41,7 @@ async def test_a_second_generation_in_the_same_chat_is_a_conflict_and_writes_not
     chat_id = await new_chat(store)
     fake_upstream.enqueue(Script(tokens=6, hang_after=2))
     running = await manager.reply(chat_id=chat_id, content="one", idempotency_key="a")
+    await read_until(running.subscribe(), deltas(2))  # its request reached the provider
 
     with pytest.raises(GenerationConflict) as caught:
         await manager.reply(chat_id=chat_id, content="two", idempotency_key="b")

@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, InvalidRequestError, OperationalError, StatementError
 
 from streamkeep.store import ChatStore, Database
-from streamkeep.store.queries import CHATS, MESSAGES
+from streamkeep.store.models import CHATS, MESSAGES
 from tests.store.test_sqlite_inline import loop_ticks, write_lock
 
 WHEN = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
@@ -70,7 +70,7 @@ async def test_values_written_here_read_back_the_same_through_sqlalchemy(
     assert row.parts == PARTS
     assert row.created_at == WHEN and row.created_at.tzinfo is not None
     assert row.completed_at is None
-    message = await store.get_message("m1")  # and the ORM
+    message = await store.get_message("m1")  # and the store
     assert message.parts == PARTS and message.created_at == WHEN
 
 

@@ -35,11 +35,15 @@ async def test_sqlite_creates_the_parent_directory_and_uses_wal(tmp_path: Path) 
     path = tmp_path / "deep" / "er" / "streamkeep.db"
     db = Database.from_url(f"sqlite:///{path}")
     try:
-        async with db.engine.connect() as conn:
-            assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
-            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+        async with db.reading() as conn:  # the store's own connections
+            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
+            assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar_one() == 1
             # SQLite itself never sleeps on a lock: that would be on the event loop.
-            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 0
+            assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar_one() == 0
+        async with db.engine.connect() as engine_conn:  # migrations' (on aiosqlite's thread)
+            assert (await engine_conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
+            assert (await engine_conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+            assert (await engine_conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 30000
         assert path.is_file()
     finally:
         await db.dispose()
@@ -67,8 +71,8 @@ async def test_ping_is_false_when_unreachable() -> None:
 async def test_a_failed_transaction_writes_nothing(store: ChatStore, db: Database) -> None:
     chat = await store.create_chat(model="m")
     with pytest.raises(RuntimeError):
-        async with db.transaction() as s:
-            await s.execute(text("DELETE FROM chats"))
+        async with db.writing() as conn:
+            await conn.execute(text("DELETE FROM chats"))
             raise RuntimeError("boom")
     assert (await store.get_chat(chat.id)).id == chat.id
 

@@ -65,8 +65,6 @@ async def test_unknown_ids_raise_not_found(store: ChatStore) -> None:
         store.update_chat("chat_x", title="t"),
         store.delete_chat("chat_x"),
         store.get_message("msg_x"),
-        store.siblings("msg_x"),
-        store.history("msg_x"),
         store.active_branch("chat_x"),
         store.get_generation("gen_x"),
     ):
@@ -146,7 +144,7 @@ async def test_tree_active_branch_siblings_and_switching(store: ChatStore) -> No
     assert [m.role for m in branch] == ["user", "assistant", "user", "assistant"]
     assert branch[2].parts == [{"type": "text", "text": "two, edited"}]
 
-    assert await store.siblings(a1b.id) == [a1.id, a1b.id]
+    assert (await store.get_message(a1b.id)).sibling_ids == [a1.id, a1b.id]
     assert (await store.get_message(u2.id)).sibling_ids == [u2.id, u2b.id]
 
     # Switch to the first version of question two: its newest leaf becomes active.
@@ -159,10 +157,14 @@ async def test_tree_active_branch_siblings_and_switching(store: ChatStore) -> No
     other = await store.active_branch(chat.id, leaf_id=a1b.id)
     assert [m.id for m in other] == [u1.id, a1b.id]
 
-    assert [m.id for m in await store.history(u2.id)] == [u1.id, a1.id, u2.id]
+    assert [m.id for m in await store.active_branch(chat.id, leaf_id=u2.id)] == [
+        u1.id,
+        a1.id,
+        u2.id,
+    ]
     # What a reply's prompt reads: the same path, other branches left out.
     for leaf in (u2.id, a2b.id, a1b.id):
-        full = await store.history(leaf)
+        full = await store.active_branch(chat.id, leaf_id=leaf)
         prompt = await store.prompt_history(leaf)
         assert [(p.chat_id, p.role, p.parts) for p in prompt] == [
             (m.chat_id, m.role, m.parts) for m in full

@@ -26,9 +26,9 @@ TEXT = [{"type": "text", "text": "Hello"}]
 
 
 async def counts(db: Database) -> tuple[int, int]:
-    async with db.session() as s:
-        messages = (await s.execute(text("SELECT count(*) FROM messages"))).scalar_one()
-        generations = (await s.execute(text("SELECT count(*) FROM generations"))).scalar_one()
+    async with db.reading() as conn:
+        messages = (await conn.execute(text("SELECT count(*) FROM messages"))).scalar_one()
+        generations = (await conn.execute(text("SELECT count(*) FROM generations"))).scalar_one()
     return messages, generations
 
 
@@ -219,7 +219,7 @@ async def test_prior_messages_and_chosen_ids(store: ChatStore, db: Database) -> 
         prior=[("tool", [{"type": "text", "text": "calculator says 8"}])],
     )
     assert user is not None
-    history = await store.history(reply.id)
+    history = await store.active_branch(chat.id, leaf_id=reply.id)
     assert [m.role for m in history[-3:]] == ["tool", "user", "assistant"]
     assert history[-2].id == user.id
 
@@ -252,12 +252,12 @@ async def test_the_database_allows_one_running_generation_per_chat(
     )
     values = {"chat": chat.id, "msg": reply.id}
     with pytest.raises(IntegrityError):
-        async with db.transaction() as s:
-            await s.execute(insert, {**values, "id": "gen_second", "status": "running"})
+        async with db.writing() as conn:
+            await conn.execute(insert, {**values, "id": "gen_second", "status": "running"})
     # ...while finished ones may be many.
-    async with db.transaction() as s:
+    async with db.writing() as conn:
         for n in range(2):
-            await s.execute(insert, {**values, "id": f"gen_old{n}", "status": "finished"})
+            await conn.execute(insert, {**values, "id": f"gen_old{n}", "status": "finished"})
 
 
 async def test_conflict_holds_across_two_engines(database_url: str, store: ChatStore) -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamkeep.store import ChatStore, Database, NotFound
-from streamkeep.store import repository as repository_module
+from streamkeep.store import chats as chats_module
+from streamkeep.store.core import CoreConnection
 from streamkeep.store.queries import load_branch, load_tree
 from streamkeep.store.tree import Node, Tree
 
@@ -30,12 +30,12 @@ def delete_after_the_tree_is_read(
     chat, committed by another transaction before the read's next statement."""
     real = load_tree
 
-    async def then_delete(s: AsyncSession, tree_chat_id: str) -> Tree:
-        tree = await real(s, tree_chat_id)
+    async def then_delete(conn: CoreConnection, tree_chat_id: str) -> Tree:
+        tree = await real(conn, tree_chat_id)
         await store.delete_chat(chat_id)
         return tree
 
-    monkeypatch.setattr(repository_module, "load_tree", then_delete)
+    monkeypatch.setattr(chats_module, "load_tree", then_delete)
 
 
 async def test_active_branch_reads_one_snapshot_despite_a_concurrent_delete(
@@ -52,24 +52,10 @@ async def test_active_branch_reads_one_snapshot_despite_a_concurrent_delete(
         await store.active_branch(chat_id)  # the deletion did commit
 
 
-async def test_history_reads_one_snapshot_despite_a_concurrent_delete(
-    store: ChatStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    chat_id, ids = await chat_with_a_reply(store)
-    delete_after_the_tree_is_read(monkeypatch, store, chat_id)
-
-    history = await store.history(ids[-1])
-
-    assert [m.id for m in history] == ids
-    monkeypatch.undo()
-    with pytest.raises(NotFound):
-        await store.history(ids[-1])
-
-
 async def test_a_branch_whose_rows_are_gone_is_not_found(store: ChatStore, db: Database) -> None:
     # A tree read apart from its rows (what a snapshot rules out) names a message that
     # no longer exists: NotFound (a 404), not a KeyError (a 500).
     tree = Tree([Node("msg_gone", None, datetime.now(UTC))])
-    async with db.session() as s:
+    async with db.reading() as conn:
         with pytest.raises(NotFound):
-            await load_branch(s, tree, "msg_gone")
+            await load_branch(conn, tree, "msg_gone")

@@ -64,14 +64,14 @@ async def test_statements_run_on_the_event_loop_thread(db_path: Path) -> None:
     db = Database.from_url(f"sqlite:///{db_path}")
     seen: list[int] = []
     try:
-        async with db.engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            sqlite_conn = raw.driver_connection._conn  # type: ignore[union-attr]
-            sqlite_conn.create_function("thread_id", 0, threading.get_ident)
-            seen.append((await conn.exec_driver_sql("SELECT thread_id()")).scalar_one())
+        for transaction in (db.reading, db.writing):
+            async with transaction() as conn:
+                assert isinstance(conn, DirectConnection)
+                conn.connection.sqlite.create_function("thread_id", 0, threading.get_ident)
+                seen.append((await conn.execute(text("SELECT thread_id()"))).scalar_one())
     finally:
         await db.dispose()
-    assert seen == [threading.get_ident()]
+    assert seen == [threading.get_ident()] * 2
 
 
 async def test_a_write_waits_for_another_connections_lock_without_blocking_the_loop(
@@ -144,13 +144,13 @@ async def test_wal_checkpoints_run_on_a_thread_every_few_hundred_commits(
             await store.create_chat(model="openai/m")
         await asyncio.sleep(0.05)
         assert ran == []
-        chat = await store.create_chat(model="openai/m")  # commit 5, on the direct path
-        await store.update_chat(chat.id, title="x")  # and one through a session
+        chat = await store.create_chat(model="openai/m")  # commit 5
+        await store.update_chat(chat.id, title="x")
         await eventually(lambda: len(ran) > 0)
         [(thread, (busy, frames, copied))] = ran
         assert thread != threading.get_ident()
         assert busy == 0 and frames > 0 and copied > 0
-        for _ in range(4):  # commits of sessions count too: 10
+        for _ in range(4):  # 10
             await store.update_chat(chat.id, title="y")
         await eventually(lambda: len(ran) == 2)
     finally:
@@ -181,11 +181,11 @@ async def test_a_commit_never_waits_for_a_checkpoint(
         chat = await store.create_chat(model="openai/m")
         # That commit started a checkpoint, which is now held on its thread...
         assert await asyncio.to_thread(started.wait, 10), "no checkpoint was started"
-        # ...and the writes go on meanwhile, on both paths: none waits for it.
+        # ...and the writes go on meanwhile: none waits for it.
         async with asyncio.timeout(5):
             for _ in range(3):
-                await store.create_chat(model="openai/m")  # the direct path
-                await store.update_chat(chat.id, title="t")  # a session
+                await store.create_chat(model="openai/m")
+                await store.update_chat(chat.id, title="t")
         assert not finished.is_set()  # every write above landed while it was held
         chats, _ = await store.list_chats()
         assert len(chats) == 4
@@ -201,21 +201,21 @@ async def test_the_hot_paths_keep_one_connection_and_replace_a_broken_one(db_pat
         async def driver_of_writer() -> object:
             async with db.writing() as conn:
                 assert isinstance(conn, DirectConnection)
-                return conn.inline
+                return conn.connection
 
         first = await driver_of_writer()
         assert await driver_of_writer() is first  # no checkout / return per transaction
         with pytest.raises(RuntimeError, match="broke"):
             async with db.writing() as conn:
                 assert isinstance(conn, DirectConnection)
-                conn.inline.sqlite.close()  # e.g. the file went away
+                conn.connection.sqlite.close()  # e.g. the file went away
                 raise RuntimeError("broke")  # the caller's error is the one raised
         replaced = await driver_of_writer()
         assert replaced is not first
         async with db.reading() as conn:  # reads have their own
             assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
             assert isinstance(conn, DirectConnection)
-            assert conn.inline is not replaced
+            assert conn.connection is not replaced
     finally:
         await db.dispose()
 
@@ -230,9 +230,9 @@ async def test_a_read_on_the_held_connection_ends_in_a_rollback_not_a_commit(
         async with db.reading() as conn:
             await conn.execute(text("SELECT 1"))
             assert isinstance(conn, DirectConnection)
-            assert conn.inline.sqlite.in_transaction
+            assert conn.connection.sqlite.in_transaction
         assert commits == []  # the commit count (a metric) counts writes only
-        assert not conn.inline.sqlite.in_transaction  # rolled back
+        assert not conn.connection.sqlite.in_transaction  # rolled back
         async with db.writing() as conn:
             await conn.execute(text("SELECT 1"))
         assert commits == ["commit"]

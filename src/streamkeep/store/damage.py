@@ -15,8 +15,8 @@ nearest sound value, with a warning in the log:
   `MessageRecord` and prompt building).
 
 Cost: `load_json` is orjson (faster than the stdlib's default) until orjson refuses
-a value; `decode_text` is a Python call per TEXT value read from SQLite (about
-0.15 us each; C's own decoding fails a whole query on one bad byte).
+a value; `decode_text` is a Python call per TEXT value read from SQLite (C's own
+decoding would fail a whole query on one bad byte).
 """
 
 from __future__ import annotations

@@ -1,15 +1,14 @@
-"""The database handle: engine set-up per backend, sessions, migrations, health.
+"""The database handle: engine set-up per backend, transactions, migrations, health.
 
-SQLite (the default) runs in WAL mode, so readers never block the writer, with foreign
-keys on; its statements run on the event loop (see `store.sqlite`), waiting for another
-process's lock on a thread for up to `SQLITE_BUSY_TIMEOUT` seconds. PostgreSQL goes
-through asyncpg. Both take plain `sqlite:///path` / `postgresql://...` URLs; the async
-driver is filled in here.
-
-Read with `session()`, write with `transaction()` (`reading()` / `writing()` do the
-same without an ORM session, for Core statements on hot paths): on SQLite a write
-transaction takes the write lock when it begins, and writers of one process queue in
-memory.
+The store runs Core statements in `reading()` and `writing()` transactions, on either
+backend. SQLite (the default) runs in WAL mode, so readers never block the writer, with
+foreign keys on; the store's statements run on connections of its own, on the event loop
+(see `store.sqlite` and `store.direct`), waiting for another process's lock on a thread
+for up to `SQLITE_BUSY_TIMEOUT` seconds; a write transaction takes the write lock when
+it begins, and writers of one process queue in memory. PostgreSQL goes through asyncpg,
+on SQLAlchemy's own connections. Both take plain `sqlite:///path` / `postgresql://...`
+URLs; the async driver is filled in here. The engine (`engine`) also serves migrations
+and `ping`.
 """
 
 from __future__ import annotations
@@ -22,25 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from streamkeep.store import migrations
 from streamkeep.store.core import CoreConnection, EngineConnection
 from streamkeep.store.damage import load_json
 from streamkeep.store.direct import DirectConnection, PreparedCache
-from streamkeep.store.sqlite import InlineConnection, WalCheckpointer
+from streamkeep.store.migrations import upgrade_to_head
+from streamkeep.store.sqlite import SqliteConnection, WalCheckpointer, configure
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +40,7 @@ logger = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT = 30.0
 # Seconds `ping` waits: a readiness probe must answer even when the database hangs.
 PING_TIMEOUT = 5.0
-# Execution option marking a connection whose transaction will write (see `transaction`).
+# Execution option marking a connection whose transaction will write (see `upgrade`).
 _WRITE = "streamkeep_write"
 
 
@@ -64,33 +56,32 @@ def normalize_url(url: str) -> URL:
 
 
 class Database:
-    """One engine and its sessions. Create with `from_url`, close with `dispose`."""
+    """One engine and the store's transactions. Create with `from_url`, close with
+    `dispose`. `sqlite` (the database file and its busy timeout) is for SQLite only."""
 
-    def __init__(self, engine: AsyncEngine, *, wal: WalCheckpointer | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, *, sqlite: tuple[Path, float] | None = None) -> None:
         self.engine = engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-        # SQLite allows one writer at a time. Writers of this process queue here, on the
-        # event loop, instead of each holding a pooled connection (and a thread) while
-        # sleeping in busy_timeout; busy_timeout remains for writers of other processes.
-        self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         self._watchers = _Watchers()
-        self._wal = wal
-        if wal is not None:  # SQLite: every commit of this process counts
-            self.watch(None, wal.committed)
-        # SQLite's statements run on the loop (see `store.sqlite`), where a pooled
-        # connection's checkout and return cost more than a message's statements: the
-        # Core hot paths keep one connection each, used by one transaction at a time,
-        # and run their statements on it directly (see `store.direct`).
+        self._wal: WalCheckpointer | None = None
+        # SQLite allows one writer at a time. Writers of this process queue here, on the
+        # event loop, instead of each holding a connection (and a thread) while sleeping
+        # in a busy wait; the busy wait remains for writers of other processes.
+        self._write_lock: asyncio.Lock | None = None
+        # SQLite's statements run on the loop (see `store.sqlite`), where opening a
+        # connection per transaction would cost more than a message's statements: the
+        # store keeps one connection for writes and one for reads, used by one
+        # transaction at a time, and runs its statements on them (see `store.direct`).
         self._held_writer: _HeldConnection | None = None
         self._held_reader: _HeldConnection | None = None
-        if self._write_lock is not None:
+        if sqlite is not None:
+            path, busy_timeout = sqlite
+            self._wal = WalCheckpointer(path)
+            self.watch(None, self._wal.committed)  # every commit of this process counts
+            self._write_lock = asyncio.Lock()
             cache = PreparedCache(engine.dialect)
-            self._held_writer = _HeldConnection(
-                engine, self._write_lock, cache, self._watchers, write=True
-            )
-            self._held_reader = _HeldConnection(
-                engine, asyncio.Lock(), cache, self._watchers, write=False
-            )
+            opener = _Opener(path, busy_timeout, cache, self._watchers)
+            self._held_writer = _HeldConnection(opener, self._write_lock, write=True)
+            self._held_reader = _HeldConnection(opener, asyncio.Lock(), write=False)
 
     @classmethod
     def from_url(cls, url: str, *, sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> Database:
@@ -98,18 +89,14 @@ class Database:
         if parsed.get_backend_name() == "postgresql":
             return cls(create_async_engine(parsed, pool_pre_ping=True, json_deserializer=load_json))
         if parsed.database in (None, "", ":memory:"):
-            # Each pooled connection would be a separate empty database.
+            # Each connection would be a separate empty database.
             raise ValueError("in-memory SQLite is not supported: give a file path")
         path = Path(parsed.database).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         parsed = parsed.set(database=str(path))
-
-        async def connect() -> aiosqlite.Connection:
-            return await InlineConnection(path, busy_timeout=sqlite_busy_timeout)
-
-        engine = create_async_engine(parsed, async_creator=connect, json_deserializer=load_json)
-        _configure_sqlite(engine)
-        return cls(engine, wal=WalCheckpointer(path))
+        engine = create_async_engine(parsed, json_deserializer=load_json)
+        _configure_sqlite(engine, busy_timeout=sqlite_busy_timeout)
+        return cls(engine, sqlite=(path, sqlite_busy_timeout))
 
     @property
     def dialect(self) -> str:
@@ -121,46 +108,29 @@ class Database:
         return self.dialect == "sqlite"
 
     @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session for reading; anything left uncommitted is rolled back on exit."""
-        async with self._sessions() as session:
-            yield session
-
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session for writing, committed on a clean exit and rolled back on error.
-
-        On SQLite the transaction starts with BEGIN IMMEDIATE (it takes the write lock
-        up front, so it cannot fail later when a read turns into a write).
-        """
-        async with self._writer(), self._sessions() as session:
-            await session.connection(execution_options={_WRITE: True})
-            yield session
-            await session.commit()
-
-    @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[CoreConnection]:
-        """A plain connection for Core reads: no ORM session to set up and tear down,
-        which on the hot paths (every message) cost more than the queries."""
+        """A read transaction: its statements all see one snapshot of the database
+        (on PostgreSQL at REPEATABLE READ: its default READ COMMITTED gives each
+        statement its own snapshot). It ends in a rollback."""
         if self._held_reader is not None:
             async with self._held_reader.transaction() as direct:
                 yield direct
             return
         async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="REPEATABLE READ")
             yield EngineConnection(conn)
 
     @contextlib.asynccontextmanager
     async def writing(self) -> AsyncIterator[CoreConnection]:
-        """`transaction()` for Core statements: the same write lock and BEGIN IMMEDIATE,
-        committed on a clean exit and rolled back on error, without a session."""
+        """A write transaction, committed on a clean exit and rolled back on error. On
+        SQLite it starts with BEGIN IMMEDIATE (it takes the write lock up front, so it
+        cannot fail later when a read turns into a write)."""
         if self._held_writer is not None:
             async with self._held_writer.transaction() as direct:
                 yield direct
             return
-        async with self._writer(), self.engine.connect() as conn:
-            conn = await conn.execution_options(**{_WRITE: True})
-            async with conn.begin():
-                yield EngineConnection(conn)
+        async with self.engine.connect() as conn, conn.begin():
+            yield EngineConnection(conn)
 
     def watch(
         self, on_statement: Callable[[str, bool], None] | None, on_commit: Callable[[], None]
@@ -195,7 +165,7 @@ class Database:
         """Apply every Alembic revision not applied yet (safe to call at each start)."""
         async with self._writer(), self.engine.connect() as conn:
             conn = await conn.execution_options(**{_WRITE: True})
-            await conn.run_sync(migrations.upgrade_to_head)
+            await conn.run_sync(upgrade_to_head)
 
     async def ping(self) -> bool:
         """True when the database answers a trivial query within PING_TIMEOUT seconds."""
@@ -229,32 +199,36 @@ class _Watchers:
     commit: list[Callable[[], None]] = field(default_factory=list)
 
 
-class _HeldConnection:
-    """SQLite: a driver connection kept open for one kind of transaction, one
-    transaction at a time (under `lock`); replaced when it breaks."""
+@dataclass(frozen=True, slots=True)
+class _Opener:
+    """How the store's SQLite connections are opened (see `store.sqlite`)."""
 
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        lock: asyncio.Lock,
-        cache: PreparedCache,
-        watchers: _Watchers,
-        *,
-        write: bool,
-    ) -> None:
-        self._engine = engine
+    path: Path
+    busy_timeout: float
+    cache: PreparedCache
+    watchers: _Watchers
+
+    async def open(self) -> DirectConnection:
+        sqlite = await SqliteConnection.open(self.path, busy_timeout=self.busy_timeout)
+        return DirectConnection(sqlite, self.cache, self.watchers.statement, self.watchers.commit)
+
+
+class _HeldConnection:
+    """SQLite: a connection kept open for one kind of transaction, one transaction at
+    a time (under `lock`); replaced when it breaks."""
+
+    def __init__(self, opener: _Opener, lock: asyncio.Lock, *, write: bool) -> None:
+        self._opener = opener
         self._lock = lock
-        self._cache = cache
-        self._watchers = watchers
         self._write = write
-        # The pooled connection stays checked out while its driver connection is used.
-        self._pooled: AsyncConnection | None = None
         self._direct: DirectConnection | None = None
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[DirectConnection]:
         async with self._lock:
-            direct = self._direct or await self._open()
+            if self._direct is None:
+                self._direct = await self._opener.open()
+            direct = self._direct
             try:
                 await direct.begin(write=self._write)
                 yield direct
@@ -264,20 +238,9 @@ class _HeldConnection:
                 await self._end(direct.abort)
                 raise
             if not self._write:
-                # A read ends with a rollback, as a pooled connection's return does:
-                # it changed nothing, and the commit count stays the writes' count.
+                # A read ends with a rollback: it changed nothing, and the commit count
+                # stays the writes' count.
                 await self._end(direct.rollback)
-
-    async def _open(self) -> DirectConnection:
-        pooled = await self._engine.connect()
-        raw = await pooled.get_raw_connection()
-        inline = raw.driver_connection
-        assert isinstance(inline, InlineConnection)
-        self._pooled = pooled
-        self._direct = DirectConnection(
-            inline, self._cache, self._watchers.statement, self._watchers.commit
-        )
-        return self._direct
 
     async def _end(self, rollback: Callable[[], Awaitable[None]]) -> None:
         """Roll back. A connection that cannot even do that is broken: it is dropped
@@ -286,39 +249,26 @@ class _HeldConnection:
             await rollback()
         except Exception:
             logger.warning("SQLite connection dropped: its rollback failed", exc_info=True)
-            await self._drop(invalidate=True)
+            await self._drop()
 
-    async def _drop(self, *, invalidate: bool) -> None:
-        pooled, self._pooled, self._direct = self._pooled, None, None
-        if pooled is not None:
-            if invalidate:
-                await pooled.invalidate()
-            await pooled.close()
+    async def _drop(self) -> None:
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            await direct.connection.close()
 
     async def close(self) -> None:
         async with self._lock:
-            await self._drop(invalidate=False)
+            await self._drop()
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    """Pragmas per connection, and SQLAlchemy (not sqlite3) emitting BEGIN."""
+def _configure_sqlite(engine: AsyncEngine, *, busy_timeout: float) -> None:
+    """The engine's connections (migrations, `ping`): the store's settings, with the
+    busy wait in SQLite itself (on aiosqlite's thread), and SQLAlchemy (not sqlite3)
+    emitting BEGIN."""
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
-        # Stop the driver's own implicit BEGIN; `_on_begin` emits a real one, so reads
-        # see a consistent snapshot and DDL (migrations) is transactional.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        # No busy timeout in SQLite itself: it would sleep on the event loop's thread.
-        # `InlineConnection` waits for another process's lock on its worker thread.
-        cursor.execute("PRAGMA busy_timeout=0")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # Checkpoints run on a thread of their own every few hundred commits, not
-        # inside a commit on the event loop (see `store.sqlite`).
-        cursor.execute("PRAGMA wal_autocheckpoint=0")
-        cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough with WAL
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
+        configure(dbapi_connection, busy_timeout=busy_timeout)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:

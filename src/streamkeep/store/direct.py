@@ -1,21 +1,20 @@
-"""SQLite's per-message statements, run on the driver's own connection.
+"""SQLite's statements, run on the store's own driver connections (`store.sqlite`).
 
-Why not SQLAlchemy's execution here: a message's three transactions (`get_chat`,
-`start_reply`, `finish_reply`) cost 2.0-2.2 ms of CPU through `AsyncConnection`
-(greenlet hand-offs, an execution context and a result object per statement, events)
-and 0.8 ms this way, with SQLite itself taking about 0.35 ms of it: at 100 tokens a
-message, 13 us of every relayed chunk (benchmarks/chat_server.py).
+Why not SQLAlchemy's execution here: through `AsyncConnection` every statement costs
+greenlet hand-offs, an execution context, a result object and events, which on a
+message's few small statements is most of the database's CPU (benchmarks/chat_server.py
+measures it).
 
 What stays SQLAlchemy's: the statements are Core constructs, compiled by the engine's
 own dialect (once each, `Prepared`), and every parameter and result value goes through
 its column type's bind or result processor (JSON, UTC datetimes) as SQLAlchemy applies
-them, so these paths and the ORM's read and write the same values. Errors are
+them, so these paths and SQLAlchemy's own read and write the same values. Errors are
 SQLAlchemy's exception classes (`IntegrityError`, `OperationalError`...). Left out,
-and unused by the hot paths: Python-side column defaults (an INSERT gets every column
+and unused by the store: Python-side column defaults (an INSERT gets every column
 from its caller), expanding IN parameters and SQLAlchemy's engine events
 (`Database.watch` sees statements and commits of both kinds of connection).
 
-Calls go through `InlineConnection.run`: on the event loop, and on its worker thread
+Calls go through `SqliteConnection.run`: on the event loop, and on its worker thread
 only while another process holds the lock (see `store.sqlite`).
 """
 
@@ -34,7 +33,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 from streamkeep.store.core import Params, Rows
-from streamkeep.store.sqlite import InlineConnection
+from streamkeep.store.sqlite import SqliteConnection
 
 # Statements compiled at most (beyond this, e.g. one-off `text()`, each compiles anew).
 MAX_PREPARED = 256
@@ -92,7 +91,7 @@ class Prepared:
     def run(
         self, conn: sqlite3.Connection, args: Any, many: bool
     ) -> tuple[list[tuple[Any, ...]], int]:
-        """Execute (on whichever thread `InlineConnection.run` chose): raw rows, rowcount."""
+        """Execute (on whichever thread `SqliteConnection.run` chose): raw rows, rowcount."""
         cursor = conn.executemany(self.sql, args) if many else conn.execute(self.sql, args)
         try:
             return cursor.fetchall(), cursor.rowcount
@@ -127,12 +126,12 @@ class DirectConnection:
 
     def __init__(
         self,
-        inline: InlineConnection,
+        connection: SqliteConnection,
         cache: PreparedCache,
         on_statement: list[Callable[[str, bool], None]],
         on_commit: list[Callable[[], None]],
     ) -> None:
-        self.inline = inline
+        self.connection = connection
         self._cache = cache
         self._on_statement = on_statement
         self._on_commit = on_commit
@@ -146,7 +145,9 @@ class DirectConnection:
             many, args = True, [prepared.args(p) for p in parameters]
         self._notify(prepared.sql, many)
         try:
-            raw, rowcount = await self.inline.run(prepared.run, self.inline.sqlite, args, many)
+            raw, rowcount = await self.connection.run(
+                prepared.run, self.connection.sqlite, args, many
+            )
         except sqlite3.Error as exc:
             raise _wrapped(prepared.sql, args, exc) from exc
         return Rows(prepared.rows(raw), rowcount)
@@ -160,7 +161,7 @@ class DirectConnection:
 
     async def commit(self) -> None:
         try:
-            await self.inline.commit()
+            await self.connection.run(self.connection.sqlite.commit)
         except sqlite3.Error as exc:
             raise _wrapped("COMMIT", (), exc) from exc
         for watcher in self._on_commit:
@@ -168,7 +169,7 @@ class DirectConnection:
 
     async def rollback(self) -> None:
         """End the transaction, if one is open (a failed BEGIN leaves none)."""
-        if self.inline.sqlite.in_transaction:
+        if self.connection.sqlite.in_transaction:
             await self._sql("ROLLBACK")
 
     async def abort(self) -> None:
@@ -176,13 +177,13 @@ class DirectConnection:
         after a call that may still run there: a BEGIN IMMEDIATE whose caller was
         cancelled while it waited for the lock must not leave a transaction open."""
         try:
-            await self.inline.run_queued(self.inline.sqlite.rollback)
+            await self.connection.run_queued(self.connection.sqlite.rollback)
         except sqlite3.Error as exc:
             raise _wrapped("ROLLBACK", (), exc) from exc
 
     async def _sql(self, sql: str) -> None:
         try:
-            await self.inline.run(self.inline.sqlite.execute, sql)
+            await self.connection.run(self.connection.sqlite.execute, sql)
         except sqlite3.Error as exc:
             raise _wrapped(sql, (), exc) from exc
 

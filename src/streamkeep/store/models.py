@@ -1,4 +1,8 @@
-"""The ORM tables: chats, messages (a tree per chat) and generations.
+"""The tables: chats, messages (a tree per chat) and generations.
+
+Declared as ORM classes (`ChatRow`, `MessageRow`, `GenerationRow`: Alembic compares
+their metadata); the store reads and writes them with Core statements on `CHATS`,
+`MESSAGES` and `GENERATIONS`.
 
 The schema is owned by the Alembic revisions in `migrations/versions`; a test checks
 that upgrading an empty database gives exactly this metadata. Change both together,
@@ -8,7 +12,7 @@ with a new revision (never edit a landed one).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -20,6 +24,7 @@ from sqlalchemy import (
     Index,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -73,7 +78,7 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONDocument}
 
 
-class Chat(Base):
+class ChatRow(Base):
     __tablename__ = "chats"
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -93,7 +98,7 @@ class Chat(Base):
     __table_args__ = (Index(None, "updated_at", "id"),)
 
 
-class Message(Base):
+class MessageRow(Base):
     __tablename__ = "messages"
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -122,7 +127,7 @@ class Message(Base):
     )
 
 
-class Generation(Base):
+class GenerationRow(Base):
     __tablename__ = "generations"
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -151,3 +156,8 @@ class Generation(Base):
         UniqueConstraint("chat_id", "idempotency_key"),
         CheckConstraint("status IN ('running', 'finished')", name="status"),
     )
+
+
+CHATS = cast(Table, ChatRow.__table__)
+MESSAGES = cast(Table, MessageRow.__table__)
+GENERATIONS = cast(Table, GenerationRow.__table__)

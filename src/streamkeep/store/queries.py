@@ -1,78 +1,85 @@
-"""Queries the store composes, each inside the caller's session (and transaction)."""
+"""Statements and reads the store's modules share, each inside the caller's transaction.
+
+Every statement the store runs is a Core construct built once, at import, with named
+`bindparam`s (`b_...`): a statement object memoizes its cache key for SQLAlchemy's
+compiled-SQL cache, and on SQLite `store.direct` compiles each one once.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import Select, bindparam, select
 
-from streamkeep.store import ids
+from streamkeep.store.core import CoreConnection
 from streamkeep.store.errors import GenerationConflict, InvalidOperation, NotFound
-from streamkeep.store.models import ID_LENGTH, Chat, Generation, Message
+from streamkeep.store.ids import message_id as new_message_id
+from streamkeep.store.models import CHATS, GENERATIONS, ID_LENGTH, MESSAGES
 from streamkeep.store.records import MessageRecord, MessageStatus, Role
 from streamkeep.store.tree import Node, Tree
 
-# The tables, for Core statements on the per-message paths (no ORM unit of work).
-CHATS = cast(Table, Chat.__table__)
-MESSAGES = cast(Table, Message.__table__)
-GENERATIONS = cast(Table, Generation.__table__)
+GET_CHAT = select(CHATS).where(CHATS.c.id == bindparam("b_id"))
+GET_MESSAGE = select(MESSAGES).where(MESSAGES.c.id == bindparam("b_id"))
+_TREE = select(MESSAGES.c.id, MESSAGES.c.parent_id, MESSAGES.c.created_at).where(
+    MESSAGES.c.chat_id == bindparam("b_chat")
+)
+_KEYED = select(GENERATIONS.c.id, GENERATIONS.c.message_id, GENERATIONS.c.status).where(
+    GENERATIONS.c.chat_id == bindparam("b_chat"),
+    GENERATIONS.c.idempotency_key == bindparam("b_key"),
+)
+_RUNNING = select(GENERATIONS.c.id, GENERATIONS.c.message_id).where(
+    GENERATIONS.c.chat_id == bindparam("b_chat"), GENERATIONS.c.status == "running"
+)
 
 
-async def chat_row(s: AsyncSession, chat_id: str) -> Chat:
-    chat = await s.get(Chat, chat_id)
-    if chat is None:
+def _branch() -> Select[Any]:
+    """The rows of a message and its ancestors: a recursive walk up the parents."""
+    walk = select(MESSAGES).where(MESSAGES.c.id == bindparam("b_id")).cte("branch", recursive=True)
+    up = walk.alias("up")
+    walk = walk.union_all(select(MESSAGES).where(MESSAGES.c.id == up.c.parent_id))
+    return select(walk)
+
+
+_BRANCH = _branch()
+
+
+async def chat_row(conn: CoreConnection, chat_id: str) -> Any:
+    row = (await conn.execute(GET_CHAT, {"b_id": chat_id})).first()
+    if row is None:
         raise NotFound("chat", chat_id)
-    return chat
+    return row
 
 
-async def message_row(s: AsyncSession, message_id: str) -> Message:
-    message = await s.get(Message, message_id)
-    if message is None:
+async def message_row(conn: CoreConnection, message_id: str) -> Any:
+    row = (await conn.execute(GET_MESSAGE, {"b_id": message_id})).first()
+    if row is None:
         raise NotFound("message", message_id)
-    return message
+    return row
 
 
-async def load_tree(s: AsyncSession, chat_id: str) -> Tree:
-    stmt = select(Message.id, Message.parent_id, Message.created_at).where(
-        Message.chat_id == chat_id
-    )
-    return Tree(Node(*row) for row in (await s.execute(stmt)).all())
+async def load_tree(conn: CoreConnection, chat_id: str) -> Tree:
+    rows = (await conn.execute(_TREE, {"b_chat": chat_id})).all()
+    return Tree(Node(*row) for row in rows)
 
 
-async def load_branch(s: AsyncSession, tree: Tree, leaf_id: str) -> list[MessageRecord]:
+async def load_branch(conn: CoreConnection, tree: Tree, leaf_id: str) -> list[MessageRecord]:
     """The rows of root..leaf. NotFound if one is gone: only when `tree` was read in
     another snapshot than this query (the store reads both in one)."""
     path = tree.path_to(leaf_id)
-    rows = {m.id: m for m in (await s.scalars(select(Message).where(Message.id.in_(path))))}
+    rows = {row.id: row for row in (await conn.execute(_BRANCH, {"b_id": leaf_id})).all()}
     for message_id in path:
         if message_id not in rows:
             raise NotFound("message", message_id)
     return [message_record(rows[i], tree.siblings(i)) for i in path]
 
 
-async def sibling_ids(s: AsyncSession, message: Message) -> list[str]:
-    parent = Message.parent_id
-    same_parent = parent.is_(None) if message.parent_id is None else parent == message.parent_id
-    stmt = (
-        select(Message.id)
-        .where(Message.chat_id == message.chat_id, same_parent)
-        .order_by(Message.created_at, Message.id)
-    )
-    return list((await s.scalars(stmt)).all())
-
-
 async def find_conflict(
-    s: AsyncSession | AsyncConnection, chat_id: str, idempotency_key: str | None
+    conn: CoreConnection, chat_id: str, idempotency_key: str | None
 ) -> GenerationConflict | None:
     """The generation a new one for this chat would collide with, as an error."""
-    g = GENERATIONS.c
     if idempotency_key is not None:
-        same = select(g.id, g.message_id, g.status).where(
-            g.chat_id == chat_id, g.idempotency_key == idempotency_key
-        )
-        keyed = (await s.execute(same)).one_or_none()
+        keyed = (await conn.execute(_KEYED, {"b_chat": chat_id, "b_key": idempotency_key})).first()
         if keyed is not None:
             return GenerationConflict(
                 generation_id=keyed.id,
@@ -80,8 +87,7 @@ async def find_conflict(
                 same_key=True,
                 running=keyed.status == "running",
             )
-    running = select(g.id, g.message_id).where(g.chat_id == chat_id, g.status == "running")
-    other = (await s.execute(running)).one_or_none()
+    other = (await conn.execute(_RUNNING, {"b_chat": chat_id})).first()
     if other is None:
         return None
     return GenerationConflict(generation_id=other.id, message_id=other.message_id, same_key=False)
@@ -93,7 +99,7 @@ def new_message(
     """An empty message row (every column, for a Core INSERT); the caller fills in
     what differs."""
     return {
-        "id": ids.message_id(),
+        "id": new_message_id(),
         "chat_id": chat_id,
         "parent_id": parent_id,
         "role": role,
@@ -115,8 +121,8 @@ def checked_id(value: str) -> str:
     return value
 
 
-def message_record(message: Message, sibling_ids: list[str] | None = None) -> MessageRecord:
-    record = MessageRecord.model_validate(message)
+def message_record(row: Any, sibling_ids: list[str] | None = None) -> MessageRecord:
+    record = MessageRecord.model_validate(row)
     if sibling_ids is None:
         return record
     return record.model_copy(update={"sibling_ids": sibling_ids})

@@ -1,10 +1,11 @@
-"""What the store returns: plain pydantic models, never ORM objects.
+"""What the store returns: plain pydantic models (and `PromptMessage`), never rows.
 
 Datetimes are timezone-aware UTC and serialise as ISO 8601 (`model_dump(mode="json")`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -82,3 +83,12 @@ class GenerationRecord(_Record):
     started_at: datetime
     heartbeat_at: datetime
     ended_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptMessage:
+    """A stored message as prompt building needs it (see `ChatStore.prompt_history`)."""
+
+    chat_id: str
+    role: Role
+    parts: list[dict[str, Any]]

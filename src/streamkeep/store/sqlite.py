@@ -1,17 +1,20 @@
-"""SQLite statements on the event loop, with a thread only for waits and disk syncs.
+"""SQLite connections for the store's statements: on the event loop, with a thread only
+for waits and disk syncs.
 
-aiosqlite runs every call (cursor, execute, fetch, close...) on a worker thread. On our
-per-message statements (primary-key reads, small inserts and updates, microseconds of
-SQLite work each) the thread hop is the cost: measured here, 167 us of CPU per SELECT
-through the thread against 8 us inline, and a busy event loop adds GIL hand-offs to the
-latency of every hop. So `InlineConnection` runs a call on the loop's own thread, except:
+A driver such as aiosqlite runs every call (execute, fetch, close...) on a worker thread.
+Our statements are primary-key reads and small inserts and updates, microseconds of
+SQLite work each, so that hop is their main cost, and on a busy event loop it adds GIL
+hand-offs to the latency of every call (benchmarks/chat_server.py measures it). So
+`SqliteConnection` owns a `sqlite3` connection and runs a call on the loop's own
+thread, except:
 
 - a call that meets another process's write lock (SQLITE_BUSY). The connection's own
-  busy timeout is 0, so the inline try fails at once; the call then goes to the worker
-  thread, which retries it until `busy_timeout` seconds have passed, sleeping there
-  rather than on the loop. Retrying is safe: writers start with BEGIN IMMEDIATE, so the
-  lock is taken (or refused) before a statement changes anything, and writers of this
-  process already queue on `Database`'s lock, so only other processes can be busy.
+  busy timeout is 0, so the inline try fails at once; the call then goes to the
+  connection's worker thread, which retries it until `busy_timeout` seconds have
+  passed, sleeping there rather than on the loop. Retrying is safe: writers start with
+  BEGIN IMMEDIATE, so the lock is taken (or refused) before a statement changes
+  anything, and writers of this process already queue on `Database`'s lock, so only
+  other processes can be busy.
 - WAL checkpoints (copying the log into the database file, with an fsync). SQLite's
   automatic checkpoint would run inside a commit, on the loop; it is off on our
   connections. Every `CHECKPOINT_EVERY` commits of the process, `WalCheckpointer` runs
@@ -19,6 +22,9 @@ latency of every hop. So `InlineConnection` runs a call on the loop's own thread
   go on: no commit waits for one (nor can a cancelled wait for one make a commit that
   landed look failed). A commit itself only appends to the WAL (synchronous=NORMAL: no
   fsync).
+
+Only public APIs: the standard library's `sqlite3`, and a one-thread executor per
+connection (so calls never run on two threads at once).
 """
 
 from __future__ import annotations
@@ -28,10 +34,9 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-
-import aiosqlite
 
 from streamkeep.store.damage import decode_text
 
@@ -46,6 +51,24 @@ _MAX_BACKOFF = 0.05
 CHECKPOINT_EVERY = 200
 
 
+def configure(connection: Any, *, busy_timeout: float) -> None:
+    """The settings of every connection to the database: ours (`sqlite3`'s) and the
+    engine's (SQLAlchemy's adapted aiosqlite connection), which both take these calls."""
+    # No implicit BEGIN from the driver: the store (or SQLAlchemy) emits a real one, so
+    # a read sees one snapshot and DDL (migrations) is transactional.
+    connection.isolation_level = None
+    cursor = connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        # Checkpoints run on a thread of their own (`WalCheckpointer`), not in a commit.
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough with WAL
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
 def is_busy(exc: BaseException) -> bool:
     """True for SQLITE_BUSY and its extended codes (another connection holds a lock)."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -56,60 +79,73 @@ def is_busy(exc: BaseException) -> bool:
     )
 
 
-class InlineConnection(aiosqlite.Connection):
-    """An aiosqlite connection whose calls run inline; see the module docstring."""
+class SqliteConnection:
+    """A `sqlite3` connection whose calls run inline; see the module docstring.
 
-    def __init__(self, path: Path, *, busy_timeout: float) -> None:
+    Open with `open`, close with `close`. One caller at a time (each call is awaited
+    before the next): the owner, `Database`, holds a lock around every transaction.
+    """
+
+    def __init__(self, sqlite: sqlite3.Connection, worker: ThreadPoolExecutor, busy_timeout: float):
+        self.sqlite = sqlite  # the driver's connection: call it through `run`/`run_queued`
+        self._worker = worker
+        self._busy_timeout = busy_timeout
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: Path, *, busy_timeout: float) -> SqliteConnection:
+        """Connect (on the worker thread: opening may wait for a lock on the file)."""
+        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamkeep-sqlite")
+
         def connect() -> sqlite3.Connection:
             # check_same_thread off: calls run on the loop's thread and, when busy, on
-            # the worker's, never both at once (each call is awaited before the next).
+            # the worker's, never both at once.
             conn = sqlite3.connect(path, timeout=0, check_same_thread=False)
             conn.text_factory = decode_text  # a damaged row reads, it does not fail
+            configure(conn, busy_timeout=0)  # waits happen on the worker (`run`)
             return conn
 
-        super().__init__(connect, iter_chunk_size=64)
-        self._thread.daemon = True  # as SQLAlchemy does for aiosqlite's own threads
-        self.busy_timeout = busy_timeout
-
-    @property
-    def sqlite(self) -> sqlite3.Connection:
-        """The driver's connection: call it only through `run` or `run_queued`."""
-        conn: sqlite3.Connection = self._conn
-        return conn
+        try:
+            sqlite = await asyncio.get_running_loop().run_in_executor(worker, connect)
+        except BaseException:
+            worker.shutdown(wait=False)
+            raise
+        return cls(sqlite, worker, busy_timeout)
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)` on the loop, or on the worker thread while another connection
         holds the lock (see the module docstring)."""
-        return await self._execute(fn, *args)
+        if self._closed:
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+        try:
+            return fn(*args)
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+        return await self.run_queued(self._patiently, fn, args)
 
     async def run_queued(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)` on the worker thread, after any call still running there (one
         whose caller was cancelled while it waited for a lock, say)."""
-        return await self._on_thread(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
 
-    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if not self._running or not self._connection:
-            raise ValueError("Connection closed")
+    async def close(self) -> None:
+        """Close after any call still running on the worker thread."""
+        if self._closed:
+            return
+        self._closed = True
         try:
-            return fn(*args, **kwargs)
-        except sqlite3.OperationalError as exc:
-            if not is_busy(exc):
-                raise
-        return await self._on_thread(self._patiently, fn, args, kwargs)
+            await self.run_queued(self.sqlite.close)
+        finally:
+            self._worker.shutdown(wait=False)
 
-    async def _on_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        # aiosqlite's own queue to its worker thread (untyped upstream).
-        return await super()._execute(fn, *args)  # type: ignore[no-untyped-call]
-
-    def _patiently(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    def _patiently(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         """On the worker thread: `fn` until it is not busy or `busy_timeout` is over."""
-        deadline = time.monotonic() + self.busy_timeout
+        deadline = time.monotonic() + self._busy_timeout
         backoff = _FIRST_BACKOFF
         while True:
             try:
-                return fn(*args, **kwargs)
+                return fn(*args)
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc) or time.monotonic() >= deadline:
                     raise
@@ -124,15 +160,13 @@ class WalCheckpointer:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._commits = 0
-        self._conn: sqlite3.Connection | None = None  # used by one thread at a time
-        self._running: asyncio.Task[tuple[int, int, int]] | None = None
+        self._sqlite: sqlite3.Connection | None = None  # used by one thread at a time
+        self._task: asyncio.Task[tuple[int, int, int]] | None = None
 
     def committed(self) -> None:
         self._commits += 1
-        if self._commits % CHECKPOINT_EVERY == 0 and (
-            self._running is None or self._running.done()
-        ):
-            self._running = asyncio.get_running_loop().create_task(self.checkpoint())
+        if self._commits % CHECKPOINT_EVERY == 0 and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self.checkpoint())
 
     async def checkpoint(self) -> tuple[int, int, int]:
         """(busy, WAL frames, frames copied). It copies what no reader still needs and
@@ -145,15 +179,15 @@ class WalCheckpointer:
         return row
 
     def _checkpoint(self) -> tuple[int, int, int]:
-        if self._conn is None:
-            self._conn = sqlite3.connect(self._path, timeout=0, check_same_thread=False)
-        row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if self._sqlite is None:
+            self._sqlite = sqlite3.connect(self._path, timeout=0, check_same_thread=False)
+        row = self._sqlite.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         return (int(row[0]), int(row[1]), int(row[2]))
 
     async def close(self) -> None:
-        running = self._running
-        if running is not None:
-            await asyncio.gather(running, return_exceptions=True)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        task = self._task
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        if self._sqlite is not None:
+            self._sqlite.close()
+            self._sqlite = None
