@@ -21,7 +21,8 @@ import anyio
 import orjson
 from starlette.responses import Response
 
-from streamkeep.gateway.chunks import SSE_HEADERS, ChunkEncoder, completion_body, sse
+from streamkeep import sse
+from streamkeep.gateway.chunks import ChunkEncoder, completion_body
 from streamkeep.gateway.errors import from_llm_error
 from streamkeep.generation import Generation
 from streamkeep.llm.accumulator import Accumulator
@@ -123,7 +124,7 @@ async def stream_generation(
     if first:
         metrics.ttft.observe(time.perf_counter() - started_at)
     return SSEResponse(
-        _prepend(first, frames, metrics, tap.opened), headers={**SSE_HEADERS, **headers}
+        _prepend(first, frames, metrics, tap.opened), headers={**sse.HEADERS, **headers}
     )
 
 
@@ -151,7 +152,7 @@ async def stream_relay(
     if encoder.failure is not None and not encoder.started:
         await aclose(stream)
         raise from_llm_error(encoder.failure)
-    return SSEResponse(_relay(first, stream, encoder), headers={**SSE_HEADERS, **headers})
+    return SSEResponse(_relay(first, stream, encoder), headers={**sse.HEADERS, **headers})
 
 
 async def whole_relay(
@@ -205,12 +206,12 @@ async def _relay(
     first: list[bytes], stream: AsyncIterator[StreamEvent], encoder: ChunkEncoder
 ) -> AsyncIterator[bytes]:
     try:
-        yield sse(first)
-        encode = encoder.encode
+        yield sse.frames(first)
+        encode, frames = encoder.encode, sse.frames
         async for event in stream:
             payloads = encode(event)
             if payloads:
-                yield sse(payloads)
+                yield frames(payloads)
     finally:
         # A client that leaves closes the upstream connection at once.
         await closed(stream)

@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from streamkeep.generation.log import EventLog, InProcessEventLog
 from streamkeep.generation.parts import completion_to_parts
-from streamkeep.generation.ui_stream import MAX_END_FRAMES, UIStreamEncoder, sse_frames
+from streamkeep.generation.ui_stream import MAX_END_FRAMES, UIStreamEncoder
 from streamkeep.llm.accumulator import Accumulator
 from streamkeep.llm.events import Finish, StreamError, StreamEvent
 from streamkeep.llm.types import FinishReason, Usage
 from streamkeep.llm.usage import completion_chars, estimate_usage
+from streamkeep.sse import numbered_frames
 from streamkeep.store.errors import NotFound
 
 if TYPE_CHECKING:
@@ -223,7 +224,7 @@ class Generation:
 
     def _append(self, payloads: list[bytes]) -> None:
         log = self.log
-        log.append(sse_frames(payloads, log.next_seq))
+        log.append(numbered_frames(payloads, log.next_seq))
 
     async def _run(self, stream: AsyncIterator[StreamEvent]) -> None:
         self._running = True
