@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import anyio
@@ -25,12 +25,12 @@ from streamkeep import sse
 from streamkeep.gateway.chunks import ChunkEncoder, completion_body
 from streamkeep.gateway.errors import from_llm_error
 from streamkeep.generation import Generation
+from streamkeep.http.metrics import Metrics
+from streamkeep.http.responses import RelayResponse, SSEResponse
 from streamkeep.llm.accumulator import Accumulator
 from streamkeep.llm.errors import LLMError, ProviderStreamError
 from streamkeep.llm.events import Finish, StreamError, StreamEvent
 from streamkeep.llm.types import Completion, FinishReason
-from streamkeep.server.metrics import Metrics
-from streamkeep.server.sse import SSEResponse
 
 
 class Collector:
@@ -123,9 +123,8 @@ async def stream_generation(
         raise from_llm_error(encoder.failure)
     if first:
         metrics.ttft.observe(time.perf_counter() - started_at)
-    return SSEResponse(
-        _prepend(first, frames, metrics, tap.opened), headers={**sse.HEADERS, **headers}
-    )
+    frames_out = _prepend(first, frames, tap.opened)
+    return RelayResponse(frames_out, headers={**sse.HEADERS, **headers}, metrics=metrics)
 
 
 async def whole_generation(
@@ -184,27 +183,22 @@ def _whole(
 
 
 async def _prepend(
-    first: bytes, rest: AsyncIterator[bytes], metrics: Metrics, sent_first: asyncio.Event
-) -> AsyncIterator[bytes]:
-    relayed = metrics.relayed_chunks
-    metrics.active_streams.inc()
+    first: bytes, rest: AsyncGenerator[bytes, None], sent_first: asyncio.Event
+) -> AsyncGenerator[bytes, None]:
     try:
         if first:
-            relayed.inc(first.count(b"\n\n"))
             yield first
         sent_first.set()
         async for chunk in rest:
-            relayed.inc(chunk.count(b"\n\n"))  # one C-level count per wake-up, not per token
             yield chunk
     finally:
         sent_first.set()
-        metrics.active_streams.dec()
         await closed(rest)
 
 
 async def _relay(
     first: list[bytes], stream: AsyncIterator[StreamEvent], encoder: ChunkEncoder
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     try:
         yield sse.frames(first)
         encode, frames = encoder.encode, sse.frames

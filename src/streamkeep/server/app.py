@@ -2,8 +2,9 @@
 
 `create_app(settings)` builds a FastAPI app; its lifespan opens the database (applying
 migrations), the store, the model registry and the generation manager, and puts them on
-`app.state`, where the dependencies of `server.deps` find them. Nothing is global: each
-app (a test's, a worker's) has its own.
+`app.state`, where the dependencies of `http.deps` find them. Nothing is global: each
+app (a test's, a worker's) has its own. The app serves the chat API's routes, the
+OpenAI-compatible gateway's (`gateway.routes`) and the page.
 
 Shutdown is two-phase. `begin_shutdown(app)` makes the manager refuse new generations at
 once and gives live ones `shutdown_grace` to finish before storing them `interrupted`;
@@ -17,30 +18,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib
-import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 import streamkeep
 from streamkeep.config import Settings, load_settings
+from streamkeep.gateway.routes import router as gateway_router
 from streamkeep.generation import GenerationManager, ShuttingDown
 from streamkeep.generation.manager import default_worker_id
+from streamkeep.http.metrics import Metrics
+from streamkeep.http.responses import RAW_SEND
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.scaleout import Cluster
 from streamkeep.scaleout import connect as connect_redis
-from streamkeep.server import docs, errors
-from streamkeep.server.metrics import Metrics
+from streamkeep.server.docs import install as install_docs
+from streamkeep.server.errors import body_too_large
+from streamkeep.server.errors import install as install_errors
 from streamkeep.server.page import PageMount
 from streamkeep.server.routes import chats, messages, ops, streams, usechat
 from streamkeep.server.security import Guard, HostPolicy
-from streamkeep.server.sse import RAW_SEND
 from streamkeep.store import ChatStore, Database
-
-log = logging.getLogger(__name__)
 
 WEB_DIR = Path(streamkeep.__file__).parent / "web"
 
@@ -77,7 +77,7 @@ class App(FastAPI):
             scope[RAW_SEND] = send
             limit = self.max_body_size
             if limit is not None and _declared_length(scope) > limit:
-                await errors.body_too_large(limit)(scope, receive, send)
+                await body_too_large(limit)(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
@@ -104,30 +104,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
-    errors.install(app, shutting_down=ShuttingDown)
+    install_errors(app, shutting_down=ShuttingDown)
     app.add_middleware(Guard, policy=HostPolicy(settings.host, settings.allowed_hosts))
-    for router in (chats.router, messages.router, streams.router, usechat.router, ops.router):
+    routers = (chats.router, messages.router, streams.router, usechat.router, ops.router)
+    for router in (*routers, gateway_router):
         app.include_router(router)
-    gateway = _gateway_router()
-    if gateway is not None:
-        app.include_router(gateway)
-    docs.install(app)
+    install_docs(app)
     if (WEB_DIR / "index.html").is_file():
         # Mounted last: it answers every path no route above claims.
         app.router.routes.append(PageMount(WEB_DIR, app.router.routes))
     return app
-
-
-def _gateway_router() -> APIRouter | None:
-    """The OpenAI-compatible gateway's routes, when that package is installed."""
-    try:
-        module = importlib.import_module("streamkeep.gateway")
-    except ModuleNotFoundError as exc:
-        if exc.name != "streamkeep.gateway":
-            raise
-        return None
-    router: APIRouter | None = getattr(module, "router", None)  # None while it is built
-    return router
 
 
 @contextlib.asynccontextmanager

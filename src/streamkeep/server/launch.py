@@ -22,11 +22,11 @@ from fastapi import Request
 
 from streamkeep.config import Settings
 from streamkeep.generation import Generation, GenerationManager
+from streamkeep.http.metrics import Metrics
+from streamkeep.http.responses import SSEResponse
 from streamkeep.scaleout import RemoteGeneration
 from streamkeep.server.errors import ApiError
-from streamkeep.server.metrics import Metrics
 from streamkeep.server.relay import remote_stream_response, resume_point, stream_response
-from streamkeep.server.sse import SSEResponse
 from streamkeep.store import ChatStore, GenerationConflict, NotFound
 
 MAX_KEY_LENGTH = 200

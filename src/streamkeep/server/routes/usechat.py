@@ -15,13 +15,13 @@ from fastapi import APIRouter, Request
 
 from streamkeep.config import Settings
 from streamkeep.generation import Generation, GenerationManager
+from streamkeep.http.deps import ManagerDep, MetricsDep, RegistryDep, SettingsDep, StoreDep
+from streamkeep.http.responses import SSEResponse
 from streamkeep.llm.registry import ModelRegistry
-from streamkeep.server.deps import ManagerDep, MetricsDep, RegistryDep, SettingsDep, StoreDep
 from streamkeep.server.errors import ApiError
 from streamkeep.server.launch import check_length, idempotency_key, launch
 from streamkeep.server.relay import resume_point
 from streamkeep.server.schemas import ERROR_RESPONSES, UseChatRequest, stream_doc
-from streamkeep.server.sse import SSEResponse
 from streamkeep.store import ChatRecord, ChatStore, NotFound
 
 router = APIRouter(tags=["useChat"], responses=ERROR_RESPONSES)
