@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 import streamkeep
 from streamkeep.config import Settings, load_settings
 from streamkeep.gateway.routes import router as gateway_router
-from streamkeep.generation import GenerationManager, ShuttingDown
+from streamkeep.generation import GenerationManager
 from streamkeep.generation.manager import default_worker_id
 from streamkeep.http.metrics import Metrics
 from streamkeep.http.responses import RAW_SEND
@@ -104,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
-    install_errors(app, shutting_down=ShuttingDown)
+    install_errors(app)
     app.add_middleware(Guard, policy=HostPolicy(settings.host, settings.allowed_hosts))
     routers = (chats.router, messages.router, streams.router, usechat.router, ops.router)
     for router in (*routers, gateway_router):

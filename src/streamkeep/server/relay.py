@@ -15,7 +15,7 @@ from streamkeep.generation.ui_stream import HEADERS
 from streamkeep.http.metrics import Metrics
 from streamkeep.http.responses import RelayResponse, SSEResponse
 from streamkeep.scaleout import RemoteGeneration
-from streamkeep.server.errors import ApiError
+from streamkeep.server.errors import RequestRefused
 
 
 def resume_point(request: Request) -> int:
@@ -26,9 +26,11 @@ def resume_point(request: Request) -> int:
     try:
         after = int(raw)
     except ValueError:
-        raise ApiError(422, "invalid_request", f"bad event id {raw!r}: want an integer") from None
+        raise RequestRefused(
+            422, "invalid_request", f"bad event id {raw!r}: want an integer"
+        ) from None
     if after < 0:
-        raise ApiError(422, "invalid_request", "the event id must not be negative")
+        raise RequestRefused(422, "invalid_request", "the event id must not be negative")
     return after
 
 
