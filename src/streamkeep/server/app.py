@@ -30,7 +30,6 @@ from streamkeep.gateway.routes import router as gateway_router
 from streamkeep.generation import GenerationManager
 from streamkeep.generation.manager import default_worker_id
 from streamkeep.http.metrics import Metrics
-from streamkeep.http.responses import RAW_SEND
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.scaleout import Cluster
 from streamkeep.scaleout import connect as connect_redis
@@ -59,12 +58,7 @@ repository.
 
 
 class App(FastAPI):
-    """The FastAPI app, keeping the ASGI server's own `send` in each request's scope.
-
-    Every middleware (Starlette's error and exception handlers among them) wraps `send`
-    in a coroutine that only watches for the response start; a stream sends a body
-    message per token through all of them. `SSEResponse` sends its start through the
-    wrappers and its body straight to the server: three coroutine calls fewer per token.
+    """The FastAPI app, refusing a body over the limit before routing.
 
     The body limit (`max_body_size`, from `settings.max_body_bytes`) is FastAPI's: it
     counts a body as it is read, chunked ones included, and `server.errors` answers its
@@ -73,12 +67,10 @@ class App(FastAPI):
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope[RAW_SEND] = send
-            limit = self.max_body_size
-            if limit is not None and _declared_length(scope) > limit:
-                await body_too_large(limit)(scope, receive, send)
-                return
+        limit = self.max_body_size
+        if scope["type"] == "http" and limit is not None and _declared_length(scope) > limit:
+            await body_too_large(limit)(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
 
 
