@@ -1,6 +1,6 @@
-"""A middleware the app is given sees every message of a response, streams included: no
-body goes past the middleware stack (a shortcut once did, so a middleware that changes
-bodies would have silently missed every streamed chunk)."""
+"""Stream bodies skip the middleware only while every middleware passes bodies on
+unchanged (`server.app.App`): a middleware that changes bodies sees every streamed chunk,
+and the app as `create_app` builds it keeps the shortcut."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from streamkeep.cli.serve import build_server
+from streamkeep.config import Settings
 from streamkeep.server import create_app
+from streamkeep.server.app import BODY_NEUTRAL
 from tests.fakes.upstream import FakeUpstream, Script
 from tests.server.conftest import make_settings
 
@@ -72,3 +74,20 @@ async def test_a_middleware_that_changes_bodies_changes_every_streamed_chunk(
     frames = raw.replace(TAG, b"").count(b"\n\n")
     assert raw.count(TAG) >= 5
     assert frames >= raw.count(TAG)
+
+
+def test_the_app_as_built_sends_stream_bodies_past_its_middleware() -> None:
+    """Fails when a middleware not known to pass bodies on unchanged joins the stack
+    (ours or the framework's): streams then pay for every wrapper (README, Benchmarks).
+    If it must be there, it goes in `BODY_NEUTRAL` once read, or this test goes."""
+    app = create_app(Settings(enable_local_model=False))
+    app.build_middleware_stack()
+    assert app.direct_body, [m.cls for m in app.user_middleware]
+
+
+def test_a_middleware_that_may_change_bodies_turns_the_shortcut_off() -> None:
+    app = create_app(Settings(enable_local_model=False))
+    app.add_middleware(TagBodies)
+    app.build_middleware_stack()
+    assert not app.direct_body
+    assert "tests.server.test_middleware.TagBodies" not in BODY_NEUTRAL

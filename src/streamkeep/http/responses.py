@@ -25,6 +25,9 @@ from starlette.types import Receive, Scope, Send
 from streamkeep.http.metrics import Metrics
 from streamkeep.sse import PING
 
+# The scope key under which the app may leave the ASGI server's own `send`: then the
+# body goes straight to it, past the middleware (see `server.app.App`).
+RAW_SEND = "streamkeep.raw_send"
 # Seconds without a frame before a keep-alive comment goes out.
 PING_INTERVAL = 15.0
 # Where the first token shows in a UI message stream's frames: every text or reasoning
@@ -59,6 +62,8 @@ class SSEResponse(Response):
         keeper = _KeepAlive(send)
         watcher = asyncio.get_running_loop().create_task(_watch(receive, relay, keeper))
         frames = self.frames
+        # The start goes through the middleware, the body where the app said it may.
+        send_body: Send = scope.get(RAW_SEND, send)
         sent = self.sent
         try:
             await send(
@@ -71,10 +76,10 @@ class SSEResponse(Response):
             keeper.start()
             async for chunk in frames:
                 keeper.quiet = False
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send_body({"type": "http.response.body", "body": chunk, "more_body": True})
                 sent(chunk)
             keeper.stop()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send_body({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             # The client left (the watcher cancelled us): the end of this response, not
             # an error. Any other cancellation goes on up.

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import streamkeep
 from streamkeep.config import Settings, load_settings
@@ -30,6 +30,7 @@ from streamkeep.gateway.routes import router as gateway_router
 from streamkeep.generation import GenerationManager
 from streamkeep.generation.manager import default_worker_id
 from streamkeep.http.metrics import Metrics
+from streamkeep.http.responses import RAW_SEND
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.scaleout import Cluster
 from streamkeep.scaleout import connect as connect_redis
@@ -57,8 +58,38 @@ repository.
 """
 
 
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# Middleware that pass every response body message on as it came: they watch or amend
+# the response start, or read the request, and nothing else (read in FastAPI 0.165 and
+# Starlette 1.10). Names, not classes: some are FastAPI's private ones.
+BODY_NEUTRAL = frozenset(
+    {
+        "starlette.middleware.errors.ServerErrorMiddleware",
+        "fastapi.telemetry._asgi.ExceptionTelemetryMiddleware",
+        "fastapi._body_limit.AppBodyLimitMiddleware",
+        "starlette.middleware.body_limit.RequestBodyLimitMiddleware",
+        "fastapi._body_limit._BodyLimitExceptionMiddleware",
+        _name(Guard),
+        "starlette.middleware.exceptions.ExceptionMiddleware",
+        "fastapi.middleware.asyncexitstack.AsyncExitStackMiddleware",
+    }
+)
+
+
 class App(FastAPI):
-    """The FastAPI app, refusing a body over the limit before routing.
+    """The FastAPI app, refusing a body over the limit before routing, and sending
+    stream bodies past the middleware when no middleware would change them.
+
+    Every middleware wraps `send` in a coroutine of its own, and a stream sends a body
+    message per wake-up through all of them (eight in this FastAPI; more CPU per chunk
+    than it seems: README, Benchmarks). When every middleware of the built stack is in
+    `BODY_NEUTRAL`, the app leaves the ASGI server's own `send` in each request's scope
+    (`RAW_SEND`) and `SSEResponse` writes its body there; its start still goes through
+    the stack. Any other middleware (one that compresses or rewrites bodies) turns that
+    off for the whole app, so it sees every chunk: `direct_body` says which it is.
 
     The body limit (`max_body_size`, from `settings.max_body_bytes`) is FastAPI's: it
     counts a body as it is read, chunked ones included, and `server.errors` answers its
@@ -66,12 +97,33 @@ class App(FastAPI):
     routing, so that a route that never reads its body answers in the same shape too.
     """
 
+    direct_body = False  # until the stack is built (at the lifespan's start)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        self.direct_body = _bodies_pass_unchanged(stack, self.router)
+        return stack
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = self.max_body_size
-        if scope["type"] == "http" and limit is not None and _declared_length(scope) > limit:
-            await body_too_large(limit)(scope, receive, send)
-            return
+        if scope["type"] == "http":
+            if self.direct_body:
+                scope[RAW_SEND] = send
+            limit = self.max_body_size
+            if limit is not None and _declared_length(scope) > limit:
+                await body_too_large(limit)(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
+
+
+def _bodies_pass_unchanged(stack: ASGIApp, end: ASGIApp) -> bool:
+    """Whether every middleware from `stack` down to `end` is in `BODY_NEUTRAL` (each
+    names the next as `app`; one that does not cannot be seen past)."""
+    node: object = stack
+    while node is not end:
+        if _name(type(node)) not in BODY_NEUTRAL:
+            return False
+        node = getattr(node, "app", None)
+    return True
 
 
 def _declared_length(scope: Scope) -> int:
@@ -83,7 +135,7 @@ def _declared_length(scope: Scope) -> int:
     return 0
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> App:
     settings = settings or load_settings()
     app = App(
         title="streamkeep",
