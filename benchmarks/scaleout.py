@@ -38,8 +38,8 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 
-from streamkeep.generation.ui_stream import sse_frames
 from streamkeep.scaleout import ControlBus, Keys, RedisEventLog, RedisWriter
+from streamkeep.sse import numbered_frames
 
 
 def summary(name: str, seconds: list[float]) -> str:
@@ -95,7 +95,7 @@ async def frame_latency(url: str, keys: Keys, generations: int, tokens: int, del
     logs = [RedisEventLog(writer, keys.generation(f"g{i}")) for i in range(generations)]
     for i, log in enumerate(logs):
         sent_at[(i, 1)] = time.perf_counter()
-        log.append(sse_frames([b"{}"], 1))
+        log.append(numbered_frames([b"{}"], 1))
     await writer.flush()
 
     async def read(i: int) -> None:
@@ -112,7 +112,7 @@ async def frame_latency(url: str, keys: Keys, generations: int, tokens: int, del
         for _ in range(tokens - 1):
             await asyncio.sleep(delay)
             sent_at[(i, log.next_seq)] = time.perf_counter()
-            log.append(sse_frames([b"{}"], log.next_seq))
+            log.append(numbered_frames([b"{}"], log.next_seq))
         log.close()
 
     readers = [asyncio.create_task(read(i)) for i in range(generations)]

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     worker_stale_after: float = 15.0
     # The OpenAI-compatible gateway stores every call as a chat unless this is off.
     gateway_store: bool = True
+    # `gc.freeze()` once the app has started: the objects made until then (modules, the
+    # app) leave the collector's sight for the life of the process. Process-wide (an app
+    # embedded in another program may want it off); what it saves: README, Benchmarks.
+    gc_freeze: bool = True
 
     @model_validator(mode="before")
     @classmethod

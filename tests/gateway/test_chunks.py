@@ -7,7 +7,8 @@ from typing import Any
 import orjson
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from streamkeep.gateway.chunks import DONE, ChunkEncoder, completion_body, sse
+from streamkeep import sse
+from streamkeep.gateway.chunks import ChunkEncoder, completion_body
 from streamkeep.llm import (
     Accumulator,
     Finish,
@@ -23,6 +24,7 @@ from streamkeep.llm import (
     Usage,
     UsageReport,
 )
+from streamkeep.sse import DONE
 
 USAGE = Usage(input_tokens=11, output_tokens=7, reasoning_tokens=2, cached_input_tokens=3)
 
@@ -39,7 +41,7 @@ def run(events: list[StreamEvent], *, include_usage: bool = False) -> list[bytes
 
 def payloads(frames: list[bytes]) -> list[dict[str, Any]]:
     """Parse as an SSE client would: every frame `data: {json}`, the last `[DONE]`."""
-    events = sse(frames).split(b"\n\n")
+    events = sse.frames(frames).split(b"\n\n")
     assert events[-2:] == [b"data: [DONE]", b""]
     out = []
     for event in events[:-2]:

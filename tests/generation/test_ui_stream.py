@@ -1,4 +1,4 @@
-"""Typed events -> UI message stream chunks, and their SSE framing."""
+"""Typed events -> UI message stream chunks (their SSE framing: tests/test_sse.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from streamkeep.generation.ui_stream import UIStreamEncoder, sse_frames
+from streamkeep.generation.ui_stream import UIStreamEncoder
 from streamkeep.llm.events import (
     ReasoningDelta,
     StreamEvent,
@@ -21,11 +21,6 @@ from streamkeep.llm.types import ToolCall, Usage
 
 def chunks(encoder: UIStreamEncoder, events: list[StreamEvent]) -> list[dict[str, Any]]:
     return [orjson.loads(p) for e in events for p in encoder.encode(e)]
-
-
-def test_frames_carry_the_sequence_number_as_sse_id() -> None:
-    frames = sse_frames([b'{"type":"start"}', b"[DONE]"], 7)
-    assert frames == [b'id: 7\ndata: {"type":"start"}\n\n', b"id: 8\ndata: [DONE]\n\n"]
 
 
 def test_start_then_start_step() -> None:

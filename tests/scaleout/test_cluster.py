@@ -15,7 +15,6 @@ import pytest
 import redis.asyncio as aioredis
 
 from streamkeep.generation import GenerationManager
-from streamkeep.generation.ui_stream import sse_frames
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.scaleout import (
     Cluster,
@@ -25,6 +24,7 @@ from streamkeep.scaleout import (
     RemoteGeneration,
     connect,
 )
+from streamkeep.sse import numbered_frames
 from streamkeep.store import ChatStore, Database
 from tests.conftest import TEST_REDIS_URL, free_port
 from tests.fakes.upstream import FakeUpstream, Script
@@ -156,7 +156,7 @@ async def dead_workers_reply(store: ChatStore, keys: Keys, chat_id: str) -> tupl
             chat_id=chat_id, parent_id=None, user_content="hi", model=MODEL, worker_id="worker-dead"
         )
         log = dead.new_log(record.id, chat_id, reply.id)
-        log.append(sse_frames([b'{"type":"start-step"}'], 1))
+        log.append(numbered_frames([b'{"type":"start-step"}'], 1))
         await dead.writer.flush()
     finally:
         await pool.aclose()
@@ -254,7 +254,7 @@ async def test_a_remote_reader_waits_on_while_the_database_cannot_say_it_ended(
     log = RedisEventLog(writer, keys.generation("g1"))
     pointer = {"generation": "g1", "message": "m1", "resumable": True, "first_seq": 1}
     writer.point(keys.chat("c1"), orjson.dumps(pointer), stream=log.key)
-    log.append(sse_frames([b'{"type":"start"}', b'{"type":"text-delta","delta":"a"}'], 1))
+    log.append(numbered_frames([b'{"type":"start"}', b'{"type":"text-delta","delta":"a"}'], 1))
     await writer.flush()
     try:
         remote = await reader.find("c1")
@@ -262,7 +262,7 @@ async def test_a_remote_reader_waits_on_while_the_database_cannot_say_it_ended(
         reading = asyncio.create_task(remote_frames(remote))
         await asyncio.sleep(1.5)  # quiet past one blocking read: the reader asks
         assert not reading.done()
-        log.append(sse_frames([b'{"type":"finish"}'], log.next_seq))
+        log.append(numbered_frames([b'{"type":"finish"}'], log.next_seq))
         log.close()
         await writer.flush()
         assert types(await reading) == ["start", "text-delta", "finish"]

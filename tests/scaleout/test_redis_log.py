@@ -19,8 +19,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from streamkeep.generation.log import EventLog
-from streamkeep.generation.ui_stream import sse_frames
 from streamkeep.scaleout import FramesLost, Keys, RedisEventLog, RedisWriter, RemoteGeneration
+from streamkeep.sse import numbered_frames
 from tests.conftest import TEST_REDIS_URL
 from tests.scaleout.waits import eventually
 from tests.server.proxy import Proxy
@@ -33,7 +33,7 @@ _ID = re.compile(rb"^id: (\d+)$", re.M)
 
 def frames(first: int, count: int, tag: str = "") -> list[bytes]:
     payloads = [b'{"type":"text-delta","delta":"%s%d"}' % (tag.encode(), n) for n in range(count)]
-    return sse_frames(payloads, first)
+    return numbered_frames(payloads, first)
 
 
 def seqs(data: bytes) -> list[int]:

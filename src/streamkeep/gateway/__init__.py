@@ -6,9 +6,5 @@ chunks    typed events -> `chat.completion.chunk` payloads / `chat.completion` b
 errors    OpenAI's error shape and which failure gets which status
 keep      where a call's messages go (new chat or continued), and its generation
 respond   streaming / whole responses from a generation or a pure relay
-routes    `POST /v1/chat/completions`, `GET /v1/models`
+routes    `POST /v1/chat/completions`, `GET /v1/models` (`server.app` mounts its router)
 """
-
-from streamkeep.gateway.routes import router
-
-__all__ = ["router"]

@@ -1,4 +1,4 @@
-"""Typed llm events -> OpenAI `chat.completion.chunk` SSE frames, and the whole body.
+"""Typed llm events -> OpenAI `chat.completion.chunk` payloads, and the whole body.
 
 One `ChunkEncoder` per response. The frames it writes, in order:
 
@@ -45,12 +45,7 @@ from streamkeep.llm.events import (
     UsageReport,
 )
 from streamkeep.llm.types import Completion, FinishReason, ToolCall, Usage
-
-SSE_HEADERS = {
-    "cache-control": "no-cache",
-    "x-accel-buffering": "no",
-}
-DONE = b"[DONE]"
+from streamkeep.sse import DONE
 
 _OPENAI_REASONS: dict[str, str] = {
     "stop": "stop",
@@ -295,11 +290,6 @@ class _Arguments:
         self.held: list[str] = []
         self.opened = False  # some text other than blanks came
         self.live = False
-
-
-def sse(payloads: list[bytes]) -> bytes:
-    """Payloads as unnumbered SSE frames (the relay path; stored calls number theirs)."""
-    return b"".join([b"data: " + p + b"\n\n" for p in payloads])
 
 
 def completion_body(

@@ -14,22 +14,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import anyio
 import orjson
 from starlette.responses import Response
 
-from streamkeep.gateway.chunks import SSE_HEADERS, ChunkEncoder, completion_body, sse
+from streamkeep import sse
+from streamkeep.gateway.chunks import ChunkEncoder, completion_body
 from streamkeep.gateway.errors import from_llm_error
 from streamkeep.generation import Generation
+from streamkeep.http.metrics import Metrics
+from streamkeep.http.responses import RelayResponse, SSEResponse
 from streamkeep.llm.accumulator import Accumulator
 from streamkeep.llm.errors import LLMError, ProviderStreamError
 from streamkeep.llm.events import EventStream, Finish, StreamError, StreamEvent
 from streamkeep.llm.types import Completion, FinishReason
-from streamkeep.server.metrics import Metrics
-from streamkeep.server.sse import SSEResponse
 
 
 class Collector:
@@ -122,9 +123,8 @@ async def stream_generation(
         raise from_llm_error(encoder.failure)
     if first:
         metrics.ttft.observe(time.perf_counter() - started_at)
-    return SSEResponse(
-        _prepend(first, frames, metrics, tap.opened), headers={**SSE_HEADERS, **headers}
-    )
+    frames_out = _prepend(first, frames, tap.opened)
+    return RelayResponse(frames_out, headers={**sse.HEADERS, **headers}, metrics=metrics)
 
 
 async def whole_generation(
@@ -151,7 +151,7 @@ async def stream_relay(
     if encoder.failure is not None and not encoder.started:
         await stream.aclose()
         raise from_llm_error(encoder.failure)
-    return SSEResponse(_relay(first, stream, encoder), headers={**SSE_HEADERS, **headers})
+    return SSEResponse(_relay(first, stream, encoder), headers={**sse.HEADERS, **headers})
 
 
 async def whole_relay(stream: EventStream, model: str, headers: dict[str, str]) -> Response:
@@ -181,34 +181,29 @@ def _whole(
 
 
 async def _prepend(
-    first: bytes, rest: AsyncGenerator[bytes, None], metrics: Metrics, sent_first: asyncio.Event
-) -> AsyncIterator[bytes]:
-    relayed = metrics.relayed_chunks
-    metrics.active_streams.inc()
+    first: bytes, rest: AsyncGenerator[bytes, None], sent_first: asyncio.Event
+) -> AsyncGenerator[bytes, None]:
     try:
         if first:
-            relayed.inc(first.count(b"\n\n"))
             yield first
         sent_first.set()
         async for chunk in rest:
-            relayed.inc(chunk.count(b"\n\n"))  # one C-level count per wake-up, not per token
             yield chunk
     finally:
         sent_first.set()
-        metrics.active_streams.dec()
         await closed(rest)
 
 
 async def _relay(
     first: list[bytes], stream: EventStream, encoder: ChunkEncoder
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     try:
-        yield sse(first)
-        encode = encoder.encode
+        yield sse.frames(first)
+        encode, frames = encoder.encode, sse.frames
         async for event in stream:
             payloads = encode(event)
             if payloads:
-                yield sse(payloads)
+                yield frames(payloads)
     finally:
         # A client that leaves closes the upstream connection at once.
         await closed(stream)

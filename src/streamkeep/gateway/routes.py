@@ -29,11 +29,11 @@ from streamkeep.gateway.convert import to_chat_request
 from streamkeep.gateway.errors import GatewayError, from_llm_error
 from streamkeep.gateway.schemas import ChatCompletionBody, check_lengths, parse_body
 from streamkeep.generation import GenerationManager, ShuttingDown
+from streamkeep.http.deps import ManagerDep, MetricsDep, RegistryDep, SettingsDep, StoreDep
+from streamkeep.http.metrics import Metrics
 from streamkeep.llm.errors import LLMError
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.llm.types import ChatRequest
-from streamkeep.server.deps import ManagerDep, MetricsDep, RegistryDep, SettingsDep, StoreDep
-from streamkeep.server.metrics import Metrics
 from streamkeep.store import ChatStore
 
 CHAT_HEADER = "x-streamkeep-chat-id"

@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from streamkeep.generation.final import EndStatus, FinalWrite, store_final
 from streamkeep.generation.log import EventLog, InProcessEventLog
 from streamkeep.generation.parts import UIPart, completion_to_parts
-from streamkeep.generation.ui_stream import MAX_END_FRAMES, UIStreamEncoder, sse_frames
+from streamkeep.generation.ui_stream import MAX_END_FRAMES, UIStreamEncoder
 from streamkeep.llm.accumulator import Accumulator
 from streamkeep.llm.events import EventStream, Finish, StreamError, StreamEvent
 from streamkeep.llm.types import FinishReason, Usage
 from streamkeep.llm.usage import completion_chars, estimate_usage
+from streamkeep.sse import numbered_frames
 
 if TYPE_CHECKING:
     from streamkeep.generation.checkpointer import Checkpointer
@@ -217,7 +218,7 @@ class Generation:
 
     def _append(self, payloads: list[bytes]) -> None:
         log = self.log
-        log.append(sse_frames(payloads, log.next_seq))
+        log.append(numbered_frames(payloads, log.next_seq))
 
     async def _run(self, stream: EventStream) -> None:
         self._running = True

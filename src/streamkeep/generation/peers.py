@@ -13,7 +13,7 @@ resuming and joining answer with either the same way.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class GenerationView(Protocol):
     @property
     def log(self) -> EventLog: ...
 
-    def subscribe(self, after: int = 0) -> AsyncIterator[bytes]:
+    def subscribe(self, after: int = 0) -> AsyncGenerator[bytes, None]:
         """Its frames after event id `after`, live until its end."""
         ...
 

@@ -2,8 +2,9 @@
 
 A thin last layer: `UIStreamEncoder` turns each event into zero or more chunk payloads
 (JSON bytes) and keeps the only state the protocol needs, the open text or reasoning
-block. `sse_frames` then numbers them: every frame is `id: <seq>\\ndata: <json>\\n\\n`,
-built once, stored in the event log and written as-is to every subscriber.
+block. The generation then numbers them (`streamkeep.sse.numbered_frames`): every frame is
+`id: <seq>\\ndata: <json>\\n\\n`, built once, stored in the event log and written as-is
+to every subscriber.
 
 Chunk order of one generation:
     start, start-step,
@@ -27,15 +28,15 @@ from streamkeep.llm.events import (
     ToolCallStart,
 )
 from streamkeep.llm.types import FinishReason
+from streamkeep.sse import DONE
+from streamkeep.sse import HEADERS as SSE_HEADERS
 
+# The AI SDK's own response headers for this protocol (`createUIMessageStreamResponse`).
 HEADERS = {
     "content-type": "text/event-stream",
-    "cache-control": "no-cache",
+    **SSE_HEADERS,
     "x-vercel-ai-ui-message-stream": "v1",
-    "x-accel-buffering": "no",
 }
-
-DONE = b"[DONE]"
 
 # The protocol's finish reasons lack "unknown".
 _STREAM_FINISH_REASONS = frozenset(
@@ -48,13 +49,6 @@ MAX_END_FRAMES = 6
 
 _dumps = orjson.dumps
 _DELTA_TYPES = {"text": "text-delta", "reasoning": "reasoning-delta"}
-
-
-def sse_frames(payloads: list[bytes], first_seq: int) -> list[bytes]:
-    """Number payloads from `first_seq` as SSE frames."""
-    return [
-        b"id: %d\ndata: %s\n\n" % (seq, payload) for seq, payload in enumerate(payloads, first_seq)
-    ]
 
 
 def stream_finish_reason(reason: FinishReason | None) -> str | None:

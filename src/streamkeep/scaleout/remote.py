@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from streamkeep.generation.ui_stream import DONE, UIStreamEncoder
+from streamkeep.generation.ui_stream import UIStreamEncoder
 from streamkeep.scaleout.redis_log import FramesLost, RemoteEventLog
+from streamkeep.sse import DONE, frames
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class RemoteGeneration:
         """Its first frame's number, when known (see `RemoteEventLog`)."""
         return self.log.first_seq
 
-    async def subscribe(self, after: int = 0) -> AsyncIterator[bytes]:
+    async def subscribe(self, after: int = 0) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in self.log.read(after):
                 yield chunk
@@ -75,5 +76,4 @@ class RemoteGeneration:
 
 def error_frames(error_text: str) -> bytes:
     """An `error` chunk and `[DONE]`, as SSE frames without an `id:`."""
-    payloads = [*UIStreamEncoder().error(error_text), DONE]
-    return b"".join(b"data: %s\n\n" % payload for payload in payloads)
+    return frames([*UIStreamEncoder().error(error_text), DONE])

@@ -2,8 +2,9 @@
 
 `create_app(settings)` builds a FastAPI app; its lifespan opens the database (applying
 migrations), the store, the model registry and the generation manager, and puts them on
-`app.state`, where the dependencies of `server.deps` find them. Nothing is global: each
-app (a test's, a worker's) has its own.
+`app.state`, where the dependencies of `http.deps` find them. Nothing is global: each
+app (a test's, a worker's) has its own. The app serves the chat API's routes, the
+OpenAI-compatible gateway's (`gateway.routes`) and the page.
 
 Shutdown is two-phase. `begin_shutdown(app)` makes the manager refuse new generations at
 once and gives live ones `shutdown_grace` to finish before storing them `interrupted`;
@@ -17,30 +18,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib
-import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
-from starlette.types import Receive, Scope, Send
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import streamkeep
 from streamkeep.config import Settings, load_settings
-from streamkeep.generation import GenerationManager, ShuttingDown
+from streamkeep.gateway.routes import router as gateway_router
+from streamkeep.generation import GenerationManager
 from streamkeep.generation.manager import default_worker_id
+from streamkeep.http.metrics import Metrics
+from streamkeep.http.responses import RAW_SEND
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.scaleout import Cluster
 from streamkeep.scaleout import connect as connect_redis
-from streamkeep.server import docs, errors
-from streamkeep.server.metrics import Metrics
+from streamkeep.server.docs import install as install_docs
+from streamkeep.server.errors import body_too_large
+from streamkeep.server.errors import install as install_errors
 from streamkeep.server.page import PageMount
 from streamkeep.server.routes import chats, messages, ops, streams, usechat
 from streamkeep.server.security import Guard, HostPolicy
-from streamkeep.server.sse import RAW_SEND
 from streamkeep.store import ChatStore, Database
-
-log = logging.getLogger(__name__)
 
 WEB_DIR = Path(streamkeep.__file__).parent / "web"
 
@@ -58,13 +58,38 @@ repository.
 """
 
 
-class App(FastAPI):
-    """The FastAPI app, keeping the ASGI server's own `send` in each request's scope.
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
-    Every middleware (Starlette's error and exception handlers among them) wraps `send`
-    in a coroutine that only watches for the response start; a stream sends a body
-    message per token through all of them. `SSEResponse` sends its start through the
-    wrappers and its body straight to the server: three coroutine calls fewer per token.
+
+# Middleware that pass every response body message on as it came: they watch or amend
+# the response start, or read the request, and nothing else (read in FastAPI 0.165 and
+# Starlette 1.10). Names, not classes: some are FastAPI's private ones.
+BODY_NEUTRAL = frozenset(
+    {
+        "starlette.middleware.errors.ServerErrorMiddleware",
+        "fastapi.telemetry._asgi.ExceptionTelemetryMiddleware",
+        "fastapi._body_limit.AppBodyLimitMiddleware",
+        "starlette.middleware.body_limit.RequestBodyLimitMiddleware",
+        "fastapi._body_limit._BodyLimitExceptionMiddleware",
+        _name(Guard),
+        "starlette.middleware.exceptions.ExceptionMiddleware",
+        "fastapi.middleware.asyncexitstack.AsyncExitStackMiddleware",
+    }
+)
+
+
+class App(FastAPI):
+    """The FastAPI app, refusing a body over the limit before routing, and sending
+    stream bodies past the middleware when no middleware would change them.
+
+    Every middleware wraps `send` in a coroutine of its own, and a stream sends a body
+    message per wake-up through all of them (eight in this FastAPI; more CPU per chunk
+    than it seems: README, Benchmarks). When every middleware of the built stack is in
+    `BODY_NEUTRAL`, the app leaves the ASGI server's own `send` in each request's scope
+    (`RAW_SEND`) and `SSEResponse` writes its body there; its start still goes through
+    the stack. Any other middleware (one that compresses or rewrites bodies) turns that
+    off for the whole app, so it sees every chunk: `direct_body` says which it is.
 
     The body limit (`max_body_size`, from `settings.max_body_bytes`) is FastAPI's: it
     counts a body as it is read, chunked ones included, and `server.errors` answers its
@@ -72,14 +97,33 @@ class App(FastAPI):
     routing, so that a route that never reads its body answers in the same shape too.
     """
 
+    direct_body = False  # until the stack is built (at the lifespan's start)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        self.direct_body = _bodies_pass_unchanged(stack, self.router)
+        return stack
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            scope[RAW_SEND] = send
+            if self.direct_body:
+                scope[RAW_SEND] = send
             limit = self.max_body_size
             if limit is not None and _declared_length(scope) > limit:
-                await errors.body_too_large(limit)(scope, receive, send)
+                await body_too_large(limit)(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+
+def _bodies_pass_unchanged(stack: ASGIApp, end: ASGIApp) -> bool:
+    """Whether every middleware from `stack` down to `end` is in `BODY_NEUTRAL` (each
+    names the next as `app`; one that does not cannot be seen past)."""
+    node: object = stack
+    while node is not end:
+        if _name(type(node)) not in BODY_NEUTRAL:
+            return False
+        node = getattr(node, "app", None)
+    return True
 
 
 def _declared_length(scope: Scope) -> int:
@@ -91,7 +135,7 @@ def _declared_length(scope: Scope) -> int:
     return 0
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> App:
     settings = settings or load_settings()
     app = App(
         title="streamkeep",
@@ -104,30 +148,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
-    errors.install(app, shutting_down=ShuttingDown)
+    install_errors(app)
     app.add_middleware(Guard, policy=HostPolicy(settings.host, settings.allowed_hosts))
-    for router in (chats.router, messages.router, streams.router, usechat.router, ops.router):
+    routers = (chats.router, messages.router, streams.router, usechat.router, ops.router)
+    for router in (*routers, gateway_router):
         app.include_router(router)
-    gateway = _gateway_router()
-    if gateway is not None:
-        app.include_router(gateway)
-    docs.install(app)
+    install_docs(app)
     if (WEB_DIR / "index.html").is_file():
         # Mounted last: it answers every path no route above claims.
         app.router.routes.append(PageMount(WEB_DIR, app.router.routes))
     return app
-
-
-def _gateway_router() -> APIRouter | None:
-    """The OpenAI-compatible gateway's routes, when that package is installed."""
-    try:
-        module = importlib.import_module("streamkeep.gateway")
-    except ModuleNotFoundError as exc:
-        if exc.name != "streamkeep.gateway":
-            raise
-        return None
-    router: APIRouter | None = getattr(module, "router", None)  # None while it is built
-    return router
 
 
 @contextlib.asynccontextmanager
@@ -151,10 +181,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.database, app.state.store = database, store
         app.state.registry, app.state.manager, app.state.redis = registry, manager, redis
         app.state.shutdown = None
-        # Everything made so far (modules, the app, its routes) lives as long as the
-        # process: out of the collector's sight, a full collection under load no longer
-        # walks it (measured: 120 ms pauses at 200 live streams, 4 ms after).
-        gc.freeze()
+        if settings.gc_freeze:
+            # Everything made so far (modules, the app, its routes) lives as long as the
+            # process: out of the collector's sight, a full collection no longer walks it.
+            # Process-wide, hence the setting; what it saves: README, Benchmarks.
+            gc.freeze()
         yield
         await begin_shutdown(app)
     finally:

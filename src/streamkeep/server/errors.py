@@ -1,7 +1,11 @@
 """Every failure as one JSON shape: `{"error": {"type": "...", "message": "..."}}`.
 
-The domain raises its own exceptions (store, llm, generation); this module is the one
-place that maps them onto HTTP statuses, so routes never build error responses:
+The domain raises its own exceptions, each with its `kind` (`StoreError`, `LLMError`,
+`GenerationError`); routes raise `RequestRefused` with a status of their own. This
+module is the one place that maps them onto HTTP statuses, so routes never build error
+responses. One handler answers them all from the table `ANSWERS`, kind -> status
+(exceptions of other libraries get their kind first, from `FOREIGN_KINDS`, as httpx
+maps httpcore's exceptions onto its own):
 
     400  http_error                    a body that cannot be read (not UTF-8)
     404  not_found, unknown_model      an id or model nobody knows
@@ -13,8 +17,8 @@ place that maps them onto HTTP statuses, so routes never build error responses:
     503  shutting_down, database_unavailable, redis_unavailable  try again later
 
 An `invalid_request` names its `field` (`"body"` when the JSON itself is broken, with
-the line and column in the message). A 500 is a bug; it still answers in the same
-shape, without internals.
+the line and column in the message). A kind the table does not know is a bug: a 500,
+in the same shape, without internals.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -33,20 +38,61 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Mount
 
-from streamkeep.llm.errors import UnknownModelError
-from streamkeep.store.errors import GenerationConflict, InvalidOperation, NotFound
+from streamkeep.generation.errors import GenerationError
+from streamkeep.llm.errors import LLMError
+from streamkeep.store.errors import StoreError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
-    """An error a route raises directly, with its status and machine-readable type."""
+class RequestRefused(Exception):
+    """A request a route refuses, with its own status and `kind` (the body's `type`)."""
 
-    def __init__(self, status: int, type: str, message: str) -> None:
+    def __init__(self, status: int, kind: str, message: str) -> None:
         super().__init__(message)
         self.status = status
-        self.type = type
+        self.kind = kind
         self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How the API answers one kind of failure."""
+
+    status: int
+    #: said instead of the exception's own message (which may name internals)
+    message: str | None = None
+    #: attributes of the exception the error body carries too
+    fields: tuple[str, ...] = ()
+    #: a `retry-after: 1` header: the same request will soon succeed
+    retry: bool = False
+
+
+ANSWERS: dict[str, Answer] = {
+    "not_found": Answer(404),
+    "unknown_model": Answer(404),
+    "generation_conflict": Answer(409, fields=("generation_id", "message_id", "running")),
+    "invalid_operation": Answer(422),
+    "shutting_down": Answer(503, "the server is shutting down", retry=True),
+    "database_unavailable": Answer(503, "the database is not reachable"),
+    # Only what needs another worker fails (its stream, its stop): this one's replies
+    # run on, their frames waiting for Redis.
+    "redis_unavailable": Answer(503, "Redis is not reachable", retry=True),
+}
+
+#: Other libraries' exceptions, by the kind of failure they are.
+FOREIGN_KINDS: tuple[tuple[type[Exception], str], ...] = (
+    (sa_exc.OperationalError, "database_unavailable"),
+    (sa_exc.InterfaceError, "database_unavailable"),
+    (sa_exc.TimeoutError, "database_unavailable"),
+    (ConnectionRefusedError, "database_unavailable"),
+    (redis_exc.ConnectionError, "redis_unavailable"),
+    (redis_exc.TimeoutError, "redis_unavailable"),
+)
+
+# What the handler is registered for; anything else is a 500 from `_unexpected`.
+_DOMAIN = (RequestRefused, StoreError, LLMError, GenerationError)
+_HANDLED = (*_DOMAIN, sa_exc.DBAPIError, *(cls for cls, _ in FOREIGN_KINDS))
 
 
 def error_response(status: int, type: str, message: str, **extra: Any) -> JSONResponse:
@@ -109,38 +155,6 @@ def _bad_body(message: str) -> JSONResponse:
     return error_response(422, "invalid_request", message, field="body", fields=fields)
 
 
-async def _api_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.type, exc.message)
-
-
-async def _not_found(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, NotFound)
-    return error_response(404, "not_found", exc.message)
-
-
-async def _unknown_model(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, UnknownModelError)
-    return error_response(404, "unknown_model", exc.message)
-
-
-async def _conflict(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, GenerationConflict)
-    return error_response(
-        409,
-        "generation_conflict",
-        exc.message,
-        generation_id=exc.generation_id,
-        message_id=exc.message_id,
-        running=exc.running,
-    )
-
-
-async def _invalid(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, InvalidOperation)
-    return error_response(422, "invalid_operation", exc.message)
-
-
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 413:  # a body over the limit, counted as it was read
@@ -175,56 +189,45 @@ def _route_methods(request: Request) -> set[str]:
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
-async def _database(request: Request, exc: Exception) -> JSONResponse:
-    # A connection-level failure is the database being away, not a bug in us.
-    log.warning("database unavailable: %s", exc)
-    return error_response(503, "database_unavailable", "the database is not reachable")
+def _kind(exc: Exception) -> str | None:
+    """The kind of failure `exc` is, when this module knows it."""
+    if isinstance(exc, _DOMAIN):
+        return exc.kind
+    for cls, kind in FOREIGN_KINDS:
+        if isinstance(exc, cls):
+            return kind
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        # The connection died under a statement (the server restarted or ended the
+        # session): the driver's error is a plain DBAPIError, but SQLAlchemy knows.
+        return "database_unavailable"
+    return None
 
 
-async def _dbapi(request: Request, exc: Exception) -> JSONResponse:
-    # The connection died under a statement (the server restarted or ended the
-    # session): the driver's error is a plain DBAPIError, but SQLAlchemy knows.
-    assert isinstance(exc, sa_exc.DBAPIError)
-    if exc.connection_invalidated:
-        return await _database(request, exc)
-    return await _unexpected(request, exc)
-
-
-async def _redis(request: Request, exc: Exception) -> JSONResponse:
-    # Only what needs another worker fails (its stream, its stop): this one's replies
-    # run on, their frames waiting for Redis.
-    log.warning("Redis unavailable: %s", exc)
-    response = error_response(503, "redis_unavailable", "Redis is not reachable")
-    response.headers["retry-after"] = "1"
+async def _known(request: Request, exc: Exception) -> JSONResponse:
+    kind = _kind(exc)
+    answer = Answer(exc.status) if isinstance(exc, RequestRefused) else ANSWERS.get(kind or "")
+    if kind is None or answer is None:
+        return await _unexpected(request, exc)
+    if not isinstance(exc, _DOMAIN):
+        # The database or Redis being away, not a bug in us.
+        logger.warning("%s: %s", kind, exc)
+    message = answer.message or str(exc)
+    extra = {name: getattr(exc, name) for name in answer.fields}
+    response = error_response(answer.status, kind, message, **extra)
+    if answer.retry:
+        response.headers["retry-after"] = "1"
     return response
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, "internal_error", "internal server error")
 
 
-def install(app: FastAPI, *, shutting_down: type[Exception] | None = None) -> None:
-    """Register the handlers; `shutting_down` is the manager's refusal (-> 503)."""
+def install(app: FastAPI) -> None:
+    """Register the handlers."""
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(HTTPException, _http)
-    app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(NotFound, _not_found)
-    app.add_exception_handler(UnknownModelError, _unknown_model)
-    app.add_exception_handler(GenerationConflict, _conflict)
-    app.add_exception_handler(InvalidOperation, _invalid)
-    for db_exc in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError):
-        app.add_exception_handler(db_exc, _database)
-    app.add_exception_handler(sa_exc.DBAPIError, _dbapi)
-    app.add_exception_handler(ConnectionRefusedError, _database)
-    for redis_error in (redis_exc.ConnectionError, redis_exc.TimeoutError):
-        app.add_exception_handler(redis_error, _redis)
-    if shutting_down is not None:
-        app.add_exception_handler(shutting_down, _shutting_down)
+    for cls in _HANDLED:
+        app.add_exception_handler(cls, _known)
     app.add_exception_handler(Exception, _unexpected)
-
-
-async def _shutting_down(request: Request, exc: Exception) -> JSONResponse:
-    response = error_response(503, "shutting_down", "the server is shutting down")
-    response.headers["retry-after"] = "1"
-    return response

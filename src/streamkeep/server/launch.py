@@ -22,10 +22,10 @@ from fastapi import Request
 
 from streamkeep.config import Settings
 from streamkeep.generation import Generation, GenerationManager
-from streamkeep.server.errors import ApiError
-from streamkeep.server.metrics import Metrics
+from streamkeep.http.metrics import Metrics
+from streamkeep.http.responses import SSEResponse
+from streamkeep.server.errors import RequestRefused
 from streamkeep.server.relay import remote_stream_response, resume_point, stream_response
-from streamkeep.server.sse import SSEResponse
 
 MAX_KEY_LENGTH = 200
 
@@ -33,7 +33,7 @@ MAX_KEY_LENGTH = 200
 def idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
-        raise ApiError(
+        raise RequestRefused(
             422, "invalid_request", f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} characters"
         )
     return key
@@ -42,7 +42,7 @@ def idempotency_key(request: Request) -> str | None:
 def check_length(content: str, settings: Settings, field: str = "content") -> None:
     """Over-long content is refused before anything is written (413)."""
     if len(content) > settings.max_message_chars:
-        raise ApiError(
+        raise RequestRefused(
             413,
             "message_too_long",
             f"{field} has {len(content)} characters; the limit is {settings.max_message_chars}",

@@ -1,8 +1,8 @@
 """Whom the server answers, and the headers that keep its page to itself.
 
 With no login, a server on loopback answers any page the user's browser opens. Two
-checks on the request start keep other sites out (never per streamed frame: a stream's
-body goes past every middleware, see `server.sse.RAW_SEND`):
+checks on the request start keep other sites out (never per streamed frame: the Guard
+only amends the response start, so a stream's body may skip it, see `server.app.App`):
 
 - `Host`. A DNS-rebinding page (evil.example, resolved to 127.0.0.1 after it loaded)
   reaches the server under its own name, same-origin for the browser. Answered are the

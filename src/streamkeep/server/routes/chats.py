@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from streamkeep.server.deps import ManagerDep, RegistryDep, SettingsDep, StoreDep
+from streamkeep.http.deps import ManagerDep, RegistryDep, SettingsDep, StoreDep
 from streamkeep.server.launch import check_length
 from streamkeep.server.schemas import (
     ERROR_RESPONSES,

@@ -11,7 +11,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from streamkeep.server.deps import ManagerDep, MetricsDep, SettingsDep, StoreDep
+from streamkeep.http.deps import ManagerDep, MetricsDep, SettingsDep, StoreDep
+from streamkeep.http.responses import SSEResponse
 from streamkeep.server.launch import check_length, idempotency_key, launch
 from streamkeep.server.schemas import (
     ERROR_RESPONSES,
@@ -19,7 +20,6 @@ from streamkeep.server.schemas import (
     MessageEdit,
     stream_doc,
 )
-from streamkeep.server.sse import SSEResponse
 from streamkeep.store.records import MessageRecord
 
 router = APIRouter(tags=["messages"], responses=ERROR_RESPONSES)

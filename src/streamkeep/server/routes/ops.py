@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from streamkeep.server.deps import DatabaseDep, MetricsDep, SettingsDep
+from streamkeep.http.deps import DatabaseDep, MetricsDep, SettingsDep
 
 router = APIRouter(tags=["operations"])
 

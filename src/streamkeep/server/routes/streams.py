@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from streamkeep.generation import Generation
-from streamkeep.server.deps import ManagerDep, MetricsDep, StoreDep
+from streamkeep.http.deps import ManagerDep, MetricsDep, StoreDep
 from streamkeep.server.relay import remote_stream_response, resume_point, stream_response
 from streamkeep.server.schemas import ERROR_RESPONSES, StopResult, stream_doc
 

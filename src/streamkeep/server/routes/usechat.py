@@ -15,13 +15,13 @@ from fastapi import APIRouter, Request
 
 from streamkeep.config import Settings
 from streamkeep.generation import Generation, GenerationManager
+from streamkeep.http.deps import ManagerDep, MetricsDep, RegistryDep, SettingsDep, StoreDep
+from streamkeep.http.responses import SSEResponse
 from streamkeep.llm.registry import ModelRegistry
-from streamkeep.server.deps import ManagerDep, MetricsDep, RegistryDep, SettingsDep, StoreDep
-from streamkeep.server.errors import ApiError
+from streamkeep.server.errors import RequestRefused
 from streamkeep.server.launch import check_length, idempotency_key, launch
 from streamkeep.server.relay import resume_point
 from streamkeep.server.schemas import ERROR_RESPONSES, UseChatRequest, stream_doc
-from streamkeep.server.sse import SSEResponse
 from streamkeep.store import ChatRecord, ChatStore, NotFound
 
 router = APIRouter(tags=["useChat"], responses=ERROR_RESPONSES)
@@ -70,7 +70,7 @@ def _last_user_text(body: UseChatRequest) -> str:
             if text.strip():
                 return text
             break
-    raise ApiError(422, "invalid_request", "messages: the last user message has no text")
+    raise RequestRefused(422, "invalid_request", "messages: the last user message has no text")
 
 
 async def _ensure_chat(
@@ -98,7 +98,7 @@ async def _regeneration_target(store: ChatStore, chat: ChatRecord, message_id: s
                 return message.id
     branch = await store.active_branch(chat.id)
     if not branch:
-        raise ApiError(422, "invalid_operation", "the chat has no message to regenerate")
+        raise RequestRefused(422, "invalid_operation", "the chat has no message to regenerate")
     for message in reversed(branch):
         if message.role == "assistant":
             return message.id

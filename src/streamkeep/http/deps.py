@@ -1,4 +1,4 @@
-"""FastAPI dependencies: how a route (ours or the gateway's) reaches the app's parts.
+"""FastAPI dependencies: how a route (the chat API's or the gateway's) reaches the app's parts.
 
 Everything lives on `app.state`, put there by the lifespan in `server.app`; nothing is
 module-level, so several apps (tests, workers) never share state.
@@ -15,8 +15,8 @@ from fastapi import Depends, Request
 
 from streamkeep.config import Settings
 from streamkeep.generation import GenerationManager
+from streamkeep.http.metrics import Metrics
 from streamkeep.llm.registry import ModelRegistry
-from streamkeep.server.metrics import Metrics
 from streamkeep.store import ChatStore, Database
 
 

@@ -8,23 +8,31 @@ frame went out for `PING_INTERVAL` seconds (a model thinking before its first to
 slow tool), it sends an SSE comment, which every SSE parser skips, so proxies with an
 idle timeout (nginx: 60 s) do not cut the stream.
 
-The frames iterator is always closed when the response ends, whichever way it ends.
+The frames are an async generator, closed when the response ends, whichever way it
+ends. `RelayResponse` is one that counts itself on the app's metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncGenerator, Mapping
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-# The scope key under which the app keeps the ASGI server's own `send`.
+from streamkeep.http.metrics import Metrics
+from streamkeep.sse import PING
+
+# The scope key under which the app may leave the ASGI server's own `send`: then the
+# body goes straight to it, past the middleware (see `server.app.App`).
 RAW_SEND = "streamkeep.raw_send"
 # Seconds without a frame before a keep-alive comment goes out.
 PING_INTERVAL = 15.0
-PING = b": ping\n\n"
+# Where the first token shows in a UI message stream's frames: every text or reasoning
+# delta chunk.
+_DELTA = b'-delta"'
 
 
 class SSEResponse(Response):
@@ -32,7 +40,7 @@ class SSEResponse(Response):
 
     def __init__(
         self,
-        frames: AsyncIterator[bytes],
+        frames: AsyncGenerator[bytes, None],
         *,
         headers: Mapping[str, str] | None = None,
         status_code: int = 200,
@@ -54,9 +62,7 @@ class SSEResponse(Response):
         keeper = _KeepAlive(send)
         watcher = asyncio.get_running_loop().create_task(_watch(receive, relay, keeper))
         frames = self.frames
-        # The body goes straight to the server's own `send` when the app left it in the
-        # scope (see `server.app.App`): the middleware wrappers around `send` only watch
-        # for the response start, which still goes through them.
+        # The start goes through the middleware, the body where the app said it may.
         send_body: Send = scope.get(RAW_SEND, send)
         sent = self.sent
         try:
@@ -83,11 +89,44 @@ class SSEResponse(Response):
             keeper.stop()
             watcher.cancel()
             try:
-                aclose = getattr(frames, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+                await frames.aclose()
             finally:
                 self.ended()
+
+
+class RelayResponse(SSEResponse):
+    """An `SSEResponse` counted on the app's metrics: the clients streaming now, and the
+    events sent to them (added once, when the response ends: a metric's lock per write
+    adds up). Given `started_at` (a `perf_counter` reading of the request that started a
+    generation), the first UI-stream delta it sends feeds the time-to-first-token
+    histogram."""
+
+    def __init__(
+        self,
+        frames: AsyncGenerator[bytes, None],
+        *,
+        headers: Mapping[str, str],
+        metrics: Metrics,
+        started_at: float | None = None,
+    ) -> None:
+        super().__init__(frames, headers=headers)
+        self._metrics = metrics
+        self._started_at = started_at
+        self._relayed = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._metrics.active_streams.inc()  # `ended` takes it back
+        await super().__call__(scope, receive, send)
+
+    def sent(self, chunk: bytes) -> None:
+        if self._started_at is not None and _DELTA in chunk:
+            self._metrics.ttft.observe(time.perf_counter() - self._started_at)
+            self._started_at = None
+        self._relayed += chunk.count(b"\n\n")
+
+    def ended(self) -> None:
+        self._metrics.active_streams.dec()
+        self._metrics.relayed_chunks.inc(self._relayed)
 
 
 class _KeepAlive:
