@@ -114,6 +114,34 @@ def test_no_package_imports_itself_back() -> None:
     assert cycles(package_graph(import_graph(source_modules()))) == []
 
 
+# The README's architecture section draws these rows: a package imports only from the
+# rows below its own, and within its row only along the edges named here.
+LAYERS = [
+    {"__main__", "cli", "client"},
+    {"server", "gateway"},
+    {"http", "scaleout"},
+    {"generation"},
+    {"llm", "store", "sse"},
+    {"text", "config", ""},  # "": the package's own __init__
+]
+SAME_ROW = {("__main__", "cli"), ("cli", "client"), ("server", "gateway")}
+
+
+def test_packages_import_only_from_lower_layers() -> None:
+    row = {name: depth for depth, names in enumerate(LAYERS) for name in names}
+    short = {f"{PACKAGE}.{name}" if name else PACKAGE: name for name in row}
+    graph = package_graph(import_graph(source_modules()))
+    assert set(graph) == set(short), "a new package needs its row in LAYERS (and the README)"
+    upward = sorted(
+        (short[pkg], short[dep])
+        for pkg, deps in graph.items()
+        for dep in deps
+        if row[short[dep]] < row[short[pkg]]
+        or (row[short[dep]] == row[short[pkg]] and (short[pkg], short[dep]) not in SAME_ROW)
+    )
+    assert upward == []
+
+
 def test_no_streamkeep_module_is_imported_by_name_at_run_time() -> None:
     """importlib would hide an import from the two tests above."""
     hidden = []
