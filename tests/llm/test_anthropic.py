@@ -492,3 +492,25 @@ def test_input_json_outside_a_tool_use_block_is_ignored() -> None:
     events = parse(_message(stray))
     assert not any(isinstance(e, ToolCallComplete | ToolCallDelta) for e in events)
     assert isinstance(events[-1], Finish)
+
+
+def test_a_tool_block_left_open_does_not_cut_off_the_calls_that_stopped() -> None:
+    # The second block never stops (cut off); the first one stopped whole, with no
+    # input: its call is complete and must not read as cut off (a consumer would then
+    # refuse to run it).
+    body = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1"}}\n\n'
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+        b'"content_block":{"type":"tool_use","id":"toolu_a","name":"now","input":{}}}\n\n'
+        b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":1,'
+        b'"content_block":{"type":"tool_use","id":"toolu_b","name":"g","input":{}}}\n\n'
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":1,'
+        b'"delta":{"type":"input_json_delta","partial_json":"{\\"x\\": 1"}}\n\n'
+        b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":'
+        b'"tool_use"},"usage":{"output_tokens":9}}\n\n'
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    )
+    whole, cut = [e.call for e in parse(body) if isinstance(e, ToolCallComplete)]
+    assert (whole.id, whole.arguments, whole.parse_error) == ("toolu_a", {}, None)
+    assert cut.id == "toolu_b" and cut.parse_error is not None

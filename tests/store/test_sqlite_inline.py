@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -238,3 +241,41 @@ async def test_a_read_on_the_held_connection_ends_in_a_rollback_not_a_commit(
         assert commits == ["commit"]
     finally:
         await db.dispose()
+
+
+_EXIT_SCRIPT = """
+import asyncio, sqlite3, sys
+from streamkeep.store import Database
+
+async def main(path):
+    db = Database.from_url("sqlite:///" + path, sqlite_busy_timeout=20)
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+
+    async def write():
+        async with db.writing():
+            pass
+
+    asyncio.ensure_future(write())
+    await asyncio.sleep(0.5)  # the write now waits for the lock on the worker thread
+    return holder
+
+holder = asyncio.new_event_loop().run_until_complete(main(sys.argv[1]))
+print("main done", flush=True)
+"""
+
+
+def test_a_pending_lock_wait_does_not_hold_up_the_interpreters_exit(db_path: Path) -> None:
+    # The worker thread sleeping in a busy wait must not keep a process that ends
+    # (without disposing the database) alive for the whole busy timeout: as
+    # aiosqlite's and SQLAlchemy's threads, it is a daemon.
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_SCRIPT, str(db_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    elapsed = time.monotonic() - started
+    assert "main done" in done.stdout, done.stderr
+    assert elapsed < 8, f"exit took {elapsed:.1f} s"

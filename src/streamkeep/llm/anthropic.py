@@ -18,7 +18,7 @@ block and its input_json_deltas go through the `ToolCallAssembler` every provide
 shares (its index is the block's `index`), so they become `ToolCallStart` and one
 `ToolCallDelta` per input_json_delta; the calls complete (`ToolCallComplete`, the input
 parsed, `{}` when empty) at message_stop, reported cut off when stop_reason is
-max_tokens or a tool block never stopped.
+max_tokens (all of them) or when their block never stopped (those only).
 
 How the answer ends is `StreamParser`'s (see `streamkeep.llm.parser`): message_stop
 gives the calls, `UsageReport` and `Finish`; an `error` event gives `StreamError`,
@@ -322,9 +322,9 @@ class AnthropicStreamParser(StreamParser):
         self._finished = True
         raw = self._stop_reason
         reason: FinishReason = _FINISH_REASONS.get(raw or "", "other")
-        # A tool block still open at message_stop was cut off, whatever the reason says.
-        truncated = reason == "length" or bool(self._tool_blocks)
-        self.end(out, reason, raw, truncated=truncated)
+        # A tool block still open at message_stop was cut off, whatever the reason says;
+        # the blocks that stopped are whole unless max_tokens ended the answer.
+        self.end(out, reason, raw, truncated=reason == "length", cut=self._tool_blocks)
 
 
 def _index(payload: dict[str, Any]) -> int:

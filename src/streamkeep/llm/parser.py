@@ -19,6 +19,7 @@ After either, the parser is `done` and returns no more events.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from streamkeep.llm.errors import ProviderError, ProviderStreamError
@@ -84,11 +85,18 @@ class StreamParser:
         return out
 
     def end(
-        self, out: list[StreamEvent], reason: FinishReason, raw: str | None, *, truncated: bool
+        self,
+        out: list[StreamEvent],
+        reason: FinishReason,
+        raw: str | None,
+        *,
+        truncated: bool,
+        cut: Collection[int] = (),
     ) -> None:
-        """The answer is finished: its tool calls, its usage, then `Finish`."""
+        """The answer is finished: its tool calls (all cut off when `truncated`, else
+        those at the indexes in `cut`), its usage, then `Finish`."""
         self._done = True
-        out.extend(self.calls.finish(truncated=truncated))
+        out.extend(self.calls.finish(truncated=truncated, cut=cut))
         if self.usage is not None:
             out.append(UsageReport(self.usage))
         out.append(Finish(reason, self.response_id, self.model, raw))

@@ -47,6 +47,7 @@ How a call is reported:
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,15 +114,19 @@ class ToolCallAssembler:
             events.append(ToolCallDelta(call.call_id, "".join(call.chunks)))
         return events
 
-    def finish(self, *, truncated: bool = False) -> list[ToolCallComplete]:
-        """End of the response: every open call, complete, in the order they opened."""
+    def finish(
+        self, *, truncated: bool = False, cut: Collection[int] = ()
+    ) -> list[ToolCallComplete]:
+        """End of the response: every open call, complete, in the order they opened.
+        `truncated` cuts off every call; `cut` only the calls at those indexes (a
+        vendor's block that never ended, while the others did)."""
         done: list[ToolCallComplete] = []
         for call in self._calls:
             if not (call.name or call.vendor_id or call.chunks):
                 continue
             if not call.call_id:
                 call.call_id = self._unique_id(call.vendor_id)
-            done.append(ToolCallComplete(_complete(call, truncated)))
+            done.append(ToolCallComplete(_complete(call, truncated or call.index in cut)))
         self._calls.clear()
         self._by_index.clear()
         self._by_id.clear()

@@ -23,18 +23,23 @@ thread, except:
   landed look failed). A commit itself only appends to the WAL (synchronous=NORMAL: no
   fsync).
 
-Only public APIs: the standard library's `sqlite3`, and a one-thread executor per
-connection (so calls never run on two threads at once).
+Only public APIs: the standard library's `sqlite3`, and one worker thread per
+connection (`_Worker`, running calls in order, so they never run on two threads at
+once). It is a daemon thread, as aiosqlite's and SQLAlchemy's are: a call sleeping in a
+busy wait never holds up the interpreter's exit (a `ThreadPoolExecutor`'s thread would,
+for up to `busy_timeout`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +84,38 @@ def is_busy(exc: BaseException) -> bool:
     )
 
 
+class _Worker:
+    """One daemon thread running the calls given to `submit`, one at a time, in order."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[
+            tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="streamkeep-sqlite", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._calls.put((future, fn, args))
+        return future
+
+    def shutdown(self) -> None:
+        """End the thread once the calls given so far have run."""
+        self._calls.put(None)
+
+    def _run(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, fn, args = call
+            if not future.set_running_or_notify_cancel():
+                continue  # its caller gave up before it began
+            try:
+                result = fn(*args)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+
 class SqliteConnection:
     """A `sqlite3` connection whose calls run inline; see the module docstring.
 
@@ -86,7 +123,7 @@ class SqliteConnection:
     before the next): the owner, `Database`, holds a lock around every transaction.
     """
 
-    def __init__(self, sqlite: sqlite3.Connection, worker: ThreadPoolExecutor, busy_timeout: float):
+    def __init__(self, sqlite: sqlite3.Connection, worker: _Worker, busy_timeout: float):
         self.sqlite = sqlite  # the driver's connection: call it through `run`/`run_queued`
         self._worker = worker
         self._busy_timeout = busy_timeout
@@ -95,7 +132,7 @@ class SqliteConnection:
     @classmethod
     async def open(cls, path: Path, *, busy_timeout: float) -> SqliteConnection:
         """Connect (on the worker thread: opening may wait for a lock on the file)."""
-        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamkeep-sqlite")
+        worker = _Worker()
 
         def connect() -> sqlite3.Connection:
             # check_same_thread off: calls run on the loop's thread and, when busy, on
@@ -106,9 +143,9 @@ class SqliteConnection:
             return conn
 
         try:
-            sqlite = await asyncio.get_running_loop().run_in_executor(worker, connect)
+            sqlite = await asyncio.wrap_future(worker.submit(connect))
         except BaseException:
-            worker.shutdown(wait=False)
+            worker.shutdown()
             raise
         return cls(sqlite, worker, busy_timeout)
 
@@ -127,7 +164,7 @@ class SqliteConnection:
     async def run_queued(self, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)` on the worker thread, after any call still running there (one
         whose caller was cancelled while it waited for a lock, say)."""
-        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+        return await asyncio.wrap_future(self._worker.submit(fn, *args))
 
     async def close(self) -> None:
         """Close after any call still running on the worker thread."""
@@ -137,7 +174,7 @@ class SqliteConnection:
         try:
             await self.run_queued(self.sqlite.close)
         finally:
-            self._worker.shutdown(wait=False)
+            self._worker.shutdown()
 
     def _patiently(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         """On the worker thread: `fn` until it is not busy or `busy_timeout` is over."""
