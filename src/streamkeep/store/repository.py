@@ -16,10 +16,9 @@ from datetime import UTC, datetime
 from streamkeep.store.chats import Chats
 from streamkeep.store.db import Database
 from streamkeep.store.generations import Generations
-from streamkeep.store.records import PromptMessage
 from streamkeep.store.replies import Replies
 
-__all__ = ["ChatStore", "PromptMessage", "utcnow"]
+__all__ = ["ChatStore", "utcnow"]
 
 
 def utcnow() -> datetime:
