@@ -3,6 +3,7 @@ per message, nothing per token. Statements are counted on the real engine."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -126,3 +127,43 @@ async def test_a_final_write_that_fails_while_the_database_is_down_is_kept_and_r
     message = await store.get_message(gen.message_id)
     assert message.status == "stopped"
     assert stored_text(message.parts) == "lorem ipsum"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_database_outage_logs_one_traceback_not_one_per_tick(
+    manager: GenerationManager,
+    store: ChatStore,
+    database_url: str,
+    fake_upstream: FakeUpstream,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    chat_id = (await store.create_chat(model=MODEL)).id
+    fake_upstream.enqueue(Script(tokens=10, hang_after=2))
+    gen = await manager.reply(chat_id=chat_id, content="hi")
+    await read_until(gen.subscribe(), deltas(2))  # live and dirty: every tick writes
+
+    name = make_url(database_url).database
+    admin = await asyncpg.connect(TEST_DATABASE_URL)
+    caplog.set_level(logging.INFO, logger="streamkeep.generation.checkpointer")
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        for _ in range(5):
+            await manager.checkpointer.tick_or_log()
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    await manager.checkpointer.tick_or_log()
+    await gen.stop()
+
+    logged = [(r.levelname, r.exc_info is not None, r.getMessage()) for r in caplog.records]
+    assert [(level, tb) for level, tb, _ in logged] == [
+        ("ERROR", True),  # the first failure, with its traceback
+        ("WARNING", False),  # the 2nd in a row
+        ("WARNING", False),  # the 4th
+        ("WARNING", False),  # back
+    ]
+    assert "failed 4 times in a row" in logged[2][2]
+    assert logged[3][2] == "checkpoints work again after 5 failed ticks"

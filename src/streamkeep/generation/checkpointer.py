@@ -61,6 +61,7 @@ class Checkpointer:
         self._inflight_done: asyncio.Event | None = None
         self._pending_finals: dict[str, FinalWrite] = {}
         self._task: asyncio.Task[None] | None = None
+        self._failed_ticks = 0  # in a row, for the log
 
     def start(self) -> None:
         if self._task is None:
@@ -80,10 +81,25 @@ class Checkpointer:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            try:
-                await self.tick()
-            except Exception:  # the database is down: the next tick tries again
-                logger.exception("checkpoint tick failed")
+            await self.tick_or_log()
+
+    async def tick_or_log(self) -> None:
+        """One tick of the loop. While the database is down every tick fails: the first
+        failure is logged with its traceback, then one line at the 2nd, 4th, 8th...
+        failure in a row (not one traceback a second), and a line when ticks work again."""
+        try:
+            await self.tick()
+        except Exception as exc:  # the database is down: the next tick tries again
+            self._failed_ticks += 1
+            n = self._failed_ticks
+            if n == 1:
+                logger.exception("checkpoint tick failed; retrying every %gs", self._interval)
+            elif n & (n - 1) == 0:
+                logger.warning("checkpoint tick failed %d times in a row: %s", n, exc)
+            return
+        if self._failed_ticks:
+            logger.warning("checkpoints work again after %d failed ticks", self._failed_ticks)
+            self._failed_ticks = 0
 
     async def tick(self) -> None:
         live = [g for g in self._generations() if not g.finalizing]
