@@ -9,6 +9,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from streamkeep.generation.titles import title_from
 from tests.browser.pagekit import (
     chat_id,
     last_reply,
@@ -110,6 +111,18 @@ def test_reasoning_folded_and_tool_call_shown(page: Page) -> None:
     expect(tool.locator(".tool-name")).to_have_text("get_weather")
     tool.locator("summary").click()
     expect(tool.locator("pre").first).to_contain_text('"q": "Weather in Paris"')
+
+
+def test_a_new_chat_gets_the_title_the_server_would_give_it(page: Page, api: httpx.Client) -> None:
+    # One title rule: the page names a new chat at once the way the server titles an
+    # untitled one (whitespace runs become one space, 80 characters with an ellipsis).
+    text = "Title rule " + "wording " * 12 + "\n  and a second line [[tokens=2]]"
+    page.goto("/")
+    send(page, text)
+    expect(last_reply(page)).to_have_attribute("data-status", "complete")
+    title = stored_chat(api, chat_id(page))["title"]
+    assert title == title_from(text)
+    assert len(title) == 80 and title.endswith("…")
 
 
 def test_sidebar_new_rename_delete(page: Page, api: httpx.Client) -> None:

@@ -315,18 +315,23 @@ async function send(text, { parentId = null, fromComposer = true } = {}) {
   }
 }
 
+const TITLE_CHARS = 80;
+
+function titleFrom(text) {
+  const flat = text.split(/\s+/).filter(Boolean).join(" ");
+  if (!flat) return null;
+  const chars = Array.from(flat); // code points, as Python counts them
+  return chars.length <= TITLE_CHARS ? flat : chars.slice(0, TITLE_CHARS - 1).join("") + "…";
+}
+
 async function sendNow(text, parentId, fromComposer) {
   clearErrors();
   let chat = state.chat;
   if (!chat) {
     try {
-      // A title from the first line, so the sidebar shows something recognisable at once.
-      const title =
-        text
-          .replace(/\[\[[\s\S]*?\]\]/g, "")
-          .trim()
-          .split("\n")[0]
-          .slice(0, 60) || null;
+      // The server's title rule (generation/titles.py), so the sidebar shows the
+      // chat's title at once: the text on one line, cut at 80 characters.
+      const title = titleFrom(text);
       chat = await api.createChat({ title, model: ui.model.value || undefined });
     } catch (err) {
       showError(err);
