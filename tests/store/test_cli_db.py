@@ -25,7 +25,15 @@ def tables(path: Path) -> set[str]:
     return {name for (name,) in rows}
 
 
-EXPECTED = {"alembic_version", "chats", "messages", "generations"}
+EXPECTED = {
+    "alembic_version",
+    "chats",
+    "messages",
+    "generations",
+    "users",
+    "sessions",
+    "api_keys",
+}
 
 
 def test_upgrade_a_given_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -36,6 +36,7 @@ def chat_row(chat_id: str) -> dict[str, Any]:
         "created_at": WHEN,
         "updated_at": WHEN,
         "event_seq": 0,
+        "user_id": None,
     }
 
 

@@ -14,7 +14,12 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from streamkeep.store import ChatStore, Database
-from streamkeep.store.migrations import MIGRATIONS_DIR, alembic_config, upgrade_to_head
+from streamkeep.store.migrations import (
+    MIGRATIONS_DIR,
+    alembic_config,
+    downgrade_to,
+    upgrade_to_head,
+)
 from streamkeep.store.models import Base
 
 
@@ -49,14 +54,23 @@ async def test_upgrade_is_idempotent_and_stamps_head(db: Database) -> None:
     async with db.engine.connect() as conn:
         version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
         tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-    assert version == head == "0002_chat_event_seq"
-    assert tables == {"alembic_version", "chats", "messages", "generations"}
+    assert version == head == "0003_accounts"
+    assert tables == {
+        "alembic_version",
+        "chats",
+        "messages",
+        "generations",
+        "users",
+        "sessions",
+        "api_keys",
+    }
 
 
 def test_revisions_ship_inside_the_package() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0002_chat_event_seq.py").is_file()
+    assert (MIGRATIONS_DIR / "versions" / "0003_accounts.py").is_file()
     assert "streamkeep" in MIGRATIONS_DIR.parts
 
 
@@ -101,17 +115,29 @@ async def test_a_sqlite_table_rebuild_keeps_the_rows_that_reference_it(tmp_path:
         await db.dispose()
 
 
+async def upgrade_to(db: Database, tmp_path: Path, last: str) -> None:
+    """Migrate an empty database with the revisions up to `last` (a file name's start)."""
+    location = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, location, ignore=shutil.ignore_patterns("__pycache__"))
+    for revision in (location / "versions").glob("*.py"):
+        if revision.name[:4] > last:
+            revision.unlink()
+    async with db.engine.connect() as conn:
+        await conn.run_sync(lambda c: upgrade_to_head(c, location=location))
+
+
+async def chats_columns(db: Database) -> set[str]:
+    async with db.engine.connect() as conn:
+        return await conn.run_sync(
+            lambda c: {col["name"] for col in inspect(c).get_columns("chats")}
+        )
+
+
 async def test_upgrading_a_0001_database_keeps_its_chats_and_numbers_them_from_1(
     db: Database, tmp_path: Path
 ) -> None:
     # A database made by 0001 alone, with a chat and a finished reply in it.
-    location = tmp_path / "migrations"
-    shutil.copytree(MIGRATIONS_DIR, location, ignore=shutil.ignore_patterns("__pycache__"))
-    for revision in (location / "versions").glob("*.py"):
-        if not revision.name.startswith("0001_"):
-            revision.unlink()
-    async with db.engine.connect() as conn:
-        await conn.run_sync(lambda c: upgrade_to_head(c, location=location))
+    await upgrade_to(db, tmp_path, "0001")
     now = "2026-01-01 12:00:00"
     async with db.engine.begin() as conn:
         await conn.execute(
@@ -121,10 +147,7 @@ async def test_upgrading_a_0001_database_keeps_its_chats_and_numbers_them_from_1
             ),
             {"now": datetime.fromisoformat(now + "+00:00")},
         )
-        columns = await conn.run_sync(
-            lambda c: {col["name"] for col in inspect(c).get_columns("chats")}
-        )
-    assert "event_seq" not in columns
+    assert "event_seq" not in await chats_columns(db)
 
     await db.upgrade()  # 0001 -> head, on the database as it is
 
@@ -132,7 +155,7 @@ async def test_upgrading_a_0001_database_keeps_its_chats_and_numbers_them_from_1
         assert await conn.run_sync(_diff) == []
         version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
         seq = (await conn.execute(text("SELECT event_seq FROM chats"))).scalar()
-    assert version == "0002_chat_event_seq"
+    assert version == "0003_accounts"
     assert seq == 0
     store = ChatStore(db)
     chat = await store.get_chat("chat_old")
@@ -142,3 +165,64 @@ async def test_upgrading_a_0001_database_keeps_its_chats_and_numbers_them_from_1
         chat_id=chat.id, parent_id=None, user_content="hi", model="m", first_seq=1
     )
     assert (await store.get_chat(chat.id)).event_seq == 0
+
+
+async def test_upgrading_a_0002_database_keeps_its_chats_as_nobodys(
+    db: Database, tmp_path: Path
+) -> None:
+    await upgrade_to(db, tmp_path, "0002")
+    store = ChatStore(db)
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO chats (id, title, model, system, active_leaf_id, created_at,"
+                " updated_at, event_seq) VALUES ('chat_old', 'old', 'm', NULL, NULL, :now,"
+                " :now, 7)"
+            ),
+            {"now": datetime.fromisoformat("2026-01-01 12:00:00+00:00")},
+        )
+    assert "user_id" not in await chats_columns(db)
+
+    await db.upgrade()
+
+    async with db.engine.connect() as conn:
+        assert await conn.run_sync(_diff) == []
+        owner = (await conn.execute(text("SELECT user_id FROM chats"))).scalar_one()
+    assert owner is None
+    chat = await store.get_chat("chat_old")
+    assert (chat.title, chat.event_seq) == ("old", 7)
+
+
+async def test_0003_downgrades_to_0002_and_keeps_the_chats(db: Database) -> None:
+    await db.upgrade()
+    store = ChatStore(db)
+    chat = await store.create_chat(model="m", title="kept")
+    _, reply, _ = await store.start_reply(
+        chat_id=chat.id, parent_id=None, user_content="hi", model="m"
+    )
+    async with db.engine.begin() as conn:  # a user who owns the chat
+        await conn.execute(
+            text(
+                "INSERT INTO users (id, name, password_hash, is_admin, created_at)"
+                " VALUES ('user_ada', 'ada', NULL, false, :now)"
+            ),
+            {"now": chat.created_at},
+        )
+        await conn.execute(text("UPDATE chats SET user_id = 'user_ada'"))
+
+    async with db.engine.connect() as conn:
+        await conn.run_sync(lambda c: downgrade_to(c, "0002_chat_event_seq"))
+        version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+    assert version == "0002_chat_event_seq"
+    assert tables == {"alembic_version", "chats", "messages", "generations"}
+    assert "user_id" not in await chats_columns(db)
+    async with db.engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT id, title FROM chats"))).all()
+        messages = (await conn.execute(text("SELECT count(*) FROM messages"))).scalar()
+    assert [tuple(r) for r in rows] == [(chat.id, "kept")]
+    assert messages == 2 and reply.chat_id == chat.id
+
+    await db.upgrade()  # and up again
+    async with db.engine.connect() as conn:
+        assert await conn.run_sync(_diff) == []

@@ -1,4 +1,5 @@
-"""Storage: chats, their message trees and generations, on SQLite or PostgreSQL.
+"""Storage: chats, their message trees and generations, and the users, sessions and
+API keys they belong to, on SQLite or PostgreSQL.
 
     db = Database.from_url(settings.resolved_database_url)
     await db.upgrade()              # apply migrations (safe at every start)
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from streamkeep.store.db import Database
 from streamkeep.store.errors import (
+    AlreadyExists,
     EventSeqMoved,
     GenerationConflict,
     InvalidOperation,
@@ -21,16 +23,21 @@ from streamkeep.store.errors import (
     StoreError,
 )
 from streamkeep.store.records import (
+    ApiKeyRecord,
     ChatRecord,
     GenerationRecord,
     GenerationStatus,
     MessageRecord,
     MessageStatus,
     Role,
+    SessionRecord,
+    UserRecord,
 )
 from streamkeep.store.repository import ChatStore
 
 __all__ = [
+    "AlreadyExists",
+    "ApiKeyRecord",
     "ChatRecord",
     "ChatStore",
     "Database",
@@ -43,5 +50,7 @@ __all__ = [
     "MessageStatus",
     "NotFound",
     "Role",
+    "SessionRecord",
     "StoreError",
+    "UserRecord",
 ]

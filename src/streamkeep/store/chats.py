@@ -120,6 +120,7 @@ class Chats:
             "created_at": now,
             "updated_at": now,
             "event_seq": 0,
+            "user_id": None,
         }
         try:
             async with self._db.writing() as conn:

@@ -1,12 +1,15 @@
 """The one exception hierarchy of `streamkeep.store`.
 
     StoreError                 anything the store refuses or cannot do
-    ├── NotFound               an unknown chat / message / generation id (has .what, .id)
+    ├── NotFound               an unknown chat / message / generation id, user name,
+    │                          API key id (has .what, .id)
+    ├── AlreadyExists          a name that is taken (a user's; has .what, .name)
     ├── GenerationConflict     the chat already has a running generation, or the
     │                          idempotency key was used before (has .generation_id,
     │                          .message_id, .same_key, .running)
     ├── InvalidOperation       a request that can never succeed as given (a parent id
-    │                          from another chat, a bad cursor, an unknown status)
+    │                          from another chat, a bad cursor, an unknown status, a
+    │                          bad user name, a key for a disabled user)
     └── EventSeqMoved          a reply's first stream event id was taken meanwhile by
                                another generation of the chat (has .event_seq, the
                                chat's current one: start again after it)
@@ -35,6 +38,15 @@ class NotFound(StoreError):
         super().__init__(f"{what} {id!r} not found")
         self.what = what
         self.id = id
+
+
+class AlreadyExists(StoreError):
+    kind = "already_exists"
+
+    def __init__(self, what: str, name: str) -> None:
+        super().__init__(f"{what} {name!r} exists already")
+        self.what = what
+        self.name = name
 
 
 class GenerationConflict(StoreError):

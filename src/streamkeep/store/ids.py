@@ -20,3 +20,15 @@ def message_id() -> str:
 
 def generation_id() -> str:
     return new_id("gen")
+
+
+def user_id() -> str:
+    return new_id("user")
+
+
+def session_id() -> str:
+    return new_id("sess")
+
+
+def api_key_id() -> str:
+    return new_id("key")

@@ -1,8 +1,10 @@
-"""The tables: chats, messages (a tree per chat) and generations.
+"""The tables: chats, messages (a tree per chat) and generations; users, their
+sign-in sessions and API keys.
 
-Declared as ORM classes (`ChatRow`, `MessageRow`, `GenerationRow`: Alembic compares
-their metadata); the store reads and writes them with Core statements on `CHATS`,
-`MESSAGES` and `GENERATIONS`.
+Declared as ORM classes (`ChatRow`, `MessageRow`, `GenerationRow`, `UserRow`,
+`SessionRow`, `ApiKeyRow`: Alembic compares their metadata); the store reads and writes
+them with Core statements on `CHATS`, `MESSAGES`, `GENERATIONS`, `USERS`, `SESSIONS`
+and `API_KEYS`.
 
 The schema is owned by the Alembic revisions in `migrations/versions`; a test checks
 that upgrading an empty database gives exactly this metadata. Change both together,
@@ -17,6 +19,7 @@ from typing import Any, cast
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -94,8 +97,14 @@ class ChatRow(Base):
     # one numbers its frames from here + 1, so a Last-Event-ID is never ambiguous
     # between two generations of a chat (see `ChatStore.start_reply`).
     event_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    # Whose chat it is; NULL: made in single-user mode (auth off), nobody's.
+    user_id: Mapped[str | None] = mapped_column(ID, ForeignKey("users.id"))
 
-    __table_args__ = (Index(None, "updated_at", "id"),)
+    __table_args__ = (
+        Index(None, "updated_at", "id"),
+        # A user's chats, newest first (and the foreign key's lookups).
+        Index(None, "user_id", "updated_at", "id"),
+    )
 
 
 class MessageRow(Base):
@@ -158,6 +167,53 @@ class GenerationRow(Base):
     )
 
 
+class UserRow(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    # argon2id, PHC string form; NULL: the user cannot sign in with a password.
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    is_admin: Mapped[bool] = mapped_column(Boolean)
+    disabled_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class SessionRow(Base):
+    """A sign-in session of the page (its token is the cookie's value)."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # SHA-256 (hex) of the token: the token itself is never stored.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    # The key's visible start (`sk-keep-` and 8 more characters): shown in lists, and
+    # how a presented key is found before its hash is compared.
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    # SHA-256 (hex) of the whole key: the key itself is never stored.
+    key_hash: Mapped[str] = mapped_column(String(64))
+    # The models this key may use; NULL: all.
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
 CHATS = cast(Table, ChatRow.__table__)
 MESSAGES = cast(Table, MessageRow.__table__)
 GENERATIONS = cast(Table, GenerationRow.__table__)
+USERS = cast(Table, UserRow.__table__)
+SESSIONS = cast(Table, SessionRow.__table__)
+API_KEYS = cast(Table, ApiKeyRow.__table__)

@@ -85,6 +85,43 @@ class GenerationRecord(_Record):
     ended_at: datetime | None
 
 
+class UserRecord(_Record):
+    """A user; the password hash is not in it (only `store.accounts` reads it)."""
+
+    id: str
+    name: str
+    is_admin: bool
+    #: set when an admin disabled the user: their sessions and keys no longer work
+    disabled_at: datetime | None
+    created_at: datetime
+
+
+class SessionRecord(_Record):
+    """A sign-in session of the page; the token is never stored, only its hash."""
+
+    id: str
+    user_id: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyRecord(_Record):
+    """An API key as lists show it: its visible `prefix`, never the key or its hash."""
+
+    id: str
+    user_id: str
+    #: the owner's label for it
+    name: str | None
+    #: the key's first characters (``sk-keep-`` and 8 more)
+    prefix: str
+    #: the models the key may use; None: all
+    allowed_models: list[str] | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
 @dataclass(frozen=True, slots=True)
 class PromptMessage:
     """A stored message as prompt building needs it (see `ChatStore.prompt_history`)."""

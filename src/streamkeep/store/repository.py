@@ -3,8 +3,9 @@
 Every public method is one transaction (a read: one snapshot, see `Database.reading`);
 it returns pydantic records, never rows, and a method that raises has written nothing.
 Its methods live with their idea: `store.chats` (chats and their message trees),
-`store.replies` (a reply's start, checkpoints and final write) and `store.generations`
-(running generations and their liveness). All of them write and read the tables one
+`store.replies` (a reply's start, checkpoints and final write), `store.generations`
+(running generations and their liveness) and `store.accounts` (users, sessions, API
+keys). All of them write and read the tables one
 way: Core statements, built once, in `Database.reading()` / `writing()`.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from streamkeep.store.accounts import Accounts
 from streamkeep.store.chats import Chats
 from streamkeep.store.db import Database
 from streamkeep.store.generations import Generations
@@ -25,8 +27,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class ChatStore(Chats, Replies, Generations):
-    """Chats, their message trees and the generations writing into them.
+class ChatStore(Chats, Replies, Generations, Accounts):
+    """Chats, their message trees and the generations writing into them; the users
+    they belong to.
 
     `clock` (timezone-aware) exists so tests can make timestamps tie or advance.
     """

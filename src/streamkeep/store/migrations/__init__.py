@@ -9,6 +9,8 @@ Revisions are append-only: never edit one that has landed.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
@@ -35,6 +37,21 @@ def alembic_config(
 
 def upgrade_to_head(connection: Connection, *, location: Path = MIGRATIONS_DIR) -> None:
     """Apply every pending revision, in one transaction, on a connection not in one."""
+    with _migrating(connection):
+        command.upgrade(alembic_config(connection, location=location), "head")
+
+
+def downgrade_to(connection: Connection, revision: str) -> None:
+    """Undo the revisions after `revision`, in one transaction (for a developer going
+    back; streamkeep itself only upgrades)."""
+    with _migrating(connection):
+        command.downgrade(alembic_config(connection), revision)
+
+
+@contextlib.contextmanager
+def _migrating(connection: Connection) -> Iterator[None]:
+    """One transaction on a connection not in one; on PostgreSQL under a lock that
+    serialises concurrent migrations, on SQLite with foreign keys off meanwhile."""
     sqlite = connection.dialect.name == "sqlite"
     if sqlite:
         # Batch mode rebuilds a SQLite table by dropping the old one, which would
@@ -45,7 +62,7 @@ def upgrade_to_head(connection: Connection, *, location: Path = MIGRATIONS_DIR) 
         with connection.begin():
             if connection.dialect.name == "postgresql":
                 connection.execute(text(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})"))
-            command.upgrade(alembic_config(connection, location=location), "head")
+            yield
             if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first():
                 raise RuntimeError("the migration left rows that break a foreign key")
     finally:
