@@ -32,7 +32,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from streamkeep.scaleout.keys import Keys
-from streamkeep.scaleout.tasks import cancel_and_wait
+from streamkeep.scaleout.tasks import cancel_and_wait, end_if_cancelled
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +166,7 @@ class ControlBus:
                 message = await self._pubsub.get_message(timeout=_LISTEN_TIMEOUT)
                 backoff = 0.05
             except (aioredis.RedisError, OSError) as exc:
+                end_if_cancelled()
                 if self._closing:
                     return
                 # The next get_message reconnects and subscribes again.

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 
 from streamkeep.scaleout.keys import Keys
-from streamkeep.scaleout.tasks import cancel_and_wait
+from streamkeep.scaleout.tasks import cancel_and_wait, end_if_cancelled
 from streamkeep.store.repository import utcnow
 
 if TYPE_CHECKING:
@@ -116,6 +116,7 @@ class WorkerRegistry:
             try:
                 await self.register()
             except (aioredis.RedisError, OSError) as exc:
+                end_if_cancelled()
                 logger.warning("worker heartbeat to Redis failed: %s", exc)
 
 
@@ -190,6 +191,7 @@ class Reaper:
             try:
                 reaped = await self.reap()
             except Exception:  # Redis or the database is down: the next round tries
+                end_if_cancelled()
                 logger.exception("reaping dead workers' generations failed")
                 continue
             if reaped:

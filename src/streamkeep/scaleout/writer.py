@@ -46,7 +46,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
-from streamkeep.scaleout.tasks import cancel_and_wait
+from streamkeep.scaleout.tasks import cancel_and_wait, end_if_cancelled
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +189,7 @@ class RedisWriter:
                 await self.flush()
                 backoff = self._interval
             except (aioredis.RedisError, OSError) as exc:
+                end_if_cancelled()
                 self.stats.failures += 1
                 logger.warning("writing frames to Redis failed, retrying: %s", exc)
                 await asyncio.sleep(backoff)
