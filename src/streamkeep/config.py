@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     # embedded in another program may want it off); what it saves: README, Benchmarks.
     gc_freeze: bool = True
 
+    # Accounts (see http.auth). Auth is on once a user exists; `no_auth` keeps it off
+    # (`streamkeep serve --no-auth`: needed to listen beyond loopback with no user).
+    no_auth: bool = False
+    # Seconds a page sign-in lasts (14 days).
+    session_lifetime: float = Field(default=14 * 24 * 3600, gt=0)
+
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, data: Any) -> Any:

@@ -10,6 +10,7 @@ from redis import exceptions as redis_exc
 from sqlalchemy import exc as sa_exc
 
 from streamkeep.generation.errors import GenerationError, ShuttingDown
+from streamkeep.http.auth import Unauthorized
 from streamkeep.llm.errors import LLMError, ProviderTimeout, UnknownModelError
 from streamkeep.server.errors import ANSWERS, RequestRefused, install
 from streamkeep.store.errors import (
@@ -106,5 +107,6 @@ def _kinds(base: type[Exception]) -> set[str]:
 
 def test_every_row_of_the_table_is_a_kind_something_raises() -> None:
     domain = _kinds(StoreError) | _kinds(LLMError) | _kinds(GenerationError)
+    domain |= {Unauthorized.kind}
     infrastructure = {"database_unavailable", "redis_unavailable"}
     assert set(ANSWERS) <= domain | infrastructure

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import sys
 from types import FrameType
@@ -25,6 +26,7 @@ from fastapi import FastAPI
 from streamkeep.config import Settings, load_settings
 from streamkeep.scaleout.workers import check_workers, run_workers
 from streamkeep.server import begin_shutdown, create_app
+from streamkeep.store import ChatStore, Database
 
 # Past the grace period, the interrupted generations still need a moment to be stored.
 _SHUTDOWN_MARGIN = 5.0
@@ -48,6 +50,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--log-level", default="info", help="uvicorn log level (info)")
     p.add_argument(
         "--workers", type=int, default=1, help="server processes (more than 1 needs Redis)"
+    )
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        default=None,
+        help="serve without accounts, whatever users exist: anyone who reaches the server "
+        "reads every chat (STREAMKEEP_NO_AUTH); needed to listen beyond loopback with no "
+        "user, e.g. behind an auth proxy",
     )
     p.set_defaults(func=run)
 
@@ -102,11 +112,18 @@ def run(args: argparse.Namespace) -> int:
         redis_url=args.redis_url,
         data_dir=args.data_dir,
         model=args.model,
+        no_auth=args.no_auth,
     )
-    problem = check_workers(settings, args.workers)
+    problem = check_workers(settings, args.workers) or asyncio.run(_check_auth(settings))
     if problem is not None:
         print(f"streamkeep serve: {problem}", file=sys.stderr)
         return 2
+    if settings.no_auth:
+        print(
+            "streamkeep serve: WARNING: auth is off (--no-auth): anyone who reaches "
+            f"{settings.host}:{settings.port} reads every chat and uses every provider key",
+            file=sys.stderr,
+        )
     server = build_server(settings, log_level=args.log_level) if args.workers == 1 else None
     sock = listen(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
@@ -116,6 +133,35 @@ def run(args: argparse.Namespace) -> int:
         return run_workers(settings, args.workers, build_server, sock, log_level=args.log_level)
     server.run(sockets=[sock])
     return 0
+
+
+async def _check_auth(settings: Settings) -> str | None:
+    """Why the server must not start as configured: beyond loopback, with no user and
+    no `--no-auth`, it would serve every chat to anyone who reaches it."""
+    if settings.no_auth or is_loopback(settings.host):
+        return None
+    database = Database.from_url(settings.resolved_database_url)
+    try:
+        await database.upgrade()
+        if await ChatStore(database).count_users() > 0:
+            return None
+    finally:
+        await database.dispose()
+    return (
+        f"refusing to listen on {settings.host} with no user: anyone who reaches it would "
+        "read every chat and use the provider keys. Create a user first "
+        "(`streamkeep users create NAME --admin`; creating the first user turns auth on), "
+        "or pass --no-auth to serve without accounts (e.g. behind an auth proxy)."
+    )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def listen(host: str, port: int) -> socket.socket:

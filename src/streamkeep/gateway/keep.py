@@ -36,6 +36,7 @@ from streamkeep.gateway.schemas import ChatCompletionBody
 from streamkeep.generation import Generation, GenerationManager
 from streamkeep.generation.generation import GenerationIds
 from streamkeep.generation.titles import title_from
+from streamkeep.http.auth import Caller, owned_chat
 from streamkeep.llm.types import ChatRequest
 from streamkeep.store import ChatStore, ids
 from streamkeep.store.errors import GenerationConflict, InvalidOperation, NotFound
@@ -59,19 +60,24 @@ class Placement:
     new_chat: tuple[str | None, str | None] | None = None
     #: for a call that fills an empty, untitled chat: the title its first message gives
     title: str | None = None
+    #: the owner of a new chat (None: auth is off)
+    user_id: str | None = None
 
 
-async def place(store: ChatStore, body: ChatCompletionBody, chat_id: str | None) -> Placement:
-    """Decide where the call goes (see the module docstring); writes nothing."""
+async def place(
+    store: ChatStore, body: ChatCompletionBody, chat_id: str | None, caller: Caller
+) -> Placement:
+    """Decide where the call goes (see the module docstring); writes nothing. A chat
+    of another user's is not found, as an unknown one."""
     system, rest = split_system(body.messages)
     if chat_id is None:
         if not rest:  # only a system message: keep it as a message, there is no prompt
             system, rest = None, body.messages
-        return Placement(
-            ids.chat_id(), None, to_stored(rest, body.messages), new_chat=(system, _title(body))
-        )
+        stored = to_stored(rest, body.messages)
+        new_chat = (system, _title(body))
+        return Placement(ids.chat_id(), None, stored, new_chat=new_chat, user_id=caller.user_id)
     try:
-        chat = await store.get_chat(chat_id)
+        chat = await owned_chat(store, caller, chat_id)
         branch = await store.active_branch(chat_id)
     except NotFound:
         raise _chat_not_found(chat_id) from None
@@ -146,7 +152,11 @@ async def _insert(
                 assert placement.new_chat is not None
                 system, title = placement.new_chat
                 await store.create_chat(
-                    model=gen_ids.model, system=system, title=title, chat_id=placement.chat_id
+                    model=gen_ids.model,
+                    system=system,
+                    title=title,
+                    chat_id=placement.chat_id,
+                    user_id=placement.user_id,
                 )
                 created = True
             await _start_reply(store, placement, gen_ids, worker_id)

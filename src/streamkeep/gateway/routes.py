@@ -29,6 +29,7 @@ from streamkeep.gateway.convert import to_chat_request
 from streamkeep.gateway.errors import GatewayError, from_llm_error
 from streamkeep.gateway.schemas import ChatCompletionBody, check_lengths, parse_body
 from streamkeep.generation import GenerationManager, ShuttingDown
+from streamkeep.http.auth import CallerDep, check_model
 from streamkeep.http.deps import ManagerDep, MetricsDep, RegistryDep, SettingsDep, StoreDep
 from streamkeep.http.metrics import Metrics
 from streamkeep.llm.errors import LLMError
@@ -106,12 +107,13 @@ _BODY_DOC: dict[str, Any] = {
 
 
 @router.get("/v1/models")
-async def list_models(registry: RegistryDep) -> Response:
+async def list_models(registry: RegistryDep, caller: CallerDep) -> Response:
     """Every configured `provider/model`, and the models a pass-through provider (one
     configured without a list, e.g. `OPENAI_BASE_URL`) lists itself, in OpenAI's shape."""
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": name.partition("/")[0]}
         for name in await registry.available_models()
+        if caller.may_use(name)
     ]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
@@ -124,6 +126,7 @@ async def chat_completions(
     manager: ManagerDep,
     store: StoreDep,
     metrics: MetricsDep,
+    caller: CallerDep,
 ) -> Response:
     """Chat Completions, streaming or not; the call is kept as a chat."""
     started_at = time.perf_counter()
@@ -134,10 +137,11 @@ async def chat_completions(
     try:
         body = parse_body(await request.body())
         check_lengths(body, settings.max_message_chars)
+        check_model(caller, body.model)
         chat_request = _provider_request(body, registry, settings)
         if not settings.gateway_store:
             return await _relay(body, chat_request, registry, headers)
-        placement = await keep.place(store, body, chat_id)
+        placement = await keep.place(store, body, chat_id, caller)
         headers[CHAT_HEADER] = placement.chat_id
         parts = _Parts(registry, manager, store, metrics)
         return await _kept(body, chat_request, placement, parts, headers, started_at)

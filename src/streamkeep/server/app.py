@@ -29,6 +29,7 @@ from streamkeep.config import Settings, load_settings
 from streamkeep.gateway.routes import router as gateway_router
 from streamkeep.generation import GenerationManager
 from streamkeep.generation.manager import default_worker_id
+from streamkeep.http.auth import AuthGate
 from streamkeep.http.metrics import Metrics
 from streamkeep.http.responses import RAW_SEND
 from streamkeep.llm.registry import ModelRegistry
@@ -38,7 +39,7 @@ from streamkeep.server.docs import install as install_docs
 from streamkeep.server.errors import body_too_large
 from streamkeep.server.errors import install as install_errors
 from streamkeep.server.page import PageMount
-from streamkeep.server.routes import chats, messages, ops, streams, usechat
+from streamkeep.server.routes import chats, identity, messages, ops, streams, usechat
 from streamkeep.server.security import Guard, HostPolicy
 from streamkeep.store import ChatStore, Database
 
@@ -150,7 +151,14 @@ def create_app(settings: Settings | None = None) -> App:
     app.state.metrics = Metrics()
     install_errors(app)
     app.add_middleware(Guard, policy=HostPolicy(settings.host, settings.allowed_hosts))
-    routers = (chats.router, messages.router, streams.router, usechat.router, ops.router)
+    routers = (
+        chats.router,
+        messages.router,
+        streams.router,
+        usechat.router,
+        identity.router,
+        ops.router,
+    )
     for router in (*routers, gateway_router):
         app.include_router(router)
     install_docs(app)
@@ -179,6 +187,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await manager.start()
         registry.prepare()
         app.state.database, app.state.store = database, store
+        app.state.auth = AuthGate(store, forced_off=settings.no_auth)
         app.state.registry, app.state.manager, app.state.redis = registry, manager, redis
         app.state.shutdown = None
         if settings.gc_freeze:

@@ -8,6 +8,7 @@ responses. One handler answers them all from the table `ANSWERS`, kind -> status
 maps httpcore's exceptions onto its own):
 
     400  http_error                    a body that cannot be read (not UTF-8)
+    401  unauthorized                  no credentials, or ones that do not work
     404  not_found, unknown_model      an id or model nobody knows
     405  http_error                    a method the path does not take (`Allow` lists them)
     409  generation_conflict           the chat already has a running generation
@@ -39,6 +40,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match, Mount
 
 from streamkeep.generation.errors import GenerationError
+from streamkeep.http.auth import Unauthorized
 from streamkeep.llm.errors import LLMError
 from streamkeep.store.errors import StoreError
 
@@ -66,9 +68,12 @@ class Answer:
     fields: tuple[str, ...] = ()
     #: a `retry-after: 1` header: the same request will soon succeed
     retry: bool = False
+    #: headers the response carries too
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 ANSWERS: dict[str, Answer] = {
+    "unauthorized": Answer(401, headers=(("www-authenticate", "Bearer"),)),
     "not_found": Answer(404),
     "unknown_model": Answer(404),
     "generation_conflict": Answer(409, fields=("generation_id", "message_id", "running")),
@@ -91,7 +96,7 @@ FOREIGN_KINDS: tuple[tuple[type[Exception], str], ...] = (
 )
 
 # What the handler is registered for; anything else is a 500 from `_unexpected`.
-_DOMAIN = (RequestRefused, StoreError, LLMError, GenerationError)
+_DOMAIN = (RequestRefused, StoreError, LLMError, GenerationError, Unauthorized)
 _HANDLED = (*_DOMAIN, sa_exc.DBAPIError, *(cls for cls, _ in FOREIGN_KINDS))
 
 
@@ -216,6 +221,7 @@ async def _known(request: Request, exc: Exception) -> JSONResponse:
     response = error_response(answer.status, kind, message, **extra)
     if answer.retry:
         response.headers["retry-after"] = "1"
+    response.headers.update(dict(answer.headers))
     return response
 
 

@@ -19,7 +19,7 @@ from pydantic import (
     StringConstraints,
 )
 
-from streamkeep.store.records import ChatRecord, MessageRecord
+from streamkeep.store.records import ApiKeyRecord, ChatRecord, MessageRecord, UserRecord
 from streamkeep.text import JSONObject, Text, check_text
 
 
@@ -125,6 +125,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in (
         (400, "A body that cannot be read (not UTF-8)"),
+        (401, "Auth is on, and the request has no credentials or ones that do not work"),
         (404, "Unknown chat, message or model"),
         (409, "The chat already has a running generation"),
         (413, "Message longer than max_message_chars, or a body over max_body_bytes"),
@@ -179,3 +180,40 @@ def stream_doc(description: str) -> dict[str, Any]:
         "headers": _STREAM_HEADERS,
         "links": _FROM_STREAM,
     }
+
+
+# Identity
+
+
+class Login(_Body):
+    name: Annotated[
+        str, StringConstraints(min_length=1, max_length=64), BeforeValidator(check_text)
+    ]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
+class Me(BaseModel):
+    #: false in the single-user default (no user exists yet), or with `--no-auth`
+    auth: bool
+    user: UserRecord | None
+    #: the API key this request came with (None: the page's session, or auth off)
+    key: ApiKeyRecord | None = None
+
+
+class KeyCreate(_Body):
+    name: (
+        Annotated[str, StringConstraints(min_length=1, max_length=64), BeforeValidator(check_text)]
+        | None
+    ) = None
+    models: list[ModelName] | None = Field(
+        default=None, min_length=1, description="The models the key may use (absent: all)."
+    )
+
+
+class KeyCreated(ApiKeyRecord):
+    #: the key itself: shown this once, the server keeps only its hash
+    key: str
+
+
+class KeyList(BaseModel):
+    items: list[ApiKeyRecord]

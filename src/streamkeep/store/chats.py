@@ -45,11 +45,17 @@ if TYPE_CHECKING:
 _c, _m = CHATS.c, MESSAGES.c
 _INSERT_CHAT = insert(CHATS)
 _LIST_CHATS = select(CHATS).order_by(_c.updated_at.desc(), _c.id.desc()).limit(bindparam("b_limit"))
-_LIST_CHATS_AFTER = _LIST_CHATS.where(
-    or_(
-        _c.updated_at < bindparam("b_time"),
-        and_(_c.updated_at == bindparam("b_time"), _c.id < bindparam("b_after")),
-    )
+_AFTER_CURSOR = or_(
+    _c.updated_at < bindparam("b_time"),
+    and_(_c.updated_at == bindparam("b_time"), _c.id < bindparam("b_after")),
+)
+_LIST_CHATS_AFTER = _LIST_CHATS.where(_AFTER_CURSOR)
+# One user's chats (the index on user_id, updated_at, id serves them in order).
+_OWNED = _c.user_id == bindparam("b_user")
+_LIST_OWNED = _LIST_CHATS.where(_OWNED)
+_LIST_OWNED_AFTER = _LIST_CHATS_AFTER.where(_OWNED)
+_CHAT_OF_MESSAGE = (
+    select(CHATS).join_from(MESSAGES, CHATS, _m.chat_id == _c.id).where(_m.id == bindparam("b_id"))
 )
 # What is not given (NULL) stays as it is.
 _UPDATE_CHAT = (
@@ -107,9 +113,11 @@ class Chats:
         title: str | None = None,
         system: str | None = None,
         chat_id: str | None = None,
+        user_id: str | None = None,
     ) -> ChatRecord:
-        """A new empty chat; `chat_id` lets a client choose the id (useChat's, the
-        gateway's), InvalidOperation if it is taken."""
+        """A new empty chat, `user_id`'s (None: nobody's, single-user mode); `chat_id`
+        lets a client choose the id (useChat's, the gateway's), InvalidOperation if it
+        is taken."""
         now = self._clock()
         row = {
             "id": checked_id(chat_id) if chat_id is not None else new_chat_id(),
@@ -120,7 +128,7 @@ class Chats:
             "created_at": now,
             "updated_at": now,
             "event_seq": 0,
-            "user_id": None,
+            "user_id": user_id,
         }
         try:
             async with self._db.writing() as conn:
@@ -130,16 +138,20 @@ class Chats:
         return ChatRecord.model_validate(row)
 
     async def list_chats(
-        self, *, limit: int = 50, cursor: str | None = None
+        self, *, limit: int = 50, cursor: str | None = None, user_id: str | None = None
     ) -> tuple[list[ChatRecord], str | None]:
-        """Newest `updated_at` first, ties by id; pass the returned cursor for more."""
+        """Newest `updated_at` first, ties by id; pass the returned cursor for more.
+        With `user_id`, only that user's chats; without, every chat."""
         if limit < 1:
             raise InvalidOperation("limit must be at least 1")
         params: dict[str, object] = {"b_limit": limit + 1}
-        stmt = _LIST_CHATS
+        owned = user_id is not None
+        if owned:
+            params["b_user"] = user_id
+        stmt = _LIST_OWNED if owned else _LIST_CHATS
         if cursor is not None:
             after_time, after_id = decode_cursor(cursor)
-            stmt = _LIST_CHATS_AFTER
+            stmt = _LIST_OWNED_AFTER if owned else _LIST_CHATS_AFTER
             params |= {"b_time": after_time, "b_after": after_id}
         async with self._db.reading() as conn:
             rows = (await conn.execute(stmt, params)).all()
@@ -152,6 +164,14 @@ class Chats:
     async def get_chat(self, chat_id: str) -> ChatRecord:
         async with self._db.reading() as conn:
             return ChatRecord.model_validate(await chat_row(conn, chat_id))
+
+    async def chat_of_message(self, message_id: str) -> ChatRecord:
+        """The chat a message is in; NotFound for an unknown message."""
+        async with self._db.reading() as conn:
+            row = (await conn.execute(_CHAT_OF_MESSAGE, {"b_id": message_id})).first()
+        if row is None:
+            raise NotFound("message", message_id)
+        return ChatRecord.model_validate(row)
 
     async def update_chat(
         self,

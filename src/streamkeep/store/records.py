@@ -46,6 +46,8 @@ class ChatRecord(_Record):
     #: the highest stream event id a generation of this chat may have used (internal:
     #: the next generation numbers its frames after it; not part of the API's JSON)
     event_seq: int = Field(default=0, exclude=True)
+    #: the owner (None: made in single-user mode, nobody's); internal like `event_seq`
+    user_id: str | None = Field(default=None, exclude=True)
 
 
 class MessageRecord(_Record):

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from streamkeep.http.auth import CallerDep, check_reply_access, owned_message
 from streamkeep.http.deps import ManagerDep, MetricsDep, SettingsDep, StoreDep
 from streamkeep.http.responses import SSEResponse
 from streamkeep.server.launch import check_length, idempotency_key, launch
@@ -30,7 +31,8 @@ _STREAM: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/api/messages/{message_id}", response_model=MessageRecord)
-async def get_message(message_id: str, store: StoreDep) -> MessageRecord:
+async def get_message(message_id: str, store: StoreDep, caller: CallerDep) -> MessageRecord:
+    await owned_message(store, caller, message_id)
     return await store.get_message(message_id)
 
 
@@ -42,8 +44,11 @@ async def post_message(
     manager: ManagerDep,
     metrics: MetricsDep,
     settings: SettingsDep,
+    store: StoreDep,
+    caller: CallerDep,
 ) -> SSEResponse:
     check_length(body.content, settings)
+    await check_reply_access(store, caller, chat_id=chat_id, model=body.model)
     start = partial(
         manager.reply,
         chat_id=chat_id,
@@ -66,7 +71,10 @@ async def regenerate(
     request: Request,
     manager: ManagerDep,
     metrics: MetricsDep,
+    store: StoreDep,
+    caller: CallerDep,
 ) -> SSEResponse:
+    await check_reply_access(store, caller, message_id=message_id)
     start = partial(manager.regenerate, message_id, idempotency_key=idempotency_key(request))
     return await launch(request, start, metrics, manager=manager, message_id=message_id)
 
@@ -83,8 +91,11 @@ async def edit(
     manager: ManagerDep,
     metrics: MetricsDep,
     settings: SettingsDep,
+    store: StoreDep,
+    caller: CallerDep,
 ) -> SSEResponse:
     check_length(body.content, settings)
+    await check_reply_access(store, caller, message_id=message_id)
     start = partial(
         manager.edit, message_id, body.content, idempotency_key=idempotency_key(request)
     )

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from streamkeep.generation import Generation
+from streamkeep.http.auth import CallerDep, check_owner
 from streamkeep.http.deps import ManagerDep, MetricsDep, StoreDep
 from streamkeep.server.relay import remote_stream_response, resume_point, stream_response
 from streamkeep.server.schemas import ERROR_RESPONSES, StopResult, stream_doc
@@ -26,8 +27,14 @@ _RESUME: dict[int | str, dict[str, Any]] = {
 
 
 async def resume(
-    chat_id: str, request: Request, manager: ManagerDep, metrics: MetricsDep
+    chat_id: str,
+    request: Request,
+    manager: ManagerDep,
+    metrics: MetricsDep,
+    store: StoreDep,
+    caller: CallerDep,
 ) -> Response:
+    await check_owner(store, caller, chat_id=chat_id)
     # A finished reply is replayed only to a client that names where it stopped (a
     # page that loads without one has the stored message already).
     resumed = await manager.resume(
@@ -63,10 +70,11 @@ router.add_api_route(
 
 
 @router.post("/api/chats/{chat_id}/stop", response_model=StopResult)
-async def stop(chat_id: str, store: StoreDep, manager: ManagerDep) -> StopResult:
+async def stop(chat_id: str, store: StoreDep, manager: ManagerDep, caller: CallerDep) -> StopResult:
     """Stop the chat's running generation. `stopped` is true only when this request
     stopped it (its reply is stored `stopped` because of it); false when there was
     none, or it finished (or was stopped by someone else) first."""
+    await check_owner(store, caller, chat_id=chat_id)
     if manager.live(chat_id) is None:
         await store.get_chat(chat_id)  # an unknown chat is a 404, not {stopped: false}
     return StopResult(stopped=await manager.stop(chat_id))

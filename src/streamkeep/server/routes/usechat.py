@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 
 from streamkeep.config import Settings
 from streamkeep.generation import Generation, GenerationManager
+from streamkeep.http.auth import Caller, CallerDep, check_model, owned_chat, resolve_model
 from streamkeep.http.deps import ManagerDep, MetricsDep, RegistryDep, SettingsDep, StoreDep
 from streamkeep.http.responses import SSEResponse
 from streamkeep.llm.registry import ModelRegistry
@@ -22,7 +23,7 @@ from streamkeep.server.errors import RequestRefused
 from streamkeep.server.launch import check_length, idempotency_key, launch
 from streamkeep.server.relay import resume_point
 from streamkeep.server.schemas import ERROR_RESPONSES, UseChatRequest, stream_doc
-from streamkeep.store import ChatRecord, ChatStore, NotFound
+from streamkeep.store import ChatRecord, ChatStore, InvalidOperation, NotFound
 
 router = APIRouter(tags=["useChat"], responses=ERROR_RESPONSES)
 
@@ -40,11 +41,13 @@ async def use_chat(
     registry: RegistryDep,
     metrics: MetricsDep,
     settings: SettingsDep,
+    caller: CallerDep,
 ) -> SSEResponse:
     key = idempotency_key(request)
     resume_point(request)  # a malformed Last-Event-ID is refused before anything is written
     if body.trigger == "regenerate-message":
-        chat = await store.get_chat(body.id)
+        chat = await owned_chat(store, caller, body.id)
+        check_model(caller, body.model or chat.model)
         target = await _regeneration_target(store, chat, body.messageId)
         start: Callable[[], Awaitable[Generation]] = partial(
             manager.regenerate, target, model=body.model, idempotency_key=key
@@ -52,7 +55,7 @@ async def use_chat(
     else:
         content = _last_user_text(body)
         check_length(content, settings)
-        chat = await _ensure_chat(store, registry, settings, body)
+        chat = await _ensure_chat(store, registry, settings, caller, body)
         start = partial(_reply, manager, chat.id, content, body.model, key)
     return await launch(request, start, metrics, manager=manager, chat_id=chat.id)
 
@@ -74,15 +77,27 @@ def _last_user_text(body: UseChatRequest) -> str:
 
 
 async def _ensure_chat(
-    store: ChatStore, registry: ModelRegistry, settings: Settings, body: UseChatRequest
+    store: ChatStore,
+    registry: ModelRegistry,
+    settings: Settings,
+    caller: Caller,
+    body: UseChatRequest,
 ) -> ChatRecord:
-    """The chat `body.id` names, created on its first message."""
+    """The chat `body.id` names (the caller's: another user's is a 404, as an
+    unknown one would be were it not created here), created on its first message."""
     try:
-        return await store.get_chat(body.id)
+        chat = await store.get_chat(body.id)
     except NotFound:
         model = body.model or settings.default_model()
-        registry.resolve(model)  # 404 before creating anything
-        return await store.create_chat(model=model, chat_id=body.id)
+        resolve_model(registry, caller, model)  # 404 before creating anything
+        try:
+            return await store.create_chat(model=model, chat_id=body.id, user_id=caller.user_id)
+        except InvalidOperation:  # created meanwhile (another tab's first message)
+            chat = await store.get_chat(body.id)
+    if not caller.owns(chat.user_id):
+        raise NotFound("chat", body.id)
+    check_model(caller, body.model or chat.model)
+    return chat
 
 
 async def _regeneration_target(store: ChatStore, chat: ChatRecord, message_id: str | None) -> str:

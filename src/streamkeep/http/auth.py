@@ -1,0 +1,189 @@
+"""Who is calling: a request's `Caller`, and whether auth is on at all.
+
+Auth is off only in the single-user default: no user exists yet (and the server
+listens on loopback: `streamkeep serve` refuses anything else without `--no-auth`).
+Creating the first user turns it on, for every worker at its next request; users are
+disabled, never deleted, so once on it stays on. `--no-auth` (`no_auth`) keeps it off
+whatever the users.
+
+With auth on, a request names its user by one of, first found wins:
+- `Authorization: Bearer KEY`, or `x-api-key: KEY` (the Anthropic SDK's header): an
+  API key (`sk-keep-...`), for programs, the gateway's included;
+- the `streamkeep_session` cookie, set by `POST /api/auth/login`, for the page.
+Nothing, or something that does not work (unknown, revoked, expired, a disabled
+user's), is a 401 that says which of the two to send, never why it failed.
+
+Isolation: every chat has an owner (`chats.user_id`), and `owned_chat` /
+`owned_message` answer another user's id exactly as an unknown one (NotFound: a 404,
+never a 403), so ids cannot be probed. The stores of every worker are one database, so
+the check holds whichever worker a resume or stop lands on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+
+from streamkeep.llm.errors import UnknownModelError
+from streamkeep.llm.registry import ModelRegistry
+from streamkeep.store import ChatStore
+from streamkeep.store.errors import NotFound
+from streamkeep.store.records import ApiKeyRecord, ChatRecord, UserRecord
+
+SESSION_COOKIE = "streamkeep_session"
+BEARER = "bearer "
+
+
+class Unauthorized(Exception):
+    """No credentials, or credentials that do not work: a 401."""
+
+    kind = "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The user a request acts for; `user` None: auth is off (the single user, who
+    owns every chat)."""
+
+    user: UserRecord | None = None
+    #: the API key the request came with (None: the page's session, or auth off)
+    key: ApiKeyRecord | None = None
+
+    @property
+    def user_id(self) -> str | None:
+        return self.user.id if self.user is not None else None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user is None or self.user.is_admin
+
+    def owns(self, owner_id: str | None) -> bool:
+        return self.user is None or owner_id == self.user.id
+
+    def may_use(self, model: str) -> bool:
+        """Whether the key (if any) allows `model`; a refused model is answered as an
+        unknown one (404), like another user's chat."""
+        allowed = self.key.allowed_models if self.key is not None else None
+        return allowed is None or model in allowed
+
+
+SINGLE_USER = Caller()
+
+
+class AuthGate:
+    """Whether auth is on: see the module docstring."""
+
+    def __init__(self, store: ChatStore, *, forced_off: bool) -> None:
+        self._store = store
+        self._forced_off = forced_off
+        self._on = False
+
+    async def is_on(self) -> bool:
+        if self._forced_off:
+            return False
+        if not self._on:
+            # One small read per request until the first user exists; then none.
+            self._on = await self._store.count_users() > 0
+        return self._on
+
+    async def caller(self, request: Request) -> Caller:
+        if not await self.is_on():
+            return SINGLE_USER
+        key = _api_key(request)
+        if key is not None:
+            found = await self._store.lookup_api_key(key)
+            if found is None:
+                raise Unauthorized("the API key is not valid: it is unknown or was revoked")
+            return Caller(user=found[0], key=found[1])
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            session = await self._store.lookup_session(token)
+            if session is None:
+                raise Unauthorized("the session has ended: sign in again")
+            return Caller(user=session[0])
+        raise Unauthorized(
+            "sign in, or send an API key: `Authorization: Bearer sk-keep-...` "
+            "(create one with `streamkeep keys create --user NAME`)"
+        )
+
+
+def _api_key(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is not None:
+        if header[: len(BEARER)].lower() != BEARER or not header[len(BEARER) :].strip():
+            raise Unauthorized("the Authorization header must be `Bearer KEY`")
+        return header[len(BEARER) :].strip()
+    return request.headers.get("x-api-key") or None
+
+
+async def get_caller(request: Request) -> Caller:
+    """The request's caller (FastAPI caches it per request, so routes and their
+    routers' dependencies share one lookup)."""
+    return await cast(AuthGate, request.app.state.auth).caller(request)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+async def owned_chat(store: ChatStore, caller: Caller, chat_id: str) -> ChatRecord:
+    """The chat, if the caller owns it; NotFound (as for an unknown id) otherwise."""
+    chat = await store.get_chat(chat_id)
+    if not caller.owns(chat.user_id):
+        raise NotFound("chat", chat_id)
+    return chat
+
+
+async def owned_message(store: ChatStore, caller: Caller, message_id: str) -> ChatRecord:
+    """The chat of a message the caller owns; NotFound (the message's) otherwise."""
+    chat = await store.chat_of_message(message_id)
+    if not caller.owns(chat.user_id):
+        raise NotFound("message", message_id)
+    return chat
+
+
+def resolve_model(registry: ModelRegistry, caller: Caller, model: str) -> None:
+    """Refuse a model the registry does not know, or the caller's key may not use,
+    alike: UnknownModelError (a 404)."""
+    check_model(caller, model)
+    registry.resolve(model)
+
+
+def check_model(caller: Caller, model: str) -> None:
+    """Refuse a model the caller's key may not use, as an unknown one."""
+    if not caller.may_use(model):
+        raise UnknownModelError(f"model {model!r} is not available")
+
+
+async def check_owner(
+    store: ChatStore, caller: Caller, *, chat_id: str | None = None, message_id: str | None = None
+) -> ChatRecord | None:
+    """The chat (`chat_id`, or `message_id`'s), if the caller owns it; NotFound if
+    not. With auth off there is nothing to check and no read (None): the routes tell
+    an unknown id themselves."""
+    if caller.user is None:
+        return None
+    if chat_id is not None:
+        return await owned_chat(store, caller, chat_id)
+    assert message_id is not None
+    return await owned_message(store, caller, message_id)
+
+
+async def check_reply_access(
+    store: ChatStore,
+    caller: Caller,
+    *,
+    chat_id: str | None = None,
+    message_id: str | None = None,
+    model: str | None = None,
+) -> None:
+    """Before a reply starts: `check_owner`, and the caller may use the model
+    (`model`, else the chat's)."""
+    chat = await check_owner(store, caller, chat_id=chat_id, message_id=message_id)
+    if chat is not None:
+        check_model(caller, model or chat.model)

@@ -1,0 +1,110 @@
+"""Isolation across two workers: a resume or stop that lands on the worker that does not
+run the generation checks the owner too, and auth turns on for both when the first
+user is made through one.
+
+Two real uvicorn servers on different loopback ports, one PostgreSQL database, real
+Redis under the test's own key prefix, the fake upstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from streamkeep.scaleout import Keys
+from streamkeep.store import ChatStore
+from tests.conftest import TEST_REDIS_URL
+from tests.fakes.upstream import FakeUpstream
+from tests.server.conftest import make_settings, start_server, stop_server
+from tests.server.isolation import SLOW, make_owned, probe
+from tests.server.sse import read_all
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres]
+
+
+@asynccontextmanager
+async def cluster(
+    tmp_path: Path, upstream: FakeUpstream, pg_url: str, keys: Keys
+) -> AsyncIterator[tuple[ChatStore, list[str]]]:
+    """Two workers; yields the store (of the first) and their URLs."""
+    runnings = []
+    try:
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            settings = make_settings(
+                tmp_path / name,
+                upstream.base_url,
+                database_url=pg_url,
+                redis_url=TEST_REDIS_URL,
+                redis_prefix=keys.prefix,
+                checkpoint_interval=0.2,
+            )
+            runnings.append(await start_server(settings))
+        store: ChatStore = runnings[0].server.config.app.state.store
+        yield store, [r.url for r in runnings]
+    finally:
+        for running in reversed(runnings):
+            await stop_server(running)
+
+
+async def test_two_users_on_two_workers_see_nothing_of_each_other(
+    tmp_path: Path,
+    fake_upstream: FakeUpstream,
+    pg_url: str,
+    keys: Keys,
+    redis: aioredis.Redis,
+) -> None:
+    async with cluster(tmp_path, fake_upstream, pg_url, keys) as (store, (url_a, url_b)):
+        anonymous = httpx.AsyncClient(base_url=url_b, timeout=30)
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(anonymous.aclose)
+            assert (await anonymous.get("/api/chats")).status_code == 200  # auth off
+
+            clients = {}
+            for name in ("alice", "bob"):
+                user = await store.create_user(name, "pw")  # through worker a's store
+                _, key = await store.create_api_key(user.id)
+                for worker, url in (("a", url_a), ("b", url_b)):
+                    client = httpx.AsyncClient(
+                        base_url=url, timeout=30, headers={"authorization": f"Bearer {key}"}
+                    )
+                    stack.push_async_callback(client.aclose)
+                    clients[name, worker] = client
+            # Worker b learns of the first user at its next request.
+            assert (await anonymous.get("/api/chats")).status_code == 401
+
+            alice_a, alice_b, bob_b = (
+                clients["alice", "a"],
+                clients["alice", "b"],
+                clients["bob", "b"],
+            )
+            owned = await make_owned(alice_a)
+            await probe(bob_b, alice_b, owned)  # bob on the other worker
+            await probe(clients["bob", "a"], alice_a, owned)  # and on the same one
+
+            # A live generation on a: bob on b can neither read nor stop it; alice on b can.
+            chat_id = (await alice_a.post("/api/chats", json={})).json()["id"]
+            async with alice_a.stream(
+                "POST", f"/api/chats/{chat_id}/messages", json={"content": SLOW}
+            ) as live:
+                assert live.status_code == 200
+                r = await bob_b.get(f"/api/chats/{chat_id}/stream", headers={"last-event-id": "1"})
+                assert r.status_code == 404
+                assert (await bob_b.post(f"/api/chats/{chat_id}/stop")).status_code == 404
+                async with alice_b.stream(
+                    "GET", f"/api/chats/{chat_id}/stream", headers={"last-event-id": "1"}
+                ) as resumed:
+                    assert resumed.status_code == 200
+                    assert (await alice_b.post(f"/api/chats/{chat_id}/stop")).json() == {
+                        "stopped": True
+                    }
+                    rest = await read_all(resumed)
+                await read_all(live)
+            assert rest[-1].type == "[DONE]"
+            messages = (await alice_a.get(f"/api/chats/{chat_id}")).json()["messages"]
+            assert messages[-1]["status"] == "stopped"
