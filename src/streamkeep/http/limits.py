@@ -11,7 +11,7 @@ work at all (no Redis call):
                              Retry-After: until the oldest entry that matters leaves.
     concurrent_generations   the generations a subject holds, each under a lease (60 s
                              by default) that its worker refreshes (`refresh_held`): a
-                             crashed worker's generations stop counting when theirs end.
+                             crashed worker's generations stop counting when their leases run out.
     tokens_per_period        input + output tokens spent in the current UTC hour, day or
                              month. Checked before a generation, spent after it: the
                              generation that crosses the limit finishes, the next is
