@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from streamkeep.config import load_settings
+from streamkeep.config import LimitsConfig, LimitSpec, load_settings
+from streamkeep.store.credentials import key_prefix, new_api_key
 
 
 def test_replay_window_comes_from_the_environment_over_the_file(
@@ -34,3 +36,57 @@ def test_generation_retention_is_read_as_the_replay_window(
 def test_a_negative_replay_window_is_refused() -> None:
     with pytest.raises(ValueError, match="replay_window"):
         load_settings(replay_window=-1)
+
+
+def test_limits_are_read_from_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = tmp_path / "streamkeep.toml"
+    config.write_text(
+        "[limits.user]\n"
+        "requests_per_minute = 60\n"
+        "tokens_per_period = 100000\n"
+        "[limits.key]\n"
+        "concurrent_generations = 2\n"
+        "[limits.users.alice]\n"
+        "requests_per_minute = 0\n"  # TOML has no null: 0 is unlimited
+        "period = 'month'\n"
+        '[limits.keys."sk-keep-AbCd1234"]\n'
+        "tokens_per_period = 500\n"
+    )
+    monkeypatch.setenv("STREAMKEEP_CONFIG", str(config))
+    limits = load_settings().limits
+    assert limits.user == LimitSpec(requests_per_minute=60, tokens_per_period=100_000)
+    assert limits.key == LimitSpec(concurrent_generations=2)
+    assert limits.users == {"alice": LimitSpec(period="month")}
+    assert limits.users["alice"].model_fields_set == {"requests_per_minute", "period"}
+    assert limits.keys == {"sk-keep-AbCd1234": LimitSpec(tokens_per_period=500)}
+
+
+def test_there_are_no_limits_by_default() -> None:
+    limits = load_settings().limits
+    assert limits == LimitsConfig()
+    assert limits.user == limits.key == LimitSpec()
+    assert LimitSpec() == LimitSpec(
+        requests_per_minute=None, concurrent_generations=None, tokens_per_period=None
+    )
+
+
+@pytest.mark.parametrize(
+    ("limits", "error"),
+    [
+        ({"user": {"requests_per_minute": -1}}, "greater than or equal to 0"),
+        ({"user": {"request_per_minute": 5}}, "request_per_minute"),  # misspelt
+        ({"key": {"period": "week"}}, "period"),
+        ({"keys": {"AbCd1234": {}}}, "prefix"),
+        ({"keys": {"sk-keep-AbCd1234" + "x" * 43: {}}}, "never the whole key"),
+        ({"usr": {}}, "usr"),
+    ],
+)
+def test_bad_limits_are_refused(limits: dict[str, Any], error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        load_settings(limits=limits)
+
+
+def test_the_prefix_of_a_new_api_key_names_it_in_the_limits() -> None:
+    prefix = key_prefix(new_api_key())
+    assert prefix is not None
+    assert prefix in LimitsConfig.model_validate({"keys": {prefix: {}}}).keys

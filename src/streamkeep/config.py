@@ -8,11 +8,19 @@ environment variables (plus the vendors' own `OPENAI_*` / `ANTHROPIC_API_KEY`), 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LOCAL_MODEL = "local/smollm2"
@@ -33,6 +41,52 @@ class ProviderConfig(BaseModel):
     idle_timeout: float = 60.0
     max_retries: int = 2
     extra_headers: dict[str, str] = Field(default_factory=dict)
+
+
+class LimitSpec(BaseModel):
+    """The limits of one user or API key; None (or 0 in TOML, which has no null) is
+    unlimited. Enforced by `streamkeep.http.limits`."""
+
+    # A misspelt limit would otherwise be ignored, silently leaving a caller unlimited.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests_per_minute: int | None = Field(default=None, ge=0)
+    concurrent_generations: int | None = Field(default=None, ge=0)
+    tokens_per_period: int | None = Field(default=None, ge=0)  # input + output
+    period: Literal["hour", "day", "month"] = "day"  # starting at UTC boundaries
+
+    @field_validator("requests_per_minute", "concurrent_generations", "tokens_per_period")
+    @classmethod
+    def _zero_is_unlimited(cls, v: int | None) -> int | None:
+        return v or None
+
+
+# An API key's visible prefix (as `store.credentials` makes it), never the key itself.
+_KEY_PREFIX = re.compile(r"sk-keep-[A-Za-z0-9]{8}")
+
+
+class LimitsConfig(BaseModel):
+    """`[limits.user]` and `[limits.key]` apply to every user and API key; entries of
+    `[limits.users.<name>]` and `[limits.keys."<prefix>"]` replace the limits they name.
+    Unlimited by default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user: LimitSpec = LimitSpec()
+    key: LimitSpec = LimitSpec()
+    users: dict[str, LimitSpec] = Field(default_factory=dict)  # by user name
+    keys: dict[str, LimitSpec] = Field(default_factory=dict)  # by key prefix
+
+    @field_validator("keys")
+    @classmethod
+    def _prefixes(cls, v: dict[str, LimitSpec]) -> dict[str, LimitSpec]:
+        for name in v:
+            if _KEY_PREFIX.fullmatch(name) is None:
+                raise ValueError(
+                    f"{name[:16]!r}...: name a key by its prefix, `sk-keep-` and 8 letters "
+                    "or digits (never the whole key: it is a secret)"
+                )
+        return v
 
 
 class Settings(BaseSettings):
@@ -83,6 +137,9 @@ class Settings(BaseSettings):
     # app) leave the collector's sight for the life of the process. Process-wide (an app
     # embedded in another program may want it off); what it saves: README, Benchmarks.
     gc_freeze: bool = True
+    # Requests per minute, concurrent generations and tokens per period, per user and
+    # per API key (see `LimitsConfig`): counted in Redis when there is one.
+    limits: LimitsConfig = LimitsConfig()
 
     # Accounts (see http.auth). Auth is on once a user exists; `no_auth` keeps it off
     # (`streamkeep serve --no-auth`: needed to listen beyond loopback with no user).
