@@ -8,14 +8,17 @@ Redis under the test's own key prefix, the fake upstream.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from streamkeep.config import LimitsConfig, LimitSpec
 from streamkeep.scaleout import Keys
 from streamkeep.store import ChatStore
 from tests.conftest import TEST_REDIS_URL
@@ -29,7 +32,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
 @asynccontextmanager
 async def cluster(
-    tmp_path: Path, upstream: FakeUpstream, pg_url: str, keys: Keys
+    tmp_path: Path, upstream: FakeUpstream, pg_url: str, keys: Keys, **overrides: Any
 ) -> AsyncIterator[tuple[ChatStore, list[str]]]:
     """Two workers; yields the store (of the first) and their URLs."""
     runnings = []
@@ -43,6 +46,7 @@ async def cluster(
                 redis_url=TEST_REDIS_URL,
                 redis_prefix=keys.prefix,
                 checkpoint_interval=0.2,
+                **overrides,
             )
             runnings.append(await start_server(settings))
         store: ChatStore = runnings[0].server.config.app.state.store
@@ -108,3 +112,58 @@ async def test_two_users_on_two_workers_see_nothing_of_each_other(
             assert rest[-1].type == "[DONE]"
             messages = (await alice_a.get(f"/api/chats/{chat_id}")).json()["messages"]
             assert messages[-1]["status"] == "stopped"
+
+
+async def test_limits_count_across_workers_in_redis(
+    tmp_path: Path,
+    fake_upstream: FakeUpstream,
+    pg_url: str,
+    keys: Keys,
+    redis: aioredis.Redis,
+) -> None:
+    limits = LimitsConfig(
+        user=LimitSpec(concurrent_generations=1),
+        users={"alice": LimitSpec(requests_per_minute=3)},
+    )
+    async with cluster(tmp_path, fake_upstream, pg_url, keys, limits=limits) as (store, urls):
+        clients = {}
+        async with AsyncExitStack() as stack:
+            for name in ("alice", "bob"):
+                user = await store.create_user(name, "pw")
+                _, key = await store.create_api_key(user.id)
+                for worker, url in zip("ab", urls, strict=True):
+                    client = httpx.AsyncClient(
+                        base_url=url, timeout=30, headers={"authorization": f"Bearer {key}"}
+                    )
+                    clients[name, worker] = await stack.enter_async_context(client)
+
+            # alice: 3 requests a minute, wherever they land.
+            for worker in "aab":
+                assert (await clients["alice", worker].get("/api/chats")).status_code == 200
+            r = await clients["alice", "b"].get("/api/chats")
+            assert r.status_code == 429, r.text
+            assert "3 requests per minute for user alice" in r.json()["error"]["message"]
+            assert 1 <= int(r.headers["retry-after"]) <= 60
+
+            # bob: one generation at a time, whichever worker runs it.
+            bob_a, bob_b = clients["bob", "a"], clients["bob", "b"]
+            first = (await bob_a.post("/api/chats", json={})).json()["id"]
+            second = (await bob_b.post("/api/chats", json={})).json()["id"]
+            async with bob_a.stream(
+                "POST", f"/api/chats/{first}/messages", json={"content": SLOW}
+            ) as live:
+                assert live.status_code == 200
+                r = await bob_b.post(f"/api/chats/{second}/messages", json={"content": "hi"})
+                assert r.status_code == 429, r.text
+                assert "1 concurrent generation for user bob" in r.json()["error"]["message"]
+                await read_all(live)
+            assert [k async for k in redis.scan_iter(f"{keys.prefix}limits:*")]
+            async with asyncio.timeout(10):  # a's settling gives the slot back
+                while True:
+                    async with bob_b.stream(
+                        "POST", f"/api/chats/{second}/messages", json={"content": "hi"}
+                    ) as r:
+                        if r.status_code == 200:
+                            await read_all(r)
+                            break
+                    await asyncio.sleep(0.05)

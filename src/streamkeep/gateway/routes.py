@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
@@ -29,9 +30,17 @@ from streamkeep.gateway.convert import to_chat_request
 from streamkeep.gateway.errors import GatewayError, from_llm_error
 from streamkeep.gateway.schemas import ChatCompletionBody, check_lengths, parse_body
 from streamkeep.generation import GenerationManager, ShuttingDown
-from streamkeep.http.auth import CallerDep, check_model
-from streamkeep.http.deps import ManagerDep, MetricsDep, RegistryDep, SettingsDep, StoreDep
+from streamkeep.http.auth import Caller, CallerDep, check_model
+from streamkeep.http.deps import (
+    ManagerDep,
+    MetricsDep,
+    QuotasDep,
+    RegistryDep,
+    SettingsDep,
+    StoreDep,
+)
 from streamkeep.http.metrics import Metrics
+from streamkeep.http.quotas import Quotas
 from streamkeep.llm.errors import LLMError
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.llm.types import ChatRequest
@@ -127,6 +136,7 @@ async def chat_completions(
     store: StoreDep,
     metrics: MetricsDep,
     caller: CallerDep,
+    quotas: QuotasDep,
 ) -> Response:
     """Chat Completions, streaming or not; the call is kept as a chat."""
     started_at = time.perf_counter()
@@ -143,7 +153,7 @@ async def chat_completions(
             return await _relay(body, chat_request, registry, headers)
         placement = await keep.place(store, body, chat_id, caller)
         headers[CHAT_HEADER] = placement.chat_id
-        parts = _Parts(registry, manager, store, metrics)
+        parts = _Parts(registry, manager, store, metrics, quotas, caller)
         return await _kept(body, chat_request, placement, parts, headers, started_at)
     except GatewayError as exc:
         return exc.response(headers)
@@ -162,6 +172,8 @@ class _Parts:
     manager: GenerationManager
     store: ChatStore
     metrics: Metrics
+    quotas: Quotas
+    caller: Caller
 
 
 def _provider_request(
@@ -200,9 +212,16 @@ async def _kept(
     )
     tap = respond.Tap(parts.registry.stream(body.model, chat_request), sink)
     try:
-        gen = await keep.start(
-            parts.manager, parts.store, placement, model=body.model, request=chat_request, tap=tap
+        start = partial(
+            keep.start,
+            parts.manager,
+            parts.store,
+            placement,
+            model=body.model,
+            request=chat_request,
+            tap=tap,
         )
+        gen = await parts.quotas.limited(parts.caller, start)()
     except BaseException:
         await tap.aclose()
         raise

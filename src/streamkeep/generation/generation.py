@@ -291,14 +291,14 @@ class Generation:
         # `stored` false: the database does not have this outcome yet (the message may
         # still read `streaming`); a client should not take the stored row as final.
         meta: dict[str, Any] = {"status": outcome.status, "stored": stored}
-        meta["usage"] = self._usage().as_dict()
+        meta["usage"] = self.usage().as_dict()
         if outcome.finish_reason is not None:
             meta["finishReason"] = outcome.finish_reason
         if outcome.error is not None:
             meta["error"] = outcome.error
         return meta
 
-    def _usage(self) -> Usage:
+    def usage(self) -> Usage:
         """The provider's numbers, or (stopped before the provider reported them) an
         estimate flagged as such, keeping the counts it did report (the prompt's)."""
         completion = self._acc.result()
@@ -327,7 +327,7 @@ class Generation:
             message_id=self.ids.message_id,
             status=outcome.status,
             parts=completion_to_parts(self._acc.result()),
-            usage=self._usage().as_dict(),
+            usage=self.usage().as_dict(),
             finish_reason=outcome.finish_reason,
             error=outcome.error,
             event_seq=last_seq if self.seq_reserved is not None else None,

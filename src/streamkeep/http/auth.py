@@ -26,6 +26,8 @@ from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
+from streamkeep.config import LimitsConfig
+from streamkeep.http.limits import Limiter, Subject, subjects_for
 from streamkeep.llm.errors import UnknownModelError
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.store import ChatStore
@@ -54,6 +56,8 @@ class Caller:
     user: UserRecord | None = None
     #: the API key the request came with (None: the page's session, or auth off)
     key: ApiKeyRecord | None = None
+    #: whom the request counts against (`http.limits`): the user, and the key
+    subjects: tuple[Subject, ...] = ()
 
     @property
     def user_id(self) -> str | None:
@@ -79,9 +83,18 @@ SINGLE_USER = Caller()
 class AuthGate:
     """Whether auth is on: see the module docstring."""
 
-    def __init__(self, store: ChatStore, *, forced_off: bool) -> None:
+    def __init__(
+        self,
+        store: ChatStore,
+        *,
+        forced_off: bool,
+        limiter: Limiter | None = None,
+        limits: LimitsConfig | None = None,
+    ) -> None:
         self._store = store
         self._forced_off = forced_off
+        self._limiter = limiter or Limiter.in_memory()
+        self._limits = limits or LimitsConfig()
         self._on = False
 
     async def is_on(self) -> bool:
@@ -93,24 +106,41 @@ class AuthGate:
         return self._on
 
     async def caller(self, request: Request) -> Caller:
+        """The request's caller, its request counted against its limits (a 429 if
+        over one)."""
         if not await self.is_on():
             return SINGLE_USER
+        caller = await self._identify(request)
+        await self._limiter.admit_request(caller.subjects)
+        return caller
+
+    async def _identify(self, request: Request) -> Caller:
         key = _api_key(request)
         if key is not None:
             found = await self._store.lookup_api_key(key)
             if found is None:
                 raise Unauthorized("the API key is not valid: it is unknown or was revoked")
-            return Caller(user=found[0], key=found[1])
+            return self._caller(*found)
         token = request.cookies.get(SESSION_COOKIE)
         if token:
             session = await self._store.lookup_session(token)
             if session is None:
                 raise Unauthorized("the session has ended: sign in again")
-            return Caller(user=session[0])
+            return self._caller(session[0], None)
         raise Unauthorized(
             "sign in, or send an API key: `Authorization: Bearer sk-keep-...` "
             "(create one with `streamkeep keys create --user NAME`)"
         )
+
+    def _caller(self, user: UserRecord, key: ApiKeyRecord | None) -> Caller:
+        subjects = subjects_for(
+            self._limits,
+            user_id=user.id,
+            user_name=user.name,
+            key_id=key.id if key is not None else None,
+            key_prefix=key.prefix if key is not None else None,
+        )
+        return Caller(user=user, key=key, subjects=subjects)
 
 
 def _api_key(request: Request) -> str | None:

@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from streamkeep.config import Settings
 from streamkeep.generation import GenerationManager
 from streamkeep.http.metrics import Metrics
+from streamkeep.http.quotas import Quotas
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.store import ChatStore, Database
 
@@ -46,6 +47,10 @@ async def get_manager(request: Request) -> GenerationManager:
     return cast(GenerationManager, _state(request, "manager"))
 
 
+async def get_quotas(request: Request) -> Quotas:
+    return cast(Quotas, _state(request, "quotas"))
+
+
 async def get_metrics(request: Request) -> Metrics:
     return cast(Metrics, _state(request, "metrics"))
 
@@ -56,3 +61,4 @@ StoreDep = Annotated[ChatStore, Depends(get_store)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 ManagerDep = Annotated[GenerationManager, Depends(get_manager)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+QuotasDep = Annotated[Quotas, Depends(get_quotas)]

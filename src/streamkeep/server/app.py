@@ -30,7 +30,9 @@ from streamkeep.gateway.routes import router as gateway_router
 from streamkeep.generation import GenerationManager
 from streamkeep.generation.manager import default_worker_id
 from streamkeep.http.auth import AuthGate
+from streamkeep.http.limits import Limiter
 from streamkeep.http.metrics import Metrics
+from streamkeep.http.quotas import Quotas
 from streamkeep.http.responses import RAW_SEND
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.scaleout import Cluster
@@ -176,6 +178,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics.watch_database(database)
     registry = ModelRegistry(settings)
     redis = connect_redis(settings.redis_url) if settings.redis_url else None
+    leases: asyncio.Task[None] | None = None
     try:
         await database.upgrade()
         store = ChatStore(database)
@@ -187,7 +190,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await manager.start()
         registry.prepare()
         app.state.database, app.state.store = database, store
-        app.state.auth = AuthGate(store, forced_off=settings.no_auth)
+        limiter = (
+            Limiter.with_redis(redis, settings.redis_prefix)
+            if redis is not None
+            else Limiter.in_memory()
+        )
+        quotas = Quotas(limiter)
+        app.state.quotas = quotas
+        app.state.auth = AuthGate(
+            store, forced_off=settings.no_auth, limiter=limiter, limits=settings.limits
+        )
+        leases = asyncio.create_task(quotas.run(), name="limit-leases")
         app.state.registry, app.state.manager, app.state.redis = registry, manager, redis
         app.state.shutdown = None
         if settings.gc_freeze:
@@ -197,7 +210,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             gc.freeze()
         yield
         await begin_shutdown(app)
+        await quotas.aclose()
     finally:
+        if leases is not None:
+            leases.cancel()
         await metrics.aclose()
         await registry.aclose()
         if redis is not None:

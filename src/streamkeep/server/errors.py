@@ -15,6 +15,7 @@ maps httpcore's exceptions onto its own):
     413  message_too_long              content over settings.max_message_chars
     413  request_too_large             a body over settings.max_body_bytes (every path)
     422  invalid_request, invalid_operation   a malformed or impossible request
+    429  rate_limited                  over a limit of the user's or key's (`Retry-After`)
     503  shutting_down, database_unavailable, redis_unavailable  try again later
 
 An `invalid_request` names its `field` (`"body"` when the JSON itself is broken, with
@@ -41,6 +42,7 @@ from starlette.routing import Match, Mount
 
 from streamkeep.generation.errors import GenerationError
 from streamkeep.http.auth import Unauthorized
+from streamkeep.http.limits import LimitExceeded
 from streamkeep.llm.errors import LLMError
 from streamkeep.store.errors import StoreError
 
@@ -78,6 +80,7 @@ ANSWERS: dict[str, Answer] = {
     "unknown_model": Answer(404),
     "generation_conflict": Answer(409, fields=("generation_id", "message_id", "running")),
     "invalid_operation": Answer(422),
+    "rate_limited": Answer(429),
     "shutting_down": Answer(503, "the server is shutting down", retry=True),
     "database_unavailable": Answer(503, "the database is not reachable"),
     # Only what needs another worker fails (its stream, its stop): this one's replies
@@ -96,7 +99,7 @@ FOREIGN_KINDS: tuple[tuple[type[Exception], str], ...] = (
 )
 
 # What the handler is registered for; anything else is a 500 from `_unexpected`.
-_DOMAIN = (RequestRefused, StoreError, LLMError, GenerationError, Unauthorized)
+_DOMAIN = (RequestRefused, StoreError, LLMError, GenerationError, Unauthorized, LimitExceeded)
 _HANDLED = (*_DOMAIN, sa_exc.DBAPIError, *(cls for cls, _ in FOREIGN_KINDS))
 
 
@@ -222,6 +225,8 @@ async def _known(request: Request, exc: Exception) -> JSONResponse:
     if answer.retry:
         response.headers["retry-after"] = "1"
     response.headers.update(dict(answer.headers))
+    if isinstance(exc, LimitExceeded):
+        response.headers.update(exc.headers)
     return response
 
 

@@ -130,6 +130,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "The chat already has a running generation"),
         (413, "Message longer than max_message_chars, or a body over max_body_bytes"),
         (422, "Malformed request"),
+        (429, "Over a limit of the user's or API key's (`Retry-After` says when to retry)"),
         (503, "Shutting down, or the database is unreachable"),
     )
 }

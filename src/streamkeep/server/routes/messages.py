@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from streamkeep.http.auth import CallerDep, check_reply_access, owned_message
-from streamkeep.http.deps import ManagerDep, MetricsDep, SettingsDep, StoreDep
+from streamkeep.http.deps import ManagerDep, MetricsDep, QuotasDep, SettingsDep, StoreDep
 from streamkeep.http.responses import SSEResponse
 from streamkeep.server.launch import check_length, idempotency_key, launch
 from streamkeep.server.schemas import (
@@ -46,10 +46,11 @@ async def post_message(
     settings: SettingsDep,
     store: StoreDep,
     caller: CallerDep,
+    quotas: QuotasDep,
 ) -> SSEResponse:
     check_length(body.content, settings)
     await check_reply_access(store, caller, chat_id=chat_id, model=body.model)
-    start = partial(
+    reply = partial(
         manager.reply,
         chat_id=chat_id,
         content=body.content,
@@ -57,6 +58,7 @@ async def post_message(
         model=body.model,
         idempotency_key=idempotency_key(request),
     )
+    start = quotas.limited(caller, reply)
     return await launch(request, start, metrics, manager=manager, chat_id=chat_id)
 
 
@@ -73,9 +75,11 @@ async def regenerate(
     metrics: MetricsDep,
     store: StoreDep,
     caller: CallerDep,
+    quotas: QuotasDep,
 ) -> SSEResponse:
     await check_reply_access(store, caller, message_id=message_id)
-    start = partial(manager.regenerate, message_id, idempotency_key=idempotency_key(request))
+    again = partial(manager.regenerate, message_id, idempotency_key=idempotency_key(request))
+    start = quotas.limited(caller, again)
     return await launch(request, start, metrics, manager=manager, message_id=message_id)
 
 
@@ -93,10 +97,12 @@ async def edit(
     settings: SettingsDep,
     store: StoreDep,
     caller: CallerDep,
+    quotas: QuotasDep,
 ) -> SSEResponse:
     check_length(body.content, settings)
     await check_reply_access(store, caller, message_id=message_id)
-    start = partial(
+    edited = partial(
         manager.edit, message_id, body.content, idempotency_key=idempotency_key(request)
     )
+    start = quotas.limited(caller, edited)
     return await launch(request, start, metrics, manager=manager, message_id=message_id)

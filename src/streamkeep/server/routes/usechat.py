@@ -16,7 +16,14 @@ from fastapi import APIRouter, Request
 from streamkeep.config import Settings
 from streamkeep.generation import Generation, GenerationManager
 from streamkeep.http.auth import Caller, CallerDep, check_model, owned_chat, resolve_model
-from streamkeep.http.deps import ManagerDep, MetricsDep, RegistryDep, SettingsDep, StoreDep
+from streamkeep.http.deps import (
+    ManagerDep,
+    MetricsDep,
+    QuotasDep,
+    RegistryDep,
+    SettingsDep,
+    StoreDep,
+)
 from streamkeep.http.responses import SSEResponse
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.server.errors import RequestRefused
@@ -42,6 +49,7 @@ async def use_chat(
     metrics: MetricsDep,
     settings: SettingsDep,
     caller: CallerDep,
+    quotas: QuotasDep,
 ) -> SSEResponse:
     key = idempotency_key(request)
     resume_point(request)  # a malformed Last-Event-ID is refused before anything is written
@@ -57,6 +65,7 @@ async def use_chat(
         check_length(content, settings)
         chat = await _ensure_chat(store, registry, settings, caller, body)
         start = partial(_reply, manager, chat.id, content, body.model, key)
+    start = quotas.limited(caller, start)
     return await launch(request, start, metrics, manager=manager, chat_id=chat.id)
 
 
