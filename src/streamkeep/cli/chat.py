@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from streamkeep.cli.target import add_url_argument, server_url
+from streamkeep.cli.target import NEEDS_KEY, add_url_argument, api_key, server_url
 from streamkeep.client import ApiError, ServerUnreachable, StreamkeepClient
 from streamkeep.client.render import CUT_AT_LIMIT, ReplyOutcome, render_reply, usage_line
 
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             from streamkeep.config import load_settings
 
             url = stack.enter_context(LocalServer(load_settings())).url
-        client = stack.enter_context(StreamkeepClient(url))
+        client = stack.enter_context(StreamkeepClient(url, api_key=api_key(args)))
         try:
             session = _Session(client, args, console, err)
             if message:
@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
             )
             return 1
         except ApiError as exc:
+            if exc.status == 401:
+                err.print(f"[red]{escape(exc.message)}.[/] {escape(NEEDS_KEY)}")
+                return 1
             err.print(f"[red]{escape(exc.message)}[/] [dim](HTTP {exc.status})[/]")
             return 1
 

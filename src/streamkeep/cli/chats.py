@@ -11,7 +11,7 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Column, Table
 
-from streamkeep.cli.target import add_url_argument, server_url
+from streamkeep.cli.target import NEEDS_KEY, add_url_argument, api_key, server_url
 from streamkeep.client import ApiError, ServerUnreachable, StreamkeepClient
 from streamkeep.client.render import CUT_AT_LIMIT, message_markdown, usage_line
 
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     console, err = Console(), Console(stderr=True)
     url = server_url(args)
     try:
-        with StreamkeepClient(url) as client:
+        with StreamkeepClient(url, api_key=api_key(args)) as client:
             if args.action == "list":
                 _list(client, console, args.limit)
             elif args.action == "show":
@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
         err.print(f"[red]No streamkeep server at {escape(url)}.[/] Start one: `streamkeep serve`.")
         return 1
     except ApiError as exc:
+        if exc.status == 401:
+            err.print(f"[red]{escape(exc.message)}.[/] {escape(NEEDS_KEY)}")
+            return 1
         err.print(f"[red]{escape(exc.message)}[/] [dim](HTTP {exc.status})[/]")
         return 1
     return 0
