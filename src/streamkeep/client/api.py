@@ -49,9 +49,7 @@ class Chunk:
 
 
 class StreamkeepClient:
-    def __init__(
-        self, base_url: str, *, timeout: float = 30.0, api_key: str | None = None
-    ) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 30.0, api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         headers = {"authorization": f"Bearer {api_key}"} if api_key else None
         # No read timeout on streams: a model may think for minutes before a token.
