@@ -251,6 +251,34 @@ async def test_keys_are_listed_per_user_oldest_first_revoked_ones_too(store: Cha
     assert await store.list_api_keys(ada.id) == [revoked, second]
 
 
+async def test_all_keys_are_listed_oldest_first(store: ChatStore) -> None:
+    assert await store.list_all_api_keys() == []
+    ada, bob = await user(store, "ada"), await user(store, "bob")
+    first, _ = await store.create_api_key(ada.id, name="one")
+    bobs, _ = await store.create_api_key(bob.id)
+    second, _ = await store.create_api_key(ada.id, name="two")
+    revoked = await store.revoke_api_key(ada.id, first.id)
+    assert await store.list_all_api_keys() == [revoked, bobs, second]
+
+
+async def test_a_key_is_revoked_by_its_prefix(store: ChatStore) -> None:
+    ada, bob = await user(store, "ada"), await user(store, "bob")
+    record, key = await store.create_api_key(ada.id, name="laptop")
+    _, kept = await store.create_api_key(bob.id)
+    done = await store.revoke_api_key_by_prefix(record.prefix)
+    assert done.id == record.id and done.name == "laptop" and done.revoked_at is not None
+    assert await store.lookup_api_key(key) is None
+    assert await store.lookup_api_key(kept) is not None
+    # Again: its first revocation stands.
+    assert (await store.revoke_api_key_by_prefix(record.prefix)).revoked_at == done.revoked_at
+    # Only the exact prefix: not the whole key, not another case.
+    for unknown in ("sk-keep-nothere", key, "", record.prefix.upper()):
+        with pytest.raises(NotFound) as err:
+            await store.revoke_api_key_by_prefix(unknown)
+        assert (err.value.what, err.value.id) == ("api key", unknown)
+    assert await store.lookup_api_key(kept) is not None
+
+
 async def test_keys_are_only_made_for_enabled_users_with_sound_labels(store: ChatStore) -> None:
     ada = await user(store)
     with pytest.raises(NotFound):
@@ -316,3 +344,38 @@ async def test_chats_made_before_accounts_belong_to_nobody(store: ChatStore, db:
     chat = await store.create_chat(model="m")
     assert await raw(db, "SELECT user_id FROM chats WHERE id = :c", c=chat.id) == [(None,)]
     assert "user_id" not in chat.model_dump()
+
+
+async def test_the_first_user_adopts_the_ownerless_chats(store: ChatStore, db: Database) -> None:
+    old = [await store.create_chat(model="m") for _ in range(3)]
+    ada, adopted = await store.create_user_adopting("ada", "pw")
+    assert adopted == 3
+    owners = await raw(db, "SELECT id, user_id, updated_at FROM chats")
+    assert {(c, u) for c, u, _ in owners} == {(c.id, ada.id) for c in old}
+    # A change of owner is not an update of the chat: the list keeps its order.
+    assert [c.id for c in (await store.list_chats())[0]] == [c.id for c in reversed(old)]
+
+    # Later users adopt nothing, even chats made ownerless after the first user.
+    newer = await store.create_chat(model="m")
+    bob, adopted = await store.create_user_adopting("bob", "pw")
+    assert adopted == 0
+    assert await raw(db, "SELECT user_id FROM chats WHERE id = :c", c=newer.id) == [(None,)]
+    assert await store.get_user(bob.id) == bob
+
+
+async def test_create_user_adopts_too_and_a_refused_user_adopts_nothing(
+    store: ChatStore, db: Database
+) -> None:
+    chat = await store.create_chat(model="m")
+    with pytest.raises(InvalidOperation):
+        await store.create_user_adopting(" ada", "pw")
+    with pytest.raises(InvalidOperation):
+        await store.create_user_adopting("ada", "")
+    assert await raw(db, "SELECT user_id FROM chats") == [(None,)]
+    ada = await store.create_user("ada", None)
+    assert await raw(db, "SELECT user_id FROM chats WHERE id = :c", c=chat.id) == [(ada.id,)]
+
+
+async def test_a_first_user_without_chats_adopts_none(store: ChatStore) -> None:
+    _, adopted = await store.create_user_adopting("ada", None, is_admin=True)
+    assert adopted == 0

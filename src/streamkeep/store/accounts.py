@@ -1,6 +1,10 @@
 """Users, their sign-in sessions and API keys. Part of `ChatStore` (see
 `store.repository`).
 
+The first user created adopts the chats made before there were users (single-user
+mode: `chats.user_id` NULL), in the transaction that creates them: those chats were
+made by whoever runs the server, who is the one creating the first account.
+
 Secrets never leave this module: a password is checked here (`check_password`), a
 session token or API key is looked up here, and the records returned hold no hash.
 Every lookup that fails says only None, whatever the reason (unknown, wrong, expired,
@@ -37,7 +41,7 @@ from streamkeep.store.errors import AlreadyExists, InvalidOperation, NotFound
 from streamkeep.store.ids import api_key_id as new_api_key_id
 from streamkeep.store.ids import session_id as new_session_id
 from streamkeep.store.ids import user_id as new_user_id
-from streamkeep.store.models import API_KEYS, SESSIONS, USERS
+from streamkeep.store.models import API_KEYS, CHATS, SESSIONS, USERS
 from streamkeep.store.records import ApiKeyRecord, SessionRecord, UserRecord
 
 if TYPE_CHECKING:
@@ -56,6 +60,10 @@ _USER_BY_ID = select(USERS).where(_u.id == bindparam("b_id"))
 _USER_BY_NAME = select(USERS).where(_u.name == bindparam("b_name"))
 _LIST_USERS = select(USERS).order_by(_u.created_at, _u.id)
 _COUNT_USERS = select(func.count()).select_from(USERS)
+# `updated_at` stays: a change of owner is not a change of the chat.
+_ADOPT_OWNERLESS_CHATS = (
+    update(CHATS).where(CHATS.c.user_id.is_(None)).values(user_id=bindparam("b_user"))
+)
 _DISABLE_USER = (
     update(USERS)
     .where(_u.id == bindparam("b_id"), _u.disabled_at.is_(None))
@@ -84,6 +92,7 @@ _KEY_OF_USER = select(API_KEYS).where(_k.id == bindparam("b_id"), _k.user_id == 
 _KEYS_OF_USER = (
     select(API_KEYS).where(_k.user_id == bindparam("b_user")).order_by(_k.created_at, _k.id)
 )
+_ALL_KEYS = select(API_KEYS).order_by(_k.created_at, _k.id)
 _TOUCH_KEY = (
     update(API_KEYS)
     .where(
@@ -95,6 +104,11 @@ _TOUCH_KEY = (
 _REVOKE_KEY = (
     update(API_KEYS)
     .where(_k.id == bindparam("b_id"), _k.user_id == bindparam("b_user"), _k.revoked_at.is_(None))
+    .values(revoked_at=bindparam("b_now"))
+)
+_REVOKE_KEY_BY_PREFIX = (
+    update(API_KEYS)
+    .where(_k.prefix == bindparam("b_prefix"), _k.revoked_at.is_(None))
     .values(revoked_at=bindparam("b_now"))
 )
 _REVOKE_USER_KEYS = (
@@ -128,8 +142,21 @@ class Accounts:
         self, name: str, password: str | None, *, is_admin: bool = False
     ) -> UserRecord:
         """A new user. `password` None: one who cannot sign in with a password (yet).
-        AlreadyExists if the name is taken; InvalidOperation for a bad name or an
-        empty password."""
+        The first user adopts the ownerless chats (see the module docstring and
+        `create_user_adopting`, which also says how many). AlreadyExists if the name is
+        taken; InvalidOperation for a bad name or an empty password."""
+        user, _ = await self.create_user_adopting(name, password, is_admin=is_admin)
+        return user
+
+    async def create_user_adopting(
+        self, name: str, password: str | None, *, is_admin: bool = False
+    ) -> tuple[UserRecord, int]:
+        """`create_user`, returning the user and how many ownerless chats became theirs
+        (0 unless they are the first user). Created and adopted in one transaction.
+
+        Two first users created at the same moment on PostgreSQL may both count as
+        first: each chat still goes to exactly one of them (the second UPDATE skips the
+        rows the first one took)."""
         checked_name(name)
         if password == "":
             raise InvalidOperation("a password is not empty")
@@ -144,12 +171,17 @@ class Accounts:
             "disabled_at": None,
             "created_at": self._clock(),
         }
+        adopted = 0
         try:
             async with self._db.writing() as conn:
+                first = (await conn.execute(_COUNT_USERS)).scalar_one() == 0
                 await conn.execute(_INSERT_USER, row)
+                if first:
+                    params = {"b_user": row["id"]}
+                    adopted = (await conn.execute(_ADOPT_OWNERLESS_CHATS, params)).rowcount
         except IntegrityError:
             raise AlreadyExists("user", name) from None
-        return UserRecord.model_validate(row)
+        return UserRecord.model_validate(row), adopted
 
     async def get_user(self, user_id: str) -> UserRecord:
         async with self._db.reading() as conn:
@@ -324,6 +356,12 @@ class Accounts:
             rows = (await conn.execute(_KEYS_OF_USER, {"b_user": user_id})).all()
         return [ApiKeyRecord.model_validate(row) for row in rows]
 
+    async def list_all_api_keys(self) -> list[ApiKeyRecord]:
+        """Every user's keys, revoked ones too, oldest first."""
+        async with self._db.reading() as conn:
+            rows = (await conn.execute(_ALL_KEYS)).all()
+        return [ApiKeyRecord.model_validate(row) for row in rows]
+
     async def revoke_api_key(self, user_id: str, key_id: str) -> ApiKeyRecord:
         """Revoke one of the user's keys (again: it keeps its first `revoked_at`).
         NotFound for an unknown key id and for another user's."""
@@ -333,6 +371,18 @@ class Accounts:
             row = (await conn.execute(_KEY_OF_USER, params)).first()
         if row is None:
             raise NotFound("api key", key_id)
+        return ApiKeyRecord.model_validate(row)
+
+    async def revoke_api_key_by_prefix(self, prefix: str) -> ApiKeyRecord:
+        """Revoke the key with this visible prefix, whoever's it is (an admin's tool:
+        the prefix is what lists show). Again: it keeps its first `revoked_at`.
+        NotFound for an unknown prefix."""
+        params = {"b_prefix": prefix, "b_now": self._clock()}
+        async with self._db.writing() as conn:
+            await conn.execute(_REVOKE_KEY_BY_PREFIX, params)
+            row = (await conn.execute(_KEY_BY_PREFIX, params)).first()
+        if row is None:
+            raise NotFound("api key", prefix)
         return ApiKeyRecord.model_validate(row)
 
 
