@@ -237,3 +237,16 @@ async def test_the_gateway_keeps_each_users_calls_as_their_chats(
     assert chat_id in [c["id"] for c in (await alice.get("/api/chats")).json()["items"]]
     assert (await bob.get("/api/chats")).json()["items"] == []
     assert (await bob.get(f"/api/chats/{chat_id}")).status_code == 404
+
+
+async def test_password_guessing_is_limited_per_user_name(
+    server: Server, accounts: dict[str, Account]
+) -> None:
+    for _ in range(10):
+        r = await server.client.post("/api/auth/login", json={"name": "alice", "password": "x"})
+        assert r.status_code == 401
+    r = await server.client.post("/api/auth/login", json={"name": "alice", "password": PASSWORD})
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    assert "set-cookie" not in r.headers
+    r = await server.client.post("/api/auth/login", json={"name": "bob", "password": PASSWORD})
+    assert r.status_code == 200

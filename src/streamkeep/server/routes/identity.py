@@ -14,8 +14,10 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Request, Response
 
+from streamkeep.config import LimitSpec
 from streamkeep.http.auth import SESSION_COOKIE, CallerDep
-from streamkeep.http.deps import SettingsDep, StoreDep
+from streamkeep.http.deps import QuotasDep, SettingsDep, StoreDep
+from streamkeep.http.limits import Subject
 from streamkeep.server.errors import RequestRefused
 from streamkeep.server.schemas import ERROR_RESPONSES, KeyCreate, KeyCreated, KeyList, Login, Me
 from streamkeep.store.records import UserRecord
@@ -23,9 +25,18 @@ from streamkeep.store.records import UserRecord
 router = APIRouter(tags=["identity"], responses=ERROR_RESPONSES)
 
 
+# Sign-in attempts per user name and minute, on every worker together: online password
+# guessing gets nowhere, and each attempt's argon2 check costs the server real CPU.
+LOGIN_ATTEMPTS = LimitSpec(requests_per_minute=10)
+
+
 @router.post("/api/auth/login", response_model=Me)
-async def login(body: Login, request: Request, store: StoreDep, settings: SettingsDep) -> Response:
+async def login(
+    body: Login, request: Request, store: StoreDep, settings: SettingsDep, quotas: QuotasDep
+) -> Response:
     """Start a page session: sets the session cookie."""
+    attempts = Subject("user", f"sign-in:{body.name}", body.name, LOGIN_ATTEMPTS)
+    await quotas.limiter.admit_request([attempts])
     user = await store.check_password(body.name, body.password)
     if user is None:  # unknown name, wrong password or disabled user: one answer
         raise RequestRefused(401, "unauthorized", "wrong user name or password")
