@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     no_auth: bool = False
     # Seconds a page sign-in lasts (14 days).
     session_lifetime: float = Field(default=14 * 24 * 3600, gt=0)
+    # The session cookie's Secure flag. None: when the request came over HTTPS; set true
+    # behind a proxy that ends TLS (the server then sees plain HTTP).
+    cookie_secure: bool | None = None
 
     @model_validator(mode="before")
     @classmethod

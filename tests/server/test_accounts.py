@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.server.conftest import Server
+from tests.server.conftest import Server, ServerFactory
 from tests.server.isolation import SLOW, make_owned, probe
 from tests.server.sse import read_all
 
@@ -250,3 +250,13 @@ async def test_password_guessing_is_limited_per_user_name(
     assert "set-cookie" not in r.headers
     r = await server.client.post("/api/auth/login", json={"name": "bob", "password": PASSWORD})
     assert r.status_code == 200
+
+
+async def test_the_session_cookie_is_secure_when_configured(
+    server_factory: ServerFactory,
+) -> None:
+    server = await server_factory(cookie_secure=True)
+    await server.store.create_user("alice", PASSWORD)
+    r = await server.client.post("/api/auth/login", json={"name": "alice", "password": PASSWORD})
+    assert r.status_code == 200
+    assert "secure" in r.headers["set-cookie"].lower().split("; ")

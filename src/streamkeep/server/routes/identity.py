@@ -50,7 +50,11 @@ async def login(
         path="/",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=(
+            settings.cookie_secure
+            if settings.cookie_secure is not None
+            else request.url.scheme == "https"
+        ),
     )
     return response
 
