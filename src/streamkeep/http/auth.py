@@ -21,6 +21,7 @@ the check holds whichever worker a resume or stop lands on.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Annotated, cast
 
@@ -33,6 +34,8 @@ from streamkeep.llm.registry import ModelRegistry
 from streamkeep.store import ChatStore
 from streamkeep.store.errors import NotFound
 from streamkeep.store.records import ApiKeyRecord, ChatRecord, UserRecord
+
+logger = logging.getLogger(__name__)
 
 SESSION_COOKIE = "streamkeep_session"
 BEARER = "bearer "
@@ -102,7 +105,13 @@ class AuthGate:
             return False
         if not self._on:
             # One small read per request until the first user exists; then none.
-            self._on = await self._store.count_users() > 0
+            try:
+                self._on = await self._store.count_users() > 0
+            except Exception as exc:
+                # The database is away. Still no user as far as we know: what needs the
+                # database fails on its own, and a reply served from memory or Redis
+                # (a resume) goes on, as it did before accounts existed.
+                logger.debug("could not tell whether a user exists yet: %s", exc)
         return self._on
 
     async def caller(self, request: Request) -> Caller:
