@@ -1,5 +1,5 @@
 """Accounts on the page, in Chromium: the sign-in screen, the signed-in user and
-sign-out, and a session ended server-side.
+sign-out, a session ended server-side, and the user's API keys.
 
 These tests have their own `streamkeep serve`: a user makes auth turn on for the whole
 server, and the shared one must stay in the single-user default for the other tests.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -275,6 +276,86 @@ def test_a_user_disabled_server_side_is_sent_to_sign_in_and_kept_out(
     expect_signed_out(page)
 
 
+def test_api_keys_are_made_shown_once_listed_and_revoked(
+    page: Page,
+    context: BrowserContext,
+    user: UserRecord,
+    accounts_server: AccountsServer,
+    tmp_path: Path,
+) -> None:
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.goto("/")
+    sign_in(page, user.name)
+    expect_signed_in(page, user.name)
+
+    page.get_by_role("button", name="API keys").click()
+    dialog = page.get_by_role("dialog", name="API keys")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator(".keys-list")).to_have_text("No keys yet.")
+    name_box = dialog.get_by_label("Name of a new key (optional)")
+    expect(name_box).to_be_focused()
+
+    name_box.fill("laptop")
+    dialog.get_by_role("button", name="Create key").click()
+    shown = dialog.get_by_label("Your new key")
+    expect(shown).to_have_value(re.compile(r"^sk-keep-\S{20,}$"))
+    key = shown.input_value()
+    expect(dialog).to_contain_text("you will not see it again")
+    dialog.get_by_role("button", name="Copy").click()
+    expect(dialog.get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("() => navigator.clipboard.readText()") == key
+
+    row = dialog.locator(".key-row", has_text="laptop")
+    expect(row).to_contain_text(key[:16])
+    expect(row).to_contain_text("Active")
+    expect(row).to_contain_text("Never used")
+    shoot(page, "api-keys", tmp_path)
+    assert key not in dialog.locator(".keys-list").inner_text()
+
+    # The key works, as this user.
+    with httpx.Client(base_url=accounts_server.url) as client:
+        me = client.get("/api/me", headers={"authorization": f"Bearer {key}"})
+        assert me.status_code == 200
+        assert me.json()["user"]["name"] == user.name
+
+    # Shown once: closed and opened again, the dialog lists the key but never shows it.
+    dialog.get_by_role("button", name="Close").click()
+    expect(dialog).to_be_hidden()
+    page.get_by_role("button", name="API keys").click()
+    expect(dialog.get_by_label("Your new key")).to_be_hidden()
+    assert key not in dialog.inner_text()
+    assert page.locator("#new-key-value").input_value() == ""
+    expect(row).to_contain_text("Last used")
+
+    # An unnamed key is listed too.
+    dialog.get_by_role("button", name="Create key").click()
+    expect(dialog.locator(".key-row", has_text="Unnamed key")).to_have_count(1)
+
+    # Revoke asks first; Cancel changes nothing.
+    revoke = row.get_by_role("button", name="Revoke key laptop")
+    revoke.click()
+    cancel = row.get_by_role("button", name="Cancel")
+    expect(cancel).to_be_focused()
+    cancel.click()
+    expect(revoke).to_be_focused()
+    expect(row).to_contain_text("Active")
+    revoke.click()
+    row.get_by_role("button", name="Revoke", exact=True).click()
+    expect(row.locator(".key-revoked")).to_have_text("Revoked")
+    expect(row).to_contain_text(re.compile(r"Revoked \S"))
+    expect(row.get_by_role("button")).to_have_count(0)
+    expect(row).to_be_focused()
+    # The other key is untouched.
+    expect(dialog.locator(".key-row", has_text="Unnamed key")).to_contain_text("Active")
+
+    with httpx.Client(base_url=accounts_server.url) as client:
+        refused = client.get("/api/me", headers={"authorization": f"Bearer {key}"})
+        assert refused.status_code == 401
+        assert refused.json()["error"]["type"] == "unauthorized"
+    keys = accounts_server.store(lambda s: s.list_api_keys(user.id))
+    assert [(k.name, k.revoked_at is not None) for k in keys] == [("laptop", True), (None, False)]
+
+
 def test_with_auth_off_there_is_no_sign_in_and_no_account(browser: Browser, server: str) -> None:
     # The shared server has no user: the page is the single-user page it always was.
     context = browser.new_context(base_url=server)
@@ -286,6 +367,7 @@ def test_with_auth_off_there_is_no_sign_in_and_no_account(browser: Browser, serv
     expect(page.get_by_label("Password")).to_be_hidden()
     expect(page.get_by_role("region", name="Account")).to_be_hidden()
     expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+    expect(page.get_by_role("button", name="API keys")).to_be_hidden()
     with httpx.Client(base_url=server) as client:
         assert client.get("/api/me").json() == {"auth": False, "user": None, "key": None}
     context.close()

@@ -3,6 +3,7 @@
 // single-user default) none of it shows and the chats start at once, as they always did.
 
 import { endSession, identity, setUnauthorizedHandler } from "./api.js";
+import { createKeysDialog } from "./keys.js";
 
 const SESSION_ENDED = "Your session has ended; sign in again.";
 // A 401 with auth off: someone made the server's first user meanwhile.
@@ -29,8 +30,10 @@ export function createAccount(hooks) {
     error: $("signin-error"),
     account: $("account"),
     accountName: $("account-name"),
+    openKeys: $("open-keys"),
     signOut: $("sign-out"),
   };
+  const keys = createKeysDialog();
   let user = null; // the signed-in user; null with auth off, or on the sign-in screen
   let inside = false; // the chats are on screen (signed in, or auth off)
 
@@ -69,6 +72,7 @@ export function createAccount(hooks) {
     inside = false;
     user = null;
     endSession(); // answers still on their way belong to the old session: drop them
+    keys.close();
     hooks.clear();
     ui.app.hidden = true;
     ui.skip.hidden = true;
@@ -157,6 +161,7 @@ export function createAccount(hooks) {
   for (const input of [ui.name, ui.password]) {
     input.addEventListener("input", () => markInvalid(false));
   }
+  ui.openKeys.addEventListener("click", () => keys.open());
   ui.signOut.addEventListener("click", signOut);
 
   return { boot, isInside: () => inside };
