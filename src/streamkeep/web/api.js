@@ -30,7 +30,29 @@ async function failure(res) {
   return new ApiError(res.status, type, message);
 }
 
+// ---------- the session ----------
+// With accounts on, every call carries the session cookie (HttpOnly: the page never sees
+// it). A 401 means the session is gone (signed out elsewhere, expired, revoked): the
+// handler takes the page back to its sign-in screen.
+let onUnauthorized = () => {};
+// Bumped when a session ends, so an answer that arrives afterwards (asked for by the
+// session before) is dropped instead of drawing that user's chats on the screen again.
+let epoch = 0;
+
+export function setUnauthorizedHandler(handler) {
+  onUnauthorized = handler;
+}
+
+export function endSession() {
+  epoch += 1;
+}
+
+function checkEpoch(mine) {
+  if (mine !== epoch) throw new DOMException("the session has ended", "AbortError");
+}
+
 async function send(method, path, body, extra = {}) {
+  const mine = epoch;
   const init = { method, headers: { ...extra.headers }, signal: extra.signal };
   if (body !== undefined) {
     init.headers["content-type"] = "application/json";
@@ -43,13 +65,21 @@ async function send(method, path, body, extra = {}) {
     if (err.name === "AbortError") throw err;
     throw new ApiError(0, "network_error", "Cannot reach the server. Check that it is running.");
   }
-  if (!res.ok) throw await failure(res);
+  checkEpoch(mine);
+  if (!res.ok) {
+    const err = await failure(res);
+    if (res.status === 401) onUnauthorized(err);
+    throw err;
+  }
   return res;
 }
 
 async function json(method, path, body) {
+  const mine = epoch;
   const res = await send(method, path, body);
-  return res.status === 204 ? null : res.json();
+  const data = res.status === 204 ? null : await res.json();
+  checkEpoch(mine);
+  return data;
 }
 
 export const api = {
@@ -64,6 +94,16 @@ export const api = {
     const body = await json("GET", "v1/models");
     return (body && body.data ? body.data : []).map((m) => m.id);
   },
+};
+
+// Who the page acts for, and the signed-in user's API keys (docs/api.md: "Identity").
+export const identity = {
+  me: () => json("GET", "api/me"),
+  login: (name, password) => json("POST", "api/auth/login", { name, password }),
+  logout: () => json("POST", "api/auth/logout"),
+  listKeys: async () => (await json("GET", "api/keys")).items,
+  createKey: (name) => json("POST", "api/keys", name ? { name } : {}),
+  revokeKey: (id) => json("DELETE", `api/keys/${encodeURIComponent(id)}`),
 };
 
 // The POSTs that answer with a stream.

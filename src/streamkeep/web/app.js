@@ -1,6 +1,7 @@
 // The chat page: sidebar of chats, the active branch of one chat, the composer.
 // The server is the truth: after every stream the chat is fetched again.
 
+import { createAccount } from "./account.js";
 import { api, runStream, streams } from "./api.js";
 import { applyChunk, liveMessage, textOf } from "./parts.js";
 import { el, icon, messageElement } from "./render.js";
@@ -62,6 +63,8 @@ const ctx = {
 
 function showError(err) {
   if (err && err.name === "AbortError") return;
+  // A 401 has taken the page to the sign-in screen, which says why.
+  if (err && err.status === 401) return;
   const text = err instanceof Error ? err.message : String(err);
   const close = el("button", {
     type: "button",
@@ -461,6 +464,43 @@ async function sendStop(live) {
   }
 }
 
+// ---------- signing in and out ----------
+
+function startChats() {
+  loadModels();
+  sidebar.load();
+  openChat(chatIdFromHash());
+}
+
+// Signed out (or the session ended): nothing of that user's chats may stay on the page,
+// in the DOM or in memory, for whoever uses the browser next.
+function clearChats() {
+  if (state.live) state.live.controller.abort(); // the reply goes on in the server
+  Object.assign(state, {
+    chats: [],
+    nextCursor: null,
+    chat: null,
+    messages: [],
+    models: [],
+    live: null,
+    starting: false,
+    elements: new Map(),
+  });
+  ui.input.value = "";
+  autosize();
+  ui.notice.textContent = "";
+  clearErrors();
+  sidebar.setOpen(false);
+  renderAll();
+}
+
+const account = createAccount({
+  start: startChats,
+  clear: clearChats,
+  focus: () => ui.input.focus(),
+  showError,
+});
+
 // ---------- composer ----------
 
 function autosize() {
@@ -507,13 +547,13 @@ document.querySelector(".skip").addEventListener("click", (e) => {
   e.preventDefault();
   ui.input.focus();
 });
-window.addEventListener("hashchange", () => openChat(chatIdFromHash()));
+window.addEventListener("hashchange", () => {
+  if (account.isInside()) openChat(chatIdFromHash());
+});
 window.addEventListener("unhandledrejection", (e) => showError(e.reason));
 
 ui.stop.innerHTML = `${icon("stop")}<span>Stop</span>`;
 ui.send.innerHTML = icon("send");
 ui.newChat.insertAdjacentHTML("afterbegin", icon("plus"));
 
-loadModels();
-sidebar.load();
-openChat(chatIdFromHash());
+account.boot();
