@@ -68,6 +68,9 @@ class MessageRecord(_Record):
     #: this message and its siblings (same parent), oldest first; filled by
     #: `ChatStore.active_branch` so a UI can show "2 / 3" and switch branches
     sibling_ids: list[str] = Field(default_factory=list)
+    #: the API key an assistant reply was asked with (None: none, or since deleted);
+    #: internal, for usage per key
+    api_key_id: str | None = Field(default=None, exclude=True)
 
     # A damaged row reads as what can be read of it (see `store.damage`).
     _readable_parts = field_validator("parts", mode="before")(clean_parts)
