@@ -56,6 +56,7 @@ async def post_message(
         parent_id=body.parent_id,
         model=body.model,
         idempotency_key=idempotency_key(request),
+        api_key_id=caller.key_id,
     )
     return await launch(request, start, metrics, manager=manager, chat_id=chat_id)
 
@@ -75,7 +76,12 @@ async def regenerate(
     caller: CallerDep,
 ) -> SSEResponse:
     await check_reply_access(store, caller, message_id=message_id)
-    start = partial(manager.regenerate, message_id, idempotency_key=idempotency_key(request))
+    start = partial(
+        manager.regenerate,
+        message_id,
+        idempotency_key=idempotency_key(request),
+        api_key_id=caller.key_id,
+    )
     return await launch(request, start, metrics, manager=manager, message_id=message_id)
 
 
@@ -97,6 +103,10 @@ async def edit(
     check_length(body.content, settings)
     await check_reply_access(store, caller, message_id=message_id)
     start = partial(
-        manager.edit, message_id, body.content, idempotency_key=idempotency_key(request)
+        manager.edit,
+        message_id,
+        body.content,
+        idempotency_key=idempotency_key(request),
+        api_key_id=caller.key_id,
     )
     return await launch(request, start, metrics, manager=manager, message_id=message_id)
