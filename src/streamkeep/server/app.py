@@ -40,6 +40,7 @@ from streamkeep.server.errors import body_too_large
 from streamkeep.server.errors import install as install_errors
 from streamkeep.server.page import PageMount
 from streamkeep.server.routes import (
+    admin,
     chats,
     identity,
     messages,
@@ -166,6 +167,7 @@ def create_app(settings: Settings | None = None) -> App:
         usechat.router,
         identity.router,
         usage.router,
+        admin.router,
         ops.router,
     )
     for router in (*routers, gateway_router):

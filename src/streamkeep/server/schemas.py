@@ -270,3 +270,28 @@ class UsageReport(BaseModel):
         rows: Sequence[UsageRow],
     ) -> UsageReport:
         return cls(group_by=group_by, start=start, end=end, items=rows, total=UsageTotals.sum(rows))
+
+
+class AdminUser(UserRecord):
+    #: what the user's replies used, all time
+    usage: UsageTotals
+
+
+class AdminUserList(BaseModel):
+    items: list[AdminUser]
+
+
+class AdminDisabled(BaseModel):
+    user: UserRecord
+    #: the chats whose live reply this request stopped (stored `stopped`)
+    stopped: list[str]
+
+
+class AdminChat(ChatRecord):
+    #: the owner's name; null: a chat of the single-user mode, nobody's
+    owner: str | None
+
+
+class AdminChatPage(BaseModel):
+    items: list[AdminChat]
+    next_cursor: str | None
