@@ -6,7 +6,9 @@ would tell a signed-in user that the path is there and that a role they lack ope
 it, and would answer `POST /api/admin/users/NAME/disable` differently from an
 unknown path; the 404 tells them nothing, the same rule by which another user's chat
 is answered as an unknown one (`http.auth`). A request without credentials is still a
-401 first: that says nothing about this path either.
+401 first, and a method the path does not take a 405 (the router answers both before
+this check, for any path); neither says what the path would do, and the paths
+themselves are public in /openapi.json.
 """
 
 from __future__ import annotations
@@ -70,7 +72,9 @@ async def disable_user(
     if caller.user is not None and caller.user.id == user.id:
         raise RequestRefused(422, "invalid_operation", "an admin cannot disable themselves")
     disabled = await store.disable_user(user.id)
-    # Read after the disable: a reply can no longer start with their credentials.
+    # Read after the disable: no request of theirs gets in any more. A reply whose
+    # request got in just before it, and whose rows are written only after this read
+    # (milliseconds), runs on; calling this again stops it.
     running = await store.running_chats_of_user(user.id)
     results = await asyncio.gather(*(manager.stop(chat_id) for chat_id in running))
     stopped = [chat_id for chat_id, done in zip(running, results, strict=True) if done]
