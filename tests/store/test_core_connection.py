@@ -54,6 +54,7 @@ def message_row(message_id: str, chat_id: str, **values: Any) -> dict[str, Any]:
         "error": None,
         "created_at": WHEN,
         "completed_at": None,
+        "api_key_id": None,
     }
     return row | values
 

@@ -54,7 +54,7 @@ async def test_upgrade_is_idempotent_and_stamps_head(db: Database) -> None:
     async with db.engine.connect() as conn:
         version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
         tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-    assert version == head == "0003_accounts"
+    assert version == head == "0004_message_api_key"
     assert tables == {
         "alembic_version",
         "chats",
@@ -71,6 +71,7 @@ def test_revisions_ship_inside_the_package() -> None:
     assert (MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0002_chat_event_seq.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0003_accounts.py").is_file()
+    assert (MIGRATIONS_DIR / "versions" / "0004_message_api_key.py").is_file()
     assert "streamkeep" in MIGRATIONS_DIR.parts
 
 
@@ -155,7 +156,7 @@ async def test_upgrading_a_0001_database_keeps_its_chats_and_numbers_them_from_1
         assert await conn.run_sync(_diff) == []
         version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
         seq = (await conn.execute(text("SELECT event_seq FROM chats"))).scalar()
-    assert version == "0003_accounts"
+    assert version == "0004_message_api_key"
     assert seq == 0
     store = ChatStore(db)
     chat = await store.get_chat("chat_old")
@@ -226,3 +227,74 @@ async def test_0003_downgrades_to_0002_and_keeps_the_chats(db: Database) -> None
     await db.upgrade()  # and up again
     async with db.engine.connect() as conn:
         assert await conn.run_sync(_diff) == []
+
+
+async def columns_of(db: Database, table: str) -> set[str]:
+    async with db.engine.connect() as conn:
+        return await conn.run_sync(lambda c: {col["name"] for col in inspect(c).get_columns(table)})
+
+
+async def test_upgrading_a_0003_database_keeps_its_messages_with_no_key(
+    db: Database, tmp_path: Path
+) -> None:
+    await upgrade_to(db, tmp_path, "0003")
+    store = ChatStore(db)
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO chats (id, title, model, system, active_leaf_id, created_at,"
+                " updated_at, event_seq) VALUES ('chat_old', 'old', 'm', NULL, 'msg_old', :now,"
+                " :now, 0)"
+            ),
+            {"now": datetime.fromisoformat("2026-01-01 12:00:00+00:00")},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO messages (id, chat_id, parent_id, role, parts, status, model,"
+                " usage, created_at) VALUES ('msg_old', 'chat_old', NULL, 'assistant', '[]',"
+                " 'complete', 'm', '{\"input_tokens\": 3}', :now)"
+            ),
+            {"now": datetime.fromisoformat("2026-01-01 12:00:00+00:00")},
+        )
+    assert "api_key_id" not in await columns_of(db, "messages")
+
+    await db.upgrade()
+
+    async with db.engine.connect() as conn:
+        assert await conn.run_sync(_diff) == []
+    message = await store.get_message("msg_old")
+    assert message.api_key_id is None and message.usage == {"input_tokens": 3}
+
+
+async def test_0004_keeps_a_replys_key_nulls_it_when_the_key_goes_and_downgrades(
+    db: Database,
+) -> None:
+    await db.upgrade()
+    store = ChatStore(db)
+    user = await store.create_user("ada", None)
+    key, _ = await store.create_api_key(user.id)
+    chat = await store.create_chat(model="m", user_id=user.id)
+    prompt, reply, _ = await store.start_reply(
+        chat_id=chat.id, parent_id=None, user_content="hi", model="m", api_key_id=key.id
+    )
+    assert prompt is not None and prompt.api_key_id is None  # usage is the reply's
+    assert reply.api_key_id == key.id
+    assert (await store.get_message(reply.id)).api_key_id == key.id
+    assert "api_key_id" not in reply.model_dump()  # internal, not in the API's JSON
+
+    async with db.engine.begin() as conn:  # keys are revoked, not deleted; but if one is
+        await conn.execute(text("DELETE FROM api_keys WHERE id = :id"), {"id": key.id})
+    assert (await store.get_message(reply.id)).api_key_id is None
+
+    async with db.engine.connect() as conn:
+        await conn.run_sync(lambda c: downgrade_to(c, "0003_accounts"))
+        version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        count = (await conn.execute(text("SELECT count(*) FROM messages"))).scalar()
+    assert version == "0003_accounts"
+    assert "api_key_id" not in await columns_of(db, "messages")
+    assert count == 2
+
+    await db.upgrade()  # and up again
+    async with db.engine.connect() as conn:
+        assert await conn.run_sync(_diff) == []
+    assert (await store.get_message(reply.id)).api_key_id is None

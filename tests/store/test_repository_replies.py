@@ -414,3 +414,30 @@ async def test_empty_batches_are_no_ops(store: ChatStore, log: StatementLog) -> 
     await store.checkpoint([])
     await store.heartbeat([], "w")
     assert log.statements == []
+
+
+async def test_running_chats_of_a_user(store: ChatStore) -> None:
+    alice = await store.create_user("alice", None)
+    bob = await store.create_user("bob", None)
+    chats = {
+        name: await store.create_chat(model="m", user_id=owner)
+        for name, owner in (("a1", alice.id), ("a2", alice.id), ("b", bob.id), ("none", None))
+    }
+    gens = {}
+    for name, chat in chats.items():
+        _, reply, gens[name] = await store.start_reply(
+            chat_id=chat.id, parent_id=None, user_content="hi", model="m"
+        )
+        if name == "a2":  # ended: not running any more
+            await store.finish_reply(
+                generation_id=gens[name].id,
+                message_id=reply.id,
+                status="complete",
+                parts=TEXT,
+                usage=None,
+                finish_reason="stop",
+                error=None,
+            )
+    assert await store.running_chats_of_user(alice.id) == [chats["a1"].id]
+    assert await store.running_chats_of_user(bob.id) == [chats["b"].id]
+    assert await store.running_chats_of_user("user_nobody") == []

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 # module name -> registered in this order in `streamkeep --help`
-_SUBCOMMAND_MODULES = ("serve", "db", "chat", "chats", "users", "keys")
+_SUBCOMMAND_MODULES = ("serve", "db", "chat", "chats", "users", "keys", "usage")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -62,6 +62,8 @@ class Placement:
     title: str | None = None
     #: the owner of a new chat (None: auth is off)
     user_id: str | None = None
+    #: the API key the call came with, kept on the reply (usage per key)
+    api_key_id: str | None = None
 
 
 async def place(
@@ -75,7 +77,14 @@ async def place(
             system, rest = None, body.messages
         stored = to_stored(rest, body.messages)
         new_chat = (system, _title(body))
-        return Placement(ids.chat_id(), None, stored, new_chat=new_chat, user_id=caller.user_id)
+        return Placement(
+            ids.chat_id(),
+            None,
+            stored,
+            new_chat=new_chat,
+            user_id=caller.user_id,
+            api_key_id=caller.key_id,
+        )
     try:
         chat = await owned_chat(store, caller, chat_id)
         branch = await store.active_branch(chat_id)
@@ -87,7 +96,13 @@ async def place(
     if not fresh and chat.active_leaf_id is None:
         fresh = rest or body.messages
     title = _title(body) if chat.title is None and chat.active_leaf_id is None else None
-    return Placement(chat.id, chat.active_leaf_id, to_stored(fresh, body.messages), title=title)
+    return Placement(
+        chat.id,
+        chat.active_leaf_id,
+        to_stored(fresh, body.messages),
+        title=title,
+        api_key_id=caller.key_id,
+    )
 
 
 async def start(
@@ -185,6 +200,7 @@ async def _start_reply(
         message_id=gen_ids.message_id,
         generation_id=gen_ids.id,
         title=placement.title,
+        api_key_id=placement.api_key_id,
     )
 
 

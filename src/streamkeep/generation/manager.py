@@ -285,16 +285,24 @@ class GenerationManager:
         parent_id: str | None = None,
         model: str | None = None,
         idempotency_key: str | None = None,
+        api_key_id: str | None = None,
     ) -> Generation:
-        """A new user message under `parent_id` (default: the active leaf) and its reply."""
+        """A new user message under `parent_id` (default: the active leaf) and its reply.
+        `api_key_id` (here, in `regenerate` and `edit`): the key the request came with,
+        kept on the reply."""
         self._check_accepting()
         chat = await self._store.get_chat(chat_id)
         if parent_id is None:
             parent_id = chat.active_leaf_id
-        return await self._start(chat, parent_id, content, model, idempotency_key)
+        return await self._start(chat, parent_id, content, model, idempotency_key, api_key_id)
 
     async def regenerate(
-        self, message_id: str, *, model: str | None = None, idempotency_key: str | None = None
+        self,
+        message_id: str,
+        *,
+        model: str | None = None,
+        idempotency_key: str | None = None,
+        api_key_id: str | None = None,
     ) -> Generation:
         """A new answer: a sibling of an assistant message, or a reply under a user one."""
         self._check_accepting()
@@ -306,7 +314,7 @@ class GenerationManager:
         else:
             raise InvalidOperation(f"cannot regenerate a {message.role} message")
         chat = await self._store.get_chat(message.chat_id)
-        return await self._start(chat, parent_id, None, model, idempotency_key)
+        return await self._start(chat, parent_id, None, model, idempotency_key, api_key_id)
 
     async def edit(
         self,
@@ -315,6 +323,7 @@ class GenerationManager:
         *,
         model: str | None = None,
         idempotency_key: str | None = None,
+        api_key_id: str | None = None,
     ) -> Generation:
         """A sibling of a user message with new content, and its reply."""
         self._check_accepting()
@@ -322,7 +331,9 @@ class GenerationManager:
         if message.role != "user":
             raise InvalidOperation(f"only user messages can be edited, not {message.role}")
         chat = await self._store.get_chat(message.chat_id)
-        return await self._start(chat, message.parent_id, content, model, idempotency_key)
+        return await self._start(
+            chat, message.parent_id, content, model, idempotency_key, api_key_id
+        )
 
     async def _start(
         self,
@@ -331,6 +342,7 @@ class GenerationManager:
         user_content: str | None,
         model: str | None,
         idempotency_key: str | None,
+        api_key_id: str | None,
     ) -> Generation:
         plan = await plan_reply(
             self._store,
@@ -340,6 +352,7 @@ class GenerationManager:
             user_content,
             model=model,
             idempotency_key=idempotency_key,
+            api_key_id=api_key_id,
         )
         return await self._begin(plan)
 
@@ -417,6 +430,7 @@ class GenerationManager:
                 first_seq=first_seq,
                 reserve_seq=reserve,
                 title=plan.title,
+                api_key_id=plan.api_key_id,
             )
         except BaseException as exc:
             rows.set_exception(exc)

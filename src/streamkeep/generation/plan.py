@@ -35,6 +35,8 @@ class ReplyPlan:
     # For an untitled chat whose first user message this is (see `first_title`).
     title: str | None = None
     idempotency_key: str | None = None
+    # The API key the reply was asked with, kept on it (usage per key).
+    api_key_id: str | None = None
 
 
 async def plan_reply(
@@ -46,6 +48,7 @@ async def plan_reply(
     *,
     model: str | None,
     idempotency_key: str | None,
+    api_key_id: str | None = None,
 ) -> ReplyPlan:
     """The plan of a reply under `parent_id` in `chat`, with a new user message when
     `user_content` is given. An unknown model raises before anything is written."""
@@ -65,6 +68,7 @@ async def plan_reply(
         event_seq=chat.event_seq,
         title=title,
         idempotency_key=idempotency_key,
+        api_key_id=api_key_id,
     )
 
 

@@ -67,6 +67,11 @@ class Caller:
         return self.user.id if self.user is not None else None
 
     @property
+    def key_id(self) -> str | None:
+        """The id of the request's API key, kept on the replies it asks for."""
+        return self.key.id if self.key is not None else None
+
+    @property
     def is_admin(self) -> bool:
         return self.user is None or self.user.is_admin
 

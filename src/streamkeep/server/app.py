@@ -41,7 +41,16 @@ from streamkeep.server.docs import install as install_docs
 from streamkeep.server.errors import body_too_large
 from streamkeep.server.errors import install as install_errors
 from streamkeep.server.page import PageMount
-from streamkeep.server.routes import chats, identity, messages, ops, streams, usechat
+from streamkeep.server.routes import (
+    admin,
+    chats,
+    identity,
+    messages,
+    ops,
+    streams,
+    usage,
+    usechat,
+)
 from streamkeep.server.security import Guard, HostPolicy
 from streamkeep.store import ChatStore, Database
 
@@ -159,6 +168,8 @@ def create_app(settings: Settings | None = None) -> App:
         streams.router,
         usechat.router,
         identity.router,
+        usage.router,
+        admin.router,
         ops.router,
     )
     for router in (*routers, gateway_router):

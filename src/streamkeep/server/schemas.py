@@ -8,6 +8,8 @@ setting, not a constant), so here `content` only has to be non-blank.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -19,7 +21,15 @@ from pydantic import (
     StringConstraints,
 )
 
-from streamkeep.store.records import ApiKeyRecord, ChatRecord, MessageRecord, UserRecord
+from streamkeep.store.records import (
+    ApiKeyRecord,
+    ChatRecord,
+    MessageRecord,
+    UsageGroup,
+    UsageRow,
+    UsageTotals,
+    UserRecord,
+)
 from streamkeep.text import JSONObject, Text, check_text
 
 
@@ -218,3 +228,71 @@ class KeyCreated(ApiKeyRecord):
 
 class KeyList(BaseModel):
     items: list[ApiKeyRecord]
+
+
+# Usage and admin
+
+
+def utc_when(value: object) -> object:
+    """An ISO 8601 date (its midnight) or date and time, in UTC; one without a zone
+    is taken as UTC."""
+    if not isinstance(value, str):
+        return value
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            "want an ISO 8601 date or date and time, e.g. 2026-01-31 or 2026-01-31T12:00:00Z"
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+When = Annotated[datetime, BeforeValidator(utc_when)]
+
+
+class UsageReport(BaseModel):
+    """`GET /api/usage` and `streamkeep usage --format json`."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    group_by: UsageGroup
+    #: the period's start (inclusive) and end (exclusive), in UTC; null: open
+    start: datetime | None = Field(alias="from")
+    end: datetime | None = Field(alias="to")
+    items: list[UsageRow]
+    total: UsageTotals
+
+    @classmethod
+    def of(
+        cls,
+        group_by: UsageGroup,
+        start: datetime | None,
+        end: datetime | None,
+        rows: Sequence[UsageRow],
+    ) -> UsageReport:
+        return cls(group_by=group_by, start=start, end=end, items=rows, total=UsageTotals.sum(rows))
+
+
+class AdminUser(UserRecord):
+    #: what the user's replies used, all time
+    usage: UsageTotals
+
+
+class AdminUserList(BaseModel):
+    items: list[AdminUser]
+
+
+class AdminDisabled(BaseModel):
+    user: UserRecord
+    #: the chats whose live reply this request stopped (stored `stopped`)
+    stopped: list[str]
+
+
+class AdminChat(ChatRecord):
+    #: the owner's name; null: a chat of the single-user mode, nobody's
+    owner: str | None
+
+
+class AdminChatPage(BaseModel):
+    items: list[AdminChat]
+    next_cursor: str | None

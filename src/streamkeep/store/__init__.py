@@ -31,6 +31,9 @@ from streamkeep.store.records import (
     MessageStatus,
     Role,
     SessionRecord,
+    UsageGroup,
+    UsageRow,
+    UsageTotals,
     UserRecord,
 )
 from streamkeep.store.repository import ChatStore
@@ -52,5 +55,8 @@ __all__ = [
     "Role",
     "SessionRecord",
     "StoreError",
+    "UsageGroup",
+    "UsageRow",
+    "UsageTotals",
     "UserRecord",
 ]

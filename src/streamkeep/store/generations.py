@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import bindparam, select, update
 
 from streamkeep.store.errors import GenerationConflict, NotFound
-from streamkeep.store.models import GENERATIONS, MESSAGES
+from streamkeep.store.models import CHATS, GENERATIONS, MESSAGES
 from streamkeep.store.queries import find_conflict
 from streamkeep.store.records import GenerationRecord
 
@@ -22,6 +22,12 @@ _g = GENERATIONS.c
 _GET_GENERATION = select(GENERATIONS).where(_g.id == bindparam("b_id"))
 _RUNNING_OF_CHAT = select(GENERATIONS).where(
     _g.chat_id == bindparam("b_chat"), _g.status == "running"
+)
+_RUNNING_OF_USER = (
+    select(_g.chat_id)
+    .join_from(GENERATIONS, CHATS, CHATS.c.id == _g.chat_id)
+    .where(CHATS.c.user_id == bindparam("b_user"), _g.status == "running")
+    .order_by(_g.chat_id)
 )
 _HEARTBEAT = (
     update(GENERATIONS)
@@ -97,6 +103,13 @@ class Generations:
         async with self._db.reading() as conn:
             row = (await conn.execute(_RUNNING_OF_CHAT, {"b_chat": chat_id})).first()
         return GenerationRecord.model_validate(row) if row is not None else None
+
+    async def running_chats_of_user(self, user_id: str) -> list[str]:
+        """The user's chats that have a running generation, on whichever worker (or
+        none, if its worker died and nobody has swept it yet)."""
+        async with self._db.reading() as conn:
+            rows = (await conn.execute(_RUNNING_OF_USER, {"b_user": user_id})).all()
+        return [row.chat_id for row in rows]
 
     async def get_generation(self, generation_id: str) -> GenerationRecord:
         async with self._db.reading() as conn:

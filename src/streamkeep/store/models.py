@@ -124,6 +124,11 @@ class MessageRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     completed_at: Mapped[datetime | None]
+    # The API key an assistant reply was asked with (usage per key); NULL: none (the
+    # page's session, auth off), or the key was deleted since.
+    api_key_id: Mapped[str | None] = mapped_column(
+        ID, ForeignKey("api_keys.id", ondelete="SET NULL"), index=True
+    )
 
     __table_args__ = (
         # Siblings are (chat_id, parent_id); its prefix also serves lookups by chat.

@@ -111,6 +111,7 @@ def new_message(
         "error": None,
         "created_at": now,
         "completed_at": None,
+        "api_key_id": None,
     }
 
 

@@ -5,6 +5,7 @@ Datetimes are timezone-aware UTC and serialise as ISO 8601 (`model_dump(mode="js
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -16,6 +17,8 @@ from streamkeep.store.damage import clean_parts, clean_usage
 Role = Literal["system", "user", "assistant", "tool"]
 MessageStatus = Literal["streaming", "complete", "stopped", "error", "interrupted"]
 GenerationStatus = Literal["running", "finished"]
+#: what `ChatStore.usage` groups replies by
+UsageGroup = Literal["user", "model", "day", "key"]
 
 ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
 MESSAGE_STATUSES: tuple[MessageStatus, ...] = (
@@ -68,6 +71,9 @@ class MessageRecord(_Record):
     #: this message and its siblings (same parent), oldest first; filled by
     #: `ChatStore.active_branch` so a UI can show "2 / 3" and switch branches
     sibling_ids: list[str] = Field(default_factory=list)
+    #: the API key an assistant reply was asked with (None: none, or since deleted);
+    #: internal, for usage per key
+    api_key_id: str | None = Field(default=None, exclude=True)
 
     # A damaged row reads as what can be read of it (see `store.damage`).
     _readable_parts = field_validator("parts", mode="before")(clean_parts)
@@ -122,6 +128,51 @@ class ApiKeyRecord(_Record):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+
+
+class UsageTotals(_Record):
+    """What assistant replies with usage used: how many, and their tokens."""
+
+    messages: int
+    input_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cached_input_tokens: int
+    #: whether any of them counted an estimate (`estimated_messages` did), not the
+    #: provider's report: see `llm.usage`
+    estimated: bool
+    estimated_messages: int
+
+    @classmethod
+    def sum(cls, parts: Iterable[UsageTotals]) -> UsageTotals:
+        counts = dict.fromkeys(_COUNTS, 0)
+        for part in parts:
+            for name in _COUNTS:
+                counts[name] += getattr(part, name)
+        return cls(**counts, estimated=counts["estimated_messages"] > 0)
+
+
+_COUNTS = (
+    "messages",
+    "input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cached_input_tokens",
+    "estimated_messages",
+)
+
+
+class _UsageGroup(_Record):
+    #: the group's label: a user's name, a model, a UTC day (YYYY-MM-DD), a key prefix
+    group: str
+    #: what it stands for: the user's or key's id (None: no user or no key), else the
+    #: label; internal, not part of the API's JSON
+    group_id: str | None = Field(default=None, exclude=True)
+
+
+class UsageRow(UsageTotals, _UsageGroup):
+    """One group of `ChatStore.usage` (its label first: pydantic orders the fields of
+    the later base first)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,6 +131,7 @@ class Replies:
         first_seq: int | None = None,
         reserve_seq: int | None = None,
         title: str | None = None,
+        api_key_id: str | None = None,
     ) -> tuple[MessageRecord | None, MessageRecord, GenerationRecord]:
         """Store the user's message (unless regenerating: `user_content` None), an empty
         streaming assistant reply under it, and a running generation, in one transaction.
@@ -152,7 +153,8 @@ class Replies:
         crash never lets the next generation reuse them.
 
         `title` becomes the chat's title if it has none (the caller passes one with a
-        chat's first user message).
+        chat's first user message). `api_key_id` is the key the reply was asked with,
+        kept on the reply (not on the user's messages: usage is the reply's).
         """
         if user_content is None and parent_id is None and not prior:
             raise InvalidOperation("regenerating needs the parent_id of the prompt")
@@ -170,6 +172,7 @@ class Replies:
         if message_id is not None:
             reply["id"] = checked_id(message_id)
         reply["model"] = model
+        reply["api_key_id"] = api_key_id
         generation = {
             "id": checked_id(generation_id) if generation_id is not None else new_generation_id(),
             "chat_id": chat_id,

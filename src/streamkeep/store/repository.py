@@ -4,9 +4,9 @@ Every public method is one transaction (a read: one snapshot, see `Database.read
 it returns pydantic records, never rows, and a method that raises has written nothing.
 Its methods live with their idea: `store.chats` (chats and their message trees),
 `store.replies` (a reply's start, checkpoints and final write), `store.generations`
-(running generations and their liveness) and `store.accounts` (users, sessions, API
-keys). All of them write and read the tables one
-way: Core statements, built once, in `Database.reading()` / `writing()`.
+(running generations and their liveness), `store.accounts` (users, sessions, API
+keys) and `store.usage` (the tokens replies used). All of them write and read the
+tables one way: Core statements, built once, in `Database.reading()` / `writing()`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from streamkeep.store.chats import Chats
 from streamkeep.store.db import Database
 from streamkeep.store.generations import Generations
 from streamkeep.store.replies import Replies
+from streamkeep.store.usage import Usage
 
 __all__ = ["ChatStore", "utcnow"]
 
@@ -27,9 +28,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class ChatStore(Chats, Replies, Generations, Accounts):
+class ChatStore(Chats, Replies, Generations, Accounts, Usage):
     """Chats, their message trees and the generations writing into them; the users
-    they belong to.
+    they belong to, and what their replies used.
 
     `clock` (timezone-aware) exists so tests can make timestamps tie or advance.
     """

@@ -57,6 +57,7 @@ async def post_message(
         parent_id=body.parent_id,
         model=body.model,
         idempotency_key=idempotency_key(request),
+        api_key_id=caller.key_id,
     )
     start = quotas.limited(caller, reply)
     return await launch(request, start, metrics, manager=manager, chat_id=chat_id)
@@ -78,7 +79,12 @@ async def regenerate(
     quotas: QuotasDep,
 ) -> SSEResponse:
     await check_reply_access(store, caller, message_id=message_id)
-    again = partial(manager.regenerate, message_id, idempotency_key=idempotency_key(request))
+    again = partial(
+        manager.regenerate,
+        message_id,
+        idempotency_key=idempotency_key(request),
+        api_key_id=caller.key_id,
+    )
     start = quotas.limited(caller, again)
     return await launch(request, start, metrics, manager=manager, message_id=message_id)
 
@@ -102,7 +108,11 @@ async def edit(
     check_length(body.content, settings)
     await check_reply_access(store, caller, message_id=message_id)
     edited = partial(
-        manager.edit, message_id, body.content, idempotency_key=idempotency_key(request)
+        manager.edit,
+        message_id,
+        body.content,
+        idempotency_key=idempotency_key(request),
+        api_key_id=caller.key_id,
     )
     start = quotas.limited(caller, edited)
     return await launch(request, start, metrics, manager=manager, message_id=message_id)

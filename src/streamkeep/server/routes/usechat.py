@@ -58,21 +58,32 @@ async def use_chat(
         check_model(caller, body.model or chat.model)
         target = await _regeneration_target(store, chat, body.messageId)
         start: Callable[[], Awaitable[Generation]] = partial(
-            manager.regenerate, target, model=body.model, idempotency_key=key
+            manager.regenerate,
+            target,
+            model=body.model,
+            idempotency_key=key,
+            api_key_id=caller.key_id,
         )
     else:
         content = _last_user_text(body)
         check_length(content, settings)
         chat = await _ensure_chat(store, registry, settings, caller, body)
-        start = partial(_reply, manager, chat.id, content, body.model, key)
+        start = partial(_reply, manager, chat.id, content, body.model, key, caller.key_id)
     start = quotas.limited(caller, start)
     return await launch(request, start, metrics, manager=manager, chat_id=chat.id)
 
 
 async def _reply(
-    manager: GenerationManager, chat_id: str, content: str, model: str | None, key: str | None
+    manager: GenerationManager,
+    chat_id: str,
+    content: str,
+    model: str | None,
+    key: str | None,
+    api_key_id: str | None,
 ) -> Generation:
-    return await manager.reply(chat_id=chat_id, content=content, model=model, idempotency_key=key)
+    return await manager.reply(
+        chat_id=chat_id, content=content, model=model, idempotency_key=key, api_key_id=api_key_id
+    )
 
 
 def _last_user_text(body: UseChatRequest) -> str:
