@@ -372,3 +372,28 @@ def test_with_auth_off_there_is_no_sign_in_and_no_account(browser: Browser, serv
         assert client.get("/api/me").json() == {"auth": False, "user": None, "key": None}
     context.close()
     assert violations == []
+
+
+def test_the_page_shows_the_signed_in_users_usage_after_each_reply(
+    page: Page, context: BrowserContext, user: UserRecord, accounts_server: AccountsServer
+) -> None:
+    page.goto("/")
+    sign_in(page, user.name)
+    expect_signed_in(page, user.name)
+    usage = page.locator("#usage")
+    expect(usage).to_have_text("0 tokens in · 0 out · 0 replies")
+
+    send(page, "Count me [[tokens=3]]")
+    expect(last_reply(page)).to_have_attribute("data-status", "complete")
+    send(page, "And me [[tokens=4]]")
+    expect(last_reply(page)).to_have_attribute("data-status", "complete")
+
+    # The line is the server's own report for this user, refreshed after the reply.
+    cookie = next(c for c in context.cookies() if c["name"] == SESSION_COOKIE)
+    with httpx.Client(base_url=accounts_server.url, cookies={SESSION_COOKIE: cookie["value"]}) as c:
+        total = c.get("/api/usage", params={"user": user.name}).json()["total"]
+    assert total["messages"] == 2 and total["output_tokens"] > 0
+    expect(usage).to_have_text(
+        f"{total['input_tokens']:,} tokens in · {total['output_tokens']:,} out · 2 replies"
+    )
+    expect(usage).to_have_attribute("title", re.compile(r"fake/fake-model: \d+ in, \d+ out"))

@@ -31,6 +31,7 @@ export function createAccount(hooks) {
     account: $("account"),
     accountName: $("account-name"),
     openKeys: $("open-keys"),
+    usage: $("usage"),
     signOut: $("sign-out"),
   };
   const keys = createKeysDialog();
@@ -59,7 +60,7 @@ export function createAccount(hooks) {
     document.title = "streamkeep"; // the open chat's title replaces it once loaded
     ui.accountName.textContent = user ? user.name : "";
     ui.account.hidden = !user;
-    // The user's usage (GET /api/usage, issue 14) is to be loaded here into #usage.
+    showUsage();
     ui.app.hidden = false;
     ui.skip.hidden = false;
     inside = true;
@@ -78,8 +79,35 @@ export function createAccount(hooks) {
     ui.skip.hidden = true;
     ui.account.hidden = true;
     ui.accountName.textContent = "";
+    ui.usage.hidden = true;
+    ui.usage.textContent = "";
     // After an ended session the same person most likely signs in again: keep the name.
     showSignIn(notice, notice ? name : "");
+  }
+
+  // "1,234 tokens in · 5,678 out · 9 replies", per model in the tooltip. A failure
+  // hides the line: usage is a courtesy, never a reason to show an error.
+  async function showUsage() {
+    if (!user) return;
+    const name = user.name;
+    let report;
+    try {
+      report = await identity.usage(name);
+    } catch {
+      ui.usage.hidden = true;
+      return;
+    }
+    if (!user || user.name !== name) return; // signed out meanwhile
+    const total = report.total;
+    const n = (x) => x.toLocaleString();
+    const replies = total.messages === 1 ? "1 reply" : `${n(total.messages)} replies`;
+    ui.usage.textContent =
+      `${n(total.input_tokens)} tokens in · ${n(total.output_tokens)} out · ${replies}` +
+      (total.estimated ? " (some estimated)" : "");
+    ui.usage.title = report.items
+      .map((i) => `${i.group}: ${n(i.input_tokens)} in, ${n(i.output_tokens)} out`)
+      .join("\n");
+    ui.usage.hidden = false;
   }
 
   function showSignIn(notice, name = "") {
@@ -164,5 +192,5 @@ export function createAccount(hooks) {
   ui.openKeys.addEventListener("click", () => keys.open());
   ui.signOut.addEventListener("click", signOut);
 
-  return { boot, isInside: () => inside };
+  return { boot, isInside: () => inside, refreshUsage: showUsage };
 }

@@ -104,6 +104,8 @@ export const identity = {
   listKeys: async () => (await json("GET", "api/keys")).items,
   createKey: (name) => json("POST", "api/keys", name ? { name } : {}),
   revokeKey: (id) => json("DELETE", `api/keys/${encodeURIComponent(id)}`),
+  // The user's own usage, per model (an admin's report would hold everyone's otherwise).
+  usage: (name) => json("GET", `api/usage?group_by=model&user=${encodeURIComponent(name)}`),
 };
 
 // The POSTs that answer with a stream.

@@ -300,6 +300,7 @@ async function stream(chatId, msg, start) {
   await reloadChat(chatId);
   if (!state.live) returnFocus(); // the reload re-renders: a focused button may be gone
   sidebar.load();
+  account.refreshUsage();
 }
 
 function attachResume(chatId, msg) {
