@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from sqlalchemy.exc import OperationalError
 
+from streamkeep.http.auth import AuthGate
 from tests.server.conftest import Server, ServerFactory
 from tests.server.isolation import SLOW, make_owned, probe
 from tests.server.sse import read_all
@@ -55,6 +57,28 @@ async def test_single_user_default_needs_no_credentials_until_a_user_exists(
     assert r.headers["www-authenticate"] == "Bearer"
     assert r.json()["error"]["type"] == "unauthorized"
     assert "streamkeep keys create" in r.json()["error"]["message"]
+
+
+async def test_a_worker_that_cannot_tell_whether_users_exist_lets_nobody_in(
+    server: Server, accounts: dict[str, Account]
+) -> None:
+    # A worker that has not yet seen a user (just started), while the database is away:
+    # it must not take the requests for the single user's, who may read every chat.
+    store = server.store
+    count_users = store.count_users
+
+    async def database_away() -> int:
+        raise OperationalError("SELECT count(*) FROM users", {}, ConnectionRefusedError())
+
+    store.count_users = database_away  # type: ignore[method-assign]
+    server.app.state.auth = AuthGate(store, forced_off=False)
+    for method, path in (("GET", "/api/me"), ("GET", "/v1/models"), ("GET", "/api/chats")):
+        r = await server.client.request(method, path)
+        assert r.status_code == 503, (path, r.text)
+        assert r.json()["error"]["type"] == "database_unavailable"
+    store.count_users = count_users  # type: ignore[method-assign]
+    assert (await server.client.get("/api/me")).status_code == 401
+    assert (await accounts["alice"].client.get("/api/me")).json()["user"]["name"] == "alice"
 
 
 async def test_every_api_route_refuses_a_request_without_credentials(

@@ -3,8 +3,9 @@
 Auth is off only in the single-user default: no user exists yet (and the server
 listens on loopback: `streamkeep serve` refuses anything else without `--no-auth`).
 Creating the first user turns it on, for every worker at its next request; users are
-disabled, never deleted, so once on it stays on. `--no-auth` (`no_auth`) keeps it off
-whatever the users.
+disabled, never deleted, so once on it stays on. A worker that cannot tell (the
+database is away before it has seen a user) answers 503 rather than guess "off".
+`--no-auth` (`no_auth`) keeps it off whatever the users.
 
 With auth on, a request names its user by one of, first found wins:
 - `Authorization: Bearer KEY`, or `x-api-key: KEY` (the Anthropic SDK's header): an
@@ -21,7 +22,6 @@ the check holds whichever worker a resume or stop lands on.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Annotated, cast
 
@@ -34,8 +34,6 @@ from streamkeep.llm.registry import ModelRegistry
 from streamkeep.store import ChatStore
 from streamkeep.store.errors import NotFound
 from streamkeep.store.records import ApiKeyRecord, ChatRecord, UserRecord
-
-logger = logging.getLogger(__name__)
 
 SESSION_COOKIE = "streamkeep_session"
 BEARER = "bearer "
@@ -109,14 +107,11 @@ class AuthGate:
         if self._forced_off:
             return False
         if not self._on:
-            # One small read per request until the first user exists; then none.
-            try:
-                self._on = await self._store.count_users() > 0
-            except Exception as exc:
-                # The database is away. Still no user as far as we know: what needs the
-                # database fails on its own, and a reply served from memory or Redis
-                # (a resume) goes on, as it did before accounts existed.
-                logger.debug("could not tell whether a user exists yet: %s", exc)
+            # One small read per request until the first user exists; then none. With
+            # the database away this fails (503): not knowing whether users exist, the
+            # request cannot be taken for the single user's, who may read every chat
+            # and use every provider.
+            self._on = await self._store.count_users() > 0
         return self._on
 
     async def caller(self, request: Request) -> Caller:
