@@ -241,6 +241,18 @@ async def test_a_key_limited_to_some_models_sees_and_uses_only_those(
     assert r.status_code == 404
     assert len((await alice.client.get("/api/chats")).json()["items"]) == 1
 
+    # Nor can it make itself a key without its limit: a new key gets its models at most.
+    r = await server.client.post("/api/keys", json={}, headers=headers)
+    assert r.status_code == 201, r.text
+    assert r.json()["allowed_models"] == ["other/model"]
+    r = await server.client.post("/api/keys", json={"models": ["fake/fake-model"]}, headers=headers)
+    assert r.status_code == 404 and r.json()["error"]["type"] == "unknown_model"
+    r = await server.client.post("/api/keys", json={"models": ["other/model"]}, headers=headers)
+    assert r.status_code == 201 and r.json()["allowed_models"] == ["other/model"]
+    # A key without a limit, or the page, makes keys for any model.
+    r = await alice.client.post("/api/keys", json={"models": ["fake/fake-model"]})
+    assert r.status_code == 201
+
 
 async def test_keys_need_a_user_while_auth_is_off(server: Server) -> None:
     r = await server.client.post("/api/keys", json={})

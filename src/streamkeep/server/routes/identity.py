@@ -15,7 +15,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Request, Response
 
 from streamkeep.config import LimitSpec
-from streamkeep.http.auth import SESSION_COOKIE, CallerDep
+from streamkeep.http.auth import SESSION_COOKIE, CallerDep, check_model
 from streamkeep.http.deps import QuotasDep, SettingsDep, StoreDep
 from streamkeep.http.limits import Subject
 from streamkeep.server.errors import RequestRefused
@@ -84,10 +84,16 @@ async def list_keys(store: StoreDep, caller: CallerDep) -> KeyList:
 
 @router.post("/api/keys", status_code=201, response_model=KeyCreated)
 async def create_key(body: KeyCreate, store: StoreDep, caller: CallerDep) -> KeyCreated:
-    """A new key for the caller; the answer's `key` is the only time it is shown."""
-    record, key = await store.create_api_key(
-        _user(caller.user).id, name=body.name, allowed_models=body.models
-    )
+    """A new key for the caller; the answer's `key` is the only time it is shown. A
+    request with a key limited to some models makes keys limited to those at most (a
+    model beyond them is answered as unknown), so no key widens its own limit."""
+    user = _user(caller.user)
+    models = body.models
+    if models is None and caller.key is not None:
+        models = caller.key.allowed_models
+    for model in models or ():
+        check_model(caller, model)
+    record, key = await store.create_api_key(user.id, name=body.name, allowed_models=models)
     return KeyCreated(**record.model_dump(), key=key)
 
 
