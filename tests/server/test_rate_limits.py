@@ -42,15 +42,15 @@ class Limited:
     limits: LimitsConfig
 
 
-MakeLimited = Callable[[LimitsConfig], Coroutine[Any, Any, Limited]]
+MakeLimited = Callable[..., Coroutine[Any, Any, Limited]]
 
 
 @pytest.fixture
 async def make_limited(server_factory: ServerFactory) -> AsyncIterator[MakeLimited]:
     clients: list[httpx.AsyncClient] = []
 
-    async def make(limits: LimitsConfig) -> Limited:
-        server = await server_factory(limits=limits)
+    async def make(limits: LimitsConfig, **settings: Any) -> Limited:
+        server = await server_factory(limits=limits, **settings)
         clock = Clock()
         limiter = Limiter.in_memory(clock=clock)
         server.app.state.quotas = Quotas(limiter)
@@ -182,6 +182,59 @@ async def test_a_token_budget_stops_new_replies_until_the_next_period(
     ) as r:
         assert r.status_code == 200
         await read_all(r)
+
+
+def _call(content: str, *, stream: bool = False) -> dict[str, Any]:
+    return {
+        "model": "fake/fake-model",
+        "messages": [{"role": "user", "content": content}],
+        "stream": stream,
+    }
+
+
+async def test_the_gateways_relay_is_limited_too(make_limited: MakeLimited) -> None:
+    # gateway_store = false: nothing is stored, no Generation, the same limits.
+    limits = LimitsConfig(user=LimitSpec(concurrent_generations=1, tokens_per_period=30))
+    lim = await make_limited(limits, gateway_store=False)
+    async with lim.alice.stream(
+        "POST", "/v1/chat/completions", json=_call(SLOW, stream=True)
+    ) as live:
+        assert live.status_code == 200
+        r = await lim.alice.post("/v1/chat/completions", json=_call("x"))
+        _refused(r, "1 concurrent generation for user alice")
+        await live.aread()
+    # Its slot is given back and its tokens (60 out, and the prompt) spent as it closes:
+    # the budget is over, for the relay and the chat API alike.
+    async with asyncio.timeout(10):
+        while (
+            r := await lim.alice.post("/v1/chat/completions", json=_call("x"))
+        ).status_code != 429:
+            assert r.status_code == 200, r.text
+            await asyncio.sleep(0.01)
+    _refused(r, "30 tokens per day for user alice")
+    chat = (await lim.alice.post("/api/chats", json={})).json()["id"]
+    _refused(
+        await lim.alice.post(f"/api/chats/{chat}/messages", json={"content": "x"}), "30 tokens"
+    )
+    assert (await lim.bob.post("/v1/chat/completions", json=_call("x"))).status_code == 200
+
+
+async def test_a_relay_the_client_leaves_gives_its_slot_back(make_limited: MakeLimited) -> None:
+    lim = await make_limited(
+        LimitsConfig(key=LimitSpec(concurrent_generations=1)), gateway_store=False
+    )
+    async with lim.alice.stream(
+        "POST", "/v1/chat/completions", json=_call(SLOW, stream=True)
+    ) as live:
+        assert live.status_code == 200
+        async for _ in live.aiter_bytes():
+            break  # the first chunk, then away
+    async with asyncio.timeout(10):
+        while (r := await lim.alice.post("/v1/chat/completions", json=_call("x"))).status_code:
+            if r.status_code == 200:
+                break
+            _refused(r, "1 concurrent generation")
+            await asyncio.sleep(0.05)
 
 
 async def test_no_limits_in_the_single_user_default(server: Server) -> None:

@@ -42,6 +42,7 @@ from streamkeep.http.deps import (
 from streamkeep.http.metrics import Metrics
 from streamkeep.http.quotas import Quotas
 from streamkeep.llm.errors import LLMError
+from streamkeep.llm.events import EventStream
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.llm.types import ChatRequest
 from streamkeep.store import ChatStore
@@ -150,7 +151,10 @@ async def chat_completions(
         check_model(caller, body.model)
         chat_request = _provider_request(body, registry, settings)
         if not settings.gateway_store:
-            return await _relay(body, chat_request, registry, headers)
+            stream = await quotas.metered(
+                caller, registry.stream(body.model, chat_request), chat_request
+            )
+            return await _relay(body, stream, headers)
         placement = await keep.place(store, body, chat_id, caller)
         headers[CHAT_HEADER] = placement.chat_id
         parts = _Parts(registry, manager, store, metrics, quotas, caller)
@@ -185,12 +189,8 @@ def _provider_request(
 
 
 async def _relay(
-    body: ChatCompletionBody,
-    chat_request: ChatRequest,
-    registry: ModelRegistry,
-    headers: dict[str, str],
+    body: ChatCompletionBody, stream: EventStream, headers: dict[str, str]
 ) -> Response:
-    stream = registry.stream(body.model, chat_request)
     if not body.stream:
         return await respond.whole_relay(stream, body.model, headers)
     encoder = ChunkEncoder(model=body.model, include_usage=body.include_usage)
