@@ -17,11 +17,11 @@ import pytest
 
 from streamkeep.config import LimitsConfig, LimitSpec
 from streamkeep.http.auth import AuthGate
-from streamkeep.http.limits import Limiter, LimitExceeded, subjects_for
+from streamkeep.http.limits import Limiter, LimitExceeded, Subject, subjects_for
 from streamkeep.http.quotas import Quotas
 from tests.server.conftest import Server, ServerFactory
 from tests.server.isolation import SLOW
-from tests.server.sse import read_all
+from tests.server.sse import Event, read_all
 
 
 class Clock:
@@ -182,6 +182,69 @@ async def test_a_token_budget_stops_new_replies_until_the_next_period(
     ) as r:
         assert r.status_code == 200
         await read_all(r)
+
+
+async def test_a_retry_that_joins_its_reply_takes_no_slot_and_spends_nothing(
+    make_limited: MakeLimited,
+) -> None:
+    limits = LimitsConfig(user=LimitSpec(concurrent_generations=1, tokens_per_period=10**9))
+    lim = await make_limited(limits)
+    chat = (await lim.alice.post("/api/chats", json={})).json()["id"]
+    path, key = f"/api/chats/{chat}/messages", {"idempotency-key": "retry-1"}
+    async with lim.alice.stream("POST", path, json={"content": SLOW}, headers=key) as first:
+        assert first.status_code == 200
+        # The client lost the connection and asks again, as Idempotency-Key is for.
+        async with lim.alice.stream("POST", path, json={"content": SLOW}, headers=key) as retry:
+            assert retry.status_code == 200, await retry.aread()
+            joined = await read_all(retry)
+        whole = await read_all(first)
+    assert joined[-1].type == whole[-1].type == "[DONE]"
+    messages = (await lim.alice.get(f"/api/chats/{chat}")).json()["messages"]
+    assert len(messages) == 2
+    await _counted_once(lim, messages[-1]["usage"])
+
+
+async def test_same_key_requests_at_once_spend_their_reply_once(
+    make_limited: MakeLimited,
+) -> None:
+    lim = await make_limited(LimitsConfig(user=LimitSpec(tokens_per_period=10**9)))
+    chat = (await lim.alice.post("/api/chats", json={})).json()["id"]
+    path, key = f"/api/chats/{chat}/messages", {"idempotency-key": "twice"}
+
+    async def ask() -> list[Event]:
+        async with lim.alice.stream("POST", path, json={"content": "hi"}, headers=key) as r:
+            assert r.status_code == 200, await r.aread()
+            return await read_all(r)
+
+    for events in await asyncio.gather(*(ask() for _ in range(4))):
+        assert events[-1].type == "[DONE]"
+    messages = (await lim.alice.get(f"/api/chats/{chat}")).json()["messages"]
+    assert len(messages) == 2
+    await _counted_once(lim, messages[-1]["usage"])
+
+
+async def _counted_once(lim: Limited, usage: dict[str, Any]) -> None:
+    """The reply's tokens were spent once (not per request that joined it): a budget
+    of one more than the reply used is not spent yet."""
+    spent = usage["input_tokens"] + usage["output_tokens"]
+    alice = await lim.server.store.get_user_by_name("alice")
+    limiter = lim.server.app.state.quotas.limiter
+
+    def budget(tokens: int) -> tuple[Subject, ...]:
+        spec = LimitsConfig(user=LimitSpec(tokens_per_period=tokens))
+        return subjects_for(spec, user_id=alice.id, user_name="alice")
+
+    async with asyncio.timeout(10):
+        while True:  # until it settled
+            try:
+                await limiter.check_budget(budget(1))
+            except LimitExceeded:
+                break
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)  # a second settling, were there one
+    await limiter.check_budget(budget(spent + 1))
+    with pytest.raises(LimitExceeded):
+        await limiter.check_budget(budget(spent))
 
 
 def _call(content: str, *, stream: bool = False) -> dict[str, Any]:

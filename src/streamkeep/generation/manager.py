@@ -231,7 +231,13 @@ class GenerationManager:
         keyed start first asks the database whether its key already runs elsewhere:
         such a retry joins that generation without `start()` asking the provider for
         an answer that would only be thrown away. A start refused because its key
-        started a generation on another worker meanwhile joins that one too."""
+        started a generation on another worker meanwhile joins that one too, and a
+        retry of a generation this process runs joins it without `start()` as well
+        (which would take a slot of the caller's limits for it: `http.quotas`)."""
+        if idempotency_key is not None:
+            local = await self._keyed_here(idempotency_key, chat_id, message_id)
+            if local is not None:
+                return local
         if idempotency_key is not None and self._peers is not None:
             remote = await self._keyed_elsewhere(idempotency_key, chat_id, message_id)
             if remote is not None:
@@ -243,6 +249,25 @@ class GenerationManager:
             if remote is None:
                 raise
             return remote
+
+    async def _keyed_here(
+        self, key: str, chat_id: str | None, message_id: str | None
+    ) -> Generation | None:
+        """The running generation this process started with this key in the chat (by
+        `chat_id`, else `message_id`'s), if any. No read unless one here has the key."""
+        if chat_id is None:
+            if message_id is None or not any(
+                gen.ids.idempotency_key == key for gen in self._by_chat.values()
+            ):
+                return None
+            try:
+                chat_id = (await self._store.get_message(message_id)).chat_id
+            except NotFound:
+                return None  # `start()` answers 404
+        gen = self._by_chat.get(chat_id)
+        if gen is None or gen.done.is_set() or gen.ids.idempotency_key != key:
+            return None
+        return gen
 
     async def _keyed_elsewhere(
         self, key: str, chat_id: str | None, message_id: str | None

@@ -37,6 +37,8 @@ class Quotas:
     def __init__(self, limiter: Limiter) -> None:
         self.limiter = limiter
         self._settling: set[asyncio.Task[None]] = set()
+        # The generations whose slot and tokens are counted, until they settle.
+        self._counted: set[str] = set()
 
     def limited(
         self, caller: Caller, start: Callable[[], Awaitable[Generation]]
@@ -54,6 +56,12 @@ class Quotas:
             except BaseException:
                 await self._release(subjects, slot)
                 raise
+            if generation.id in self._counted:
+                # Joined a generation a same-key request started (both were starting at
+                # once): that request's slot and settling count it.
+                await self._release(subjects, slot)
+                return generation
+            self._counted.add(generation.id)
             task = asyncio.create_task(self._settle(subjects, slot, generation))
             self._settling.add(task)
             task.add_done_callback(self._settling.discard)
@@ -87,8 +95,11 @@ class Quotas:
         return slot
 
     async def _settle(self, subjects: tuple[Subject, ...], slot: str, gen: Generation) -> None:
-        await gen.done.wait()
-        await self._end(subjects, slot, gen.usage(), gen.id)
+        try:
+            await gen.done.wait()
+            await self._end(subjects, slot, gen.usage(), gen.id)
+        finally:
+            self._counted.discard(gen.id)
 
     def _end_relay(self, subjects: tuple[Subject, ...], slot: str, usage: Usage) -> None:
         # In a task of its own: the relay's close may be under a cancellation.
