@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 
 from tests.server.sse import read_all
 
@@ -91,11 +92,36 @@ async def probe(
         )
         _not_found(r, "x-streamkeep-chat-id")
 
+    # Ids of the owner's in the body of a request to a chat of `other`'s own.
+    own = (await other.post("/api/chats", json={})).json()["id"]
+    for body in ({"content": "x", "parent_id": user_msg}, {"content": "x", "parent_id": reply}):
+        r = await other.post(f"/api/chats/{own}/messages", json=body)
+        unknown = await other.post(
+            f"/api/chats/{own}/messages", json={**body, "parent_id": "msg_unknown0000000000000"}
+        )
+        _alike(r, unknown, body["parent_id"])
+    r = await other.patch(f"/api/chats/{own}", json={"active_leaf_id": reply})
+    unknown = await other.patch(
+        f"/api/chats/{own}", json={"active_leaf_id": "msg_unknown0000000000000"}
+    )
+    _alike(r, unknown, reply)
+    assert (await other.get(f"/api/chats/{own}")).json()["messages"] == []
+    assert (await other.delete(f"/api/chats/{own}")).status_code == 204
+
     listed = (await other.get("/api/chats")).json()["items"]
     assert chat not in [c["id"] for c in listed]
     after = (await owner.get(f"/api/chats/{chat}")).json()
     assert after == before  # nothing changed: no title, no message, no deletion
     assert chat in [c["id"] for c in (await owner.get("/api/chats")).json()["items"]]
+
+
+def _alike(r: httpx.Response, unknown: httpx.Response, used_id: str) -> None:
+    """`r`, the answer to a request naming another user's id, is that to an unknown id."""
+    assert 400 <= r.status_code < 500, r.text
+    assert (r.status_code, r.json()) == (
+        unknown.status_code,
+        orjson.loads(unknown.text.replace("msg_unknown0000000000000", used_id)),
+    )
 
 
 def _ui_user(text: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from streamkeep.generation.parts import history_to_messages
 from streamkeep.generation.titles import title_from
 from streamkeep.llm.types import Message
-from streamkeep.store.errors import InvalidOperation
+from streamkeep.store.errors import NotFound
 
 if TYPE_CHECKING:
     from streamkeep.llm.registry import ModelRegistry
@@ -73,12 +73,14 @@ async def plan_reply(
 
 
 async def _prompt(store: ChatStore, chat: ChatRecord, parent_id: str | None) -> list[Message]:
-    """The system prompt and the branch up to `parent_id`, for the model."""
+    """The system prompt and the branch up to `parent_id`, for the model. A message of
+    another chat is not found, exactly as an unknown one: the other chat may be another
+    user's, whose ids must not be told from ids nobody has."""
     if parent_id is None:
         return history_to_messages(chat.system, [])
-    history = await store.prompt_history(parent_id)
-    if history and history[0].chat_id != chat.id:
-        raise InvalidOperation(f"message {parent_id!r} belongs to another chat")
+    history = await store.prompt_history(parent_id)  # NotFound for an unknown message
+    if history[0].chat_id != chat.id:
+        raise NotFound("message", parent_id)
     return history_to_messages(chat.system, history)
 
 
