@@ -212,6 +212,9 @@ async def test_from_and_to(server: Server) -> None:
             {"from": "yesterday"},
             {"to": "2026-13-01"},
             {"group_by": "week"},
+            # In range where written, not in UTC: no year 0 or 10000.
+            {"from": "0001-01-01T00:00:00+01:00"},
+            {"to": "9999-12-31T23:59:59-01:00"},
         ):
             r = await alice.get("/api/usage", params=params)
             assert r.status_code == 422, params

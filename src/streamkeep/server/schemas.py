@@ -244,7 +244,12 @@ def utc_when(value: object) -> object:
         raise ValueError(
             "want an ISO 8601 date or date and time, e.g. 2026-01-31 or 2026-01-31T12:00:00Z"
         ) from None
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    if when.tzinfo is None:
+        return when.replace(tzinfo=UTC)
+    try:
+        return when.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0 in UTC
+        raise ValueError("out of range in UTC (years 1 to 9999)") from None
 
 
 When = Annotated[datetime, BeforeValidator(utc_when)]
