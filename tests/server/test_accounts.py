@@ -296,3 +296,22 @@ async def test_the_session_cookie_is_secure_when_configured(
     r = await server.client.post("/api/auth/login", json={"name": "alice", "password": PASSWORD})
     assert r.status_code == 200
     assert "secure" in r.headers["set-cookie"].lower().split("; ")
+
+
+async def test_a_worker_that_knew_of_no_user_keeps_serving_the_single_user_through_an_outage(
+    server: Server,
+) -> None:
+    # The app's gate read "no user" at start; the database then goes away. A resume
+    # served from memory or Redis must go on as before accounts existed.
+    store = server.store
+    count_users = store.count_users
+
+    async def database_away() -> int:
+        raise OperationalError("SELECT count(*) FROM users", {}, ConnectionRefusedError())
+
+    store.count_users = database_away  # type: ignore[method-assign]
+    try:
+        r = await server.client.get("/api/me")
+        assert r.status_code == 200 and r.json()["auth"] is False
+    finally:
+        store.count_users = count_users  # type: ignore[method-assign]

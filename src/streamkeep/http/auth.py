@@ -3,9 +3,11 @@
 Auth is off only in the single-user default: no user exists yet (and the server
 listens on loopback: `streamkeep serve` refuses anything else without `--no-auth`).
 Creating the first user turns it on, for every worker at its next request; users are
-disabled, never deleted, so once on it stays on. A worker that cannot tell (the
-database is away before it has seen a user) answers 503 rather than guess "off".
-`--no-auth` (`no_auth`) keeps it off whatever the users.
+disabled, never deleted, so once on it stays on. Each worker reads it at start
+(`AuthGate.start`). While the database is away, a worker that last read "no user"
+keeps auth off (what needs the database fails by itself; a resume served from memory
+or Redis goes on, as before accounts existed); one that never read it answers 503
+rather than guess. `--no-auth` (`no_auth`) keeps it off whatever the users.
 
 With auth on, a request names its user by one of, first found wins:
 - `Authorization: Bearer KEY`, or `x-api-key: KEY` (the Anthropic SDK's header): an
@@ -22,6 +24,7 @@ the check holds whichever worker a resume or stop lands on.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Annotated, cast
 
@@ -34,6 +37,8 @@ from streamkeep.llm.registry import ModelRegistry
 from streamkeep.store import ChatStore
 from streamkeep.store.errors import NotFound
 from streamkeep.store.records import ApiKeyRecord, ChatRecord, UserRecord
+
+logger = logging.getLogger(__name__)
 
 SESSION_COOKIE = "streamkeep_session"
 BEARER = "bearer "
@@ -102,16 +107,29 @@ class AuthGate:
         self._limiter = limiter or Limiter.in_memory()
         self._limits = limits or LimitsConfig()
         self._on = False
+        self._known = False  # a read has told whether a user exists
+
+    async def start(self) -> None:
+        """Read the state before the first request (the app's start needs the
+        database anyway: migrations)."""
+        await self.is_on()
 
     async def is_on(self) -> bool:
         if self._forced_off:
             return False
         if not self._on:
-            # One small read per request until the first user exists; then none. With
-            # the database away this fails (503): not knowing whether users exist, the
-            # request cannot be taken for the single user's, who may read every chat
-            # and use every provider.
-            self._on = await self._store.count_users() > 0
+            # One small read per request until the first user exists; then none.
+            try:
+                self._on = await self._store.count_users() > 0
+            except Exception:
+                # Not knowing whether users exist, a request cannot be taken for the
+                # single user's, who may read every chat (503). Knowing there was none
+                # a moment ago, nothing here is anyone else's yet.
+                if not self._known:
+                    raise
+                logger.debug("users unknown while the database is away: auth stays off")
+            else:
+                self._known = True
         return self._on
 
     async def caller(self, request: Request) -> Caller:

@@ -208,9 +208,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         quotas = Quotas(limiter)
         app.state.quotas = quotas
-        app.state.auth = AuthGate(
+        app.state.auth = auth = AuthGate(
             store, forced_off=settings.no_auth, limiter=limiter, limits=settings.limits
         )
+        await auth.start()
         leases = asyncio.create_task(quotas.run(), name="limit-leases")
         app.state.registry, app.state.manager, app.state.redis = registry, manager, redis
         app.state.shutdown = None
