@@ -218,8 +218,9 @@ async def test_a_lease_not_refreshed_stops_counting(limiter: Limiter, clock: Clo
     await refused(limiter.start_generation([alice], "g2"))
     clock.advance(0.001)  # the lease (60 s) is over
     await limiter.start_generation([alice], "g2")
-    # g1's holder is back: refreshing does not revive its lease (g2 holds the slot).
-    await limiter.refresh([alice], ["g1"])
+    # g1's worker is back: refreshing what it holds does not revive g1's lease (g2
+    # holds the slot).
+    await limiter.refresh_held()
     await refused(limiter.start_generation([alice], "g1"))
 
 
@@ -233,19 +234,7 @@ async def test_a_refreshed_lease_keeps_counting(limiter: Limiter, clock: Clock) 
     await refused(limiter.start_generation([alice], "g2"))
     await limiter.end_generation([alice], "g1")
     await limiter.refresh_held()  # forgets the ended generation: revives nothing
-    await limiter.refresh([alice], ["g1"])
     await limiter.start_generation([alice], "g2")
-
-
-async def test_refresh_extends_only_the_generations_named(limiter: Limiter, clock: Clock) -> None:
-    alice = user(concurrent_generations=2)
-    await limiter.start_generation([alice], "g1")
-    await limiter.start_generation([alice], "g2")
-    clock.advance(40)
-    await limiter.refresh([alice], ["g1"])
-    clock.advance(30)  # g2's lease ended at 60 s, g1's runs to 100 s
-    await limiter.start_generation([alice], "g3")
-    await refused(limiter.start_generation([alice], "g4"))
 
 
 # Token budgets

@@ -251,14 +251,6 @@ class Limiter:
         if keys:
             await self._backend.end(keys, generation_id)
 
-    async def refresh(self, subjects: Sequence[Subject], generation_ids: Collection[str]) -> None:
-        """Extend the leases of these generations (those that have not expired)."""
-        keys = [_slots_key(s) for s in subjects if s.spec.concurrent_generations]
-        if keys and generation_ids:
-            await self._backend.refresh(
-                dict.fromkeys(keys, generation_ids), _ms(self._clock()), _ms(self.lease)
-            )
-
     async def refresh_held(self) -> None:
         """Extend the leases of every generation this limiter started and has not
         ended: what a worker runs every `lease / 3` or so, in one round trip."""
