@@ -121,6 +121,7 @@ LAYERS = [
     {"server", "gateway"},
     {"http", "scaleout"},
     {"generation"},
+    {"tools"},
     {"llm", "store", "sse"},
     {"text", "config", ""},  # "": the package's own __init__
 ]

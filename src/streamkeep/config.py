@@ -89,6 +89,54 @@ class LimitsConfig(BaseModel):
         return v
 
 
+class McpServerConfig(BaseModel):
+    """One MCP server: a command started over stdio, or a streamable HTTP `url`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # stdio: the program and its arguments, e.g. ["uvx", "mcp-server-fetch"]
+    command: list[str] | None = Field(default=None, min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)  # added to the server's environment
+    cwd: str | None = None
+    # streamable HTTP: e.g. "http://127.0.0.1:9000/mcp"
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    # Seconds one call of its tools may take (None: `tools.timeout`).
+    timeout: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerConfig:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("an MCP server needs exactly one of `command` (stdio) or `url`")
+        return self
+
+
+class ToolsConfig(BaseModel):
+    """`[tools]`: the tool loop's bounds, Python tools by import path, MCP servers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Model calls per reply: a model still calling tools after this many ends the reply.
+    max_steps: int = Field(default=5, ge=1, le=100)
+    # Seconds one tool call may take before it is cancelled and reported as an error.
+    timeout: float = Field(default=30.0, gt=0)
+    # "package.module:function" of Python tools to register (see streamkeep.tools).
+    python: list[str] = Field(default_factory=list)
+    # By name, the prefix of their tools' names (`NAME__TOOL`).
+    mcp: dict[str, McpServerConfig] = Field(default_factory=dict)
+
+    @field_validator("mcp")
+    @classmethod
+    def _server_names(cls, v: dict[str, McpServerConfig]) -> dict[str, McpServerConfig]:
+        for name in v:
+            if re.fullmatch(r"[A-Za-z0-9-]{1,24}", name) is None:
+                raise ValueError(
+                    f"MCP server name {name[:30]!r}: 1 to 24 letters, digits or '-' "
+                    "(it prefixes its tools' names)"
+                )
+        return v
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMKEEP_", extra="ignore")
 
@@ -140,6 +188,8 @@ class Settings(BaseSettings):
     # Requests per minute, concurrent generations and tokens per period, per user and
     # per API key (see `LimitsConfig`): counted in Redis when there is one.
     limits: LimitsConfig = LimitsConfig()
+    # The tool loop, Python tools and MCP servers (see ToolsConfig, streamkeep.tools).
+    tools: ToolsConfig = ToolsConfig()
 
     # Accounts (see http.auth). Auth is on once a user exists; `no_auth` keeps it off
     # (`streamkeep serve --no-auth`: needed to listen beyond loopback with no user).
