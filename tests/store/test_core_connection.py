@@ -37,6 +37,7 @@ def chat_row(chat_id: str) -> dict[str, Any]:
         "updated_at": WHEN,
         "event_seq": 0,
         "user_id": None,
+        "tools": None,
     }
 
 

@@ -32,12 +32,12 @@ from typing import Any
 import orjson
 
 from streamkeep.gateway.errors import stream_error_payload
+from streamkeep.generation.steps import ReplyEvent
 from streamkeep.llm.errors import LLMError
 from streamkeep.llm.events import (
     Finish,
     ReasoningDelta,
     StreamError,
-    StreamEvent,
     TextDelta,
     ToolCallComplete,
     ToolCallDelta,
@@ -155,8 +155,9 @@ class ChunkEncoder:
         # Nothing before the provider's first event: a refusal can still be an HTTP error.
         return []
 
-    def encode(self, event: StreamEvent) -> list[bytes]:
-        """The payloads for one provider event (possibly none)."""
+    def encode(self, event: ReplyEvent) -> list[bytes]:
+        """The payloads for one provider event (possibly none; the gateway runs no
+        tool loop, so no loop event comes)."""
         if type(event) is TextDelta:  # the hot path first
             if not event.text:
                 return []

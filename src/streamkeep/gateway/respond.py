@@ -25,6 +25,7 @@ from streamkeep import sse
 from streamkeep.gateway.chunks import ChunkEncoder, completion_body
 from streamkeep.gateway.errors import from_llm_error
 from streamkeep.generation import Generation
+from streamkeep.generation.steps import LoopEvent, ReplyEvent
 from streamkeep.http.metrics import Metrics
 from streamkeep.http.responses import RelayResponse, SSEResponse
 from streamkeep.llm.accumulator import Accumulator
@@ -46,8 +47,9 @@ class Collector:
     def start(self, message_id: str, metadata: dict[str, Any]) -> list[bytes]:
         return []
 
-    def encode(self, event: StreamEvent) -> list[bytes]:
-        self._acc.add(event)
+    def encode(self, event: ReplyEvent) -> list[bytes]:
+        if not isinstance(event, LoopEvent):  # none comes: the gateway runs no tool loop
+            self._acc.add(event)
         return []
 
     def error(self, error_text: str) -> list[bytes]:

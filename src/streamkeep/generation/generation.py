@@ -27,12 +27,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from streamkeep.generation.final import EndStatus, FinalWrite, store_final
 from streamkeep.generation.log import EventLog, InProcessEventLog
-from streamkeep.generation.parts import UIPart, completion_to_parts
+from streamkeep.generation.parts import UIPart
+from streamkeep.generation.plan import Continued
+from streamkeep.generation.steps import MAX_STEPS, ReplyEvent, ReplyParts, ReplyStream
 from streamkeep.generation.ui_stream import MAX_END_FRAMES, UIStreamEncoder
-from streamkeep.llm.accumulator import Accumulator
-from streamkeep.llm.events import EventStream, Finish, StreamError, StreamEvent
+from streamkeep.llm.events import Finish, StreamError
 from streamkeep.llm.types import FinishReason, Usage
-from streamkeep.llm.usage import completion_chars, estimate_usage
+from streamkeep.llm.usage import add_usage, estimate_usage
 from streamkeep.sse import numbered_frames
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class FrameEncoder(Protocol):
 
     def start(self, message_id: str, metadata: dict[str, Any]) -> list[bytes]: ...
 
-    def encode(self, event: StreamEvent) -> list[bytes]: ...
+    def encode(self, event: ReplyEvent) -> list[bytes]: ...
 
     def error(self, error_text: str) -> list[bytes]: ...
 
@@ -82,6 +83,8 @@ class Outcome:
     status: EndStatus
     finish_reason: FinishReason | None = None
     error: str | None = None
+    # The tool loop ended the reply because it reached `max_steps`.
+    max_steps: bool = False
 
 
 class Generation:
@@ -100,8 +103,13 @@ class Generation:
         ready: Awaitable[object] | None = None,
         first_seq: int = 1,
         seq_reserved: int | None = None,
+        steps: bool = False,
+        continued: Continued | None = None,
     ) -> None:
-        """`ready`, when given, is the write of this answer's rows, running alongside
+        """`steps`: a reply with tools (its parts mark each step); `continued`: the
+        message it continues, whose parts and usage it adds to.
+
+        `ready`, when given, is the write of this answer's rows, running alongside
         the stream: the final write waits for it. `first_seq` numbers the frames of its
         own log (a given `log` starts where it was made to). `seq_reserved` is the
         chat's `event_seq` as the rows' write sets it; None for a generation that does
@@ -124,7 +132,8 @@ class Generation:
         self._checkpointer = checkpointer
         self._stop_on_disconnect = stop_on_disconnect
         self._on_done = on_done
-        self._acc = Accumulator()
+        self._parts = ReplyParts(continued.parts if continued else (), steps=steps)
+        self._prior_usage = continued.usage if continued else None
         self._encoder: FrameEncoder = encoder if encoder is not None else UIStreamEncoder()
         self._ready = ready
         self._subscribers = 0
@@ -158,7 +167,7 @@ class Generation:
 
     def parts(self) -> list[UIPart]:
         """The answer so far, as stored message parts."""
-        return completion_to_parts(self._acc.result())
+        return self._parts.parts()
 
     async def subscribe(self, after: int = 0) -> AsyncGenerator[bytes, None]:
         """The stream's frames after sequence number `after`, live until the end."""
@@ -200,7 +209,7 @@ class Generation:
     # -- the task --------------------------------------------------------------------
 
     def start(
-        self, stream: EventStream, metadata: dict[str, Any], *, prompt_chars: int = 0
+        self, stream: ReplyStream, metadata: dict[str, Any], *, prompt_chars: int = 0
     ) -> None:
         self._prompt_chars = prompt_chars
         # The start frames go in before anyone can subscribe: `start` is the log's first.
@@ -220,7 +229,7 @@ class Generation:
         log = self.log
         log.append(numbered_frames(payloads, log.next_seq))
 
-    async def _run(self, stream: EventStream) -> None:
+    async def _run(self, stream: ReplyStream) -> None:
         self._running = True
         foreign_cancel = False
         try:
@@ -243,13 +252,15 @@ class Generation:
         if foreign_cancel:
             raise asyncio.CancelledError
 
-    async def _pump(self, stream: EventStream) -> Outcome:
-        acc, encoder = self._acc, self._encoder
+    async def _pump(self, stream: ReplyStream) -> Outcome:
+        acc, encoder = self._parts, self._encoder
         try:
             async for event in stream:
                 acc.add(event)
                 if isinstance(event, Finish):
-                    return Outcome("complete", event.reason)
+                    return Outcome(
+                        "complete", event.reason, max_steps=event.raw_reason == MAX_STEPS
+                    )
                 if isinstance(event, StreamError):
                     return Outcome("error", "error", event.error.message)
                 payloads = encoder.encode(event)
@@ -296,17 +307,19 @@ class Generation:
             meta["finishReason"] = outcome.finish_reason
         if outcome.error is not None:
             meta["error"] = outcome.error
+        if outcome.max_steps:
+            meta["maxStepsReached"] = True
         return meta
 
     def usage(self) -> Usage:
         """The provider's numbers, or (stopped before the provider reported them) an
-        estimate flagged as such, keeping the counts it did report (the prompt's)."""
-        completion = self._acc.result()
-        if completion.usage is not None:
-            return completion.usage
-        return estimate_usage(
-            self._prompt_chars, *completion_chars(completion), known=completion.partial_usage
-        )
+        estimate flagged as such, keeping the counts it did report (the prompt's); for
+        a continued reply, added to what the message had used before."""
+        acc = self._parts
+        usage = acc.usage
+        if usage is None:
+            usage = estimate_usage(self._prompt_chars, *acc.chars(), known=acc.partial_usage)
+        return usage if self._prior_usage is None else add_usage(self._prior_usage, usage)
 
     def seq_to_reserve(self) -> int | None:
         """The `event_seq` a checkpoint should raise the chat's to now, or None while
@@ -326,7 +339,7 @@ class Generation:
             generation_id=self.ids.id,
             message_id=self.ids.message_id,
             status=outcome.status,
-            parts=completion_to_parts(self._acc.result()),
+            parts=self._parts.parts(),
             usage=self.usage().as_dict(),
             finish_reason=outcome.finish_reason,
             error=outcome.error,

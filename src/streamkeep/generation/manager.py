@@ -18,9 +18,10 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from streamkeep.generation.checkpointer import Checkpointer
 from streamkeep.generation.errors import ShuttingDown
@@ -31,14 +32,18 @@ from streamkeep.generation.generation import (
     GenerationIds,
 )
 from streamkeep.generation.log import EventLog, InProcessEventLog
-from streamkeep.generation.plan import ReplyPlan, plan_reply
+from streamkeep.generation.parts import as_json
+from streamkeep.generation.plan import Continued, ReplyPlan, ToolUse, plan_reply, prompt_before
+from streamkeep.generation.steps import ReplyStream, ToolOutput, answer_calls
 from streamkeep.generation.sweeper import OrphanSweeper
+from streamkeep.generation.toolloop import tool_loop
 from streamkeep.llm.errors import LLMError
 from streamkeep.llm.events import EventStream, StreamError, StreamEvent
-from streamkeep.llm.types import ChatRequest
+from streamkeep.llm.types import ChatRequest, ToolSpec, Usage
 from streamkeep.llm.usage import prompt_chars
 from streamkeep.store import ids as store_ids
 from streamkeep.store.errors import EventSeqMoved, GenerationConflict, InvalidOperation, NotFound
+from streamkeep.tools import Toolbox
 
 if TYPE_CHECKING:
     from streamkeep.config import Settings
@@ -52,6 +57,7 @@ logger = logging.getLogger(__name__)
 # Starts of a reply whose event ids another generation of the chat took meanwhile (it
 # started and ended between our read of the chat and our write): tried again after it.
 START_ATTEMPTS = 5
+NO_TOOLS = ToolUse()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +81,13 @@ class GenerationManager:
         *,
         worker_id: str | None = None,
         cluster: Peers | None = None,
+        toolbox: Toolbox | None = None,
     ) -> None:
         """`cluster`: the other workers (with Redis: logs they can read, stops from
-        them, liveness); None when this process is alone."""
+        them, liveness); None when this process is alone. `toolbox`: the tools replies
+        may call."""
         self._store = store
+        self.toolbox = toolbox if toolbox is not None else Toolbox()
         self._peers = cluster
         self._registry = registry
         self._settings = settings
@@ -311,15 +320,19 @@ class GenerationManager:
         model: str | None = None,
         idempotency_key: str | None = None,
         api_key_id: str | None = None,
+        tools: Sequence[str] | None = None,
+        client_tools: Sequence[ToolSpec] = (),
     ) -> Generation:
         """A new user message under `parent_id` (default: the active leaf) and its reply.
         `api_key_id` (here, in `regenerate` and `edit`): the key the request came with,
-        kept on the reply."""
+        kept on the reply. `tools`: the names of the tools this reply may call (None:
+        the chat's); `client_tools`: tools the client runs (see `continue_reply`)."""
         self._check_accepting()
         chat = await self._store.get_chat(chat_id)
         if parent_id is None:
             parent_id = chat.active_leaf_id
-        return await self._start(chat, parent_id, content, model, idempotency_key, api_key_id)
+        use = self.tool_use(chat.tools, tools, client_tools)
+        return await self._start(chat, parent_id, content, model, idempotency_key, api_key_id, use)
 
     async def regenerate(
         self,
@@ -328,6 +341,8 @@ class GenerationManager:
         model: str | None = None,
         idempotency_key: str | None = None,
         api_key_id: str | None = None,
+        tools: Sequence[str] | None = None,
+        client_tools: Sequence[ToolSpec] = (),
     ) -> Generation:
         """A new answer: a sibling of an assistant message, or a reply under a user one."""
         self._check_accepting()
@@ -339,7 +354,8 @@ class GenerationManager:
         else:
             raise InvalidOperation(f"cannot regenerate a {message.role} message")
         chat = await self._store.get_chat(message.chat_id)
-        return await self._start(chat, parent_id, None, model, idempotency_key, api_key_id)
+        use = self.tool_use(chat.tools, tools, client_tools)
+        return await self._start(chat, parent_id, None, model, idempotency_key, api_key_id, use)
 
     async def edit(
         self,
@@ -349,6 +365,8 @@ class GenerationManager:
         model: str | None = None,
         idempotency_key: str | None = None,
         api_key_id: str | None = None,
+        tools: Sequence[str] | None = None,
+        client_tools: Sequence[ToolSpec] = (),
     ) -> Generation:
         """A sibling of a user message with new content, and its reply."""
         self._check_accepting()
@@ -356,9 +374,69 @@ class GenerationManager:
         if message.role != "user":
             raise InvalidOperation(f"only user messages can be edited, not {message.role}")
         chat = await self._store.get_chat(message.chat_id)
+        use = self.tool_use(chat.tools, tools, client_tools)
         return await self._start(
-            chat, message.parent_id, content, model, idempotency_key, api_key_id
+            chat, message.parent_id, content, model, idempotency_key, api_key_id, use
         )
+
+    async def continue_reply(
+        self,
+        message_id: str,
+        results: Sequence[ToolOutput],
+        *,
+        tools: Sequence[str] | None = None,
+        client_tools: Sequence[ToolSpec] = (),
+        idempotency_key: str | None = None,
+        api_key_id: str | None = None,
+    ) -> Generation:
+        """Go on with a reply that ended waiting for calls its client runs: `results`
+        answer them (every one), and the model is called again in the same message.
+
+        The message must be the last of its chat's active branch, and have ended
+        `complete` with finish reason `tool-calls`; InvalidOperation otherwise."""
+        self._check_accepting()
+        message = await self._store.get_message(message_id)
+        chat = await self._store.get_chat(message.chat_id)
+        if message.role != "assistant":
+            raise InvalidOperation(f"only an assistant reply can be continued, not {message.role}")
+        if chat.active_leaf_id != message.id:
+            raise InvalidOperation("only the last message of the active branch can be continued")
+        if message.status != "complete" or message.finish_reason != "tool-calls":
+            raise InvalidOperation("the reply is not waiting for tool results")
+        parts = answer_calls(message.parts, results)  # InvalidOperation for a bad result
+        model = message.model or chat.model
+        self._registry.resolve(model)
+        plan = ReplyPlan(
+            chat_id=chat.id,
+            parent_id=message.parent_id,
+            user_content=None,
+            model=model,
+            prompt=await prompt_before(self._store, chat, message.parent_id),
+            event_seq=chat.event_seq,
+            idempotency_key=idempotency_key,
+            api_key_id=api_key_id,
+            tools=self.tool_use(chat.tools, tools, client_tools),
+            continued=Continued(message.id, parts, _usage(message.usage)),
+        )
+        return await self._begin(plan)
+
+    def tool_use(
+        self,
+        chat_tools: Sequence[str],
+        names: Sequence[str] | None,
+        client_tools: Sequence[ToolSpec],
+    ) -> ToolUse:
+        """The tools of a reply: `names` if given (UnknownTools names any the toolbox
+        lacks), else the chat's (those gone meanwhile, e.g. of an MCP server that is
+        down, are left out); and the client's."""
+        if names is not None:
+            tools = self.toolbox.resolve(names)
+        else:
+            tools = [t for name in chat_tools if (t := self.toolbox.get(name)) is not None]
+            if len(tools) < len(chat_tools):
+                missing = sorted(set(chat_tools) - {t.name for t in tools})
+                logger.warning("tools not available now, left out of the reply: %s", missing)
+        return ToolUse(tuple(tools), tuple(client_tools))
 
     async def _start(
         self,
@@ -368,6 +446,7 @@ class GenerationManager:
         model: str | None,
         idempotency_key: str | None,
         api_key_id: str | None,
+        tools: ToolUse,
     ) -> Generation:
         plan = await plan_reply(
             self._store,
@@ -378,6 +457,7 @@ class GenerationManager:
             model=model,
             idempotency_key=idempotency_key,
             api_key_id=api_key_id,
+            tools=tools,
         )
         return await self._begin(plan)
 
@@ -426,10 +506,11 @@ class GenerationManager:
         running = self._by_chat.get(plan.chat_id)
         if running is not None and not running.done.is_set():
             return await self._meet_running(running, plan)
+        continued = plan.continued
         ids = GenerationIds(
             id=store_ids.generation_id(),
             chat_id=plan.chat_id,
-            message_id=store_ids.message_id(),
+            message_id=continued.message_id if continued else store_ids.message_id(),
             user_message_id=store_ids.message_id() if plan.user_content is not None else None,
             model=plan.model,
             idempotency_key=plan.idempotency_key,
@@ -438,25 +519,31 @@ class GenerationManager:
         rows: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         request = ChatRequest(model=plan.model, messages=plan.prompt)
         gen = self._launch(
-            ids, request, ready=rows, first_seq=first_seq, seq_reserved=reserve, announce=False
+            ids,
+            request,
+            ready=rows,
+            first_seq=first_seq,
+            seq_reserved=reserve,
+            announce=False,
+            tools=plan.tools,
+            continued=continued,
         )
         try:
             await asyncio.sleep(0)  # the generation's task sends the request first
-            await self._store.start_reply(
-                chat_id=plan.chat_id,
-                parent_id=plan.parent_id,
-                user_content=plan.user_content,
-                model=plan.model,
-                idempotency_key=plan.idempotency_key,
-                worker_id=self.worker_id,
-                message_id=ids.message_id,
-                generation_id=ids.id,
-                user_message_id=ids.user_message_id,
-                first_seq=first_seq,
-                reserve_seq=reserve,
-                title=plan.title,
-                api_key_id=plan.api_key_id,
-            )
+            if continued is not None:
+                await self._store.continue_reply(
+                    chat_id=plan.chat_id,
+                    message_id=continued.message_id,
+                    parts=as_json(continued.parts),
+                    idempotency_key=plan.idempotency_key,
+                    worker_id=self.worker_id,
+                    generation_id=ids.id,
+                    first_seq=first_seq,
+                    reserve_seq=reserve,
+                    api_key_id=plan.api_key_id,
+                )
+            else:
+                await self._start_rows(plan, ids, first_seq, reserve)
         except BaseException as exc:
             rows.set_exception(exc)
             rows.exception()  # retrieved: the generation only checks that it failed
@@ -475,6 +562,25 @@ class GenerationManager:
         if self._peers is not None:  # now other workers may find it
             self._peers.announce(ids.id, ids.chat_id, ids.message_id, first_seq=first_seq)
         return gen
+
+    async def _start_rows(
+        self, plan: ReplyPlan, ids: GenerationIds, first_seq: int, reserve: int
+    ) -> None:
+        await self._store.start_reply(
+            chat_id=plan.chat_id,
+            parent_id=plan.parent_id,
+            user_content=plan.user_content,
+            model=plan.model,
+            idempotency_key=plan.idempotency_key,
+            worker_id=self.worker_id,
+            message_id=ids.message_id,
+            generation_id=ids.id,
+            user_message_id=ids.user_message_id,
+            first_seq=first_seq,
+            reserve_seq=reserve,
+            title=plan.title,
+            api_key_id=plan.api_key_id,
+        )
 
     async def _meet_running(self, running: Generation, plan: ReplyPlan) -> Generation:
         """A start for a chat this process is running a generation of, known here
@@ -539,6 +645,8 @@ class GenerationManager:
         first_seq: int = 1,
         seq_reserved: int | None = None,
         announce: bool = True,
+        tools: ToolUse = NO_TOOLS,
+        continued: Continued | None = None,
     ) -> Generation:
         gen = Generation(
             ids,
@@ -555,6 +663,8 @@ class GenerationManager:
             ready=ready,
             first_seq=first_seq,
             seq_reserved=seq_reserved,
+            steps=bool(tools) or continued is not None,
+            continued=continued,
         )
         metadata = {
             "chatId": ids.chat_id,
@@ -563,14 +673,34 @@ class GenerationManager:
             "model": ids.model,
             "status": "streaming",
         }
+        relayed: ReplyStream
         try:
-            stream = stream or self._registry.stream(ids.model, request)
+            if stream is not None:
+                relayed = stream
+            elif tools or continued is not None:
+                relayed = self._tool_loop(ids.model, request, tools, continued)
+            else:
+                relayed = self._registry.stream(ids.model, request)
         except LLMError as exc:  # the rows exist now: the reply must end, as an error
-            stream = _failed(exc)
+            relayed = _failed(exc)
         self._by_id[ids.id] = gen
         self._by_chat[ids.chat_id] = gen
-        gen.start(stream, metadata, prompt_chars=prompt_chars(request))
+        gen.start(relayed, metadata, prompt_chars=prompt_chars(request))
         return gen
+
+    def _tool_loop(
+        self, model: str, request: ChatRequest, tools: ToolUse, continued: Continued | None
+    ) -> ReplyStream:
+        config = self._settings.tools
+        return tool_loop(
+            partial(self._registry.stream, model),
+            request,
+            tools.tools,
+            max_steps=config.max_steps,
+            tool_timeout=config.timeout,
+            client_tools=tools.client,
+            prefix=continued.parts if continued is not None else (),
+        )
 
     def _new_log(
         self, ids: GenerationIds, *, resumable: bool, first_seq: int, announce: bool
@@ -604,3 +734,16 @@ class GenerationManager:
 async def _failed(error: LLMError) -> AsyncGenerator[StreamEvent, None]:
     """A stream that fails at once, for a model that could not even be opened."""
     yield StreamError(error)
+
+
+def _usage(raw: dict[str, Any] | None) -> Usage | None:
+    """A stored usage object as `Usage` (None: none stored, or a damaged one)."""
+    if not raw:
+        return None
+    try:
+        return Usage(**{k: raw[k] for k in raw if k in _USAGE_FIELDS})
+    except TypeError:
+        return None
+
+
+_USAGE_FIELDS = frozenset(Usage.__dataclass_fields__)

@@ -35,6 +35,15 @@ class TextUIPart(TypedDict):
 class ReasoningUIPart(TypedDict):
     type: Literal["reasoning"]
     text: str
+    # {"anthropic": {"signature": ...}} or {"anthropic": {"redactedData": ...}}: what
+    # Anthropic needs to take the block back (the AI SDK keeps it there too).
+    providerMetadata: NotRequired[dict[str, Any]]
+
+
+class StepStartUIPart(TypedDict):
+    """Where a step of a reply with tools begins (a model call)."""
+
+    type: Literal["step-start"]
 
 
 class ToolUIPart(TypedDict):
@@ -50,7 +59,7 @@ class ToolUIPart(TypedDict):
     errorText: NotRequired[str]
 
 
-UIPart = TextUIPart | ReasoningUIPart | ToolUIPart
+UIPart = TextUIPart | ReasoningUIPart | StepStartUIPart | ToolUIPart
 
 
 class StoredMessage(Protocol):
@@ -81,11 +90,45 @@ def completion_to_parts(completion: Completion) -> list[UIPart]:
             if part.text:
                 parts.append({"type": "text", "text": storable(part.text)})
         elif isinstance(part, ReasoningPart):
-            if part.text:
-                parts.append({"type": "reasoning", "text": storable(part.text)})
+            if part.text or part.redacted:
+                parts.append(_reasoning_part(part))
         elif isinstance(part, ToolCallPart):
             parts.append(_tool_part(part.call))
     return parts
+
+
+def _reasoning_part(part: ReasoningPart) -> ReasoningUIPart:
+    out: ReasoningUIPart = {"type": "reasoning", "text": storable(part.text)}
+    if part.redacted is not None:
+        out["providerMetadata"] = {"anthropic": {"redactedData": part.redacted}}
+    elif part.signature is not None:
+        out["providerMetadata"] = {"anthropic": {"signature": part.signature}}
+    return out
+
+
+def with_output(part: UIPart, output: ToolResult | None) -> UIPart:
+    """A tool call's part with its result (`output` None: left as it is). A call whose
+    input could not be parsed keeps its own error."""
+    if output is None or part.get("state") != "input-available":
+        return part
+    done = cast(ToolUIPart, dict(part))
+    if output.error is not None:
+        done["state"] = "output-error"
+        done["errorText"] = storable(output.error)
+    else:
+        done["state"] = "output-available"
+        done["output"] = output.output
+    return cast(UIPart, done)
+
+
+class ToolResult(Protocol):
+    """A tool's outcome (the tool loop's `ToolOutput`)."""
+
+    @property
+    def output(self) -> Any: ...
+
+    @property
+    def error(self) -> str | None: ...
 
 
 def _tool_part(call: ToolCall) -> ToolUIPart:
@@ -125,22 +168,59 @@ def history_to_messages(system: str | None, history: Sequence[StoredMessage]) ->
         elif record.role == "user":
             messages.append(Message(role="user", content=text_of(record.parts)))
         elif record.role == "assistant":
-            messages.extend(_assistant_messages(record.parts))
+            messages.extend(assistant_messages(record.parts))
         elif record.role == "tool":
             messages.extend(_tool_results(record.parts))
     return messages
 
 
-def _assistant_messages(parts: list[dict[str, Any]]) -> list[Message]:
-    answered = [p for p in parts if _is_tool(p) and p.get("state") in _ANSWERED]
-    content = text_of(parts)
-    if not content and not answered:
-        return []  # e.g. stopped before the first token: nothing to show the model
-    calls = [
-        ToolCall(id=str(p.get("toolCallId", "")), name=_tool_name(p), arguments=_input(p))
-        for p in answered
-    ]
-    return [Message(role="assistant", content=content, tool_calls=calls), *_tool_results(answered)]
+def assistant_messages(parts: Sequence[dict[str, Any]]) -> list[Message]:
+    """An assistant message's parts as the model is sent them: each step (the parts
+    after a `step-start`; a message without one is one step) is an assistant message
+    with its answered calls, then a tool message per result."""
+    messages: list[Message] = []
+    for step in _steps(parts):
+        answered = [p for p in step if _is_tool(p) and p.get("state") in _ANSWERED]
+        content = text_of(step)
+        if not content and not answered:
+            continue  # e.g. stopped before the first token: nothing to show the model
+        calls = [
+            ToolCall(id=str(p.get("toolCallId", "")), name=_tool_name(p), arguments=_input(p))
+            for p in answered
+        ]
+        thinking = [t for p in step if (t := _thinking(p)) is not None]
+        messages.append(
+            Message(role="assistant", content=content, tool_calls=calls, thinking=thinking)
+        )
+        messages.extend(_tool_results(answered))
+    return messages
+
+
+def _steps(parts: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    steps: list[list[dict[str, Any]]] = [[]]
+    for part in parts:
+        if part.get("type") == "step-start":
+            if steps[-1]:
+                steps.append([])
+        else:
+            steps[-1].append(part)
+    return steps
+
+
+def _thinking(part: dict[str, Any]) -> ReasoningPart | None:
+    """A reasoning part Anthropic can take back: one it signed, or redacted."""
+    if part.get("type") != "reasoning":
+        return None
+    meta = part.get("providerMetadata")
+    anthropic = meta.get("anthropic") if isinstance(meta, dict) else None
+    if not isinstance(anthropic, dict):
+        return None
+    text = str(part.get("text", ""))
+    if isinstance(redacted := anthropic.get("redactedData"), str):
+        return ReasoningPart(text="", redacted=redacted)
+    if isinstance(signature := anthropic.get("signature"), str):
+        return ReasoningPart(text=text, signature=signature)
+    return None
 
 
 def _tool_results(parts: list[dict[str, Any]]) -> list[Message]:
@@ -148,7 +228,8 @@ def _tool_results(parts: list[dict[str, Any]]) -> list[Message]:
     for p in parts:
         if not _is_tool(p) or p.get("state") not in _ANSWERED:
             continue
-        if p["state"] == "output-error":
+        error = p["state"] == "output-error"
+        if error:
             content = f"Error: {p.get('errorText', '')}"
         else:
             output = p.get("output")
@@ -159,6 +240,7 @@ def _tool_results(parts: list[dict[str, Any]]) -> list[Message]:
                 content=content,
                 tool_call_id=str(p.get("toolCallId", "")),
                 name=_tool_name(p),
+                is_error=error,
             )
         )
     return results

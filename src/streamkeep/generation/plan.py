@@ -10,14 +10,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from streamkeep.generation.parts import history_to_messages
+from streamkeep.generation.parts import UIPart, history_to_messages
 from streamkeep.generation.titles import title_from
-from streamkeep.llm.types import Message
+from streamkeep.llm.types import Message, ToolSpec, Usage
 from streamkeep.store.errors import NotFound
+from streamkeep.tools import Tool
 
 if TYPE_CHECKING:
     from streamkeep.llm.registry import ModelRegistry
     from streamkeep.store import ChatRecord, ChatStore
+
+
+@dataclass(frozen=True, slots=True)
+class ToolUse:
+    """The tools a reply may call: the server's, and those its client runs."""
+
+    tools: tuple[Tool, ...] = ()
+    client: tuple[ToolSpec, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.tools or self.client)
+
+
+@dataclass(frozen=True, slots=True)
+class Continued:
+    """A finished reply a new generation goes on with (its calls answered by a client)."""
+
+    message_id: str
+    parts: list[UIPart]
+    usage: Usage | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +58,9 @@ class ReplyPlan:
     idempotency_key: str | None = None
     # The API key the reply was asked with, kept on it (usage per key).
     api_key_id: str | None = None
+    tools: ToolUse = ToolUse()
+    # The message this reply goes on with, instead of a new one.
+    continued: Continued | None = None
 
 
 async def plan_reply(
@@ -49,6 +73,7 @@ async def plan_reply(
     model: str | None,
     idempotency_key: str | None,
     api_key_id: str | None = None,
+    tools: ToolUse | None = None,
 ) -> ReplyPlan:
     """The plan of a reply under `parent_id` in `chat`, with a new user message when
     `user_content` is given. An unknown model raises before anything is written."""
@@ -69,7 +94,13 @@ async def plan_reply(
         title=title,
         idempotency_key=idempotency_key,
         api_key_id=api_key_id,
+        tools=tools or ToolUse(),
     )
+
+
+async def prompt_before(store: ChatStore, chat: ChatRecord, parent_id: str | None) -> list[Message]:
+    """The prompt a reply under `parent_id` is sent (see `_prompt`)."""
+    return await _prompt(store, chat, parent_id)
 
 
 async def _prompt(store: ChatStore, chat: ChatRecord, parent_id: str | None) -> list[Message]:

@@ -9,7 +9,8 @@ to every subscriber.
 Chunk order of one generation:
     start, start-step,
     (text-start text-delta* text-end | reasoning-* | tool-input-start tool-input-delta*
-     tool-input-available|tool-input-error)*,
+     tool-input-available|tool-input-error | tool-output-available|tool-output-error)*,
+    (finish-step, start-step, ...)*   a reply with tools: one step per model call
     [error], finish-step, message-metadata, [abort], finish, [DONE]
 """
 
@@ -19,9 +20,9 @@ from typing import Any
 
 import orjson
 
+from streamkeep.generation.steps import ReplyEvent, StepFinish, StepStart, ToolOutput
 from streamkeep.llm.events import (
     ReasoningDelta,
-    StreamEvent,
     TextDelta,
     ToolCallComplete,
     ToolCallDelta,
@@ -51,6 +52,12 @@ _dumps = orjson.dumps
 _DELTA_TYPES = {"text": "text-delta", "reasoning": "reasoning-delta"}
 
 
+def _output_chunk(event: ToolOutput) -> dict[str, Any]:
+    if event.error is not None:
+        return {"type": "tool-output-error", "toolCallId": event.call_id, "errorText": event.error}
+    return {"type": "tool-output-available", "toolCallId": event.call_id, "output": event.output}
+
+
 def stream_finish_reason(reason: FinishReason | None) -> str | None:
     if reason is None:
         return None
@@ -73,8 +80,8 @@ class UIStreamEncoder:
             b'{"type":"start-step"}',
         ]
 
-    def encode(self, event: StreamEvent) -> list[bytes]:
-        """The chunks for one provider event (Usage / Finish / StreamError give none)."""
+    def encode(self, event: ReplyEvent) -> list[bytes]:
+        """The chunks for one event (Usage / Finish / StreamError give none)."""
         if isinstance(event, TextDelta):
             return self._delta("text", event.text)
         if isinstance(event, ReasoningDelta):
@@ -102,6 +109,16 @@ class UIStreamEncoder:
             return [_dumps(chunk)]
         if isinstance(event, ToolCallComplete):
             return self._tool_complete(event)
+        if isinstance(event, ToolOutput):
+            out = self._close_block()
+            out.append(_dumps(_output_chunk(event)))
+            return out
+        if isinstance(event, StepFinish):
+            out = self._close_block()
+            out.append(b'{"type":"finish-step"}')
+            return out
+        if isinstance(event, StepStart):
+            return [b'{"type":"start-step"}']
         return []
 
     def _delta(self, kind: str, text: str) -> list[bytes]:

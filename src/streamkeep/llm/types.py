@@ -42,6 +42,9 @@ class Message:
     tool_calls: list[ToolCall] = field(default_factory=list)
     tool_call_id: str | None = None  # role == "tool": the call this answers
     name: str | None = None  # role == "tool": the tool's name (Anthropic wants none; fine)
+    # role == "assistant": thinking blocks to send back to providers that take them
+    thinking: list[ReasoningPart] = field(default_factory=list)
+    is_error: bool = False  # role == "tool": the result is an error
 
 
 @dataclass(slots=True)
@@ -107,6 +110,10 @@ class TextPart:
 class ReasoningPart:
     text: str
     type: Literal["reasoning"] = "reasoning"
+    # Anthropic's signature of a thinking block (sent back with it), or the data of a
+    # redacted thinking block (text then "").
+    signature: str | None = None
+    redacted: str | None = None
 
 
 @dataclass(slots=True)

@@ -60,6 +60,17 @@ def estimate_usage(
     )
 
 
+def add_usage(a: Usage, b: Usage) -> Usage:
+    """The usage of two model calls together (e.g. the steps of a tool loop)."""
+    return Usage(
+        input_tokens=a.input_tokens + b.input_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+        reasoning_tokens=a.reasoning_tokens + b.reasoning_tokens,
+        cached_input_tokens=a.cached_input_tokens + b.cached_input_tokens,
+        estimated=a.estimated or b.estimated,
+    )
+
+
 def completion_chars(completion: Completion) -> tuple[int, int]:
     """(output, reasoning) characters of an answer so far, for `estimate_usage`."""
     output = len(completion.text) + sum(len(c.raw_arguments) for c in completion.tool_calls)

@@ -45,6 +45,7 @@ from streamkeep.http.auth import Unauthorized
 from streamkeep.http.limits import LimitExceeded
 from streamkeep.llm.errors import LLMError
 from streamkeep.store.errors import StoreError
+from streamkeep.tools import UnknownTools
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ ANSWERS: dict[str, Answer] = {
     "unknown_model": Answer(404),
     "generation_conflict": Answer(409, fields=("generation_id", "message_id", "running")),
     "invalid_operation": Answer(422),
+    "invalid_request": Answer(422, fields=("field", "fields")),
     "rate_limited": Answer(429),
     "shutting_down": Answer(503, "the server is shutting down", retry=True),
     "database_unavailable": Answer(503, "the database is not reachable"),
@@ -99,7 +101,15 @@ FOREIGN_KINDS: tuple[tuple[type[Exception], str], ...] = (
 )
 
 # What the handler is registered for; anything else is a 500 from `_unexpected`.
-_DOMAIN = (RequestRefused, StoreError, LLMError, GenerationError, Unauthorized, LimitExceeded)
+_DOMAIN = (
+    RequestRefused,
+    StoreError,
+    LLMError,
+    GenerationError,
+    Unauthorized,
+    LimitExceeded,
+    UnknownTools,
+)
 _HANDLED = (*_DOMAIN, sa_exc.DBAPIError, *(cls for cls, _ in FOREIGN_KINDS))
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -21,6 +22,8 @@ from pydantic import (
     StringConstraints,
 )
 
+from streamkeep.generation.steps import ToolOutput
+from streamkeep.llm.types import ToolSpec
 from streamkeep.store.records import (
     ApiKeyRecord,
     ChatRecord,
@@ -30,7 +33,7 @@ from streamkeep.store.records import (
     UsageTotals,
     UserRecord,
 )
-from streamkeep.text import JSONObject, Text, check_text
+from streamkeep.text import JSONObject, JSONValue, Text, check_text
 
 
 def _not_blank(value: str) -> str:
@@ -52,10 +55,21 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+ToolName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$"),
+]
+ToolNames = Annotated[
+    list[ToolName],
+    Field(max_length=128, description="Names of tools from `GET /api/tools`."),
+]
+
+
 class ChatCreate(_Body):
     title: Title | None = None
     model: ModelName | None = None
     system: Text | None = None
+    tools: ToolNames | None = None
 
 
 class ChatUpdate(_Body):
@@ -66,6 +80,26 @@ class ChatUpdate(_Body):
         description="Switch the chat's active branch to the one ending at this message "
         "(a UI's version arrows use it).",
     )
+    tools: ToolNames | None = Field(
+        default=None, description="Replace the chat's tools ([] for none)."
+    )
+
+
+class ClientTool(BaseModel):
+    """A tool the client runs: the model may call it, the server never does."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: ToolName
+    description: Text = ""
+    input_schema: JSONObject = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        validation_alias=AliasChoices("input_schema", "inputSchema", "parameters"),
+        description="The JSON schema of its arguments.",
+    )
+
+    def spec(self) -> ToolSpec:
+        return ToolSpec(name=self.name, description=self.description, parameters=self.input_schema)
 
 
 class MessageCreate(_Body):
@@ -74,6 +108,45 @@ class MessageCreate(_Body):
     parent_id: Text | None = Field(
         default=None, description="Reply under this message (default: the active leaf)."
     )
+    tools: ToolNames | None = Field(
+        default=None, description="The tools this reply may call (default: the chat's)."
+    )
+    client_tools: list[ClientTool] = Field(
+        default_factory=list,
+        max_length=128,
+        description="Tools the client runs: a reply calling one ends waiting for its "
+        "result (`POST /api/messages/{message_id}/tool-results`).",
+    )
+
+
+class ToolResultIn(_Body):
+    """A client's result of one call: `output`, or `errorText` when it failed."""
+
+    toolCallId: Text  # the AI SDK's own field names
+    output: JSONValue = None
+    errorText: Text | None = None
+
+    def outcome(self) -> ToolOutput:
+        return ToolOutput(self.toolCallId, "", output=self.output, error=self.errorText)
+
+
+class ToolResults(_Body):
+    results: list[ToolResultIn] = Field(min_length=1, max_length=128)
+    tools: ToolNames | None = None
+    client_tools: list[ClientTool] = Field(default_factory=list, max_length=128)
+
+
+class ToolInfo(BaseModel):
+    name: str
+    description: str
+    #: the JSON schema of its arguments
+    input_schema: dict[str, Any]
+    #: "builtin", "python" or "mcp:SERVER"
+    source: str
+
+
+class ToolList(BaseModel):
+    items: list[ToolInfo]
 
 
 class MessageEdit(_Body):
@@ -120,7 +193,8 @@ class UIMessageIn(BaseModel):
 
 
 class UseChatRequest(BaseModel):
-    """The body of the Vercel AI SDK's DefaultChatTransport (plus any `body` extras)."""
+    """The body of the Vercel AI SDK's DefaultChatTransport (plus any `body` extras:
+    `model`, `tools`, `clientTools`)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -129,6 +203,8 @@ class UseChatRequest(BaseModel):
     trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
     messageId: Text | None = None  # the SDK's own field name
     model: ModelName | None = None
+    tools: ToolNames | None = None
+    clientTools: list[ClientTool] = Field(default_factory=list, max_length=128)
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

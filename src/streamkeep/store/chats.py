@@ -69,6 +69,7 @@ _UPDATE_CHAT = (
     )
     .returning(*_c)
 )
+_SET_TOOLS = update(CHATS).where(_c.id == bindparam("b_id")).values(tools=bindparam("b_tools"))
 _DELETE_CHAT = delete(CHATS).where(_c.id == bindparam("b_id")).returning(_c.id)
 _SIBLINGS = (
     select(_m.id)
@@ -114,10 +115,11 @@ class Chats:
         system: str | None = None,
         chat_id: str | None = None,
         user_id: str | None = None,
+        tools: list[str] | None = None,
     ) -> ChatRecord:
         """A new empty chat, `user_id`'s (None: nobody's, single-user mode); `chat_id`
         lets a client choose the id (useChat's, the gateway's), InvalidOperation if it
-        is taken."""
+        is taken. `tools`: the names of the tools its replies may call."""
         now = self._clock()
         row = {
             "id": checked_id(chat_id) if chat_id is not None else new_chat_id(),
@@ -129,6 +131,7 @@ class Chats:
             "updated_at": now,
             "event_seq": 0,
             "user_id": user_id,
+            "tools": tools or None,
         }
         try:
             async with self._db.writing() as conn:
@@ -180,11 +183,15 @@ class Chats:
         title: str | None = None,
         model: str | None = None,
         active_leaf_id: str | None = None,
+        tools: list[str] | None = None,
     ) -> ChatRecord:
         """Change what is given. `active_leaf_id` switches branch: the branch becomes
-        root..that message's most recent descendant leaf (itself if it is a leaf)."""
+        root..that message's most recent descendant leaf (itself if it is a leaf).
+        `tools` replaces the chat's tool names ([] for none)."""
         values = {"b_id": chat_id, "b_title": title, "b_model": model, "b_leaf": None}
         async with self._db.writing() as conn:
+            if tools is not None:
+                await conn.execute(_SET_TOOLS, {"b_id": chat_id, "b_tools": tools or None})
             if active_leaf_id is not None:
                 await chat_row(conn, chat_id)  # a missing chat is told first
                 tree = await load_tree(conn, chat_id)

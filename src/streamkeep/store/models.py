@@ -99,6 +99,8 @@ class ChatRow(Base):
     event_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     # Whose chat it is; NULL: made in single-user mode (auth off), nobody's.
     user_id: Mapped[str | None] = mapped_column(ID, ForeignKey("users.id"))
+    # The names of the tools its replies may call; NULL: none.
+    tools: Mapped[list[str] | None] = mapped_column(JSONDocument)
 
     __table_args__ = (
         Index(None, "updated_at", "id"),

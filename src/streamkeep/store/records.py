@@ -44,6 +44,8 @@ class ChatRecord(_Record):
     system: str | None
     #: the message at the tip of the active branch (None for an empty chat)
     active_leaf_id: str | None
+    #: the tools its replies may call (names, as `GET /api/tools` lists them)
+    tools: list[str] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
     #: the highest stream event id a generation of this chat may have used (internal:
@@ -51,6 +53,11 @@ class ChatRecord(_Record):
     event_seq: int = Field(default=0, exclude=True)
     #: the owner (None: made in single-user mode, nobody's); internal like `event_seq`
     user_id: str | None = Field(default=None, exclude=True)
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _no_tools(cls, v: object) -> object:
+        return [] if v is None else v
 
 
 class MessageRecord(_Record):

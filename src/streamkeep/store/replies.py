@@ -102,6 +102,24 @@ _SAVE_PARTS = (
     .where(MESSAGES.c.id == bindparam("b_id"), MESSAGES.c.status == "streaming")
     .values(parts=bindparam("b_parts"))
 )
+# A finished reply taken up again (a client's tool results continue it).
+_REOPEN_MESSAGE = (
+    update(MESSAGES)
+    .where(
+        MESSAGES.c.id == bindparam("b_id"),
+        MESSAGES.c.chat_id == bindparam("b_chat"),
+        MESSAGES.c.role == "assistant",
+        MESSAGES.c.status != "streaming",
+    )
+    .values(
+        status="streaming",
+        parts=bindparam("b_parts"),
+        finish_reason=None,
+        error=None,
+        completed_at=None,
+        api_key_id=bindparam("b_key"),
+    )
+)
 _RAISE_EVENT_SEQ = (
     update(CHATS)
     .where(CHATS.c.id == bindparam("b_id"), CHATS.c.event_seq < bindparam("b_seq"))
@@ -256,6 +274,64 @@ class Replies:
             current = (await conn.execute(_EVENT_SEQ, {"b_id": chat_id})).scalar_one()
             raise EventSeqMoved(chat_id, current)
         return rows
+
+    async def continue_reply(
+        self,
+        *,
+        chat_id: str,
+        message_id: str,
+        parts: list[dict[str, Any]],
+        idempotency_key: str | None = None,
+        worker_id: str | None = None,
+        generation_id: str | None = None,
+        first_seq: int,
+        reserve_seq: int,
+        api_key_id: str | None = None,
+    ) -> GenerationRecord:
+        """Take a finished assistant reply up again: it is `streaming` with `parts` (its
+        own, with a client's tool results in them) under a new running generation, in
+        one transaction. Conflicts and event ids are as in `start_reply`; a message that
+        is not a finished assistant reply of this chat is InvalidOperation."""
+        now = self._clock()
+        generation = {
+            "id": checked_id(generation_id) if generation_id is not None else new_generation_id(),
+            "chat_id": chat_id,
+            "message_id": message_id,
+            "status": "running",
+            "idempotency_key": idempotency_key,
+            "worker_id": worker_id,
+            "started_at": now,
+            "heartbeat_at": now,
+            "ended_at": None,
+        }
+        reopen = {
+            "b_id": message_id,
+            "b_chat": chat_id,
+            "b_parts": parts,
+            "b_key": api_key_id,
+        }
+        try:
+            async with self._db.writing() as conn:
+                if (await conn.execute(_REOPEN_MESSAGE, reopen)).rowcount == 0:
+                    await chat_row(conn, chat_id)  # NotFound for a missing chat
+                    raise InvalidOperation(
+                        f"message {message_id!r} is not a finished reply of this chat"
+                    )
+                await conn.execute(_INSERT_GENERATION, generation)
+                leaf = {"b_id": chat_id, "b_leaf": message_id, "b_now": now}
+                moved = await conn.execute(
+                    _SET_LEAF_RESERVING, {**leaf, "b_first": first_seq, "b_reserve": reserve_seq}
+                )
+                if moved.rowcount == 0:
+                    current = (await conn.execute(_EVENT_SEQ, {"b_id": chat_id})).scalar_one()
+                    raise EventSeqMoved(chat_id, current)
+        except IntegrityError as exc:
+            async with self._db.reading() as conn:
+                conflict = await find_conflict(conn, chat_id, idempotency_key)
+            if conflict is None:
+                raise InvalidOperation("generation_id is taken") from exc
+            raise conflict from None
+        return GenerationRecord.model_validate(generation)
 
     async def finish_reply(
         self,

@@ -15,12 +15,21 @@ from streamkeep.tools.base import Tool
 
 
 class UnknownTools(LookupError):
-    """Names no tool of the toolbox has (`names`, in the order asked)."""
+    """Names no tool of the toolbox has (`names`, in the order asked). The HTTP API
+    answers it as a 422 `invalid_request` on the field `tools`."""
+
+    kind = "invalid_request"
+    field = "tools"
 
     def __init__(self, names: Sequence[str]) -> None:
         self.names = list(names)
         listed = ", ".join(repr(n) for n in self.names)
-        super().__init__(f"unknown tool{'s' if len(self.names) > 1 else ''}: {listed}")
+        self.message = f"unknown tool{'s' if len(self.names) > 1 else ''}: {listed}"
+        super().__init__(self.message)
+
+    @property
+    def fields(self) -> list[dict[str, str]]:
+        return [{"field": self.field, "message": self.message}]
 
 
 class ToolSource(Protocol):

@@ -29,14 +29,21 @@ async def create_chat(
     registry: RegistryDep,
     settings: SettingsDep,
     caller: CallerDep,
+    manager: ManagerDep,
 ) -> ChatRecord:
     if body.system is not None:
         check_length(body.system, settings, "system")
     model = body.model or settings.default_model()
     if body.model is not None:
         resolve_model(registry, caller, model)  # unknown model -> 404, and no chat is created
+    if body.tools:
+        manager.toolbox.resolve(body.tools)  # an unknown name -> 422, and no chat is created
     return await store.create_chat(
-        model=model, title=body.title, system=body.system, user_id=caller.user_id
+        model=model,
+        title=body.title,
+        system=body.system,
+        user_id=caller.user_id,
+        tools=body.tools,
     )
 
 
@@ -68,17 +75,28 @@ async def get_chat(
 @router.patch(
     "/{chat_id}",
     response_model=ChatRecord,
-    description="Rename the chat, change its model, or (`active_leaf_id`) switch its "
-    "active branch to the one ending at that message.",
+    description="Rename the chat, change its model or its tools, or (`active_leaf_id`) "
+    "switch its active branch to the one ending at that message.",
 )
 async def update_chat(
-    chat_id: str, body: ChatUpdate, store: StoreDep, registry: RegistryDep, caller: CallerDep
+    chat_id: str,
+    body: ChatUpdate,
+    store: StoreDep,
+    registry: RegistryDep,
+    caller: CallerDep,
+    manager: ManagerDep,
 ) -> ChatRecord:
     await owned_chat(store, caller, chat_id)
     if body.model is not None:
         resolve_model(registry, caller, body.model)
+    if body.tools:
+        manager.toolbox.resolve(body.tools)
     return await store.update_chat(
-        chat_id, title=body.title, model=body.model, active_leaf_id=body.active_leaf_id
+        chat_id,
+        title=body.title,
+        model=body.model,
+        active_leaf_id=body.active_leaf_id,
+        tools=body.tools,
     )
 
 

@@ -19,6 +19,7 @@ from streamkeep.server.schemas import (
     ERROR_RESPONSES,
     MessageCreate,
     MessageEdit,
+    ToolResults,
     stream_doc,
 )
 from streamkeep.store.records import MessageRecord
@@ -50,6 +51,8 @@ async def post_message(
 ) -> SSEResponse:
     check_length(body.content, settings)
     await check_reply_access(store, caller, chat_id=chat_id, model=body.model)
+    if body.tools:
+        manager.toolbox.resolve(body.tools)
     reply = partial(
         manager.reply,
         chat_id=chat_id,
@@ -58,6 +61,8 @@ async def post_message(
         model=body.model,
         idempotency_key=idempotency_key(request),
         api_key_id=caller.key_id,
+        tools=body.tools,
+        client_tools=[t.spec() for t in body.client_tools],
     )
     start = quotas.limited(caller, reply)
     return await launch(request, start, metrics, manager=manager, chat_id=chat_id)
@@ -115,4 +120,36 @@ async def edit(
         api_key_id=caller.key_id,
     )
     start = quotas.limited(caller, edited)
+    return await launch(request, start, metrics, manager=manager, message_id=message_id)
+
+
+@router.post(
+    "/api/messages/{message_id}/tool-results",
+    responses=_STREAM,
+    description="Answer the calls a reply is waiting for (tools the client runs), and "
+    "go on with the same assistant message.",
+)
+async def tool_results(
+    message_id: str,
+    body: ToolResults,
+    request: Request,
+    manager: ManagerDep,
+    metrics: MetricsDep,
+    store: StoreDep,
+    caller: CallerDep,
+    quotas: QuotasDep,
+) -> SSEResponse:
+    await check_reply_access(store, caller, message_id=message_id)
+    if body.tools:
+        manager.toolbox.resolve(body.tools)
+    go_on = partial(
+        manager.continue_reply,
+        message_id,
+        [r.outcome() for r in body.results],
+        tools=body.tools,
+        client_tools=[t.spec() for t in body.client_tools],
+        idempotency_key=idempotency_key(request),
+        api_key_id=caller.key_id,
+    )
+    start = quotas.limited(caller, go_on)
     return await launch(request, start, metrics, manager=manager, message_id=message_id)
