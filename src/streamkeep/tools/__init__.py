@@ -1,6 +1,19 @@
 """Tools the model may call, and the loop that runs them (see `streamkeep.tools.loop`)."""
 
 from streamkeep.tools.base import Tool, ToolArgumentsError, ToolError
+from streamkeep.tools.python import PythonTool, python_tool
+from streamkeep.tools.registry import load_python_tools, registered_tools, tool
 from streamkeep.tools.toolbox import Toolbox, UnknownTools
 
-__all__ = ["Tool", "ToolArgumentsError", "ToolError", "Toolbox", "UnknownTools"]
+__all__ = [
+    "PythonTool",
+    "Tool",
+    "ToolArgumentsError",
+    "ToolError",
+    "Toolbox",
+    "UnknownTools",
+    "load_python_tools",
+    "python_tool",
+    "registered_tools",
+    "tool",
+]
