@@ -149,27 +149,32 @@ def answer_calls(parts: Sequence[dict[str, Any]], results: Sequence[ToolOutput])
     """A stored reply's parts with its waiting calls answered by `results` (a client's).
 
     Every call still waiting (`input-available`) in the reply's last step must be
-    answered, and only those: InvalidOperation names any other id, and any left out."""
-    waiting = {
-        _call_id(p): p
-        for p in _last_step(parts)
-        if str(p.get("type", "")).startswith("tool-") and p.get("state") == "input-available"
-    }
-    given = {r.call_id: r for r in results}
-    if len(given) < len(results):
-        raise InvalidOperation("a tool call is answered twice")
-    unknown = sorted(given.keys() - waiting.keys())
-    if unknown:
-        raise InvalidOperation(f"no call waits for a result with toolCallId {unknown[0]!r}")
-    missing = sorted(k for k in waiting.keys() - given.keys() if k is not None)
-    if missing:
-        raise InvalidOperation(f"the call {missing[0]!r} waits for a result too")
-    out: list[UIPart] = []
+    answered: InvalidOperation names one left out, or an id that is no call of the
+    reply. A result for a call answered already (a client sending back its whole
+    message) is ignored: the stored answer stands."""
+    waiting: set[str] = set()
+    answered: set[str] = set()
     for part in parts:
         call_id = _call_id(part)
-        answer = given.get(call_id) if call_id is not None and part in waiting.values() else None
-        out.append(with_output(part, answer))  # type: ignore[arg-type]
-    return out
+        if call_id is None or not str(part.get("type", "")).startswith("tool-"):
+            continue
+        if part.get("state") == "input-available":
+            waiting.add(call_id)
+        else:
+            answered.add(call_id)
+    given: dict[str, ToolOutput] = {}
+    for result in results:
+        if result.call_id in given:
+            raise InvalidOperation(f"the call {result.call_id!r} is answered twice")
+        if result.call_id not in waiting and result.call_id not in answered:
+            raise InvalidOperation(f"no call of this reply has toolCallId {result.call_id!r}")
+        if result.call_id in waiting:
+            given[result.call_id] = result
+    last = {_call_id(p) for p in _last_step(parts)}
+    missing = sorted(c for c in waiting - given.keys() if c in last)
+    if missing:
+        raise InvalidOperation(f"the call {missing[0]!r} waits for a result too")
+    return [with_output(p, given.get(_call_id(p) or "")) for p in parts]  # type: ignore[arg-type]
 
 
 def _last_step(parts: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:

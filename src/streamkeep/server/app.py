@@ -48,11 +48,13 @@ from streamkeep.server.routes import (
     messages,
     ops,
     streams,
+    tools,
     usage,
     usechat,
 )
 from streamkeep.server.security import Guard, HostPolicy
 from streamkeep.store import ChatStore, Database
+from streamkeep.tools import Toolbox
 
 WEB_DIR = Path(streamkeep.__file__).parent / "web"
 
@@ -170,6 +172,7 @@ def create_app(settings: Settings | None = None) -> App:
         identity.router,
         usage.router,
         admin.router,
+        tools.router,
         ops.router,
     )
     for router in (*routers, gateway_router):
@@ -190,6 +193,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     registry = ModelRegistry(settings)
     redis = connect_redis(settings.redis_url) if settings.redis_url else None
     leases: asyncio.Task[None] | None = None
+    toolbox: Toolbox | None = None
     try:
         await database.upgrade()
         store = ChatStore(database)
@@ -197,7 +201,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cluster = None
         if redis is not None:
             cluster = Cluster.from_settings(redis, store, settings, worker_id)
-        manager = GenerationManager(store, registry, settings, worker_id=worker_id, cluster=cluster)
+        toolbox = Toolbox.from_settings(settings.tools)
+        await toolbox.start()
+        manager = GenerationManager(
+            store, registry, settings, worker_id=worker_id, cluster=cluster, toolbox=toolbox
+        )
         await manager.start()
         registry.prepare()
         app.state.database, app.state.store = database, store
@@ -227,6 +235,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if leases is not None:
             leases.cancel()
         await metrics.aclose()
+        if toolbox is not None:
+            await toolbox.aclose()
         await registry.aclose()
         if redis is not None:
             await redis.aclose()

@@ -1,4 +1,7 @@
-"""Tools the model may call, and the loop that runs them (see `streamkeep.tools.loop`)."""
+"""Tools the model may call: Python functions, built-ins and MCP servers' tools.
+
+The loop that runs them is `streamkeep.generation.toolloop`.
+"""
 
 from streamkeep.tools.base import Tool, ToolArgumentsError, ToolError
 from streamkeep.tools.python import PythonTool, python_tool

@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from streamkeep.config import ToolsConfig
 from streamkeep.tools.base import Tool
+from streamkeep.tools.builtin import builtin_tools
+from streamkeep.tools.registry import load_python_tools, registered_tools
 
 
 class UnknownTools(LookupError):
@@ -48,6 +51,15 @@ class Toolbox:
         self._sources = list(sources)
         for tool in tools:
             self.add(tool)
+
+    @classmethod
+    def from_settings(cls, config: ToolsConfig, sources: Iterable[ToolSource] = ()) -> Toolbox:
+        """The built-ins, the tools registered in code (`@tool`) and those named by
+        import path in `config.python`, each once."""
+        tools: dict[int, Tool] = {}
+        for tool in (*builtin_tools(), *registered_tools(), *load_python_tools(config.python)):
+            tools.setdefault(id(tool), tool)
+        return cls(tools.values(), sources)
 
     def add(self, tool: Tool) -> None:
         if tool.name in self._static:

@@ -14,7 +14,8 @@ from functools import partial
 from fastapi import APIRouter, Request
 
 from streamkeep.config import Settings
-from streamkeep.generation import Generation, GenerationManager
+from streamkeep.generation import Generation
+from streamkeep.generation.steps import ToolOutput
 from streamkeep.http.auth import Caller, CallerDep, check_model, owned_chat, resolve_model
 from streamkeep.http.deps import (
     ManagerDep,
@@ -29,7 +30,7 @@ from streamkeep.llm.registry import ModelRegistry
 from streamkeep.server.errors import RequestRefused
 from streamkeep.server.launch import check_length, idempotency_key, launch
 from streamkeep.server.relay import resume_point
-from streamkeep.server.schemas import ERROR_RESPONSES, UseChatRequest, stream_doc
+from streamkeep.server.schemas import ERROR_RESPONSES, UIMessageIn, UseChatRequest, stream_doc
 from streamkeep.store import ChatRecord, ChatStore, InvalidOperation, NotFound
 
 router = APIRouter(tags=["useChat"], responses=ERROR_RESPONSES)
@@ -53,37 +54,82 @@ async def use_chat(
 ) -> SSEResponse:
     key = idempotency_key(request)
     resume_point(request)  # a malformed Last-Event-ID is refused before anything is written
-    if body.trigger == "regenerate-message":
+    if body.tools:
+        manager.toolbox.resolve(body.tools)  # an unknown name: 422, nothing written
+    client_tools = [t.spec() for t in body.clientTools]
+    last = body.messages[-1] if body.messages else None
+    if body.trigger == "submit-message" and last is not None and last.role == "assistant":
+        # `addToolResult`: the client's results for the calls the reply waits for.
+        chat = await owned_chat(store, caller, body.id)
+        message_id = await _own_reply(store, chat, last.id)
+        start: Callable[[], Awaitable[Generation]] = partial(
+            manager.continue_reply,
+            message_id,
+            _client_results(last),
+            tools=body.tools,
+            client_tools=client_tools,
+            idempotency_key=key,
+            api_key_id=caller.key_id,
+        )
+    elif body.trigger == "regenerate-message":
         chat = await owned_chat(store, caller, body.id)
         check_model(caller, body.model or chat.model)
         target = await _regeneration_target(store, chat, body.messageId)
-        start: Callable[[], Awaitable[Generation]] = partial(
+        start = partial(
             manager.regenerate,
             target,
             model=body.model,
             idempotency_key=key,
             api_key_id=caller.key_id,
+            tools=body.tools,
+            client_tools=client_tools,
         )
     else:
         content = _last_user_text(body)
         check_length(content, settings)
         chat = await _ensure_chat(store, registry, settings, caller, body)
-        start = partial(_reply, manager, chat.id, content, body.model, key, caller.key_id)
+        start = partial(
+            manager.reply,
+            chat_id=chat.id,
+            content=content,
+            model=body.model,
+            idempotency_key=key,
+            api_key_id=caller.key_id,
+            tools=body.tools,
+            client_tools=client_tools,
+        )
     start = quotas.limited(caller, start)
     return await launch(request, start, metrics, manager=manager, chat_id=chat.id)
 
 
-async def _reply(
-    manager: GenerationManager,
-    chat_id: str,
-    content: str,
-    model: str | None,
-    key: str | None,
-    api_key_id: str | None,
-) -> Generation:
-    return await manager.reply(
-        chat_id=chat_id, content=content, model=model, idempotency_key=key, api_key_id=api_key_id
-    )
+async def _own_reply(store: ChatStore, chat: ChatRecord, message_id: str | None) -> str:
+    """The stored reply of this chat a client's assistant message names (404 else)."""
+    if message_id is None:
+        raise RequestRefused(
+            422, "invalid_request", "messages: the last assistant message has no id"
+        )
+    try:
+        message = await store.get_message(message_id)
+    except NotFound:
+        message = None
+    if message is None or message.chat_id != chat.id:
+        raise NotFound("message", message_id)
+    return message.id
+
+
+def _client_results(message: UIMessageIn) -> list[ToolOutput]:
+    """The calls a client's copy of a reply has answered (`addToolResult`)."""
+    results: list[ToolOutput] = []
+    for part in message.parts:
+        kind, state = str(part.get("type", "")), part.get("state")
+        call_id = part.get("toolCallId")
+        if not (kind.startswith("tool-") or kind == "dynamic-tool") or not isinstance(call_id, str):
+            continue
+        if state == "output-available":
+            results.append(ToolOutput(call_id, "", output=part.get("output")))
+        elif state == "output-error":
+            results.append(ToolOutput(call_id, "", error=str(part.get("errorText", ""))))
+    return results
 
 
 def _last_user_text(body: UseChatRequest) -> str:
