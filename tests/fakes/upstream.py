@@ -12,12 +12,24 @@ writing, notice at once that the client went away), which a framework hides; and
 benchmarks run hundreds of paced streams against it, where one coroutine per connection
 and pre-encoded chunks cost far less than a framework's per-request machinery.
 
+Every chat request's history is first checked as the real API checks it (see
+`upstream_validate`): one it would refuse is answered 400 in the vendor's error shape,
+kept in `rejected`, and takes no script. `validate = False` turns this off.
+
 How a request picks its behaviour, first match wins:
-1. a `Script` queued with `enqueue()` (FIFO, one per chat request);
+1. a `Script` queued with `enqueue()` (FIFO, one per accepted chat request);
 2. a directive in the last user message, e.g. `[[tokens=50 delay=0.02 fail_after=10]]`
-   or `[[text="Hi there" reasoning=3]]` (any scalar `Script` field), so a separate
-   server process can be scripted from a browser;
-3. `FakeUpstream.default` if set, else an echo: "Hello! You said: <user text>".
+   or `[[text="Hi there" reasoning=3]]` (any scalar `Script` field, and `calls` as
+   JSON), so a separate server process can be scripted from a browser; not when the
+   request ends with tool results (the answer to those is not the user's to script);
+3. `FakeUpstream.default` if set, else an echo: "Hello! You said: <user text>", or
+   "Tool results: <each result's text, joined by ' | '>" after tool results.
+
+Tool calls (`tool`, `calls`) come after the text; `args_chunk` sizes their argument
+deltas. Anthropic thinking (`reasoning`) ends with the signature "sig-<n>" and
+`redacted` adds a redacted_thinking block "redacted-<n>" (n: the request's number,
+counting every chat request); the fake keeps what it issued (`signatures`,
+`redactions`) and refuses a history whose thinking blocks do not match.
 
 Counting rules (exact, so tests can assert them):
 - "chunks" are output pieces: reasoning words, text words, tool-argument pieces.
@@ -25,7 +37,8 @@ Counting rules (exact, so tests can assert them):
 - prompt tokens = whitespace-separated words in every request message (and `system`);
   completion tokens = output chunks sent (reasoning tokens are reported separately
   too, as OpenAI does: they are included in the completion count).
-- With `tool` set, `tokens` is ignored and text is sent only if `text` is given.
+- With `tool` or `calls` set, `tokens` is ignored and text is sent only if `text` is
+  given. A redacted_thinking block is one chunk.
 - `delay` is between output chunks (not before the first). A fault "after 0 chunks"
   comes right after the headers, before any body byte.
 - Anthropic streams always carry usage; OpenAI ones only with `stream_options`.
@@ -53,15 +66,23 @@ import ssl as ssl_module
 import struct
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import pytest_asyncio
 
+from tests.fakes import upstream_validate as validate
 from tests.fakes import upstream_wire as wire
 from tests.fakes.upstream_wire import Script, parse_directive
 
-__all__ = ["FakeUpstream", "Script", "fake_upstream", "parse_directive"]
+__all__ = ["FakeUpstream", "Rejection", "Script", "fake_upstream", "parse_directive"]
+
+
+class Rejection(NamedTuple):
+    """A chat request refused for its history: the body and the error message."""
+
+    body: Any
+    message: str
 
 
 class _ClientGone(Exception):
@@ -96,6 +117,11 @@ class FakeUpstream:
         self.models: list[str] = [wire.MODEL]
         self.models_answer: Script | None = None
         self.models_headers: list[dict[str, str]] = []  # of each `GET /models`
+        # Check each history as the real API does; False for tests of odd bodies.
+        self.validate = True
+        self.rejected: list[Rejection] = []  # the requests answered 400 for their history
+        self.signatures: dict[str, str] = {}  # thinking signature issued -> text it signs
+        self.redactions: set[str] = set()  # redacted_thinking data issued
         self._queue: deque[Script] = deque()
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
@@ -189,12 +215,21 @@ class FakeUpstream:
         self.requests.append(body)
         self.request_headers.append(request.headers)
         anthropic = request.path.endswith("/messages")
+        if self.validate and (invalid := self._invalid(body, anthropic)) is not None:
+            self.rejected.append(Rejection(body, invalid))
+            error = wire.anthropic_error if anthropic else wire.openai_error
+            await _send_json(writer, 400, error(400, invalid))
+            return True
         try:
-            script = self._pick_script(body, anthropic)
+            script = self._pick_script(body)
         except ValueError as exc:  # a malformed [[directive]]
             await _send_json(writer, 400, wire.openai_error(400, str(exc)))
             return True
         plan = wire.Plan.build(script, body, anthropic, len(self.requests))
+        if plan.reasoning and anthropic:
+            self.signatures[plan.signature] = plan.thinking
+        if plan.redaction is not None:
+            self.redactions.add(plan.redaction)
         # Race the answer against the client going away, so a hang notices a close.
         answer = asyncio.create_task(self._answer(plan, writer))
         watch = asyncio.create_task(reader.read(1))
@@ -216,6 +251,12 @@ class FakeUpstream:
                 task.cancel()
             await asyncio.gather(answer, watch, return_exceptions=True)
 
+    def _invalid(self, body: Any, anthropic: bool) -> str | None:
+        """Why the real API would refuse this body's history; None if it would not."""
+        if anthropic:
+            return validate.anthropic_history(body, self.signatures, self.redactions)
+        return validate.openai_history(body)
+
     def _track(self, change: int) -> None:
         self.open_streams += change
         if self.open_streams:
@@ -223,11 +264,16 @@ class FakeUpstream:
         else:
             self._idle.set()
 
-    def _pick_script(self, body: dict[str, Any], anthropic: bool) -> Script | None:
+    def _pick_script(self, body: dict[str, Any]) -> Script | None:
         if self._queue:
             return self._queue.popleft()
-        directive = parse_directive(wire.last_user_text(body, anthropic))
-        return directive if directive is not None else self.default
+        # The user's directive scripts the answer to the user, not the one to the tool
+        # results that follow (else `[[tool=...]]` would call the tool forever).
+        if wire.tool_results(body) is None:
+            directive = parse_directive(wire.last_user_text(body))
+            if directive is not None:
+                return directive
+        return self.default
 
     async def _answer(self, plan: wire.Plan, writer: asyncio.StreamWriter) -> bool:
         script = plan.script

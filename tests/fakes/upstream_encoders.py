@@ -38,7 +38,7 @@ class OpenAIStream:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.created = int(time.time())
-        self.tool_started = False
+        self.calls_started = 0
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         return _sse(
@@ -54,29 +54,25 @@ class OpenAIStream:
     def opening(self) -> list[bytes]:
         return [self._chunk({"role": "assistant", "content": ""})]
 
-    def output(self, kind: str, value: str) -> list[bytes]:
+    def output(self, kind: str, value: str, index: int = 0) -> list[bytes]:
         if kind == "reasoning":
             return [self._chunk({"reasoning_content": value})]
         if kind == "text":
             return [self._chunk({"content": value})]
         out = []
-        if not self.tool_started:
-            self.tool_started = True
-            out.append(
-                self._chunk(
-                    {
-                        "tool_calls": [
-                            {
-                                "index": 0,
-                                "id": self.plan.call_id,
-                                "type": "function",
-                                "function": {"name": self.plan.script.tool, "arguments": ""},
-                            }
-                        ]
-                    }
-                )
-            )
-        out.append(self._chunk({"tool_calls": [{"index": 0, "function": {"arguments": value}}]}))
+        if index == self.calls_started:  # a call's first piece: its id and name first
+            self.calls_started += 1
+            call = self.plan.calls[index]
+            start = {
+                "index": index,
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }
+            out.append(self._chunk({"tool_calls": [start]}))
+        out.append(
+            self._chunk({"tool_calls": [{"index": index, "function": {"arguments": value}}]})
+        )
         return out
 
     def fault(self, kind: str) -> Piece:
@@ -129,15 +125,16 @@ def openai_whole(plan: Plan) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": "".join(plan.text) or None}
     if plan.reasoning:
         message["reasoning_content"] = "".join(plan.reasoning)
-    if plan.tool_args:
+    if plan.calls:
         message["tool_calls"] = [
             {
-                "id": plan.call_id,
+                "id": call.id,
                 "type": "function",
-                "function": {"name": plan.script.tool, "arguments": "".join(plan.tool_args)},
+                "function": {"name": call.name, "arguments": call.arguments},
             }
+            for call in plan.calls
         ]
-    sent = len(plan.reasoning) + len(plan.text) + len(plan.tool_args)
+    sent = plan.chunks
     return {
         "id": plan.response_id,
         "object": "chat.completion",
@@ -151,7 +148,7 @@ def openai_whole(plan: Plan) -> dict[str, Any]:
 class AnthropicStream:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.block: str | None = None  # the kind of the open content block
+        self.block: tuple[str, int] | None = None  # the open block's kind and call
         self.index = -1
 
     def opening(self) -> list[bytes]:
@@ -179,8 +176,8 @@ class AnthropicStream:
         if self.block is None:
             return []
         out = []
-        if self.block == "reasoning":
-            out.append(self._delta({"type": "signature_delta", "signature": "ZmFrZQ=="}))
+        if self.block[0] == "reasoning":
+            out.append(self._delta({"type": "signature_delta", "signature": self.plan.signature}))
         out.append(_sse({"type": "content_block_stop", "index": self.index}, "content_block_stop"))
         self.block = None
         return out
@@ -191,21 +188,20 @@ class AnthropicStream:
             "content_block_delta",
         )
 
-    def _open_block(self, kind: str) -> list[bytes]:
+    def _open_block(self, kind: str, value: str, call: int) -> list[bytes]:
         out = self._close_block()
         self.index += 1
-        self.block = kind
-        options: dict[str, dict[str, Any]] = {
-            "reasoning": {"type": "thinking", "thinking": "", "signature": ""},
-            "text": {"type": "text", "text": ""},
-            "tool": {
-                "type": "tool_use",
-                "id": self.plan.call_id,
-                "name": self.plan.script.tool,
-                "input": {},
-            },
-        }
-        block = options[kind]
+        self.block = (kind, call)
+        block: dict[str, Any]
+        if kind == "reasoning":
+            block = {"type": "thinking", "thinking": "", "signature": ""}
+        elif kind == "redacted":
+            block = {"type": "redacted_thinking", "data": value}
+        elif kind == "text":
+            block = {"type": "text", "text": ""}
+        else:
+            planned = self.plan.calls[call]
+            block = {"type": "tool_use", "id": planned.id, "name": planned.name, "input": {}}
         out.append(
             _sse(
                 {"type": "content_block_start", "index": self.index, "content_block": block},
@@ -214,8 +210,10 @@ class AnthropicStream:
         )
         return out
 
-    def output(self, kind: str, value: str) -> list[bytes]:
-        out = self._open_block(kind) if kind != self.block else []
+    def output(self, kind: str, value: str, call: int = 0) -> list[bytes]:
+        out = self._open_block(kind, value, call) if (kind, call) != self.block else []
+        if kind == "redacted":  # whole in its start
+            return out
         delta = {
             "reasoning": {"type": "thinking_delta", "thinking": value},
             "text": {"type": "text_delta", "text": value},
@@ -252,21 +250,17 @@ class AnthropicStream:
 def anthropic_whole(plan: Plan) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if plan.reasoning:
-        content.append(
-            {"type": "thinking", "thinking": "".join(plan.reasoning), "signature": "ZmFrZQ=="}
-        )
+        content.append({"type": "thinking", "thinking": plan.thinking, "signature": plan.signature})
+    if plan.redaction is not None:
+        content.append({"type": "redacted_thinking", "data": plan.redaction})
     if plan.text:
         content.append({"type": "text", "text": "".join(plan.text)})
-    if plan.tool_args:
-        content.append(
-            {
-                "type": "tool_use",
-                "id": plan.call_id,
-                "name": plan.script.tool,
-                "input": orjson.loads("".join(plan.tool_args)),
-            }
-        )
-    sent = len(plan.reasoning) + len(plan.text) + len(plan.tool_args)
+    for call in plan.calls:
+        try:
+            given = orjson.loads(call.arguments or "{}")
+        except orjson.JSONDecodeError:  # a script's deliberately broken arguments
+            given = {}
+        content.append({"type": "tool_use", "id": call.id, "name": call.name, "input": given})
     return {
         "id": plan.response_id,
         "type": "message",
@@ -275,5 +269,5 @@ def anthropic_whole(plan: Plan) -> dict[str, Any]:
         "content": content,
         "stop_reason": plan.stop_reason,
         "stop_sequence": None,
-        "usage": {"input_tokens": plan.prompt_tokens, "output_tokens": sent},
+        "usage": {"input_tokens": plan.prompt_tokens, "output_tokens": plan.chunks},
     }

@@ -79,7 +79,16 @@ class Script:
     delay: float = 0.0
     text: str | None = None
     reasoning: int = 0
+    # One call of this tool, arguments {"q": <the user's text>}, id call_fake<n>.
     tool: str | None = None
+    # Calls made after `tool`'s, as (name, arguments as JSON text), ids call_<n>_<i>
+    # (OpenAI, all in one response at indexes 0, 1, ...) or toolu_<n>_<i> (Anthropic,
+    # one tool_use block each). In a directive: a JSON list of [name, arguments] pairs.
+    calls: list[tuple[str, str]] | None = None
+    # Characters per argument delta; 0: each call's arguments in about 4 pieces.
+    args_chunk: int = 0
+    # Anthropic: a redacted_thinking block (data "redacted-<n>") after the thinking.
+    redacted: bool = False
     fail_after: int | None = None
     error_after: int | None = None
     status: int | None = None
@@ -121,6 +130,11 @@ def parse_directive(text: str) -> Script | None:
 def _coerce(kind: str, raw: str) -> Any:
     if raw.lower() in ("none", "null"):
         return None
+    if kind.startswith("list"):  # `calls`: [[name, arguments], ...]
+        pairs = orjson.loads(raw)
+        if not isinstance(pairs, list) or not all(_is_pair(p) for p in pairs):
+            raise ValueError(f"calls must be a JSON list of [name, arguments] pairs: {raw}")
+        return [(name, arguments) for name, arguments in pairs]
     if kind.startswith("bool"):
         return raw.lower() in ("1", "true", "yes")
     if kind.startswith("int"):
@@ -128,6 +142,10 @@ def _coerce(kind: str, raw: str) -> Any:
     if kind.startswith("float"):
         return float(raw)
     return raw
+
+
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)
 
 
 def strip_directive(text: str) -> str:
@@ -144,8 +162,9 @@ def split_words(text: str) -> list[str]:
     return _WORDS.findall(text)
 
 
-def _text_of(content: Any) -> str:
-    """The text in an OpenAI or Anthropic message content (string or list of blocks)."""
+def _text_of(content: Any, results: bool = True) -> str:
+    """The text in an OpenAI or Anthropic message content (string or list of blocks);
+    with `results`, that of Anthropic's tool_result blocks too."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
@@ -155,22 +174,61 @@ def _text_of(content: Any) -> str:
         if isinstance(block, dict):
             if block.get("type") == "text":
                 out.append(str(block.get("text", "")))
-            elif block.get("type") == "tool_result":
+            elif block.get("type") == "tool_result" and results:
                 out.append(_text_of(block.get("content")))
     return " ".join(out)
 
 
-def last_user_text(body: dict[str, Any], anthropic: bool) -> str:
-    for message in reversed(body.get("messages") or []):
-        if message.get("role") == "user" and (text := _text_of(message.get("content"))):
+def last_user_text(body: dict[str, Any]) -> str:
+    """The text of the user's last message (tool results are not the user's)."""
+    for message in reversed(_messages(body)):
+        if message.get("role") == "user" and (text := _text_of(message.get("content"), False)):
             return text
     return ""
 
 
+def tool_results(body: dict[str, Any]) -> list[str] | None:
+    """The texts of the tool results the request ends with (OpenAI's `tool` messages,
+    or an Anthropic user turn of tool_result blocks); None when it ends otherwise."""
+    messages = _messages(body)
+    results: list[str] = []
+    for message in reversed(messages):
+        if message.get("role") == "tool":
+            results.insert(0, _text_of(message.get("content")))
+            continue
+        content = message.get("content")
+        if not results and message.get("role") == "user" and isinstance(content, list):
+            blocks = [b for b in content if isinstance(b, dict)]
+            if blocks and all(b.get("type") == "tool_result" for b in blocks):
+                results = [_text_of(b.get("content")) for b in blocks]
+        break
+    return results or None
+
+
+def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    messages = body.get("messages")
+    return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+
+
 def prompt_words(body: dict[str, Any]) -> int:
-    texts = [_text_of(m.get("content")) for m in body.get("messages") or []]
+    texts = [_text_of(m.get("content")) for m in _messages(body)]
     texts.append(_text_of(body.get("system")))
     return sum(len(t.split()) for t in texts)
+
+
+def _echo(body: dict[str, Any]) -> Script:
+    """The answer when nothing is scripted: the tool results the request ends with, or
+    the user's words."""
+    results = tool_results(body)
+    if results is not None:
+        return Script(text="Tool results: " + " | ".join(results))
+    return Script(text=f"Hello! You said: {strip_directive(last_user_text(body))}")
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    """`text` in pieces of `size` characters (0: about 4 pieces); "" is one piece."""
+    step = size if size > 0 else max(1, len(text) // 4)
+    return [text[i : i + step] for i in range(0, len(text), step)] or [""]
 
 
 def models_body(models: list[str]) -> dict[str, Any]:
@@ -191,6 +249,19 @@ def anthropic_error(status: int, message: str) -> dict[str, Any]:
 
 
 @dataclass
+class PlannedCall:
+    """One tool call of an answer: its id, name and argument pieces, in order."""
+
+    id: str
+    name: str
+    pieces: list[str]
+
+    @property
+    def arguments(self) -> str:
+        return "".join(self.pieces)
+
+
+@dataclass
 class Plan:
     """Everything needed to answer one chat request."""
 
@@ -202,28 +273,30 @@ class Plan:
     prompt_tokens: int
     reasoning: list[str]
     text: list[str]
-    tool_args: list[str]
+    calls: list[PlannedCall]
     include_usage: bool
 
     @classmethod
     def build(
         cls, script: Script | None, body: dict[str, Any], anthropic: bool, number: int
     ) -> Plan:
-        if script is None:
-            user = strip_directive(last_user_text(body, anthropic))
-            script = Script(text=f"Hello! You said: {user}")
+        script = script or _echo(body)
         if script.text is not None:
             text = split_words(script.text)
-        elif script.tool is None:
+        elif script.tool is None and not script.calls:
             text = split_words(" ".join(_cycle(_LOREM, i) for i in range(script.tokens)))
         else:
             text = []
-        tool_args: list[str] = []
+        prefix = "toolu" if anthropic else "call"
+        calls = [
+            PlannedCall(f"{prefix}_{number}_{i}", name, _pieces(arguments, script.args_chunk))
+            for i, (name, arguments) in enumerate(script.calls or ())
+        ]
         if script.tool is not None:
-            query = strip_directive(last_user_text(body, anthropic)) or "query"
+            query = strip_directive(last_user_text(body)) or "query"
             encoded = orjson.dumps({"q": query}).decode()
-            step = max(1, len(encoded) // 4)
-            tool_args = [encoded[i : i + step] for i in range(0, len(encoded), step)]
+            pieces = _pieces(encoded, script.args_chunk)
+            calls.insert(0, PlannedCall(f"{prefix}_fake{number}", script.tool, pieces))
         wants_usage = anthropic or bool((body.get("stream_options") or {}).get("include_usage"))
         return cls(
             script=script,
@@ -234,7 +307,7 @@ class Plan:
             prompt_tokens=prompt_words(body),
             reasoning=split_words(" ".join(_cycle(_THOUGHTS, i) for i in range(script.reasoning))),
             text=text,
-            tool_args=tool_args,
+            calls=calls,
             include_usage=script.usage and wants_usage,
         )
 
@@ -245,21 +318,41 @@ class Plan:
         return f"{'msg' if self.anthropic else 'chatcmpl'}_fake{self.number}"
 
     @property
-    def call_id(self) -> str:
-        return f"{'toolu' if self.anthropic else 'call'}_fake{self.number}"
+    def thinking(self) -> str:
+        """The whole thinking text (what `signature` signs)."""
+        return "".join(self.reasoning)
+
+    @property
+    def signature(self) -> str:
+        """The signature of this answer's thinking block (Anthropic)."""
+        return f"sig-{self.number}"
+
+    @property
+    def redaction(self) -> str | None:
+        """The data of this answer's redacted_thinking block (Anthropic), if any."""
+        return f"redacted-{self.number}" if self.anthropic and self.script.redacted else None
+
+    @property
+    def chunks(self) -> int:
+        """The output chunks of the whole answer."""
+        return sum(1 for _ in self._outputs())
 
     def error_body(self) -> dict[str, Any]:
         status = self.script.status or 500
         message = f"fake upstream error {status}"
         return anthropic_error(status, message) if self.anthropic else openai_error(status, message)
 
-    def _outputs(self) -> Iterator[tuple[str, str]]:
+    def _outputs(self) -> Iterator[tuple[str, str, int]]:
+        """(kind, piece, call index) for every output chunk, in order."""
         for word in self.reasoning:
-            yield "reasoning", word
+            yield "reasoning", word, 0
+        if self.redaction is not None:
+            yield "redacted", self.redaction, 0
         for word in self.text:
-            yield "text", word
-        for piece in self.tool_args:
-            yield "tool", piece
+            yield "text", word, 0
+        for i, call in enumerate(self.calls):
+            for piece in call.pieces:
+                yield "tool", piece, i
 
     def _fault_at(self, sent: int) -> str | None:
         s = self.script
@@ -290,13 +383,13 @@ class Plan:
         for piece in encoder.opening():
             yield piece
         sent = 0
-        for kind, value in self._outputs():
+        for kind, value, call in self._outputs():
             if (fault := self._fault_at(sent)) is not None:
                 yield encoder.fault(fault)
                 return
             if sent and self.script.delay:
                 await asyncio.sleep(self.script.delay)
-            for piece in encoder.output(kind, value):
+            for piece in encoder.output(kind, value, call):
                 yield piece
             sent += 1
         if (fault := self._fault_at(sent)) is not None:
@@ -323,7 +416,7 @@ class Plan:
     def finish_reason(self) -> str:
         if self.script.finish is not None:
             return self.script.finish
-        return "tool_calls" if self.tool_args else "stop"
+        return "tool_calls" if self.calls else "stop"
 
     @property
     def stop_reason(self) -> str:

@@ -3,6 +3,10 @@
 Consecutive text deltas extend one text part, consecutive reasoning deltas one
 reasoning part; a tool call becomes a part where its `ToolCallStart` arrived, so the
 order the user saw (text, call, more text) is the order that is stored.
+
+A `ReasoningSignature` signs the reasoning part it ends (or, when the block had no
+text, stands as an empty signed part) and closes it: reasoning after it is another
+part, as it is another block to send back. `RedactedReasoning` is a part of its own.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 from streamkeep.llm.events import (
     Finish,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     StreamError,
     StreamEvent,
     TextDelta,
@@ -29,7 +35,7 @@ from streamkeep.llm.types import (
 
 
 class Accumulator:
-    __slots__ = ("_arguments", "_calls", "_completion", "_parts", "_pieces")
+    __slots__ = ("_arguments", "_calls", "_completion", "_parts", "_pieces", "_sealed")
 
     def __init__(self) -> None:
         self._completion = Completion()
@@ -41,19 +47,27 @@ class Accumulator:
         self._pieces: list[str] = []
         # call_id -> argument deltas of a call not complete yet (joined on read, as above)
         self._arguments: dict[str, list[str]] = {}
+        # True when the last part is a signed or redacted block: no delta extends it.
+        self._sealed = False
 
     def add(self, event: StreamEvent) -> None:
         parts = self._parts
         cls = type(event)
         if cls is TextDelta or cls is ReasoningDelta:
             kind = TextPart if cls is TextDelta else ReasoningPart
-            if not (parts and type(parts[-1]) is kind):
+            if self._sealed or not (parts and type(parts[-1]) is kind):
                 self._flush()
+                self._sealed = False
                 parts.append(kind(""))
             self._pieces.append(event.text)  # type: ignore[union-attr]
             return
         self._flush()
-        if isinstance(event, ToolCallStart):
+        if isinstance(event, ReasoningSignature):
+            self._sign(event.signature)
+        elif isinstance(event, RedactedReasoning):
+            parts.append(ReasoningPart("", redacted=event.data))
+            self._sealed = True
+        elif isinstance(event, ToolCallStart):
             part = ToolCallPart(ToolCall(id=event.call_id, name=event.name, arguments={}))
             self._calls[event.call_id] = part
             self._arguments[event.call_id] = []
@@ -85,6 +99,14 @@ class Accumulator:
             c.error = event.error.message
             c.response_id = event.response_id or c.response_id
             c.model = event.model or c.model
+
+    def _sign(self, signature: str) -> None:
+        last = self._parts[-1] if self._parts else None
+        if type(last) is ReasoningPart and not self._sealed:
+            last.signature = signature
+        else:  # a block with no text: signed all the same, and sent back
+            self._parts.append(ReasoningPart("", signature=signature))
+        self._sealed = True
 
     def _flush(self) -> None:
         if self._pieces:

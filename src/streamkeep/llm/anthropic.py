@@ -13,12 +13,16 @@ A streamed message is a sequence of named SSE events:
     error                         a failure after HTTP 200 (e.g. overloaded_error)
 
 Mapping to streamkeep's events: text_delta -> `TextDelta`, thinking_delta ->
-`ReasoningDelta` (signatures are dropped: we never send thinking back). A tool_use
-block and its input_json_deltas go through the `ToolCallAssembler` every provider
-shares (its index is the block's `index`), so they become `ToolCallStart` and one
-`ToolCallDelta` per input_json_delta; the calls complete (`ToolCallComplete`, the input
-parsed, `{}` when empty) at message_stop, reported cut off when stop_reason is
-max_tokens (all of them) or when their block never stopped (those only).
+`ReasoningDelta`, signature_delta -> `ReasoningSignature` (at the end of its thinking
+block; a signature given whole in content_block_start, as some proxies do, comes at the
+block's stop), a redacted_thinking block -> `RedactedReasoning`. Thinking goes back
+with the history: with tools, the API wants the turn's thinking blocks before its
+tool_use, signed as they came. A tool_use block and its input_json_deltas go through
+the `ToolCallAssembler` every provider shares (its index is the block's `index`), so
+they become `ToolCallStart` and one `ToolCallDelta` per input_json_delta; the calls
+complete (`ToolCallComplete`, the input parsed, `{}` when empty) at message_stop,
+reported cut off when stop_reason is max_tokens (all of them) or when their block
+never stopped (those only).
 
 How the answer ends is `StreamParser`'s (see `streamkeep.llm.parser`): message_stop
 gives the calls, `UsageReport` and `Finish`; an `error` event gives `StreamError`,
@@ -32,22 +36,31 @@ sum, with the reads also in `cached_input_tokens` (OpenAI counts the same way).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import aiohttp
 import orjson
 
 from streamkeep.llm.errors import ProviderIncomplete
-from streamkeep.llm.events import ReasoningDelta, StreamEvent, TextDelta
+from streamkeep.llm.events import (
+    ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
+    StreamEvent,
+    TextDelta,
+)
 from streamkeep.llm.http_provider import HTTPProvider
 from streamkeep.llm.parser import StreamParser, count
 from streamkeep.llm.transport import RetryPolicy, Timeouts
-from streamkeep.llm.types import ChatRequest, FinishReason, Message, Usage
+from streamkeep.llm.types import ChatRequest, FinishReason, Message, ReasoningPart, Usage
 from streamkeep.text import loads_repairing
 
 __all__ = ["AnthropicProvider", "AnthropicStreamParser", "request_body"]
 
 API_VERSION = "2023-06-01"
+_TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
+_TOOL_ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 
 _FINISH_REASONS: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -130,7 +143,10 @@ def request_body(request: ChatRequest, default_max_tokens: int = 4096) -> dict[s
 
 
 def _messages(messages: list[Message]) -> list[dict[str, Any]]:
-    """Turns in Anthropic's shape; consecutive turns of one role are merged into one."""
+    """Turns in Anthropic's shape; consecutive turns of one role are merged into one.
+
+    A user turn's tool_result blocks go first, as the API asks: tool results and a user
+    message after them make one turn that starts with all the results."""
     out: list[dict[str, Any]] = []
     for message in messages:
         if message.role == "system":
@@ -140,7 +156,10 @@ def _messages(messages: list[Message]) -> list[dict[str, Any]]:
         if not blocks:
             continue
         if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
+            content = out[-1]["content"]
+            content.extend(blocks)
+            if role == "user":
+                content.sort(key=lambda b: b["type"] != "tool_result")  # stable
         else:
             out.append({"role": role, "content": blocks})
     return out
@@ -148,22 +167,47 @@ def _messages(messages: list[Message]) -> list[dict[str, Any]]:
 
 def _blocks(message: Message) -> list[dict[str, Any]]:
     if message.role == "tool":
-        return [
-            {
-                "type": "tool_result",
-                "tool_use_id": message.tool_call_id or "",
-                "content": message.content,
-            }
-        ]
-    # Empty text blocks are rejected by the API, so only non-empty text is sent.
+        result: dict[str, Any] = {
+            "type": "tool_result",
+            "tool_use_id": _tool_id(message.tool_call_id or ""),
+        }
+        if message.content:
+            result["content"] = message.content
+        if message.is_error:
+            result["is_error"] = True
+        return [result]
     blocks: list[dict[str, Any]] = []
-    if message.content:
+    if message.role == "assistant":
+        blocks.extend(b for p in message.thinking if (b := _thinking(p)) is not None)
+    # The API rejects text blocks that are empty or only whitespace.
+    if message.content.strip():
         blocks.append({"type": "text", "text": message.content})
     for call in message.tool_calls:
         blocks.append(
-            {"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}
+            {
+                "type": "tool_use",
+                "id": _tool_id(call.id),
+                "name": call.name,
+                "input": call.arguments,
+            }
         )
     return blocks
+
+
+def _thinking(part: ReasoningPart) -> dict[str, Any] | None:
+    """The block to send back; None for reasoning the API did not sign (another
+    vendor's, or cut short), which it would reject."""
+    if part.redacted is not None:
+        return {"type": "redacted_thinking", "data": part.redacted}
+    if part.signature:
+        return {"type": "thinking", "thinking": part.text, "signature": part.signature}
+    return None
+
+
+def _tool_id(call_id: str) -> str:
+    """The id as the API takes it (`^[a-zA-Z0-9_-]+$`): another vendor's id may have
+    other characters; both the tool_use and its tool_result map it the same way."""
+    return call_id if _TOOL_ID.fullmatch(call_id) else _TOOL_ID_BAD.sub("_", call_id) or "_"
 
 
 def _tool_choice(choice: Any) -> dict[str, Any] | None:
@@ -192,7 +236,7 @@ def _tool_choice(choice: Any) -> dict[str, Any] | None:
 class AnthropicStreamParser(StreamParser):
     """Messages API SSE body bytes in, typed stream events out."""
 
-    __slots__ = ("_finished", "_stop_reason", "_tool_blocks")
+    __slots__ = ("_finished", "_signatures", "_stop_reason", "_tool_blocks")
 
     def __init__(self, provider: str = "anthropic") -> None:
         super().__init__(provider)
@@ -200,6 +244,8 @@ class AnthropicStreamParser(StreamParser):
         self.usage_final = False
         # The indexes of the tool_use blocks started and not stopped yet.
         self._tool_blocks: set[int] = set()
+        # Thinking block index -> the signature its start gave whole, sent at its stop.
+        self._signatures: dict[int, str] = {}
         self._stop_reason: str | None = None
         self._finished = False
 
@@ -240,7 +286,10 @@ class AnthropicStreamParser(StreamParser):
         elif kind == "content_block_start":
             self._block_start(payload, out)
         elif kind == "content_block_stop":
-            self._tool_blocks.discard(_index(payload))
+            index = _index(payload)
+            self._tool_blocks.discard(index)
+            if (signature := self._signatures.pop(index, None)) is not None:
+                out.append(ReasoningSignature(signature))
         elif kind == "message_start":
             self._message_start(payload.get("message"))
         elif kind == "message_delta":
@@ -269,6 +318,9 @@ class AnthropicStreamParser(StreamParser):
             out.append(TextDelta(str(text)))
         elif kind == "thinking_delta" and (text := delta.get("thinking")):
             out.append(ReasoningDelta(str(text)))
+        elif kind == "signature_delta" and (signature := delta.get("signature")):
+            self._signatures.pop(_index(payload), None)  # this one replaces it
+            out.append(ReasoningSignature(str(signature)))
         elif kind == "input_json_delta" and (text := delta.get("partial_json")):
             index = _index(payload)
             if index in self._tool_blocks:
@@ -276,9 +328,26 @@ class AnthropicStreamParser(StreamParser):
 
     def _block_start(self, payload: dict[str, Any], out: list[StreamEvent]) -> None:
         block = payload.get("content_block")
-        if type(block) is not dict or block.get("type") != "tool_use":
+        if type(block) is not dict:
             return
-        index = _index(payload)
+        kind = block.get("type")
+        if kind == "thinking":
+            self._thinking_start(_index(payload), block, out)
+        elif kind == "redacted_thinking":
+            if (data := block.get("data")) and type(data) is str:
+                out.append(RedactedReasoning(data))
+        elif kind == "tool_use":
+            self._tool_start(_index(payload), block, out)
+
+    def _thinking_start(self, index: int, block: dict[str, Any], out: list[StreamEvent]) -> None:
+        """Usually empty, with the text and signature as deltas; some proxies send the
+        block whole here: its signature is held until the block stops."""
+        if (text := block.get("thinking")) and type(text) is str:
+            out.append(ReasoningDelta(text))
+        if (signature := block.get("signature")) and type(signature) is str:
+            self._signatures[index] = signature
+
+    def _tool_start(self, index: int, block: dict[str, Any], out: list[StreamEvent]) -> None:
         self._tool_blocks.add(index)
         call_id, name = block.get("id"), block.get("name")
         # Usually {} with the input streamed after; some proxies send it whole.

@@ -16,6 +16,9 @@ Ordering guarantees a consumer may rely on:
   a failure. It may come more than once (a later one replaces an earlier one) so that
   an answer stopped or failed mid-way still has an exact input count. Consumers
   wanting the totals skip these.
+- `ReasoningSignature` comes at the end of its thinking block, after the block's
+  `ReasoningDelta`s (none, for a block with no text); the next `ReasoningDelta` begins
+  another block. `RedactedReasoning` is a whole block in itself.
 - A stream ends with exactly one of `Finish` or `StreamError`, and nothing after it.
 """
 
@@ -37,6 +40,22 @@ class TextDelta:
 @dataclass(slots=True, frozen=True)
 class ReasoningDelta:
     text: str
+
+
+@dataclass(slots=True, frozen=True)
+class ReasoningSignature:
+    """The vendor's signature of the thinking block that just ended (Anthropic's
+    signature_delta); it must go back with the block's text, unchanged."""
+
+    signature: str
+
+
+@dataclass(slots=True, frozen=True)
+class RedactedReasoning:
+    """A thinking block the vendor encrypted (Anthropic's redacted_thinking): nothing to
+    show, but `data` must go back verbatim with the history."""
+
+    data: str
 
 
 @dataclass(slots=True, frozen=True)
@@ -84,6 +103,8 @@ class StreamError:
 StreamEvent = (
     TextDelta
     | ReasoningDelta
+    | ReasoningSignature
+    | RedactedReasoning
     | ToolCallStart
     | ToolCallDelta
     | ToolCallComplete

@@ -8,7 +8,8 @@ provider owns a single worker thread: requests queue on it in order, the worker 
 every event to the event loop with `call_soon_threadsafe`, and the loop never blocks.
 We drive `Llama.generate` token by token rather than `create_chat_completion` because
 only then are usage numbers exact and a cancelled request stops within one token.
-Tools and `response_format` are ignored: a 135M model cannot honour them.
+Tools and `response_format` are ignored: a 135M model cannot honour them; a history
+with tool calls and results is told to it as text (`template_messages`).
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ class _Model:
 
     def prompt_tokens(self, messages: list[Message]) -> list[int]:
         """The prompt exactly as the model sees it: its own template, then tokenized."""
-        rendered = self._formatter(messages=[_template_message(m) for m in messages])
+        turns: Any = template_messages(messages)  # llama_cpp's TypedDicts, in effect
+        rendered = self._formatter(messages=turns)
         return self.llama.tokenize(
             rendered.prompt.encode(), add_bos=not rendered.added_special, special=True
         )
@@ -102,9 +104,25 @@ def _close_null_files() -> None:
             file.close()
 
 
-def _template_message(message: Message) -> Any:
-    # Tool calls have no place in SmolLM2's template; their text is all it can read.
-    return {"role": message.role, "content": message.content}
+def template_messages(messages: list[Message]) -> list[dict[str, str]]:
+    """The history as plain turns any chat template takes. SmolLM2's has no tool role and
+    no calls (others raise on roles they do not know, or on two user turns in a row), so
+    a call is told in its assistant turn's text, a result becomes user text, and turns of
+    one role in a row are joined into one."""
+    out: list[dict[str, str]] = []
+    for message in messages:
+        role, content = message.role, message.content
+        if role == "tool":
+            what = "error" if message.is_error else "result"
+            role, content = "user", f"[{message.name or 'tool'} {what}] {content}"
+        elif message.tool_calls:
+            calls = (f"[called {c.name}({c.raw_arguments or '{}'})]" for c in message.tool_calls)
+            content = "\n".join(filter(None, (content, *calls)))
+        if out and out[-1]["role"] == role and role != "system":
+            out[-1]["content"] += "\n\n" + content
+        else:
+            out.append({"role": role, "content": content})
+    return out
 
 
 class _StopText:

@@ -43,7 +43,7 @@ from streamkeep.llm.events import ReasoningDelta, StreamEvent, TextDelta
 from streamkeep.llm.http_provider import HTTPProvider
 from streamkeep.llm.parser import StreamParser, count
 from streamkeep.llm.transport import RetryPolicy, Timeouts, get_json
-from streamkeep.llm.types import ChatRequest, FinishReason, Message, Usage
+from streamkeep.llm.types import ChatRequest, FinishReason, Message, ToolCall, Usage
 from streamkeep.text import loads_repairing
 
 _FINISH_REASONS: dict[str, FinishReason] = {
@@ -322,27 +322,33 @@ def request_body(request: ChatRequest) -> dict[str, Any]:
 
 
 def _message(message: Message) -> dict[str, Any]:
+    """One message as Chat Completions takes it. Reasoning and thinking blocks are not
+    sent back: DeepSeek rejects `reasoning_content` in the history, and no
+    OpenAI-compatible server needs them. A tool's error has no flag here: its content
+    says it."""
     if message.role == "tool":
         return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
     out: dict[str, Any] = {"role": message.role, "content": message.content}
     if message.role == "assistant" and message.tool_calls:
-        # Reasoning is not sent back: DeepSeek rejects `reasoning_content` in history.
         out["content"] = message.content or None
         out["tool_calls"] = [
             {
                 "id": call.id,
                 "type": "function",
-                "function": {
-                    "name": call.name,
-                    # The exact text the model wrote when it was valid; else what we parsed.
-                    "arguments": call.raw_arguments
-                    if call.raw_arguments and call.parse_error is None
-                    else orjson.dumps(call.arguments).decode(),
-                },
+                "function": {"name": call.name, "arguments": _arguments(call)},
             }
             for call in message.tool_calls
         ]
     return out
+
+
+def _arguments(call: ToolCall) -> str:
+    """The exact text the model wrote when it was a JSON object; else what we parsed
+    (`{}` for blank or "null" arguments, which some servers' templates cannot load)."""
+    raw = call.raw_arguments
+    if call.parse_error is None and raw.strip() not in ("", "null"):
+        return raw
+    return orjson.dumps(call.arguments).decode()
 
 
 class OpenAIProvider(HTTPProvider):

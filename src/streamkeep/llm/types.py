@@ -34,7 +34,13 @@ class ToolCall:
 
 @dataclass(slots=True)
 class Message:
-    """One message of the conversation sent to the model."""
+    """One message of the conversation sent to the model.
+
+    `reasoning` is the thinking as text (for counting and display); `thinking` holds
+    the blocks, in order, for a provider that takes them back: Anthropic gets the signed
+    and the redacted ones, before the text and the calls. OpenAI-compatible servers get
+    neither (some reject reasoning in the history).
+    """
 
     role: Role
     content: str = ""
@@ -42,9 +48,8 @@ class Message:
     tool_calls: list[ToolCall] = field(default_factory=list)
     tool_call_id: str | None = None  # role == "tool": the call this answers
     name: str | None = None  # role == "tool": the tool's name (Anthropic wants none; fine)
-    # role == "assistant": thinking blocks to send back to providers that take them
-    thinking: list[ReasoningPart] = field(default_factory=list)
-    is_error: bool = False  # role == "tool": the result is an error
+    thinking: list[ReasoningPart] = field(default_factory=list)  # role == "assistant"
+    is_error: bool = False  # role == "tool": the content is the call's error
 
 
 @dataclass(slots=True)
@@ -108,12 +113,13 @@ class TextPart:
 
 @dataclass(slots=True)
 class ReasoningPart:
+    """One thinking block. Anthropic signs its blocks, and sends some redacted (opaque
+    `data`, with no text); either must go back verbatim with the history."""
+
     text: str
     type: Literal["reasoning"] = "reasoning"
-    # Anthropic's signature of a thinking block (sent back with it), or the data of a
-    # redacted thinking block (text then "").
     signature: str | None = None
-    redacted: str | None = None
+    redacted: str | None = None  # a redacted block's data; `text` is then ""
 
 
 @dataclass(slots=True)
