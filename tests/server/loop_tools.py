@@ -1,0 +1,24 @@
+"""Python tools the tool-loop tests load by import path (`tools.python` setting)."""
+
+from __future__ import annotations
+
+import asyncio
+
+#: What the slow tool saw: "started", then "cancelled" when a stop cancels it.
+EVENTS: list[str] = []
+
+
+async def slow(seconds: float) -> str:
+    """Wait, then say so (a tool to stop, or to time out, while it runs)."""
+    EVENTS.append("started")
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        EVENTS.append("cancelled")
+        raise
+    return f"waited {seconds:g} s"
+
+
+def boom(reason: str) -> str:
+    """Fail with the reason given."""
+    raise RuntimeError(f"boom: {reason}")
