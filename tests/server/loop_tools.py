@@ -6,11 +6,14 @@ import asyncio
 
 #: What the slow tool saw: "started", then "cancelled" when a stop cancels it.
 EVENTS: list[str] = []
+#: Set when the slow tool starts (a test makes a new one for its own event loop).
+STARTED = asyncio.Event()
 
 
 async def slow(seconds: float) -> str:
     """Wait, then say so (a tool to stop, or to time out, while it runs)."""
     EVENTS.append("started")
+    STARTED.set()
     try:
         await asyncio.sleep(seconds)
     except asyncio.CancelledError:

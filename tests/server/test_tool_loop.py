@@ -358,6 +358,7 @@ async def test_stop_during_a_tool_cancels_it_and_keeps_what_was_done(
 ) -> None:
     server = await server_factory(tools={"python": ["tests.server.loop_tools:slow"]})
     loop_tools.EVENTS.clear()
+    loop_tools.STARTED = asyncio.Event()
     c = server.client
     chat = await server.new_chat(tools=["slow", "calculator"])
     calls = [("calculator", '{"expression": "2+2"}'), ("slow", '{"seconds": 60}')]
@@ -365,8 +366,7 @@ async def test_stop_during_a_tool_cancels_it_and_keeps_what_was_done(
     async with c.stream("POST", f"/api/chats/{chat['id']}/messages", json={"content": "go"}) as r:
         stream = events(r)
         await until(stream, "tool-output-available")  # the calculator is done
-        while loop_tools.EVENTS != ["started"]:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(loop_tools.STARTED.wait(), 10)
         stopped = await c.post(f"/api/chats/{chat['id']}/stop")
         assert stopped.json() == {"stopped": True}
         rest = [e.type async for e in stream]
