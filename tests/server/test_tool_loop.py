@@ -352,6 +352,24 @@ async def test_max_steps_ends_the_reply_clearly(server_factory: ServerFactory) -
     reply = (await c.get(f"/api/chats/{chat['id']}")).json()["messages"][-1]
     assert reply["finish_reason"] == "tool-calls"
     assert [p["type"] for p in reply["parts"]].count("step-start") == 2
+    # No call waits for a client: results (useChat sends the reply back once each of
+    # its last step's calls has an output) do not go on past max_steps.
+    answered = reply["parts"][-1]
+    retry = {"id": chat["id"], "messages": [{"id": reply["id"], **_ui(reply)}]}
+    for r in (
+        await c.post(
+            f"/api/messages/{reply['id']}/tool-results",
+            json={"results": [{"toolCallId": answered["toolCallId"], "output": 2}]},
+        ),
+        await c.post("/api/chat", json=retry),
+    ):
+        assert r.status_code == 422, r.text
+    assert len(server.upstream.requests) == 2
+    assert (await c.get(f"/api/messages/{reply['id']}")).json() == reply
+
+
+def _ui(message: dict[str, Any]) -> dict[str, Any]:
+    return {"role": message["role"], "parts": message["parts"]}
 
 
 async def test_stop_during_a_tool_cancels_it_and_keeps_what_was_done(
