@@ -573,3 +573,22 @@ async def test_a_result_with_nan_is_stored_as_json_has_it(server_factory: Server
         assert [e.type for e in await read_all(r)][-2:] == ["finish", "[DONE]"]
     sent = server.upstream.requests[-1]["messages"]
     assert [json.loads(m["content"]) for m in sent if m["role"] == "tool"] == [readings, 2]
+
+
+async def test_a_result_keeps_its_backslashes_and_loses_its_nul(
+    server_factory: ServerFactory,
+) -> None:
+    """U+0000 (which PostgreSQL refuses) becomes U+FFFD; the text `\\u0000` (a
+    backslash, then `u0000`) is left as it is."""
+    server = await server_factory(tools={"python": ["tests.server.loop_tools:echo"]})
+    c = server.client
+    chat = await server.new_chat(tools=["echo"])
+    calls = [("echo", r'{"text": "C:\\u0000 a\u0000b \\\u0000"}')]
+    server.upstream.enqueue(Script(calls=calls))
+    server.upstream.enqueue(Script(text="ok"))
+    async with c.stream("POST", f"/api/chats/{chat['id']}/messages", json={"content": "e"}) as r:
+        evts = await read_all(r)
+    expected = {"text": "C:\\u0000 a\ufffdb \\\ufffd"}
+    assert [e.data["output"] for e in evts if e.type == "tool-output-available"] == [expected]
+    reply = (await c.get(f"/api/chats/{chat['id']}")).json()["messages"][-1]
+    assert reply["parts"][1]["output"] == expected

@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from streamkeep.generation.parts import UIPart, as_json, assistant_messages
+from streamkeep.generation.parts import UIPart, as_json, assistant_messages, storable_json
 from streamkeep.generation.steps import (
     MAX_STEPS,
     ReplyEvent,
@@ -188,7 +188,7 @@ def _json_value(result: Any) -> Any:
         raise ToolError(f"the tool's result is not JSON: {exc}") from None
     if len(data) > MAX_OUTPUT_BYTES:
         raise ToolError(f"the tool's result is over {MAX_OUTPUT_BYTES} bytes as JSON")
-    return orjson.loads(data.replace(b"\\u0000", b"\\ufffd"))
+    return storable_json(orjson.loads(data))
 
 
 async def _cancel(tasks: list[asyncio.Task[ToolOutput]]) -> None:
