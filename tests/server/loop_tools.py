@@ -25,3 +25,13 @@ async def slow(seconds: float) -> str:
 def boom(reason: str) -> str:
     """Fail with the reason given."""
     raise RuntimeError(f"boom: {reason}")
+
+
+def measure() -> dict[str, float]:
+    """Give readings some of which are not numbers (JSON has no NaN)."""
+    return {"ok": 1.5, "nan": float("nan"), "inf": float("inf")}
+
+
+def echo(text: str) -> dict[str, str]:
+    """Give the text back."""
+    return {"text": text}

@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from streamkeep.generation.parts import UIPart, as_json, assistant_messages
+from streamkeep.generation.parts import UIPart, as_json, assistant_messages, storable_json
 from streamkeep.generation.steps import (
     MAX_STEPS,
     ReplyEvent,
@@ -177,16 +177,18 @@ async def _call(call: ToolCall, tool: Tool | None, default_timeout: float) -> To
 
 
 def _json_value(result: Any) -> Any:
-    """`result` as JSON can hold it, and as both databases store it (no U+0000)."""
+    """`result` as JSON can hold it, and as both databases store it (no U+0000).
+
+    Always read back from orjson's JSON, never `result` itself: what orjson writes as
+    null (NaN, infinities) the stdlib's encoder, which stores the parts, would write
+    as `NaN`, which PostgreSQL's jsonb refuses."""
     try:
         data = orjson.dumps(result)
     except TypeError as exc:
         raise ToolError(f"the tool's result is not JSON: {exc}") from None
     if len(data) > MAX_OUTPUT_BYTES:
         raise ToolError(f"the tool's result is over {MAX_OUTPUT_BYTES} bytes as JSON")
-    if b"\\u0000" in data:
-        return orjson.loads(data.replace(b"\\u0000", b"\\ufffd"))
-    return result
+    return storable_json(orjson.loads(data))
 
 
 async def _cancel(tasks: list[asyncio.Task[ToolOutput]]) -> None:
