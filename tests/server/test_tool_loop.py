@@ -592,3 +592,52 @@ async def test_a_result_keeps_its_backslashes_and_loses_its_nul(
     assert [e.data["output"] for e in evts if e.type == "tool-output-available"] == [expected]
     reply = (await c.get(f"/api/chats/{chat['id']}")).json()["messages"][-1]
     assert reply["parts"][1]["output"] == expected
+
+
+def words(request: dict[str, Any]) -> int:
+    """The prompt tokens the fake counts for a request: words of its messages."""
+    total = 0
+    for message in request["messages"]:
+        content = message.get("content")
+        if isinstance(content, str):
+            total += len(content.split())
+    return total
+
+
+async def test_a_stop_in_step_two_still_counts_its_prompt(server: Server) -> None:
+    c = server.client
+    chat = await server.new_chat(tools=["calculator"])
+    server.upstream.enqueue(Script(calls=[("calculator", '{"expression": "1+1"}')]))
+    server.upstream.enqueue(Script(tokens=200, delay=0.05))
+    async with c.stream("POST", f"/api/chats/{chat['id']}/messages", json={"content": "go"}) as r:
+        stream = events(r)
+        await until(stream, "start-step")
+        await until(stream, "text-delta")  # step 2 streams
+        assert (await c.post(f"/api/chats/{chat['id']}/stop")).json() == {"stopped": True}
+        [e async for e in stream]
+    reply = (await c.get(f"/api/chats/{chat['id']}")).json()["messages"][-1]
+    assert reply["status"] == "stopped"
+    usage = reply["usage"]
+    assert usage["estimated"] is True
+    first = words(server.upstream.requests[0])
+    assert usage["input_tokens"] > first  # step 1's exact prompt, and step 2's estimated
+
+
+async def test_a_second_continuation_while_one_runs_is_a_conflict(server: Server) -> None:
+    c = server.client
+    chat = await server.new_chat()
+    server.upstream.enqueue(Script(calls=[("ask_user", '{"question": "?"}')]))
+    body = {"content": "pick", "client_tools": [ASK]}
+    async with c.stream("POST", f"/api/chats/{chat['id']}/messages", json=body) as r:
+        first = await read_all(r)
+    message_id = first[0].data["messageId"]
+    call_id = next(e.data["toolCallId"] for e in first if e.type == "tool-input-available")
+    server.upstream.enqueue(Script(tokens=100, delay=0.05))
+    path = f"/api/messages/{message_id}/tool-results"
+    results = {"results": [{"toolCallId": call_id, "output": "x"}]}
+    async with c.stream("POST", path, json=results) as r:
+        await until(events(r), "text-delta")
+        again = await c.post(path, json=results)
+        assert again.status_code == 409
+        assert again.json()["error"]["running"] is True
+        await c.post(f"/api/chats/{chat['id']}/stop")

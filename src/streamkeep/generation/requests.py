@@ -14,7 +14,7 @@ from streamkeep.generation.generation import Generation
 from streamkeep.generation.plan import Continued, ReplyPlan, ToolUse, plan_reply, prompt_before
 from streamkeep.generation.steps import ToolOutput, answer_calls
 from streamkeep.llm.types import ToolSpec, Usage
-from streamkeep.store.errors import InvalidOperation
+from streamkeep.store.errors import GenerationConflict, InvalidOperation
 from streamkeep.tools import Toolbox
 
 if TYPE_CHECKING:
@@ -36,6 +36,8 @@ class ReplyRequests:
         def _check_accepting(self) -> None: ...
 
         async def _begin(self, plan: ReplyPlan) -> Generation: ...
+
+        async def _join(self, conflict: GenerationConflict) -> Generation | None: ...
 
     async def reply(
         self,
@@ -123,6 +125,14 @@ class ReplyRequests:
         self._check_accepting()
         message = await self._store.get_message(message_id)
         chat = await self._store.get_chat(message.chat_id)
+        # A running reply in the chat (this one continued already, say) is a conflict,
+        # and a retry of a continuation that ran joins it or is told its reply.
+        conflict = await self._store.find_conflict(chat.id, idempotency_key)
+        if conflict is not None:
+            joined = await self._join(conflict)
+            if joined is not None:
+                return joined
+            raise conflict
         if message.role != "assistant":
             raise InvalidOperation(f"only an assistant reply can be continued, not {message.role}")
         if chat.active_leaf_id != message.id:
