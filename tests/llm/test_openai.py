@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
 from streamkeep.llm.accumulator import Accumulator
@@ -331,6 +332,18 @@ def test_usage_on_a_chunk_with_empty_choices() -> None:
     assert UsageReport(Usage(input_tokens=80, output_tokens=47)) in events
 
 
+def test_a_usage_of_zeros_is_no_usage() -> None:
+    """llama-cpp-python's server reports 0 prompt and 0 completion tokens with its
+    function-calling streams: counted as not reported (then estimated), not as free."""
+    chunks = (
+        b'data: {"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}\n\n'
+        b'data: {"choices":[],"usage":{"prompt_tokens":0,"completion_tokens":0}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    events, _ = parse_reads(chunks)
+    assert not any(isinstance(e, UsageReport) for e in events)
+
+
 def test_a_stream_ending_without_done_or_finish_reason_was_cut_short() -> None:
     events = parse("llamacpp_cut_off")
     completion = accumulate(events)
@@ -403,6 +416,22 @@ def test_the_deprecated_function_call_delta_is_a_tool_call() -> None:
     )
     events, _ = parse_reads(chunks)
     assert calls_of(events) == [("f", {"a": 1})]
+
+
+def test_a_call_sent_both_as_tool_calls_and_function_call_is_one_call() -> None:
+    """llama-cpp-python's server (chatml-function-calling) sends every fragment twice,
+    in `function_call` and in `tool_calls`, repeating the name each time."""
+
+    def chunk(arguments: str) -> bytes:
+        function = {"name": "calculator", "arguments": arguments}
+        call = {"index": 0, "id": "call__0_calculator", "type": "function", "function": function}
+        delta = {"role": None, "content": None, "function_call": function, "tool_calls": [call]}
+        return b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": delta}]}) + b"\n\n"
+
+    chunks = b"".join(chunk(piece) for piece in ('{"expr', 'ession": ', '"6*7"}'))
+    chunks += b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\n'
+    events, _ = parse_reads(chunks)
+    assert calls_of(events) == [("calculator", {"expression": "6*7"})]
 
 
 def test_only_the_first_choice_is_the_answer() -> None:

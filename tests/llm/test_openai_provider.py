@@ -82,7 +82,7 @@ def test_the_request_body_maps_every_field() -> None:
             {"role": "user", "content": "Weather?"},
             {
                 "role": "assistant",
-                "content": None,
+                "content": "",
                 "tool_calls": [
                     {
                         "id": "call_1",

@@ -211,8 +211,10 @@ class OpenAIChunkParser(StreamParser):
             for call in tool_calls:
                 if type(call) is dict:
                     self._tool_call(call, out)
+        # The deprecated shape, only when there is no `tool_calls`: llama-cpp-python's
+        # server sends each fragment of a call in both.
         function_call = delta.get("function_call")
-        if function_call and type(function_call) is dict:
+        if function_call and type(function_call) is dict and not tool_calls:
             self._tool_call({"function": function_call}, out)
 
     def _tool_call(self, call: dict[str, Any], out: list[StreamEvent]) -> None:
@@ -272,6 +274,10 @@ def _parse_usage(raw: Any) -> Usage | None:
     output = raw.get("completion_tokens_details")
     prompt = raw.get("prompt_tokens_details")
     cached = prompt.get("cached_tokens") if type(prompt) is dict else None
+    if not count(raw.get("prompt_tokens")) and not count(raw.get("completion_tokens")):
+        # No prompt is 0 tokens: this counted nothing (llama-cpp-python's server sends
+        # zeros with its function-calling streams). Reported as no usage: estimated.
+        return None
     return Usage(
         input_tokens=count(raw.get("prompt_tokens")),
         output_tokens=count(raw.get("completion_tokens")),
@@ -328,9 +334,10 @@ def _message(message: Message) -> dict[str, Any]:
     says it."""
     if message.role == "tool":
         return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    # A call without text keeps `content: ""`: OpenAI takes null too, but
+    # llama-cpp-python's server refuses anything but a string.
     out: dict[str, Any] = {"role": message.role, "content": message.content}
     if message.role == "assistant" and message.tool_calls:
-        out["content"] = message.content or None
         out["tool_calls"] = [
             {
                 "id": call.id,
