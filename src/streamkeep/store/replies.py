@@ -113,9 +113,7 @@ _REOPEN_MESSAGE = (
         MESSAGES.c.role == "assistant",
         MESSAGES.c.status == "complete",
         MESSAGES.c.finish_reason == "tool-calls",
-        MESSAGES.c.id.in_(
-            select(CHATS.c.active_leaf_id).where(CHATS.c.id == bindparam("b_chat"))
-        ),
+        MESSAGES.c.id.in_(select(CHATS.c.active_leaf_id).where(CHATS.c.id == bindparam("b_chat"))),
     )
     .values(
         status="streaming",
