@@ -20,6 +20,8 @@ Anthropic's Messages:
 - every tool_use of an assistant turn is answered by a tool_result with its id in the
   very next user turn, the tool_result blocks first in it; a tool_result refers to a
   tool_use of the assistant turn just before; tool_use ids are unique and well-formed;
+- with `thinking` enabled, the assistant turn whose tool calls the last turn answers
+  starts with a thinking block;
 - thinking and redacted_thinking blocks come first in an assistant turn; a thinking
   block carries a signature, and its (text, signature) pair must be one the fake
   issued (as the real signatures are checked against the text); redacted data too.
@@ -199,6 +201,26 @@ def _anthropic(body: Any, signatures: Mapping[str, str], redactions: Container[s
             tool_uses = _assistant(i, blocks, signatures, redactions, seen)
     if tool_uses:
         _missing(len(messages) - 1, tool_uses)
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive"):
+        _thinking_leads(messages)
+
+
+def _thinking_leads(messages: list[dict[str, Any]]) -> None:
+    """With thinking on, the assistant turn whose tool calls the request answers (the
+    one before the final turn of tool results) starts with its thinking."""
+    if len(messages) < 2 or messages[-2].get("role") != "assistant":
+        return
+    i = len(messages) - 2
+    content = messages[i].get("content")
+    blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+    uses_tools = any(b.get("type") == "tool_use" for b in blocks)
+    if uses_tools and blocks[0].get("type") not in _THINKING:
+        raise _Invalid(
+            f"messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, "
+            f"but found `{blocks[0].get('type')}`. When `thinking` is enabled, a final "
+            f"`assistant` message must start with a thinking block"
+        )
 
 
 def _blocks(i: int, content: Any, *, may_be_empty: bool) -> list[dict[str, Any]]:

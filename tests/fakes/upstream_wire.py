@@ -68,7 +68,8 @@ _LOREM = (
 _THOUGHTS = "let me think about this step by step first"
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 _WORDS = re.compile(r"\s*\S+")
-_DIRECTIVE = re.compile(r"\[\[(.*?)\]\]", re.S)
+# [[...]]: quoted values are taken whole, so a "]]" in them (JSON of `calls`) is no end.
+_DIRECTIVE = re.compile(r"""\[\[((?:'[^']*'|"(?:\\.|[^"\\])*"|[^'"\]]|\](?!\]))*)\]\]""", re.S)
 
 
 @dataclass

@@ -7,6 +7,8 @@ from streamkeep.llm.errors import ProviderConnectionError
 from streamkeep.llm.events import (
     Finish,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     StreamError,
     StreamEvent,
     TextDelta,
@@ -167,3 +169,60 @@ def test_long_tool_arguments_are_assembled_exactly_and_shown_mid_stream() -> Non
     for piece in pieces[10:]:
         acc.add(ToolCallDelta("c1", piece))
     assert acc.result().tool_calls[0].raw_arguments == "".join(pieces)
+
+
+# -- thinking signatures (Anthropic) ----------------------------------------------------
+
+
+def test_a_signature_signs_the_reasoning_part_it_ends() -> None:
+    completion = fold(
+        ReasoningDelta("let me "),
+        ReasoningDelta("think"),
+        ReasoningSignature("sig-1"),
+        TextDelta("ok"),
+    )
+    assert completion.parts == [ReasoningPart("let me think", signature="sig-1"), TextPart("ok")]
+
+
+def test_reasoning_after_a_signature_is_another_block() -> None:
+    completion = fold(
+        ReasoningDelta("first"),
+        ReasoningSignature("s1"),
+        ReasoningDelta("second"),
+        ReasoningSignature("s2"),
+    )
+    assert completion.parts == [
+        ReasoningPart("first", signature="s1"),
+        ReasoningPart("second", signature="s2"),
+    ]
+    assert completion.reasoning == "firstsecond"
+
+
+def test_a_signature_without_reasoning_before_it_is_an_empty_signed_block() -> None:
+    after_text = fold(TextDelta("a"), ReasoningSignature("s1"))
+    assert after_text.parts == [TextPart("a"), ReasoningPart("", signature="s1")]
+    twice = fold(ReasoningDelta("r"), ReasoningSignature("s1"), ReasoningSignature("s2"))
+    assert twice.parts == [ReasoningPart("r", signature="s1"), ReasoningPart("", signature="s2")]
+
+
+def test_a_redacted_block_is_a_part_of_its_own_that_nothing_extends() -> None:
+    completion = fold(
+        ReasoningDelta("seen"),
+        ReasoningSignature("s1"),
+        RedactedReasoning("opaque=="),
+        ReasoningDelta("more"),
+        ReasoningSignature("s2"),
+    )
+    assert completion.parts == [
+        ReasoningPart("seen", signature="s1"),
+        ReasoningPart("", redacted="opaque=="),
+        ReasoningPart("more", signature="s2"),
+    ]
+    assert completion.reasoning == "seenmore"
+
+
+def test_unsigned_reasoning_still_extends_across_other_events() -> None:
+    completion = fold(
+        ReasoningDelta("a"), UsageReport(Usage(1, 1), final=False), ReasoningDelta("b")
+    )
+    assert completion.parts == [ReasoningPart("ab")]

@@ -25,8 +25,8 @@ from streamkeep.llm import (
     TextDelta,
 )
 from streamkeep.llm.events import UsageReport
-from streamkeep.llm.local import LocalProvider
-from streamkeep.llm.types import Usage
+from streamkeep.llm.local import LocalProvider, template_messages
+from streamkeep.llm.types import ToolCall, Usage
 
 pytestmark = pytest.mark.slow
 
@@ -268,3 +268,37 @@ async def test_closing_the_provider_ends_a_live_stream_with_an_error(smollm2_pat
     assert isinstance(rest[-1], StreamError)
     assert "closed" in rest[-1].error.message
     assert not [e for e in rest if isinstance(e, Finish)]
+
+
+WEATHER = ToolCall("c1", "get_weather", {"city": "Paris"}, raw_arguments='{"city": "Paris"}')
+TOOL_HISTORY = [
+    Message("system", "Be brief."),
+    Message("user", "Weather in Paris?"),
+    Message("assistant", "", reasoning="call it", tool_calls=[WEATHER]),
+    Message("tool", "18C", tool_call_id="c1", name="get_weather"),
+    Message("tool", "no station", tool_call_id="c2", is_error=True),
+    Message("user", "Thanks. Tomorrow?"),
+]
+
+
+def test_a_tool_history_is_told_as_plain_alternating_turns() -> None:
+    assert template_messages(TOOL_HISTORY) == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": '[called get_weather({"city": "Paris"})]'},
+        {
+            "role": "user",
+            "content": "[get_weather result] 18C\n\n[tool error] no station\n\nThanks. Tomorrow?",
+        },
+    ]
+
+
+async def test_a_history_with_tool_calls_and_results_is_answered(
+    local_provider: LocalProvider,
+) -> None:
+    request = ChatRequest(
+        model="smollm2", messages=TOOL_HISTORY, max_tokens=8, temperature=0, seed=SEED
+    )
+    events = await collect(local_provider, request)
+    assert isinstance(events[-1], Finish)
+    assert completion(events).text

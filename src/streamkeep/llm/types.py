@@ -155,3 +155,14 @@ class Completion:
     @property
     def tool_calls(self) -> list[ToolCall]:
         return [p.call for p in self.parts if isinstance(p, ToolCallPart)]
+
+    def as_message(self) -> Message:
+        """The answer as the assistant turn of the next request's history: its text,
+        its thinking blocks (signed ones go back to Anthropic) and its calls."""
+        return Message(
+            "assistant",
+            self.text,
+            reasoning=self.reasoning,
+            tool_calls=self.tool_calls,
+            thinking=[p for p in self.parts if isinstance(p, ReasoningPart)],
+        )
