@@ -50,6 +50,9 @@ def write_config(home: Path, provider_url: str) -> Path:
         'api_key = "x"\n'
         'models = ["fake-model"]\n'
         "max_retries = 0\n"
+        # A tool that runs until stopped, so a page can be seen while a call runs.
+        "[tools]\n"
+        'python = ["tests.server.loop_tools:slow"]\n'
     )
     return config
 
@@ -57,11 +60,17 @@ def write_config(home: Path, provider_url: str) -> Path:
 def launch_server(home: Path, provider_url: str, port: int) -> subprocess.Popen[bytes]:
     """Start `streamkeep serve` on `port` with its data in `home`; return once healthy."""
     config = write_config(home, provider_url)
+    # The tests package importable too, for the tool of the config.
+    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))
     with (home / "server.log").open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamkeep", "serve", "--port", str(port)],
             cwd=home,
-            env=clean_env(STREAMKEEP_CONFIG=str(config), STREAMKEEP_DATA_DIR=str(home / "data")),
+            env=clean_env(
+                STREAMKEEP_CONFIG=str(config),
+                STREAMKEEP_DATA_DIR=str(home / "data"),
+                PYTHONPATH=path,
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
