@@ -47,6 +47,8 @@ def test_json_values_name_where_the_bad_text_is() -> None:
         check_json({"a": {"k\x00": 1}})
     with pytest.raises(ValueError, match=r"^must be valid Unicode"):
         check_json("\udc00")
+    with pytest.raises(ValueError, match=r'^\["a"\]\[1\]: must be a finite number'):
+        check_json({"a": [1.5, float("nan")]})
 
 
 def test_repair_replaces_each_lone_surrogate() -> None:

@@ -25,6 +25,7 @@ has refused the whole document, which normal traffic never makes it do.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Annotated, Any
 
@@ -61,8 +62,9 @@ def check_text(value: Any) -> Any:
 
 
 def check_json(value: Any) -> Any:
-    """The validator of `JSONValue`: every string in it, keys included, is `Text`; the
-    error names where, e.g. `["parts"][0]["text"]: must be valid Unicode: ...`."""
+    """The validator of `JSONValue`: every string in it, keys included, is `Text`, every
+    number finite; the error names where, e.g. `["parts"][0]["text"]: must be valid
+    Unicode: ...`."""
     if (found := _json_problem(value, "")) is not None:
         where, why = found
         raise ValueError(f"{where}: {why}" if where else why)
@@ -83,6 +85,9 @@ def _json_problem(value: Any, where: str) -> tuple[str, str] | None:
         for i, item in enumerate(value):
             if (found := _json_problem(item, f"{where}[{i}]")) is not None:
                 return found
+    elif isinstance(value, float) and not math.isfinite(value):
+        # The stdlib's json (which parses bodies) takes NaN; PostgreSQL's jsonb does not.
+        return where, "must be a finite number (JSON has no NaN or Infinity)"
     return None
 
 

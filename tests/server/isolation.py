@@ -80,6 +80,16 @@ async def probe(
             "/api/chat",
             {"json": {"id": chat, "messages": [], "trigger": "regenerate-message"}},
         ),
+        (
+            "POST",
+            f"/api/messages/{reply}/tool-results",
+            {"json": {"results": [{"toolCallId": "call_1_0", "output": 1}]}},
+        ),
+        (
+            "POST",
+            "/api/chat",
+            {"json": {"id": chat, "messages": [_ui_user("x"), _ui_reply(reply)]}},
+        ),
     ]
     for method, path, kwargs in calls:
         r = await other.request(method, path, **kwargs)
@@ -105,6 +115,12 @@ async def probe(
         f"/api/chats/{own}", json={"active_leaf_id": "msg_unknown0000000000000"}
     )
     _alike(r, unknown, reply)
+    # The owner's reply as the one a client's tool results continue, in `other`'s chat.
+    r, unknown = [
+        await other.post("/api/chat", json={"id": own, "messages": [_ui_user("x"), _ui_reply(m)]})
+        for m in (reply, "msg_unknown0000000000000")
+    ]
+    _alike(r, unknown, reply)
     assert (await other.get(f"/api/chats/{own}")).json()["messages"] == []
     assert (await other.delete(f"/api/chats/{own}")).status_code == 204
 
@@ -126,3 +142,9 @@ def _alike(r: httpx.Response, unknown: httpx.Response, used_id: str) -> None:
 
 def _ui_user(text: str) -> dict[str, Any]:
     return {"id": "u1", "role": "user", "parts": [{"type": "text", "text": text}]}
+
+
+def _ui_reply(message_id: str) -> dict[str, Any]:
+    """useChat's copy of a reply after `addToolResult` (its tool results continue it)."""
+    answered = {"type": "tool-ask", "toolCallId": "call_1_0", "state": "output-available"}
+    return {"id": message_id, "role": "assistant", "parts": [{**answered, "output": 1}]}

@@ -21,6 +21,7 @@ from streamkeep.store.errors import (
     NotFound,
     StoreError,
 )
+from streamkeep.tools import UnknownTools
 
 
 async def answer(exc: Exception) -> httpx.Response:
@@ -108,6 +109,6 @@ def _kinds(base: type[Exception]) -> set[str]:
 
 def test_every_row_of_the_table_is_a_kind_something_raises() -> None:
     domain = _kinds(StoreError) | _kinds(LLMError) | _kinds(GenerationError)
-    domain |= {Unauthorized.kind, LimitExceeded.kind}
+    domain |= {Unauthorized.kind, LimitExceeded.kind, UnknownTools.kind}
     infrastructure = {"database_unavailable", "redis_unavailable"}
     assert set(ANSWERS) <= domain | infrastructure

@@ -9,6 +9,7 @@ as the real APIs do (tests.fakes.upstream_validate)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -351,6 +352,24 @@ async def test_max_steps_ends_the_reply_clearly(server_factory: ServerFactory) -
     reply = (await c.get(f"/api/chats/{chat['id']}")).json()["messages"][-1]
     assert reply["finish_reason"] == "tool-calls"
     assert [p["type"] for p in reply["parts"]].count("step-start") == 2
+    # No call waits for a client: results (useChat sends the reply back once each of
+    # its last step's calls has an output) do not go on past max_steps.
+    answered = reply["parts"][-1]
+    retry = {"id": chat["id"], "messages": [{"id": reply["id"], **_ui(reply)}]}
+    for r in (
+        await c.post(
+            f"/api/messages/{reply['id']}/tool-results",
+            json={"results": [{"toolCallId": answered["toolCallId"], "output": 2}]},
+        ),
+        await c.post("/api/chat", json=retry),
+    ):
+        assert r.status_code == 422, r.text
+    assert len(server.upstream.requests) == 2
+    assert (await c.get(f"/api/messages/{reply['id']}")).json() == reply
+
+
+def _ui(message: dict[str, Any]) -> dict[str, Any]:
+    return {"role": message["role"], "parts": message["parts"]}
 
 
 async def test_stop_during_a_tool_cancels_it_and_keeps_what_was_done(
@@ -358,6 +377,7 @@ async def test_stop_during_a_tool_cancels_it_and_keeps_what_was_done(
 ) -> None:
     server = await server_factory(tools={"python": ["tests.server.loop_tools:slow"]})
     loop_tools.EVENTS.clear()
+    loop_tools.STARTED = asyncio.Event()
     c = server.client
     chat = await server.new_chat(tools=["slow", "calculator"])
     calls = [("calculator", '{"expression": "2+2"}'), ("slow", '{"seconds": 60}')]
@@ -365,8 +385,7 @@ async def test_stop_during_a_tool_cancels_it_and_keeps_what_was_done(
     async with c.stream("POST", f"/api/chats/{chat['id']}/messages", json={"content": "go"}) as r:
         stream = events(r)
         await until(stream, "tool-output-available")  # the calculator is done
-        while loop_tools.EVENTS != ["started"]:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(loop_tools.STARTED.wait(), 10)
         stopped = await c.post(f"/api/chats/{chat['id']}/stop")
         assert stopped.json() == {"stopped": True}
         rest = [e.type async for e in stream]
@@ -518,3 +537,107 @@ async def test_client_tool_results_through_the_chat_api(server: Server) -> None:
         "GET", f"/api/chats/{chat['id']}/stream", headers={"last-event-id": str(second[0].seq)}
     ) as r:
         assert await read_all(r) == second[1:]
+
+
+async def test_a_result_with_nan_is_stored_as_json_has_it(server_factory: ServerFactory) -> None:
+    """NaN and infinities (which JSON lacks, and PostgreSQL's jsonb refuses): in a
+    tool's result they are null, in the stream, the store and the next request; in a
+    client's result (the stdlib parses `NaN`) they are refused, nothing written."""
+    server = await server_factory(tools={"python": ["tests.server.loop_tools:measure"]})
+    c = server.client
+    chat = await server.new_chat(tools=["measure"])
+    server.upstream.enqueue(Script(calls=[("measure", "{}"), ("ask_user", "{}")]))
+    body = {"content": "measure", "client_tools": [ASK]}
+    async with c.stream("POST", f"/api/chats/{chat['id']}/messages", json=body) as r:
+        first = await read_all(r)
+    readings = {"ok": 1.5, "nan": None, "inf": None}
+    assert [e.data["output"] for e in first if e.type == "tool-output-available"] == [readings]
+    message_id = first[0].data["messageId"]
+    stored = (await c.get(f"/api/messages/{message_id}")).json()
+    assert stored["status"] == "complete" and stored["parts"][1]["output"] == readings
+    call_id = stored["parts"][2]["toolCallId"]
+    raw = b'{"results": [{"toolCallId": "%s", "output": [NaN, 2]}]}' % call_id.encode()
+    r = await c.post(
+        f"/api/messages/{message_id}/tool-results",
+        content=raw,
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422, r.text
+    assert (await c.get(f"/api/messages/{message_id}")).json() == stored
+    server.upstream.enqueue(Script(text="done"))
+    async with c.stream(
+        "POST",
+        f"/api/messages/{message_id}/tool-results",
+        json={"results": [{"toolCallId": call_id, "output": 2}]},
+    ) as r:
+        assert [e.type for e in await read_all(r)][-2:] == ["finish", "[DONE]"]
+    sent = server.upstream.requests[-1]["messages"]
+    assert [json.loads(m["content"]) for m in sent if m["role"] == "tool"] == [readings, 2]
+
+
+async def test_a_result_keeps_its_backslashes_and_loses_its_nul(
+    server_factory: ServerFactory,
+) -> None:
+    """U+0000 (which PostgreSQL refuses) becomes U+FFFD; the text `\\u0000` (a
+    backslash, then `u0000`) is left as it is."""
+    server = await server_factory(tools={"python": ["tests.server.loop_tools:echo"]})
+    c = server.client
+    chat = await server.new_chat(tools=["echo"])
+    calls = [("echo", r'{"text": "C:\\u0000 a\u0000b \\\u0000"}')]
+    server.upstream.enqueue(Script(calls=calls))
+    server.upstream.enqueue(Script(text="ok"))
+    async with c.stream("POST", f"/api/chats/{chat['id']}/messages", json={"content": "e"}) as r:
+        evts = await read_all(r)
+    expected = {"text": "C:\\u0000 a\ufffdb \\\ufffd"}
+    assert [e.data["output"] for e in evts if e.type == "tool-output-available"] == [expected]
+    reply = (await c.get(f"/api/chats/{chat['id']}")).json()["messages"][-1]
+    assert reply["parts"][1]["output"] == expected
+
+
+def words(request: dict[str, Any]) -> int:
+    """The prompt tokens the fake counts for a request: words of its messages."""
+    total = 0
+    for message in request["messages"]:
+        content = message.get("content")
+        if isinstance(content, str):
+            total += len(content.split())
+    return total
+
+
+async def test_a_stop_in_step_two_still_counts_its_prompt(server: Server) -> None:
+    c = server.client
+    chat = await server.new_chat(tools=["calculator"])
+    server.upstream.enqueue(Script(calls=[("calculator", '{"expression": "1+1"}')]))
+    server.upstream.enqueue(Script(tokens=200, delay=0.05))
+    async with c.stream("POST", f"/api/chats/{chat['id']}/messages", json={"content": "go"}) as r:
+        stream = events(r)
+        await until(stream, "start-step")
+        await until(stream, "text-delta")  # step 2 streams
+        assert (await c.post(f"/api/chats/{chat['id']}/stop")).json() == {"stopped": True}
+        [e async for e in stream]
+    reply = (await c.get(f"/api/chats/{chat['id']}")).json()["messages"][-1]
+    assert reply["status"] == "stopped"
+    usage = reply["usage"]
+    assert usage["estimated"] is True
+    first = words(server.upstream.requests[0])
+    assert usage["input_tokens"] > first  # step 1's exact prompt, and step 2's estimated
+
+
+async def test_a_second_continuation_while_one_runs_is_a_conflict(server: Server) -> None:
+    c = server.client
+    chat = await server.new_chat()
+    server.upstream.enqueue(Script(calls=[("ask_user", '{"question": "?"}')]))
+    body = {"content": "pick", "client_tools": [ASK]}
+    async with c.stream("POST", f"/api/chats/{chat['id']}/messages", json=body) as r:
+        first = await read_all(r)
+    message_id = first[0].data["messageId"]
+    call_id = next(e.data["toolCallId"] for e in first if e.type == "tool-input-available")
+    server.upstream.enqueue(Script(tokens=100, delay=0.05))
+    path = f"/api/messages/{message_id}/tool-results"
+    results = {"results": [{"toolCallId": call_id, "output": "x"}]}
+    async with c.stream("POST", path, json=results) as r:
+        await until(events(r), "text-delta")
+        again = await c.post(path, json=results)
+        assert again.status_code == 409
+        assert again.json()["error"]["running"] is True
+        await c.post(f"/api/chats/{chat['id']}/stop")

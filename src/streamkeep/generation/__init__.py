@@ -1,8 +1,11 @@
 """The generation engine: relays a model's stream to any number of subscribers and keeps
 the answer, whatever happens to the clients, the provider or the process.
 
-    manager.GenerationManager   starts, joins, resumes, stops and recovers generations
-    plan.ReplyPlan              a reply, regeneration or edit, ready to start
+    manager.GenerationManager   starts, joins, resumes, stops and recovers generations;
+                                its requests (`requests`) and joins (`joins`) apart
+    plan.ReplyPlan              a reply, regeneration, edit or continuation, ready to start
+    toolloop.tool_loop          a reply with tools: model calls and tool runs, in steps
+    steps.ReplyParts            the parts of a reply in steps, as its events arrive
     generation.Generation       one live answer: its task and its event log
     final.FinalWrite            what is stored when an answer ends, and storing it
     checkpointer.Checkpointer   batched periodic saves of live answers, and heartbeats

@@ -18,10 +18,10 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import AsyncGenerator, Awaitable, Iterator
+from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from streamkeep.generation.checkpointer import Checkpointer
 from streamkeep.generation.errors import ShuttingDown
@@ -31,25 +31,27 @@ from streamkeep.generation.generation import (
     Generation,
     GenerationIds,
 )
+from streamkeep.generation.joins import Joins
 from streamkeep.generation.log import EventLog, InProcessEventLog
 from streamkeep.generation.parts import as_json
-from streamkeep.generation.plan import Continued, ReplyPlan, ToolUse, plan_reply, prompt_before
-from streamkeep.generation.steps import ReplyStream, ToolOutput, answer_calls
+from streamkeep.generation.plan import Continued, ReplyPlan, ToolUse
+from streamkeep.generation.requests import ReplyRequests
+from streamkeep.generation.steps import ReplyStream
 from streamkeep.generation.sweeper import OrphanSweeper
 from streamkeep.generation.toolloop import tool_loop
 from streamkeep.llm.errors import LLMError
 from streamkeep.llm.events import EventStream, StreamError, StreamEvent
-from streamkeep.llm.types import ChatRequest, ToolSpec, Usage
+from streamkeep.llm.types import ChatRequest
 from streamkeep.llm.usage import prompt_chars
 from streamkeep.store import ids as store_ids
-from streamkeep.store.errors import EventSeqMoved, GenerationConflict, InvalidOperation, NotFound
+from streamkeep.store.errors import EventSeqMoved, GenerationConflict
 from streamkeep.tools import Toolbox
 
 if TYPE_CHECKING:
     from streamkeep.config import Settings
-    from streamkeep.generation.peers import GenerationView, Peers
+    from streamkeep.generation.peers import Peers
     from streamkeep.llm.registry import ModelRegistry
-    from streamkeep.store import ChatRecord, ChatStore
+    from streamkeep.store import ChatStore
 
 logger = logging.getLogger(__name__)
 
@@ -60,19 +62,11 @@ START_ATTEMPTS = 5
 NO_TOOLS = ToolUse()
 
 
-@dataclass(frozen=True, slots=True)
-class Resumed:
-    """A generation to read (`GenerationView`), after which event id."""
-
-    generation: GenerationView
-    after: int
-
-
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class GenerationManager:
+class GenerationManager(Joins, ReplyRequests):
     def __init__(
         self,
         store: ChatStore,
@@ -163,9 +157,6 @@ class GenerationManager:
         """The chat's generation: running, or finished within the retention period."""
         return self._by_chat.get(chat_id)
 
-    def get(self, generation_id: str) -> Generation | None:
-        return self._by_id.get(generation_id)
-
     def _running(self) -> Iterator[Generation]:
         return (g for g in list(self._by_id.values()) if not g.done.is_set())
 
@@ -183,283 +174,12 @@ class GenerationManager:
             return await gen.stop()  # ours: no other worker can be running this chat
         return self._peers is not None and await self._peers.stop(chat_id)
 
-    async def find_remote(self, chat_id: str) -> GenerationView | None:
-        """The chat's generation on another worker (running, or ended recently)."""
-        return await self._peers.find(chat_id) if self._peers is not None else None
-
     async def stop_local(self, chat_id: str) -> bool:
         """Stop the chat's generation if this process runs it."""
         gen = self._by_chat.get(chat_id)
         if gen is None or gen.done.is_set():
             return False
         return await gen.stop()
-
-    # -- readers, wherever the generation runs ---------------------------------------------
-
-    async def resume(self, chat_id: str, after: int, *, replay_finished: bool) -> Resumed | None:
-        """The chat's generation for a reader that has its events up to `after`: this
-        process's, else one another worker runs (or ran, within the replay window).
-
-        Event ids count on across a chat's generations, so an `after` below the
-        generation's first id is one of an earlier generation: the reader gets this
-        one from its start. None when there is nothing to send: no generation, a
-        gateway call (its client has the stream), one that ended with nothing after
-        `after`, or one of this process that ended while the reader did not ask for a
-        replay (`replay_finished`: a page that loads without naming where it stopped
-        has the stored message already). An unknown chat raises NotFound, and so does
-        a deleted one whose reply ended (deleting stops it first)."""
-        local = self._by_chat.get(chat_id)
-        gen: GenerationView | None = local
-        if local is None:
-            gen = await self.find_remote(chat_id)
-        elif not local.resumable:
-            gen = None
-        if gen is None:
-            await self._store.get_chat(chat_id)  # 404 for an unknown chat
-            return None
-        after = max(after, (gen.first_seq or 1) - 1)
-        if not gen.done.is_set():
-            return Resumed(gen, after)
-        await self._store.get_chat(chat_id)  # deleted since it ended: its stream is gone
-        if after >= gen.log.next_seq - 1 or (local is not None and not replay_finished):
-            return None
-        return Resumed(gen, after)
-
-    async def join_or_start(
-        self,
-        start: Callable[[], Awaitable[Generation]],
-        *,
-        idempotency_key: str | None,
-        chat_id: str | None = None,
-        message_id: str | None = None,
-    ) -> GenerationView:
-        """`start()`'s generation (a `Generation`), or the one another worker runs that
-        this keyed start is a retry of.
-
-        The chat is `chat_id`, else `message_id`'s (regenerate, edit). With peers, a
-        keyed start first asks the database whether its key already runs elsewhere:
-        such a retry joins that generation without `start()` asking the provider for
-        an answer that would only be thrown away. A start refused because its key
-        started a generation on another worker meanwhile joins that one too, and a
-        retry of a generation this process runs joins it without `start()` as well
-        (which would take a slot of the caller's limits for it: `http.quotas`)."""
-        if idempotency_key is not None:
-            local = await self._keyed_here(idempotency_key, chat_id, message_id)
-            if local is not None:
-                return local
-        if idempotency_key is not None and self._peers is not None:
-            remote = await self._keyed_elsewhere(idempotency_key, chat_id, message_id)
-            if remote is not None:
-                return remote
-        try:
-            return await start()
-        except GenerationConflict as conflict:
-            remote = await self._remote_join(conflict, chat_id)
-            if remote is None:
-                raise
-            return remote
-
-    async def _keyed_here(
-        self, key: str, chat_id: str | None, message_id: str | None
-    ) -> Generation | None:
-        """The running generation this process started with this key in the chat (by
-        `chat_id`, else `message_id`'s), if any. No read unless one here has the key."""
-        if chat_id is None:
-            if message_id is None or not any(
-                gen.ids.idempotency_key == key for gen in self._by_chat.values()
-            ):
-                return None
-            try:
-                chat_id = (await self._store.get_message(message_id)).chat_id
-            except NotFound:
-                return None  # `start()` answers 404
-        gen = self._by_chat.get(chat_id)
-        if gen is None or gen.done.is_set() or gen.ids.idempotency_key != key:
-            return None
-        return gen
-
-    async def _keyed_elsewhere(
-        self, key: str, chat_id: str | None, message_id: str | None
-    ) -> GenerationView | None:
-        """The running generation another worker started with this key, if any."""
-        try:
-            if chat_id is None:
-                if message_id is None:
-                    return None
-                chat_id = (await self._store.get_message(message_id)).chat_id
-            conflict = await self._store.find_conflict(chat_id, key)
-        except NotFound:
-            return None  # `start()` answers 404
-        if conflict is None or self.get(conflict.generation_id) is not None:
-            return None  # nothing to join, or this process has it: `start()` joins it
-        return await self._remote_join(conflict, chat_id)
-
-    async def _remote_join(
-        self, conflict: GenerationConflict, chat_id: str | None
-    ) -> GenerationView | None:
-        """The other worker's generation a same-key retry joins: the running one the
-        conflict names. None without peers, or for any other conflict."""
-        if not (conflict.same_key and conflict.running) or self._peers is None:
-            return None
-        if chat_id is None:
-            try:
-                chat_id = (await self._store.get_generation(conflict.generation_id)).chat_id
-            except NotFound:
-                return None  # its chat was deleted meanwhile
-        generation = (conflict.generation_id, conflict.message_id)
-        return await self._peers.find(chat_id, generation=generation)
-
-    # -- starting replies ----------------------------------------------------------------
-
-    async def reply(
-        self,
-        *,
-        chat_id: str,
-        content: str,
-        parent_id: str | None = None,
-        model: str | None = None,
-        idempotency_key: str | None = None,
-        api_key_id: str | None = None,
-        tools: Sequence[str] | None = None,
-        client_tools: Sequence[ToolSpec] = (),
-    ) -> Generation:
-        """A new user message under `parent_id` (default: the active leaf) and its reply.
-        `api_key_id` (here, in `regenerate` and `edit`): the key the request came with,
-        kept on the reply. `tools`: the names of the tools this reply may call (None:
-        the chat's); `client_tools`: tools the client runs (see `continue_reply`)."""
-        self._check_accepting()
-        chat = await self._store.get_chat(chat_id)
-        if parent_id is None:
-            parent_id = chat.active_leaf_id
-        use = self.tool_use(chat.tools, tools, client_tools)
-        return await self._start(chat, parent_id, content, model, idempotency_key, api_key_id, use)
-
-    async def regenerate(
-        self,
-        message_id: str,
-        *,
-        model: str | None = None,
-        idempotency_key: str | None = None,
-        api_key_id: str | None = None,
-        tools: Sequence[str] | None = None,
-        client_tools: Sequence[ToolSpec] = (),
-    ) -> Generation:
-        """A new answer: a sibling of an assistant message, or a reply under a user one."""
-        self._check_accepting()
-        message = await self._store.get_message(message_id)
-        if message.role == "assistant":
-            parent_id = message.parent_id
-        elif message.role == "user":
-            parent_id = message.id
-        else:
-            raise InvalidOperation(f"cannot regenerate a {message.role} message")
-        chat = await self._store.get_chat(message.chat_id)
-        use = self.tool_use(chat.tools, tools, client_tools)
-        return await self._start(chat, parent_id, None, model, idempotency_key, api_key_id, use)
-
-    async def edit(
-        self,
-        message_id: str,
-        content: str,
-        *,
-        model: str | None = None,
-        idempotency_key: str | None = None,
-        api_key_id: str | None = None,
-        tools: Sequence[str] | None = None,
-        client_tools: Sequence[ToolSpec] = (),
-    ) -> Generation:
-        """A sibling of a user message with new content, and its reply."""
-        self._check_accepting()
-        message = await self._store.get_message(message_id)
-        if message.role != "user":
-            raise InvalidOperation(f"only user messages can be edited, not {message.role}")
-        chat = await self._store.get_chat(message.chat_id)
-        use = self.tool_use(chat.tools, tools, client_tools)
-        return await self._start(
-            chat, message.parent_id, content, model, idempotency_key, api_key_id, use
-        )
-
-    async def continue_reply(
-        self,
-        message_id: str,
-        results: Sequence[ToolOutput],
-        *,
-        tools: Sequence[str] | None = None,
-        client_tools: Sequence[ToolSpec] = (),
-        idempotency_key: str | None = None,
-        api_key_id: str | None = None,
-    ) -> Generation:
-        """Go on with a reply that ended waiting for calls its client runs: `results`
-        answer them (every one), and the model is called again in the same message.
-
-        The message must be the last of its chat's active branch, and have ended
-        `complete` with finish reason `tool-calls`; InvalidOperation otherwise."""
-        self._check_accepting()
-        message = await self._store.get_message(message_id)
-        chat = await self._store.get_chat(message.chat_id)
-        if message.role != "assistant":
-            raise InvalidOperation(f"only an assistant reply can be continued, not {message.role}")
-        if chat.active_leaf_id != message.id:
-            raise InvalidOperation("only the last message of the active branch can be continued")
-        if message.status != "complete" or message.finish_reason != "tool-calls":
-            raise InvalidOperation("the reply is not waiting for tool results")
-        parts = answer_calls(message.parts, results)  # InvalidOperation for a bad result
-        model = message.model or chat.model
-        self._registry.resolve(model)
-        plan = ReplyPlan(
-            chat_id=chat.id,
-            parent_id=message.parent_id,
-            user_content=None,
-            model=model,
-            prompt=await prompt_before(self._store, chat, message.parent_id),
-            event_seq=chat.event_seq,
-            idempotency_key=idempotency_key,
-            api_key_id=api_key_id,
-            tools=self.tool_use(chat.tools, tools, client_tools),
-            continued=Continued(message.id, parts, _usage(message.usage)),
-        )
-        return await self._begin(plan)
-
-    def tool_use(
-        self,
-        chat_tools: Sequence[str],
-        names: Sequence[str] | None,
-        client_tools: Sequence[ToolSpec],
-    ) -> ToolUse:
-        """The tools of a reply: `names` if given (UnknownTools names any the toolbox
-        lacks), else the chat's (those gone meanwhile, e.g. of an MCP server that is
-        down, are left out); and the client's."""
-        if names is not None:
-            tools = self.toolbox.resolve(names)
-        else:
-            tools = [t for name in chat_tools if (t := self.toolbox.get(name)) is not None]
-            if len(tools) < len(chat_tools):
-                missing = sorted(set(chat_tools) - {t.name for t in tools})
-                logger.warning("tools not available now, left out of the reply: %s", missing)
-        return ToolUse(tuple(tools), tuple(client_tools))
-
-    async def _start(
-        self,
-        chat: ChatRecord,
-        parent_id: str | None,
-        user_content: str | None,
-        model: str | None,
-        idempotency_key: str | None,
-        api_key_id: str | None,
-        tools: ToolUse,
-    ) -> Generation:
-        plan = await plan_reply(
-            self._store,
-            self._registry,
-            chat,
-            parent_id,
-            user_content,
-            model=model,
-            idempotency_key=idempotency_key,
-            api_key_id=api_key_id,
-            tools=tools,
-        )
-        return await self._begin(plan)
 
     def _check_accepting(self) -> None:
         if not self._accepting:
@@ -734,16 +454,3 @@ class GenerationManager:
 async def _failed(error: LLMError) -> AsyncGenerator[StreamEvent, None]:
     """A stream that fails at once, for a model that could not even be opened."""
     yield StreamError(error)
-
-
-def _usage(raw: dict[str, Any] | None) -> Usage | None:
-    """A stored usage object as `Usage` (None: none stored, or a damaged one)."""
-    if not raw:
-        return None
-    try:
-        return Usage(**{k: raw[k] for k in raw if k in _USAGE_FIELDS})
-    except TypeError:
-        return None
-
-
-_USAGE_FIELDS = frozenset(Usage.__dataclass_fields__)

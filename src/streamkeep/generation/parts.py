@@ -78,6 +78,17 @@ def storable(text: str) -> str:
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
+def storable_json(value: Any) -> Any:
+    """A JSON value with `storable` strings (keys too): tool inputs and outputs."""
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {storable(str(k)): storable_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable_json(v) for v in value]
+    return value
+
+
 def as_json(parts: list[UIPart]) -> list[dict[str, Any]]:
     """Parts as the store takes them: JSON objects (a TypedDict is one, by type only)."""
     return cast(list[dict[str, Any]], parts)
@@ -137,7 +148,7 @@ def _tool_part(call: ToolCall) -> ToolUIPart:
             "type": TOOL_PREFIX + call.name,
             "toolCallId": call.id,
             "state": "output-error",
-            "input": call.arguments,
+            "input": storable_json(call.arguments),
             "rawInput": storable(call.raw_arguments),
             "errorText": call.parse_error,
         }
@@ -145,7 +156,7 @@ def _tool_part(call: ToolCall) -> ToolUIPart:
         "type": TOOL_PREFIX + call.name,
         "toolCallId": call.id,
         "state": "input-available",
-        "input": call.arguments,
+        "input": storable_json(call.arguments),
     }
 
 

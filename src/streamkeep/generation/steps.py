@@ -150,8 +150,8 @@ def answer_calls(parts: Sequence[dict[str, Any]], results: Sequence[ToolOutput])
 
     Every call still waiting (`input-available`) in the reply's last step must be
     answered: InvalidOperation names one left out, or an id that is no call of the
-    reply. A result for a call answered already (a client sending back its whole
-    message) is ignored: the stored answer stands."""
+    reply, or says that no call waits. A result for a call answered already (a
+    client sending back its whole message) is ignored: the stored answer stands."""
     waiting: set[str] = set()
     answered: set[str] = set()
     for part in parts:
@@ -171,6 +171,9 @@ def answer_calls(parts: Sequence[dict[str, Any]], results: Sequence[ToolOutput])
         if result.call_id in waiting:
             given[result.call_id] = result
     last = {_call_id(p) for p in _last_step(parts)}
+    if not waiting & last:
+        # e.g. it ended at max_steps, every call run: no result may take it further.
+        raise InvalidOperation("the reply waits for no tool result")
     missing = sorted(c for c in waiting - given.keys() if c in last)
     if missing:
         raise InvalidOperation(f"the call {missing[0]!r} waits for a result too")

@@ -22,7 +22,8 @@ Each step's request is the prompt plus this reply's parts so far, turned into me
 so what the model saw mid-loop and what it sees later cannot differ.
 
 Usage: the provider's reports are summed over the steps; the loop reports the total
-(`final=False` while it runs, `final=True` once, before its end).
+(`final=False` while it runs, `final=True` once, before its end). A step's prompt counts
+as estimated until its provider reports it, so a reply stopped mid-step still counts it.
 
 Closing the stream (a stop) closes the model's stream or cancels the running tools,
 whichever is under way; a tool cancelled that way is left without output (its part
@@ -39,7 +40,7 @@ from typing import Any
 
 import orjson
 
-from streamkeep.generation.parts import UIPart, as_json, assistant_messages
+from streamkeep.generation.parts import UIPart, as_json, assistant_messages, storable_json
 from streamkeep.generation.steps import (
     MAX_STEPS,
     ReplyEvent,
@@ -51,7 +52,7 @@ from streamkeep.generation.steps import (
 from streamkeep.llm.errors import LLMError
 from streamkeep.llm.events import EventStream, Finish, StreamError, UsageReport
 from streamkeep.llm.types import ChatRequest, ToolCall, ToolSpec, Usage
-from streamkeep.llm.usage import add_usage
+from streamkeep.llm.usage import add_usage, estimate_tokens, prompt_chars
 from streamkeep.tools.base import Tool, ToolError
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,11 @@ async def tool_loop(
             yield StepStart()
         messages = [*request.messages, *assistant_messages(as_json(parts.parts()))]
         step_request = replace(request, messages=messages, tools=specs)
+        if total is not None:
+            # This call's prompt is billed even if it ends before its provider counts
+            # it (a stop): until then, the estimate of it stands in the numbers so far.
+            prompt = Usage(input_tokens=estimate_tokens(prompt_chars(step_request)))
+            yield UsageReport(_plus(total, prompt), final=False)
         finish: Finish | None = None
         usage: Usage | None = None
         try:
@@ -177,16 +183,18 @@ async def _call(call: ToolCall, tool: Tool | None, default_timeout: float) -> To
 
 
 def _json_value(result: Any) -> Any:
-    """`result` as JSON can hold it, and as both databases store it (no U+0000)."""
+    """`result` as JSON can hold it, and as both databases store it (no U+0000).
+
+    Always read back from orjson's JSON, never `result` itself: what orjson writes as
+    null (NaN, infinities) the stdlib's encoder, which stores the parts, would write
+    as `NaN`, which PostgreSQL's jsonb refuses."""
     try:
         data = orjson.dumps(result)
     except TypeError as exc:
         raise ToolError(f"the tool's result is not JSON: {exc}") from None
     if len(data) > MAX_OUTPUT_BYTES:
         raise ToolError(f"the tool's result is over {MAX_OUTPUT_BYTES} bytes as JSON")
-    if b"\\u0000" in data:
-        return orjson.loads(data.replace(b"\\u0000", b"\\ufffd"))
-    return result
+    return storable_json(orjson.loads(data))
 
 
 async def _cancel(tasks: list[asyncio.Task[ToolOutput]]) -> None:

@@ -102,14 +102,20 @@ _SAVE_PARTS = (
     .where(MESSAGES.c.id == bindparam("b_id"), MESSAGES.c.status == "streaming")
     .values(parts=bindparam("b_parts"))
 )
-# A finished reply taken up again (a client's tool results continue it).
+# A finished reply taken up again (a client's tool results continue it): only while it
+# still waits for them and is still its chat's active leaf, whatever landed since the
+# caller read it.
 _REOPEN_MESSAGE = (
     update(MESSAGES)
     .where(
         MESSAGES.c.id == bindparam("b_id"),
         MESSAGES.c.chat_id == bindparam("b_chat"),
         MESSAGES.c.role == "assistant",
-        MESSAGES.c.status != "streaming",
+        MESSAGES.c.status == "complete",
+        MESSAGES.c.finish_reason == "tool-calls",
+        MESSAGES.c.id.in_(
+            select(CHATS.c.active_leaf_id).where(CHATS.c.id == bindparam("b_chat"))
+        ),
     )
     .values(
         status="streaming",
@@ -315,7 +321,8 @@ class Replies:
                 if (await conn.execute(_REOPEN_MESSAGE, reopen)).rowcount == 0:
                     await chat_row(conn, chat_id)  # NotFound for a missing chat
                     raise InvalidOperation(
-                        f"message {message_id!r} is not a finished reply of this chat"
+                        f"message {message_id!r} is not a reply of this chat that waits "
+                        "for tool results at the end of its active branch"
                     )
                 await conn.execute(_INSERT_GENERATION, generation)
                 leaf = {"b_id": chat_id, "b_leaf": message_id, "b_now": now}

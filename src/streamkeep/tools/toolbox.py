@@ -53,12 +53,18 @@ class Toolbox:
             self.add(tool)
 
     @classmethod
-    def from_settings(cls, config: ToolsConfig, sources: Iterable[ToolSource] = ()) -> Toolbox:
-        """The built-ins, the tools registered in code (`@tool`) and those named by
-        import path in `config.python`, each once."""
+    def from_settings(cls, config: ToolsConfig) -> Toolbox:
+        """The built-ins, the tools registered in code (`@tool`), those named by
+        import path in `config.python` (each once), and the MCP servers' tools."""
         tools: dict[int, Tool] = {}
         for tool in (*builtin_tools(), *registered_tools(), *load_python_tools(config.python)):
             tools.setdefault(id(tool), tool)
+        sources: list[ToolSource] = []
+        if config.mcp:
+            # Here, not at the top: the MCP SDK takes a second to import (see __init__).
+            from streamkeep.tools.mcp import McpServers
+
+            sources.append(McpServers(config.mcp))
         return cls(tools.values(), sources)
 
     def add(self, tool: Tool) -> None:
