@@ -24,6 +24,8 @@ def clean_env(**extra: str) -> dict[str, str]:
         if not k.startswith(("STREAMKEEP_", "OPENAI_", "ANTHROPIC_"))
     }
     env["PYTHONUNBUFFERED"] = "1"
+    # The tests package importable from anywhere: a server's config names a tool of it.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))
     env.update(extra)
     return env
 
@@ -60,17 +62,11 @@ def write_config(home: Path, provider_url: str) -> Path:
 def launch_server(home: Path, provider_url: str, port: int) -> subprocess.Popen[bytes]:
     """Start `streamkeep serve` on `port` with its data in `home`; return once healthy."""
     config = write_config(home, provider_url)
-    # The tests package importable too, for the tool of the config.
-    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))
     with (home / "server.log").open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamkeep", "serve", "--port", str(port)],
             cwd=home,
-            env=clean_env(
-                STREAMKEEP_CONFIG=str(config),
-                STREAMKEEP_DATA_DIR=str(home / "data"),
-                PYTHONPATH=path,
-            ),
+            env=clean_env(STREAMKEEP_CONFIG=str(config), STREAMKEEP_DATA_DIR=str(home / "data")),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

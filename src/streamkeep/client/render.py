@@ -29,7 +29,6 @@ class ReplyOutcome:
     usage: dict[str, Any] | None = None
     error: str | None = None
     text: list[str] = field(default_factory=list)
-    calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -97,8 +96,6 @@ class _Transcript:
             call = ToolCall(call_id, str(data.get("toolName", "")))
             self._calls[call_id] = call
             self.items.append(call)
-            self.outcome.calls.append(call)
-            self._block_id = ""
         if kind == "tool-input-delta":
             call.arguments_text += str(data.get("inputTextDelta", ""))
         elif kind == "tool-input-available":

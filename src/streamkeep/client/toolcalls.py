@@ -48,9 +48,11 @@ class ToolCall:
         )
 
     def arguments_shown(self) -> str:
-        if self.arguments is None and self.arguments_text:
-            return self.arguments_text
-        return as_json(self.arguments if self.arguments is not None else {})
+        """The arguments as JSON; as the model sent them while they stream, or when they
+        did not parse (`tool-input-error` keeps the raw text)."""
+        if self.arguments is None:
+            return self.arguments_text or "{}"
+        return self.arguments if isinstance(self.arguments, str) else as_json(self.arguments)
 
     def line(self, *, running: bool) -> str:
         """`⚙ name(arguments) → result`, `✗ name(arguments) → error`, or the call with
@@ -101,11 +103,15 @@ def call_markdown(call: ToolCall) -> str:
         return f"⚙ {head} (not run)"
     mark = "✗" if call.state == FAILED else "⚙"
     lines = [f"{mark} **{call.name}**" + ("" if label else " (not run)"), ""]
-    lines += _fenced(as_json(call.arguments, indent=2) if call.arguments is not None else args)
+    lines += _fenced(args if call.arguments is None else _pretty(call.arguments))
     if label:
-        body = as_json(call.output, indent=2) if call.state == DONE else outcome
+        body = _pretty(call.output) if call.state == DONE else outcome
         lines += ["", f"{label}:", "", *_fenced(body)]
     return "\n".join(lines)
+
+
+def _pretty(value: Any) -> str:
+    return value if isinstance(value, str) else as_json(value, indent=2)
 
 
 def _inline(text: str) -> bool:

@@ -20,8 +20,14 @@ export function createToolsPicker(state, hooks) {
   let boxes = new Map(); // tool name -> its checkbox
   let saving = Promise.resolve(); // PATCHes go out one after another, in order
   let pending = 0; // PATCHes not answered yet: only the last one's answer is shown
+  let wanted = null; // {chatId, tools} of the last PATCH, while any is unanswered
 
-  const chosen = () => (state.chat ? state.chat.tools || [] : draft);
+  // What the boxes show: a chat fetched again meanwhile must not undo a change on its way.
+  function chosen() {
+    if (!state.chat) return draft;
+    if (pending > 0 && wanted.chatId === state.chat.id) return wanted.tools;
+    return state.chat.tools || [];
+  }
 
   async function load() {
     try {
@@ -70,11 +76,11 @@ export function createToolsPicker(state, hooks) {
       render();
       return;
     }
-    const chat = state.chat;
-    chat.tools = on; // shown at once; the server's answer (or a failure) settles it
-    render();
+    const chatId = state.chat.id;
+    wanted = { chatId, tools: on }; // shown at once; the server's answer settles it
     pending += 1;
-    saving = saving.then(() => save(chat.id, on));
+    render();
+    saving = saving.then(() => save(chatId, on));
   }
 
   async function save(chatId, tools) {
