@@ -24,6 +24,8 @@ def clean_env(**extra: str) -> dict[str, str]:
         if not k.startswith(("STREAMKEEP_", "OPENAI_", "ANTHROPIC_"))
     }
     env["PYTHONUNBUFFERED"] = "1"
+    # The tests package importable from anywhere: a server's config names a tool of it.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))
     env.update(extra)
     return env
 
@@ -50,6 +52,9 @@ def write_config(home: Path, provider_url: str) -> Path:
         'api_key = "x"\n'
         'models = ["fake-model"]\n'
         "max_retries = 0\n"
+        # A tool that runs until stopped, so a page can be seen while a call runs.
+        "[tools]\n"
+        'python = ["tests.server.loop_tools:slow"]\n'
     )
     return config
 

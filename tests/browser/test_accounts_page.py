@@ -397,3 +397,27 @@ def test_the_page_shows_the_signed_in_users_usage_after_each_reply(
         f"{total['input_tokens']:,} tokens in · {total['output_tokens']:,} out · 2 replies"
     )
     expect(usage).to_have_attribute("title", re.compile(r"fake/fake-model: \d+ in, \d+ out"))
+
+
+def test_the_tools_switch_works_signed_in(
+    page: Page, context: BrowserContext, user: UserRecord, accounts_server: AccountsServer
+) -> None:
+    """The list of tools and the chat's changes go with the session cookie."""
+    page.goto("/")
+    sign_in(page, user.name)
+    expect_signed_in(page, user.name)
+    button = page.locator("#tools-button")
+    button.click()
+    calculator = page.get_by_role("checkbox", name="calculator", exact=True)
+    calculator.check()
+    send(page, "With a calculator [[tokens=3]]")
+    expect(last_reply(page)).to_have_attribute("data-status", "complete")
+    cid = chat_id(page)
+    button.click()
+    with page.expect_response(lambda r: r.request.method == "PATCH") as patched:
+        page.get_by_role("checkbox", name="current_time", exact=True).check()
+    assert patched.value.status == 200
+    cookie = next(c for c in context.cookies() if c["name"] == SESSION_COOKIE)
+    with httpx.Client(base_url=accounts_server.url, cookies={SESSION_COOKIE: cookie["value"]}) as c:
+        assert c.get(f"/api/chats/{cid}").json()["tools"] == ["calculator", "current_time"]
+    expect(button).to_have_accessible_name("Tools: 2 on")

@@ -128,6 +128,16 @@ def parse_directive(text: str) -> Script | None:
     return Script(**values)
 
 
+def calls_directive(calls: list[tuple[str, dict[str, Any]]], **fields: Any) -> str:
+    """A `[[calls=...]]` directive making these calls (name, arguments), with any other
+    scalar `Script` fields. The JSON list is spaced (`[ [`, `] ]`): a directive ends at
+    the first `]]`."""
+    pairs = orjson.dumps([[name, orjson.dumps(args).decode()] for name, args in calls]).decode()
+    pairs = pairs.replace("[[", "[ [").replace("]]", "] ]")
+    extra = "".join(f" {key}={shlex.quote(str(value))}" for key, value in fields.items())
+    return f"[[calls='{pairs}'{extra}]]"
+
+
 def _coerce(kind: str, raw: str) -> Any:
     if raw.lower() in ("none", "null"):
         return None

@@ -24,12 +24,25 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--local", action="store_true", help="run the engine in this process")
     p.add_argument("--model", help="PROVIDER/MODEL for a new chat or this message")
     p.add_argument("--system", help="system prompt for a new chat")
+    p.add_argument(
+        "--tools",
+        type=tool_names,
+        metavar="NAME[,NAME...]",
+        help="the tools the chat's replies may call (the server's `GET /api/tools`); "
+        "with --chat or -c it replaces the chat's tools ('' for none)",
+    )
     group = p.add_mutually_exclusive_group()
     group.add_argument("--chat", metavar="ID", help="continue this chat")
     group.add_argument(
         "-c", "--continue", dest="last", action="store_true", help="continue the most recent chat"
     )
     p.set_defaults(func=run)
+
+
+def tool_names(value: str) -> list[str]:
+    """`--tools a,b`: the names, in order, each once; '' is none."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    return list(dict.fromkeys(names))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,10 +87,14 @@ class _Session:
         if args.last:
             items = client.list_chats(limit=1)["items"]
             self.chat_id = items[0]["id"] if items else None
+        if self.chat_id is not None and args.tools is not None:
+            client.update_chat(self.chat_id, tools=args.tools)  # an unknown name: 422
 
     def _ensure_chat(self) -> str:
         if self.chat_id is None:
-            chat = self.client.create_chat(model=self.args.model, system=self.args.system)
+            chat = self.client.create_chat(
+                model=self.args.model, system=self.args.system, tools=self.args.tools
+            )
             self.chat_id = str(chat["id"])
         return self.chat_id
 
@@ -85,9 +102,8 @@ class _Session:
         chat_id = self._ensure_chat()
         outcome = ReplyOutcome()
         try:
-            render_reply(
-                self.client.send(chat_id, message, model=self.args.model), self.console, outcome
-            )
+            chunks = self.client.send(chat_id, message, model=self.args.model)
+            render_reply(chunks, self.console, outcome, notes=self.err)
         except KeyboardInterrupt:
             stopped = self.client.stop(chat_id)
             self.err.print("[yellow]stopped[/]" if stopped else "[dim]the reply had ended[/]")

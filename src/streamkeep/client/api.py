@@ -77,10 +77,22 @@ class StreamkeepClient:
         return response.json() if response.content else None
 
     def create_chat(
-        self, *, model: str | None = None, system: str | None = None, title: str | None = None
+        self,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        title: str | None = None,
+        tools: list[str] | None = None,
     ) -> dict[str, Any]:
-        body = {k: v for k, v in (("model", model), ("system", system), ("title", title)) if v}
+        """A new chat; `tools`: the names of the tools its replies may call."""
+        fields = (("model", model), ("system", system), ("title", title), ("tools", tools))
+        body = {k: v for k, v in fields if v}
         result: dict[str, Any] = self._request("POST", "/api/chats", json=body)
+        return result
+
+    def update_chat(self, chat_id: str, **changes: Any) -> dict[str, Any]:
+        """PATCH the chat: `title`, `model`, `tools` (the whole list), `active_leaf_id`."""
+        result: dict[str, Any] = self._request("PATCH", f"/api/chats/{chat_id}", json=changes)
         return result
 
     def list_chats(self, *, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:

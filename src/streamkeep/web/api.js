@@ -90,6 +90,8 @@ export const api = {
   updateChat: (id, body) => json("PATCH", `api/chats/${encodeURIComponent(id)}`, body),
   deleteChat: (id) => json("DELETE", `api/chats/${encodeURIComponent(id)}`),
   stop: (id) => json("POST", `api/chats/${encodeURIComponent(id)}/stop`),
+  // The tools a chat may switch on: {items: [{name, description, input_schema, source}]}.
+  tools: () => json("GET", "api/tools"),
   async models() {
     const body = await json("GET", "v1/models");
     return (body && body.data ? body.data : []).map((m) => m.id);

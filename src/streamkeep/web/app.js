@@ -6,6 +6,7 @@ import { api, runStream, streams } from "./api.js";
 import { applyChunk, liveMessage, textOf } from "./parts.js";
 import { el, icon, messageElement } from "./render.js";
 import { chatTitle, createSidebar } from "./sidebar.js";
+import { createToolsPicker } from "./tools.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -91,6 +92,8 @@ const sidebar = createSidebar(ui, state, {
     if (state.chat && state.chat.id === chat.id) location.hash = "#/";
   },
 });
+
+const tools = createToolsPicker(state, { showError });
 
 // ---------- models ----------
 
@@ -204,6 +207,7 @@ async function openChat(id) {
   if (state.live && state.live.chatId === id) return; // already open and streaming
   if (state.live) state.live.controller.abort(); // the reply goes on in the server
   clearErrors();
+  tools.close();
   if (!id) {
     state.chat = null;
     state.messages = [];
@@ -245,6 +249,7 @@ async function reloadChat(id, { resume = false } = {}) {
 function renderAll() {
   renderHeader();
   renderModels();
+  tools.render();
   sidebar.render();
   renderMessages();
 }
@@ -336,7 +341,10 @@ async function sendNow(text, parentId, fromComposer) {
       // The server's title rule (generation/titles.py), so the sidebar shows the
       // chat's title at once: the text on one line, cut at 80 characters.
       const title = titleFrom(text);
-      chat = await api.createChat({ title, model: ui.model.value || undefined });
+      const body = { title, model: ui.model.value || undefined };
+      const chosen = tools.draft();
+      if (chosen.length) body.tools = chosen;
+      chat = await api.createChat(body);
     } catch (err) {
       showError(err);
       return;
@@ -469,6 +477,7 @@ async function sendStop(live) {
 
 function startChats() {
   loadModels();
+  tools.load();
   sidebar.load();
   openChat(chatIdFromHash());
 }
@@ -492,6 +501,7 @@ function clearChats() {
   ui.notice.textContent = "";
   clearErrors();
   sidebar.setOpen(false);
+  tools.clear();
   renderAll();
 }
 

@@ -53,17 +53,45 @@ const STATUS_TEXT = {
   interrupted: "Interrupted",
 };
 
-const TOOL_STATE = {
-  "input-streaming": "preparing…",
-  "input-available": "called",
-  "output-available": "done",
-  "output-error": "failed",
+// What a call's state means to the reader. A call formed but without a result is running
+// while its reply streams; in a reply that has ended it was never run (stopped first).
+const TOOL_STATUS = {
+  running: "running…",
+  done: "done",
+  error: "error",
+  "not-run": "not run",
 };
+
+function toolStatus(part, live) {
+  if (part.state === "output-available") return "done";
+  if (part.state === "output-error") return "error";
+  return live ? "running" : "not-run";
+}
 
 function pretty(value) {
   if (value === undefined) return "";
   if (typeof value === "string") return value;
   return JSON.stringify(value, null, 2);
+}
+
+// One line of the summary: the arguments or result in short (the body has them whole).
+function brief(value, limit = 60) {
+  const text = (typeof value === "string" ? value : (JSON.stringify(value) ?? ""))
+    .replace(/\s+/g, " ")
+    .trim();
+  const chars = Array.from(text);
+  return chars.length <= limit ? text : chars.slice(0, limit - 1).join("") + "…";
+}
+
+// Arguments still streaming are partial JSON: shown as they came until they parse.
+function argumentsOf(part) {
+  if (part.input !== undefined) return part.input;
+  const raw = part.inputText || "";
+  try {
+    return JSON.parse(raw);
+  } catch {
+    return raw;
+  }
 }
 
 function kindOf(part) {
@@ -100,30 +128,54 @@ function updatePart(node, part, msg, last) {
     node.querySelector("summary").textContent = streaming ? "Thinking…" : "Reasoning";
     node.querySelector(".reasoning-text").textContent = part.text;
   } else if (kind === "tool") {
-    const name = part.type === "dynamic-tool" ? part.toolName : part.type.slice(5);
-    const summary = node.querySelector("summary");
-    summary.replaceChildren(
-      el("span", { class: "tool-name" }, name),
-      el("span", { class: `tool-state state-${part.state}` }, TOOL_STATE[part.state] || part.state),
-    );
-    const body = node.querySelector(".tool-body");
-    const input = part.input !== undefined ? pretty(part.input) : part.inputText || "";
-    const rows = [el("div", { class: "tool-label" }, "Arguments"), el("pre", {}, input)];
-    if (part.state === "output-available") {
-      rows.push(el("div", { class: "tool-label" }, "Result"), el("pre", {}, pretty(part.output)));
-    } else if (part.state === "output-error") {
-      rows.push(
-        el("div", { class: "tool-label" }, "Error"),
-        el("pre", { class: "bad" }, part.errorText || ""),
-      );
-    }
-    body.replaceChildren(...rows);
+    updateTool(node, part, msg.status === "streaming");
   }
+}
+
+// The summary says which tool, with what, and how it went; the body (folded until the
+// reader opens it) has the arguments and the result or error in full.
+function updateTool(node, part, live) {
+  const status = toolStatus(part, live);
+  const args = argumentsOf(part);
+  const key = JSON.stringify([status, args, part.output, part.errorText]);
+  if (node._key === key) return; // unchanged: leave a reader's selection alone
+  node._key = key;
+  const name = part.type === "dynamic-tool" ? part.toolName : part.type.slice(5);
+  node.dataset.tool = name;
+  node.dataset.state = status;
+  const outcome =
+    status === "done" ? brief(part.output) : status === "error" ? brief(part.errorText || "") : "";
+  const summary = [
+    el("span", { class: "tool-mark", "aria-hidden": "true" }),
+    el("span", { class: "tool-name" }, name),
+    el("span", { class: "tool-args" }, brief(args)),
+    outcome ? el("span", { class: "tool-outcome" }, `→ ${outcome}`) : null,
+    el("span", { class: `tool-state state-${status}` }, TOOL_STATUS[status]),
+  ];
+  node.querySelector("summary").replaceChildren(...summary.filter(Boolean));
+  const rows = [el("div", { class: "tool-label" }, "Arguments"), el("pre", {}, pretty(args))];
+  if (status === "done") {
+    rows.push(el("div", { class: "tool-label" }, "Result"), el("pre", {}, pretty(part.output)));
+  } else if (status === "error") {
+    rows.push(
+      el("div", { class: "tool-label" }, "Error"),
+      el("pre", { class: "bad" }, part.errorText || ""),
+    );
+  } else if (status === "not-run") {
+    rows.push(el("p", { class: "tool-note" }, "The answer ended before this call was run."));
+  }
+  node.querySelector(".tool-body").replaceChildren(...rows);
 }
 
 function renderParts(container, msg) {
   const parts = msg.parts.filter((p) => kindOf(p) !== "other");
-  const pending = msg.status === "streaming" && !parts.some((p) => (p.text ?? "x") !== "");
+  // Dots while nothing shows yet, and while the model answers calls that have all ended.
+  const empty = !parts.some((p) => (p.text ?? "x") !== "");
+  const calls = parts.filter((p) => kindOf(p) === "tool");
+  const answered =
+    kindOf(parts.at(-1) ?? { type: "" }) === "tool" &&
+    calls.every((p) => p.state === "output-available" || p.state === "output-error");
+  const pending = msg.status === "streaming" && (empty || answered);
   parts.forEach((part, i) => {
     const kind = kindOf(part);
     let node = container.children[i];
