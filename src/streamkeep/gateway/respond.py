@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import anyio
@@ -24,6 +24,7 @@ from starlette.responses import Response
 from streamkeep import sse
 from streamkeep.gateway.chunks import ChunkEncoder, completion_body
 from streamkeep.gateway.errors import from_llm_error
+from streamkeep.gateway.messages_stream import MessageEncoder, message_body
 from streamkeep.generation import Generation
 from streamkeep.generation.steps import LoopEvent, ReplyEvent
 from streamkeep.http.metrics import Metrics
@@ -33,16 +34,30 @@ from streamkeep.llm.errors import LLMError, ProviderStreamError
 from streamkeep.llm.events import EventStream, Finish, StreamError, StreamEvent
 from streamkeep.llm.types import Completion, FinishReason
 
+#: A streamed answer's encoder: Chat Completions chunks, or Anthropic Messages events.
+Sink = ChunkEncoder | MessageEncoder
+#: A whole answer's body: (completion, model, provider's stop word) -> JSON.
+BodyOf = Callable[[Completion, str, str | None], dict[str, Any]]
+
+
+def openai_body(completion: Completion, model: str, raw_reason: str | None) -> dict[str, Any]:
+    return completion_body(completion, model=model)
+
+
+def anthropic_body(completion: Completion, model: str, raw_reason: str | None) -> dict[str, Any]:
+    return message_body(completion, model=model, raw_reason=raw_reason)
+
 
 class Collector:
     """The generation-encoder interface for a non-streaming call: it keeps the events
     (no frames) so the whole answer can be returned once the generation ends."""
 
-    __slots__ = ("_acc", "failure")
+    __slots__ = ("_acc", "failure", "raw_reason")
 
     def __init__(self) -> None:
         self._acc = Accumulator()
         self.failure: LLMError | None = None
+        self.raw_reason: str | None = None  # the provider's own stop word
 
     def start(self, message_id: str, metadata: dict[str, Any]) -> list[bytes]:
         return []
@@ -81,7 +96,7 @@ class Tap:
 
     __slots__ = ("_open_at_first", "_stream", "opened", "sink")
 
-    def __init__(self, stream: EventStream, sink: ChunkEncoder | Collector) -> None:
+    def __init__(self, stream: EventStream, sink: Sink | Collector) -> None:
         self._stream = stream
         self.sink = sink
         self._open_at_first = isinstance(sink, Collector)
@@ -98,6 +113,8 @@ class Tap:
             raise
         if type(event) is StreamError:
             self.sink.failure = event.error
+        elif type(event) is Finish and not isinstance(self.sink, ChunkEncoder):
+            self.sink.raw_reason = event.raw_reason
         if self._open_at_first:
             self.opened.set()
         return event
@@ -109,7 +126,7 @@ class Tap:
 
 async def stream_generation(
     gen: Generation,
-    encoder: ChunkEncoder,
+    encoder: Sink,
     tap: Tap,
     headers: dict[str, str],
     metrics: Metrics,
@@ -130,16 +147,20 @@ async def stream_generation(
 
 
 async def whole_generation(
-    gen: Generation, collector: Collector, model: str, headers: dict[str, str], metrics: Metrics
+    gen: Generation,
+    collector: Collector,
+    model: str,
+    headers: dict[str, str],
+    metrics: Metrics,
+    body: BodyOf = openai_body,
 ) -> Response:
     metrics.track(gen)
     await gen.wait()
-    return _whole(collector.result(), collector.failure, model, headers)
+    result = collector.result()
+    return _whole(result, collector.failure, headers, body(result, model, collector.raw_reason))
 
 
-async def stream_relay(
-    stream: EventStream, encoder: ChunkEncoder, headers: dict[str, str]
-) -> Response:
+async def stream_relay(stream: EventStream, encoder: Sink, headers: dict[str, str]) -> Response:
     """A stream straight from the provider (nothing stored)."""
     first: list[bytes] = []
     try:
@@ -156,29 +177,36 @@ async def stream_relay(
     return SSEResponse(_relay(first, stream, encoder), headers={**sse.HEADERS, **headers})
 
 
-async def whole_relay(stream: EventStream, model: str, headers: dict[str, str]) -> Response:
+async def whole_relay(
+    stream: EventStream, model: str, headers: dict[str, str], body: BodyOf = openai_body
+) -> Response:
     acc = Accumulator()
     failure: LLMError | None = None
+    raw_reason: str | None = None
     try:
         async for event in stream:
             acc.add(event)
             if type(event) is StreamError:
                 failure = event.error
             elif type(event) is Finish:
+                raw_reason = event.raw_reason
                 break
     finally:
         await stream.aclose()
-    return _whole(acc.result(), failure, model, headers)
+    result = acc.result()
+    return _whole(result, failure, headers, body(result, model, raw_reason))
 
 
 def _whole(
-    completion: Completion, failure: LLMError | None, model: str, headers: dict[str, str]
+    completion: Completion,
+    failure: LLMError | None,
+    headers: dict[str, str],
+    body: dict[str, Any],
 ) -> Response:
     if completion.finish_reason == "error" or failure is not None:
         # A whole answer cannot carry a partial one: the call failed.
         error = failure or ProviderStreamError(completion.error or "the model failed")
         raise from_llm_error(error)
-    body = completion_body(completion, model=model)
     return Response(orjson.dumps(body), media_type="application/json", headers=headers)
 
 
@@ -197,7 +225,7 @@ async def _prepend(
 
 
 async def _relay(
-    first: list[bytes], stream: EventStream, encoder: ChunkEncoder
+    first: list[bytes], stream: EventStream, encoder: Sink
 ) -> AsyncGenerator[bytes, None]:
     try:
         yield sse.frames(first)

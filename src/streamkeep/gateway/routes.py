@@ -53,16 +53,16 @@ MESSAGE_HEADER = "x-streamkeep-message-id"
 router = APIRouter(tags=["openai"])
 
 
-def _inlined(schema: Any, defs: dict[str, Any]) -> Any:
+def inlined(schema: Any, defs: dict[str, Any]) -> Any:
     """The schema with its `#/$defs/...` references replaced by what they name (the
     body is parsed by hand, so FastAPI does not register its models as components)."""
     if isinstance(schema, dict):
         ref = schema.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            return _inlined(defs[ref.removeprefix("#/$defs/")], defs)
-        return {k: _inlined(v, defs) for k, v in schema.items() if k != "$defs"}
+            return inlined(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: inlined(v, defs) for k, v in schema.items() if k != "$defs"}
     if isinstance(schema, list):
-        return [_inlined(v, defs) for v in schema]
+        return [inlined(v, defs) for v in schema]
     return schema
 
 
@@ -92,7 +92,7 @@ _ERROR = {
 _BODY_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": _inlined(_SCHEMA, _SCHEMA.get("$defs", {}))}},
+        "content": {"application/json": {"schema": inlined(_SCHEMA, _SCHEMA.get("$defs", {}))}},
     },
     "responses": {
         "200": {
@@ -157,7 +157,7 @@ async def chat_completions(
             return await _relay(body, stream, headers)
         placement = await keep.place(store, body, chat_id, caller)
         headers[CHAT_HEADER] = placement.chat_id
-        parts = _Parts(registry, manager, store, metrics, quotas, caller)
+        parts = Parts(registry, manager, store, metrics, quotas, caller)
         return await _kept(body, chat_request, placement, parts, headers, started_at)
     except GatewayError as exc:
         return exc.response(headers)
@@ -169,7 +169,7 @@ async def chat_completions(
 
 
 @dataclass(slots=True)
-class _Parts:
+class Parts:
     """The app's parts a kept call uses."""
 
     registry: ModelRegistry
@@ -201,7 +201,7 @@ async def _kept(
     body: ChatCompletionBody,
     chat_request: ChatRequest,
     placement: keep.Placement,
-    parts: _Parts,
+    parts: Parts,
     headers: dict[str, str],
     started_at: float,
 ) -> Response:
