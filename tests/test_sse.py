@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from streamkeep.llm.sse import SSEDecoder
-from streamkeep.sse import DONE, PING, frames, numbered_frames
+from streamkeep.sse import DONE, PING, frames, named, numbered_frames
 
 
 def test_numbered_frames_carry_the_sequence_number_as_sse_id() -> None:
@@ -26,3 +26,16 @@ def test_an_sse_parser_reads_back_the_payloads_and_skips_the_ping() -> None:
         ("2", "[2]"),
         ("2", "[DONE]"),
     ]
+
+
+def test_a_named_payload_is_framed_with_its_event_line_first() -> None:
+    payload = named(b"message_stop", b'{"type":"message_stop"}')
+    assert numbered_frames([payload], 3) == [
+        b'id: 3\nevent: message_stop\ndata: {"type":"message_stop"}\n\n'
+    ]
+    assert frames([payload, b"{}"]) == (
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\ndata: {}\n\n'
+    )
+    (event, plain) = SSEDecoder().feed(frames([payload, b"{}"]))
+    assert (event.event, event.data) == ("message_stop", '{"type":"message_stop"}')
+    assert (plain.event, plain.data) == (None, "{}")

@@ -199,3 +199,100 @@ async def test_a_bad_body_is_a_400_in_anthropic_shape(
     assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
     assert needle in error["error"]["message"]
     assert gateway.upstream.requests == []
+
+
+def is_anthropic(gw: Gateway) -> bool:
+    return str(getattr(gw, "kind", "")) == "anthropic"
+
+
+async def test_thinking_comes_as_blocks_and_goes_back_signed(gw: Gateway) -> None:
+    gw.upstream.enqueue(Script(text="Yes.", reasoning=4, redacted=True))
+    async with (
+        client(gw) as c,
+        c.messages.stream(model=MODEL, max_tokens=100, messages=USER) as stream,
+    ):
+        message = await stream.get_final_message()
+    kinds = [b.type for b in message.content]
+    thinking = message.content[0]
+    assert thinking.type == "thinking" and thinking.thinking
+    if is_anthropic(gw):
+        assert kinds == ["thinking", "redacted_thinking", "text"]
+        assert thinking.signature.startswith("sig-")
+    else:
+        assert kinds == ["thinking", "text"]
+    history = [
+        *USER,
+        {"role": "assistant", "content": [b.model_dump() for b in message.content]},
+        {"role": "user", "content": "and?"},
+    ]
+    gw.upstream.enqueue(Script(text="Done."))
+    async with client(gw) as c:
+        whole = await c.messages.create(model=MODEL, max_tokens=100, messages=history)  # type: ignore[arg-type]
+    assert whole.content[-1].text == "Done."  # type: ignore[union-attr]
+    sent = gw.upstream.requests[-1]["messages"]
+    if is_anthropic(gw):  # the blocks went back verbatim, signature and redaction
+        blocks = sent[1]["content"]
+        assert blocks[0] == {
+            "type": "thinking",
+            "thinking": thinking.thinking,
+            "signature": thinking.signature,
+        }
+        assert blocks[1] == {"type": "redacted_thinking", "data": message.content[1].data}  # type: ignore[union-attr]
+
+
+async def test_a_length_stop_is_max_tokens(gw: Gateway) -> None:
+    gw.upstream.enqueue(Script(text=TEXT, finish="length"))
+    async with client(gw) as c:
+        message = await c.messages.create(model=MODEL, max_tokens=3, messages=USER)
+    assert message.stop_reason == "max_tokens"
+
+
+async def test_a_failure_mid_stream_is_an_error_event(gw: Gateway) -> None:
+    gw.upstream.enqueue(Script(text=TEXT, error_after=3))
+    pieces: list[str] = []
+    async with (
+        client(gw) as c,
+        c.messages.stream(model=MODEL, max_tokens=100, messages=USER) as stream,
+    ):
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            async for piece in stream.text_stream:
+                pieces.append(piece)
+    assert pieces and "".join(pieces) != TEXT
+    assert caught.value.body["type"] == "error"  # type: ignore[index]
+    assert caught.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+
+
+async def test_without_credentials_it_is_a_401_in_anthropic_shape(gateway: Gateway) -> None:
+    store = gateway.app.state.store
+    user = await store.create_user("alice", "a long enough password")
+    _, key = await store.create_api_key(user.id, name="tests")
+    async with client(gateway) as c:
+        with pytest.raises(anthropic.AuthenticationError) as caught:
+            await c.messages.create(model=MODEL, max_tokens=10, messages=USER)
+    assert caught.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+    gateway.upstream.enqueue(Script(text="hi"))
+    async with anthropic.AsyncAnthropic(base_url=gateway.url, api_key=key, max_retries=0) as c:
+        message = await c.messages.create(model=MODEL, max_tokens=10, messages=USER)  # x-api-key
+    assert message.content[0].text == "hi"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_provider_refusal_keeps_its_status(gw: Gateway, stream: bool) -> None:
+    gw.upstream.enqueue(Script(status=400))
+    body = {"model": MODEL, "max_tokens": 10, "messages": USER, "stream": stream}
+    r = await gw.http.post("/v1/messages", json=body)
+    assert r.status_code == 400
+    assert r.json() == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": r.json()["error"]["message"]},
+    }
+
+
+async def test_empty_user_content_is_an_empty_message(gateway: Gateway) -> None:
+    gateway.upstream.enqueue(Script(text="ok"))
+    messages = [{"role": "user", "content": []}]
+    r = await gateway.http.post(
+        "/v1/messages", json={"model": MODEL, "max_tokens": 5, "messages": messages}
+    )
+    assert r.status_code == 200, r.text
+    assert gateway.upstream.requests[-1]["messages"] == [{"role": "user", "content": ""}]

@@ -83,6 +83,7 @@ _BODY_DOC: dict[str, Any] = {
                 (401, "No API key, or one that does not work (`x-api-key` or Bearer)"),
                 (404, "An unknown model, or chat (x-streamkeep-chat-id)"),
                 (409, "The chat named by x-streamkeep-chat-id is generating"),
+                (413, "A message over the length limit"),
                 (429, "Over a rate limit, the caller's or the provider's"),
                 (502, "The provider failed"),
                 (503, "The model is not configured, or the server is shutting down"),

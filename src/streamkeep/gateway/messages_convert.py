@@ -96,11 +96,14 @@ def as_completion_body(body: MessagesBody) -> ChatCompletionBody:
     messages = [] if body.system_text is None else [_in("system", body.system_text)]
     for msg in body.messages:
         if msg.role == "user":
-            for b in msg.content:
-                if isinstance(b, ToolResultBlock):
-                    messages.append(_in("tool", b.content, tool_call_id=b.tool_use_id))
-            if any(isinstance(b, TextBlock) for b in msg.content):
-                messages.append(_in("user", _text(msg)))
+            results = [
+                _in("tool", b.content, tool_call_id=b.tool_use_id)
+                for b in msg.content
+                if isinstance(b, ToolResultBlock)
+            ]
+            messages += results
+            if not results or any(isinstance(b, TextBlock) for b in msg.content):
+                messages.append(_in("user", _text(msg)))  # as `to_chat_request` sends it
             continue
         calls = [
             ToolCallIn(
