@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import anthropic
+import orjson
 import pytest
 
 from streamkeep.config import ProviderConfig
@@ -296,3 +297,11 @@ async def test_empty_user_content_is_an_empty_message(gateway: Gateway) -> None:
     )
     assert r.status_code == 200, r.text
     assert gateway.upstream.requests[-1]["messages"] == [{"role": "user", "content": ""}]
+
+
+async def test_the_documented_body_names_nothing_left_undefined(gateway: Gateway) -> None:
+    doc = (await gateway.http.get("/openapi.json")).json()
+    operation = doc["paths"]["/v1/messages"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert "max_tokens" in schema["required"]
+    assert "#/$defs/" not in orjson.dumps(operation).decode()  # a discriminator's mapping too

@@ -55,11 +55,15 @@ router = APIRouter(tags=["openai"])
 
 def inlined(schema: Any, defs: dict[str, Any]) -> Any:
     """The schema with its `#/$defs/...` references replaced by what they name (the
-    body is parsed by hand, so FastAPI does not register its models as components)."""
+    body is parsed by hand, so FastAPI does not register its models as components); a
+    discriminator keeps its property, not its mapping onto them."""
     if isinstance(schema, dict):
         ref = schema.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/$defs/"):
             return inlined(defs[ref.removeprefix("#/$defs/")], defs)
+        if "propertyName" in schema and isinstance(schema.get("mapping"), dict):
+            # A discriminator: its mapping names `$defs` entries, which are inlined away.
+            return {"propertyName": schema["propertyName"]}
         return {k: inlined(v, defs) for k, v in schema.items() if k != "$defs"}
     if isinstance(schema, list):
         return [inlined(v, defs) for v in schema]
