@@ -228,8 +228,28 @@ async def test_thinking_comes_as_blocks_and_goes_back_signed(gw: Gateway) -> Non
     ]
     gw.upstream.enqueue(Script(text="Done."))
     async with client(gw) as c:
-        whole = await c.messages.create(model=MODEL, max_tokens=100, messages=history)  # type: ignore[arg-type]
+        raw = await c.messages.with_raw_response.create(
+            model=MODEL,
+            max_tokens=100,
+            messages=history,  # type: ignore[arg-type]
+        )
+        whole = await raw.parse()
     assert whole.content[-1].text == "Done."  # type: ignore[union-attr]
+    if kept(gw) and is_anthropic(gw):  # stored as the chat API stores thinking
+        chat = await gw.chat(raw.headers[CHAT_HEADER])
+        stored = [p for p in chat["messages"][1]["parts"] if p["type"] == "reasoning"]
+        assert stored == [
+            {
+                "type": "reasoning",
+                "text": thinking.thinking,
+                "providerMetadata": {"anthropic": {"signature": thinking.signature}},
+            },
+            {
+                "type": "reasoning",
+                "text": "",
+                "providerMetadata": {"anthropic": {"redactedData": message.content[1].data}},  # type: ignore[union-attr]
+            },
+        ]
     sent = gw.upstream.requests[-1]["messages"]
     if is_anthropic(gw):  # the blocks went back verbatim, signature and redaction
         blocks = sent[1]["content"]
@@ -305,3 +325,37 @@ async def test_the_documented_body_names_nothing_left_undefined(gateway: Gateway
     schema = operation["requestBody"]["content"]["application/json"]["schema"]
     assert "max_tokens" in schema["required"]
     assert "#/$defs/" not in orjson.dumps(operation).decode()  # a discriminator's mapping too
+
+
+async def test_a_failed_tool_result_is_stored_as_an_error(gateway: Gateway) -> None:
+    gateway.upstream.enqueue(Script(text="Sorry."))
+    history = [
+        *USER,
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": [{"type": "text", "text": "no such city"}],
+                    "is_error": True,
+                }
+            ],
+        },
+    ]
+    async with client(gateway) as c:
+        raw = await c.messages.with_raw_response.create(
+            model=MODEL,
+            max_tokens=10,
+            messages=history,  # type: ignore[arg-type]
+        )
+    chat = await gateway.chat(raw.headers[CHAT_HEADER])
+    (result,) = chat["messages"][2]["parts"]
+    assert result["state"] == "output-error" and result["errorText"] == "no such city"
+    assert result["type"] == "tool-weather" and "output" not in result
+    sent = gateway.upstream.requests[-1]["messages"]
+    assert sent[-1]["role"] == "tool" and sent[-1]["content"] == "no such city"

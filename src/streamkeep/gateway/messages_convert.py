@@ -6,13 +6,19 @@ verbatim. A user turn's `tool_result` blocks become tool messages, before its te
 
 The store keeps the call like a Chat Completions one: `as_completion_body` restates the
 messages in OpenAI's shape so `gateway.keep` places them (new chat, or the continued
-one's missing messages) by the same rules.
+one's missing messages) by the same rules. What that shape cannot say, thinking
+signatures, redacted blocks and a tool_result's `is_error`, `restore` puts back into
+the stored parts (as the chat API stores them), so the chat can go on from the API.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import orjson
 
+from streamkeep.gateway.convert import StoredIn
 from streamkeep.gateway.messages_schema import (
     MessageIn,
     MessagesBody,
@@ -91,19 +97,35 @@ def _assistant(msg: MessageIn) -> list[Message]:
     return [Message("assistant", _text(msg), reasoning, calls, thinking=thinking)]
 
 
-def as_completion_body(body: MessagesBody) -> ChatCompletionBody:
+@dataclass(slots=True)
+class _Extra:
+    """What one restated message lost: its thinking blocks, or its result's error flag."""
+
+    thinking: list[ReasoningPart] = field(default_factory=list)
+    is_error: bool = False
+
+
+@dataclass(slots=True)
+class Kept:
+    """The call in Chat Completions' shape, and what each of its messages lost."""
+
+    body: ChatCompletionBody
+    extras: list[_Extra]
+
+
+def as_completion_body(body: MessagesBody) -> Kept:
     """The same call in Chat Completions' shape, for `gateway.keep` to place and store."""
     messages = [] if body.system_text is None else [_in("system", body.system_text)]
+    extras = [_Extra() for _ in messages]
     for msg in body.messages:
         if msg.role == "user":
-            results = [
-                _in("tool", b.content, tool_call_id=b.tool_use_id)
-                for b in msg.content
-                if isinstance(b, ToolResultBlock)
-            ]
-            messages += results
+            results = [b for b in msg.content if isinstance(b, ToolResultBlock)]
+            for b in results:
+                messages.append(_in("tool", b.content, tool_call_id=b.tool_use_id))
+                extras.append(_Extra(is_error=b.is_error))
             if not results or any(isinstance(b, TextBlock) for b in msg.content):
                 messages.append(_in("user", _text(msg)))  # as `to_chat_request` sends it
+                extras.append(_Extra())
             continue
         calls = [
             ToolCallIn(
@@ -113,16 +135,45 @@ def as_completion_body(body: MessagesBody) -> ChatCompletionBody:
             for b in msg.content
             if isinstance(b, ToolUseBlock)
         ]
-        reasoning = "".join(b.thinking for b in msg.content if isinstance(b, ThinkingBlock))
+        (sent,) = _assistant(msg)
         messages.append(
             ChatMessageIn(
                 role="assistant",
-                content=_text(msg),
+                content=sent.content,
                 tool_calls=calls or None,
-                reasoning_content=reasoning or None,
+                reasoning_content=sent.reasoning or None,
             )
         )
-    return ChatCompletionBody(model=body.model, messages=messages, stream=body.stream)
+        extras.append(_Extra(thinking=sent.thinking))
+    kept = ChatCompletionBody(model=body.model, messages=messages, stream=body.stream)
+    return Kept(kept, extras)
+
+
+def restore(prior: list[StoredIn], kept: Kept) -> list[StoredIn]:
+    """`prior` (what `keep.place` stores: always the last messages of `kept`) with the
+    thinking blocks and error flags the Chat Completions shape lost."""
+    extras = kept.extras[len(kept.extras) - len(prior) :]
+    out: list[StoredIn] = []
+    for stored, extra in zip(prior, extras, strict=True):
+        parts = stored.parts
+        if stored.role == "assistant" and extra.thinking:
+            rest = [p for p in parts if p.get("type") != "reasoning"]
+            parts = [_reasoning(p) for p in extra.thinking if p.text or p.redacted] + rest
+        elif stored.role == "tool" and extra.is_error and parts:
+            failed = {k: v for k, v in parts[0].items() if k != "output"}
+            parts = [{**failed, "state": "output-error", "errorText": parts[0].get("output", "")}]
+        out.append(StoredIn(stored.role, parts))
+    return out
+
+
+def _reasoning(part: ReasoningPart) -> dict[str, Any]:
+    """A thinking block as the chat API stores one (`generation.parts`)."""
+    out: dict[str, Any] = {"type": "reasoning", "text": part.text}
+    if part.redacted is not None:
+        out["providerMetadata"] = {"anthropic": {"redactedData": part.redacted}}
+    elif part.signature is not None:
+        out["providerMetadata"] = {"anthropic": {"signature": part.signature}}
+    return out
 
 
 def _in(role: str, content: str, tool_call_id: str | None = None) -> ChatMessageIn:
