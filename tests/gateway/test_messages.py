@@ -14,6 +14,7 @@ from streamkeep.config import ProviderConfig
 from tests.fakes.upstream import Script
 from tests.fakes.upstream_wire import split_words
 from tests.gateway.conftest import MODEL, Gateway, GatewayFactory
+from tests.gateway.test_sdk import parallel_calls_script
 
 TEXT = "The quick brown fox jumps over the lazy dog."
 USER: list[Any] = [{"role": "user", "content": "hello there"}]
@@ -359,3 +360,16 @@ async def test_a_failed_tool_result_is_stored_as_an_error(gateway: Gateway) -> N
     assert result["type"] == "tool-weather" and "output" not in result
     sent = gateway.upstream.requests[-1]["messages"]
     assert sent[-1]["role"] == "tool" and sent[-1]["content"] == "no such city"
+
+
+async def test_parallel_openai_calls_keep_their_own_blocks(gateway: Gateway) -> None:
+    gateway.upstream.enqueue(parallel_calls_script())  # argument deltas interleave
+    async with (
+        client(gateway) as c,
+        c.messages.stream(model=MODEL, max_tokens=100, messages=USER) as stream,
+    ):
+        message = await stream.get_final_message()
+    calls = [(b.id, b.name, b.input) for b in message.content if b.type == "tool_use"]
+    assert calls == [("call_w", "weather", {"city": "Oslo"}), ("call_t", "time", {"tz": "UTC"})]
+    assert message.stop_reason == "tool_use"
+    assert message.usage.input_tokens == 9 and message.usage.output_tokens == 4
