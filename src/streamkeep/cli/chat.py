@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from streamkeep.cli.target import NEEDS_KEY, add_url_argument, api_key, server_url
+from streamkeep.cli.term import consoles
 from streamkeep.client import ApiError, ServerUnreachable, StreamkeepClient
 from streamkeep.client.render import CUT_AT_LIMIT, ReplyOutcome, render_reply, usage_line
 
@@ -46,8 +47,7 @@ def tool_names(value: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console()
-    err = Console(stderr=True)
+    console, err = consoles()
     message = args.message
     if message is None and not sys.stdin.isatty():
         message = sys.stdin.read().strip()

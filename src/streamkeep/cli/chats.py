@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from streamkeep.cli.target import NEEDS_KEY, add_url_argument, api_key, server_url
+from streamkeep.cli.term import consoles
 from streamkeep.client import ApiError, ServerUnreachable, StreamkeepClient
 from streamkeep.client.render import CUT_AT_LIMIT, message_markdown, usage_line
 
@@ -34,7 +35,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    console, err = Console(), Console(stderr=True)
+    console, err = consoles()
     url = server_url(args)
     try:
         with StreamkeepClient(url, api_key=api_key(args)) as client:
