@@ -168,6 +168,11 @@ def _cycle(words: str, i: int) -> str:
     return pool[i % len(pool)]
 
 
+def lorem(tokens: int) -> str:
+    """The text a script of `tokens` tokens (and no `text`) answers."""
+    return " ".join(_cycle(_LOREM, i) for i in range(tokens))
+
+
 def split_words(text: str) -> list[str]:
     """Word tokens that concatenate back to `text` (leading spaces kept, like BPE)."""
     return _WORDS.findall(text)
@@ -295,7 +300,7 @@ class Plan:
         if script.text is not None:
             text = split_words(script.text)
         elif script.tool is None and not script.calls:
-            text = split_words(" ".join(_cycle(_LOREM, i) for i in range(script.tokens)))
+            text = split_words(lorem(script.tokens))
         else:
             text = []
         prefix = "toolu" if anthropic else "call"

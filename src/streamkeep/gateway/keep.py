@@ -113,6 +113,8 @@ async def start(
     model: str,
     request: ChatRequest,
     tap: Tap,
+    generation_id: str | None = None,
+    write_first: bool = False,
 ) -> Generation:
     """Store the placement's messages and an empty reply, and stream into it.
 
@@ -120,18 +122,20 @@ async def start(
     stream, once `tap.opened` says the first token is out (the generation waits for
     them before its final write): the first token never waits on the database. A
     continued chat is written first, because a running generation in it must refuse
-    the call (409) before anything streams.
+    the call (409) before anything streams; so is any call with `write_first` (a
+    background response: its id is answered at once, and must be found).
     """
     gen_ids = GenerationIds(
-        id=ids.generation_id(),
+        id=generation_id or ids.generation_id(),
         chat_id=placement.chat_id,
         message_id=ids.message_id(),
         user_message_id=None,
         model=model,
     )
-    gate = tap.opened if placement.new_chat is not None else None
+    first = write_first or placement.new_chat is None
+    gate = None if first else tap.opened
     insert = asyncio.create_task(_insert(store, placement, gen_ids, manager.worker_id, gate))
-    if placement.new_chat is None:
+    if first:
         try:
             await insert
         except GenerationConflict as exc:

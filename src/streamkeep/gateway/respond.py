@@ -25,6 +25,7 @@ from streamkeep import sse
 from streamkeep.gateway.chunks import ChunkEncoder, completion_body
 from streamkeep.gateway.errors import from_llm_error
 from streamkeep.gateway.messages_stream import MessageEncoder, message_body
+from streamkeep.gateway.responses_stream import ResponseEncoder
 from streamkeep.generation import Generation
 from streamkeep.generation.steps import LoopEvent, ReplyEvent
 from streamkeep.http.metrics import Metrics
@@ -34,8 +35,9 @@ from streamkeep.llm.errors import LLMError, ProviderStreamError
 from streamkeep.llm.events import EventStream, Finish, StreamError, StreamEvent
 from streamkeep.llm.types import Completion, FinishReason
 
-#: A streamed answer's encoder: Chat Completions chunks, or Anthropic Messages events.
-Sink = ChunkEncoder | MessageEncoder
+#: A streamed answer's encoder: Chat Completions chunks, Anthropic Messages events, or
+#: Responses API events.
+Sink = ChunkEncoder | MessageEncoder | ResponseEncoder
 #: A whole answer's body: (completion, model, provider's stop word) -> JSON.
 BodyOf = Callable[[Completion, str, str | None], dict[str, Any]]
 

@@ -42,6 +42,19 @@ class Joins:
         """The chat's generation on another worker (running, or ended recently)."""
         return await self._peers.find(chat_id) if self._peers is not None else None
 
+    async def find_generation(
+        self, generation_id: str, chat_id: str, message_id: str
+    ) -> GenerationView | None:
+        """That generation, wherever it runs (or ran, within the replay window), to
+        read its own frames (a gateway call's too: the caller named it); None once its
+        frames are gone."""
+        local = self._by_id.get(generation_id)
+        if local is not None:
+            return local
+        if self._peers is None:
+            return None
+        return await self._peers.find(chat_id, generation=(generation_id, message_id))
+
     async def resume(self, chat_id: str, after: int, *, replay_finished: bool) -> Resumed | None:
         """The chat's generation for a reader that has its events up to `after`: this
         process's, else one another worker runs (or ran, within the replay window).

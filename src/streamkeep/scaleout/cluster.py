@@ -231,8 +231,8 @@ class Cluster:
         # Unknown without the pointer: the reader learns it (see `redis_log`).
         first_seq: int | None = None
         if pointer is not None and (generation is None or pointer["generation"] == generation[0]):
-            if not pointer.get("resumable", True):
-                return None
+            if not pointer.get("resumable", True) and generation is None:
+                return None  # a gateway call's: only a reader that names it may read it
             generation_id, message_id = pointer["generation"], pointer["message"]
             first_seq = int(pointer.get("first_seq", 1))  # older workers numbered from 1
         elif generation is not None:

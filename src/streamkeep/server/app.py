@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import streamkeep
 from streamkeep.config import Settings, load_settings
 from streamkeep.gateway.messages import router as messages_router
+from streamkeep.gateway.responses import router as responses_router
 from streamkeep.gateway.routes import router as gateway_router
 from streamkeep.generation import GenerationManager
 from streamkeep.generation.manager import default_worker_id
@@ -176,7 +177,7 @@ def create_app(settings: Settings | None = None) -> App:
         tools.router,
         ops.router,
     )
-    for router in (*routers, gateway_router, messages_router):
+    for router in (*routers, gateway_router, messages_router, responses_router):
         app.include_router(router)
     install_docs(app)
     if (WEB_DIR / "index.html").is_file():

@@ -38,6 +38,7 @@ from streamkeep.store.queries import (
     message_row,
 )
 from streamkeep.store.records import ChatRecord, MessageRecord, PromptMessage
+from streamkeep.store.tree import Tree
 
 if TYPE_CHECKING:
     from streamkeep.store.db import Database
@@ -71,6 +72,12 @@ _UPDATE_CHAT = (
 )
 _SET_TOOLS = update(CHATS).where(_c.id == bindparam("b_id")).values(tools=bindparam("b_tools"))
 _DELETE_CHAT = delete(CHATS).where(_c.id == bindparam("b_id")).returning(_c.id)
+_DELETE_MESSAGE = delete(MESSAGES).where(_m.id == bindparam("b_id"))
+_SET_LEAF = (
+    update(CHATS)
+    .where(_c.id == bindparam("b_id"))
+    .values(active_leaf_id=bindparam("b_leaf"), updated_at=bindparam("b_now"))
+)
 _SIBLINGS = (
     select(_m.id)
     .where(_m.chat_id == bindparam("b_chat"), _m.parent_id == bindparam("b_parent"))
@@ -209,6 +216,22 @@ class Chats:
             if (await conn.execute(_DELETE_CHAT, {"b_id": chat_id})).first() is None:
                 raise NotFound("chat", chat_id)
 
+    async def delete_message(self, message_id: str) -> None:
+        """Delete a message with everything under it (its replies and their
+        generations: ON DELETE CASCADE). When the chat's active branch ran through it,
+        the branch becomes the most recent leaf that is left (none: the chat is empty).
+        A message with a running generation under it must be stopped first (the
+        caller's part): this does not look."""
+        async with self._db.writing() as conn:
+            message = await message_row(conn, message_id)
+            chat = await chat_row(conn, message.chat_id)
+            await conn.execute(_DELETE_MESSAGE, {"b_id": message_id})
+            tree = await load_tree(conn, chat.id)
+            leaf = chat.active_leaf_id
+            if leaf is None or leaf not in tree:
+                leaf = _latest_leaf(tree, message.parent_id)
+            await conn.execute(_SET_LEAF, {"b_id": chat.id, "b_leaf": leaf, "b_now": self._clock()})
+
     async def get_message(self, message_id: str) -> MessageRecord:
         """One message, with its `sibling_ids` (itself and the others with the same
         parent, oldest first)."""
@@ -243,3 +266,10 @@ class Chats:
             if leaf not in tree:
                 raise InvalidOperation(f"message {leaf!r} is not in this chat")
             return await load_branch(conn, tree, leaf)
+
+
+def _latest_leaf(tree: Tree, parent_id: str | None) -> str | None:
+    """The branch left after a deletion: the parent's latest leaf, else the chat's."""
+    if parent_id is not None and parent_id in tree:
+        return tree.latest_leaf(parent_id)
+    return tree.latest()

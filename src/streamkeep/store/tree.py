@@ -61,3 +61,8 @@ class Tree:
             else:
                 leaves.append(self._nodes[current])
         return max(leaves, key=lambda n: (n.created_at, n.id)).id
+
+    def latest(self) -> str | None:
+        """The most recently created leaf of the whole tree (None: it is empty)."""
+        leaves = [n for n in self._nodes.values() if n.id not in self._children]
+        return max(leaves, key=lambda n: (n.created_at, n.id)).id if leaves else None

@@ -1,0 +1,296 @@
+"""OpenAI's Responses API through the gateway, as the official `openai` SDK uses it:
+`responses.create` streamed and whole, tools and their outputs, `previous_response_id`,
+background runs read back with `retrieve` (whole, or streamed from `starting_after`),
+`cancel` and `delete`; over a real uvicorn server and the fake upstream (OpenAI's wire
+format). Two workers sharing a run: `tests/scaleout/test_responses_workers.py`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import openai
+import orjson
+import pytest
+
+from tests.fakes.upstream import Script
+from tests.fakes.upstream_wire import lorem
+from tests.gateway.conftest import MODEL, Gateway, GatewayFactory
+
+words = lorem
+
+
+@pytest.fixture(params=["kept", "relay"])
+async def gw(request: pytest.FixtureRequest, gateway_factory: GatewayFactory) -> Gateway:
+    return await gateway_factory(gateway_store=request.param == "kept")
+
+
+def kept(gw: Gateway) -> bool:
+    return bool(gw.app.state.settings.gateway_store)
+
+
+async def test_a_streamed_response_is_the_upstream_answer_event_by_event(gw: Gateway) -> None:
+    client = gw.async_client()
+    gw.upstream.enqueue(Script(tokens=6))
+    stream = await client.responses.create(model=MODEL, input="Hi there", stream=True)
+    events = [event async for event in stream]
+    types = [e.type for e in events]
+    assert types[:2] == ["response.created", "response.in_progress"]
+    assert types[2:4] == ["response.output_item.added", "response.content_part.added"]
+    assert types.count("response.output_text.delta") == 6
+    assert types[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    done = events[-1].response  # type: ignore[union-attr]
+    assert done.status == "completed"
+    assert done.output_text == words(6)
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")  # type: ignore[union-attr]
+    assert deltas == words(6)
+    assert done.usage is not None and done.usage.output_tokens == 6
+    sent = gw.upstream.requests[-1]
+    assert sent["messages"] == [{"role": "user", "content": "Hi there"}]
+
+
+async def test_the_sdk_stream_helper_gets_the_final_response(gw: Gateway) -> None:
+    client = gw.async_client()
+    gw.upstream.enqueue(Script(tokens=4))
+    async with client.responses.stream(model=MODEL, input="Hi", instructions="Be brief") as s:
+        texts = [e.delta async for e in s if e.type == "response.output_text.delta"]
+        final = await s.get_final_response()
+    assert "".join(texts) == final.output_text == words(4)
+    assert final.instructions == "Be brief"
+    system = gw.upstream.requests[-1]["messages"][0]
+    assert system == {"role": "system", "content": "Be brief"}
+
+
+async def test_a_whole_response(gw: Gateway) -> None:
+    client = gw.async_client()
+    gw.upstream.enqueue(Script(tokens=5))
+    response = await client.responses.create(model=MODEL, input="Hi")
+    assert response.status == "completed"
+    assert response.output_text == words(5)
+    assert response.usage is not None and response.usage.total_tokens == 1 + 5
+    assert response.id.startswith("resp_")
+
+
+async def test_a_function_call_and_its_output_continue_the_stored_chat(gateway: Gateway) -> None:
+    client = gateway.async_client()
+    tools: Any = [
+        {
+            "type": "function",
+            "name": "weather",
+            "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+        }
+    ]
+    gateway.upstream.enqueue(Script(tool="weather"))
+    first = await client.responses.create(model=MODEL, input="Oslo", tools=tools, stream=True)
+    events = [e async for e in first]
+    call_events = [e.type for e in events if "function_call" in e.type]
+    assert call_events[-1] == "response.function_call_arguments.done"
+    done = events[-1].response  # type: ignore[union-attr]
+    (call,) = [item for item in done.output if item.type == "function_call"]
+    assert call.name == "weather" and orjson.loads(call.arguments) == {"q": "Oslo"}
+
+    gateway.upstream.enqueue(Script(text="It is sunny."))
+    second = await client.responses.create(
+        model=MODEL,
+        previous_response_id=done.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
+        tools=tools,
+    )
+    assert second.output_text == "It is sunny."
+    assert second.previous_response_id == done.id
+    sent = gateway.upstream.requests[-1]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+    assert sent[1]["tool_calls"][0]["id"] == call.call_id
+    assert sent[2] == {"role": "tool", "tool_call_id": call.call_id, "content": "sunny"}
+
+    chat_id = (await gateway.http.get(f"/v1/responses/{second.id}")).headers.get(
+        "x-streamkeep-chat-id"
+    )
+    assert chat_id is None  # retrieving says nothing of chats
+    stored = await client.responses.retrieve(second.id)
+    assert stored.output_text == "It is sunny." and stored.status == "completed"
+    first_again = await client.responses.retrieve(done.id)
+    assert first_again.output[0].type == "function_call"
+
+
+async def test_previous_response_id_sends_the_stored_history(gateway: Gateway) -> None:
+    client = gateway.async_client()
+    gateway.upstream.enqueue(Script(text="Nice to meet you, Ada."))
+    first = await client.responses.create(model=MODEL, input="I am Ada", instructions="Be kind")
+    gateway.upstream.enqueue(Script(text="You are Ada."))
+    second = await client.responses.create(
+        model=MODEL, input="Who am I?", previous_response_id=first.id
+    )
+    assert second.output_text == "You are Ada."
+    sent = gateway.upstream.requests[-1]["messages"]
+    # Instructions are not carried over (OpenAI's rule); the history is.
+    assert sent == [
+        {"role": "user", "content": "I am Ada"},
+        {"role": "assistant", "content": "Nice to meet you, Ada."},
+        {"role": "user", "content": "Who am I?"},
+    ]
+    r = await gateway.http.post(
+        "/v1/responses",
+        json={"model": MODEL, "input": "again", "previous_response_id": "resp_nope"},
+    )
+    assert r.status_code == 404
+    assert r.json()["error"]["param"] == "previous_response_id"
+
+
+async def test_a_background_response_runs_on_without_its_client(gateway: Gateway) -> None:
+    client = gateway.async_client()
+    gateway.upstream.enqueue(Script(tokens=20, delay=0.02))
+    created = await client.responses.create(model=MODEL, input="go", background=True)
+    assert created.status == "queued" and created.background is True
+    running = await client.responses.retrieve(created.id)
+    assert running.status in ("queued", "in_progress", "completed")
+    while (await client.responses.retrieve(created.id)).status != "completed":
+        await asyncio.sleep(0.05)
+    done = await client.responses.retrieve(created.id)
+    assert done.output_text == words(20)
+    assert done.usage is not None and done.usage.output_tokens == 20
+
+
+async def test_a_background_stream_resumes_after_any_sequence_number(gateway: Gateway) -> None:
+    client = gateway.async_client()
+    gateway.upstream.enqueue(Script(tokens=30, delay=0.02))
+    stream = await client.responses.create(model=MODEL, input="go", background=True, stream=True)
+    seen: list[Any] = []
+    async for event in stream:
+        seen.append(event)
+        if event.type == "response.output_text.delta" and len(seen) >= 8:
+            break  # the client drops the connection mid-answer
+    await stream.close()
+    response_id = seen[0].response.id
+    last = seen[-1].sequence_number
+
+    rest_stream = await client.responses.retrieve(response_id, stream=True, starting_after=last)
+    rest = [event async for event in rest_stream]
+    both = seen + rest
+    assert [e.sequence_number for e in both] == list(range(len(both)))
+    assert both[-1].type == "response.completed"
+    text = "".join(e.delta for e in both if e.type == "response.output_text.delta")
+    assert text == words(30)
+
+    # From the start, the same events again (within the replay window).
+    again = [e async for e in await client.responses.retrieve(response_id, stream=True)]
+    assert [e.model_dump() for e in again] == [e.model_dump() for e in both]
+
+
+async def test_cancel_stops_a_background_response_and_keeps_the_partial(gateway: Gateway) -> None:
+    client = gateway.async_client()
+    gateway.upstream.enqueue(Script(tokens=400, delay=0.02))
+    created = await client.responses.create(model=MODEL, input="go", background=True)
+    while not (await client.responses.retrieve(created.id)).output:
+        await asyncio.sleep(0.05)  # some of it is checkpointed
+    cancelled = await client.responses.cancel(created.id)
+    assert cancelled.status == "cancelled"
+    partial = cancelled.output_text
+    assert partial and words(400).startswith(partial) and partial != words(400)
+    await asyncio.wait_for(gateway.upstream.wait_idle(), 10)  # the upstream was closed
+    stored = await client.responses.retrieve(created.id)
+    assert stored.status == "cancelled" and stored.output_text == partial
+    events = [e async for e in await client.responses.retrieve(created.id, stream=True)]
+    assert events[-1].type == "response.incomplete"
+    assert events[-1].response.status == "cancelled"  # type: ignore[union-attr]
+    again = await client.responses.cancel(created.id)  # idempotent
+    assert again.status == "cancelled"
+
+
+async def test_delete_removes_the_response_and_its_input(gateway: Gateway) -> None:
+    client = gateway.async_client()
+    gateway.upstream.enqueue(Script(text="One."))
+    first = await client.responses.create(model=MODEL, input="first")
+    gateway.upstream.enqueue(Script(text="Two."))
+    second = await client.responses.create(
+        model=MODEL, input="second", previous_response_id=first.id
+    )
+    r = await gateway.http.post("/v1/responses", json={"model": MODEL, "input": "x"})
+    chat_of = r.headers["x-streamkeep-chat-id"]
+    assert chat_of
+    r = await gateway.http.delete(f"/v1/responses/{second.id}")
+    assert r.status_code == 200 and r.json()["deleted"] is True
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.retrieve(second.id)
+    kept_first = await client.responses.retrieve(first.id)
+    assert kept_first.output_text == "One."
+    # The chat is back to the first exchange: the second input went with its reply.
+    chats = (await gateway.http.get("/api/chats")).json()["items"]
+    (chat,) = [c for c in chats if c["id"] != chat_of]
+    branch = (await gateway.http.get(f"/api/chats/{chat['id']}")).json()["messages"]
+    assert [m["role"] for m in branch] == ["user", "assistant"]
+    # Deleting the only response of a chat deletes the chat.
+    await client.responses.delete(first.id)
+    assert (await gateway.http.get(f"/api/chats/{chat['id']}")).status_code == 404
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.delete(first.id)
+
+
+async def test_an_unknown_or_malformed_response_id_is_a_404(gateway: Gateway) -> None:
+    client = gateway.async_client()
+    for rid in ("resp_unknown", "gen_abc", "chat_x"):
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(rid)
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.cancel(rid)
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"input": "hi"}, "model"),
+        ({"model": MODEL}, "input"),
+        ({"model": MODEL, "input": []}, "input"),
+        ({"model": MODEL, "input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
+        ({"model": MODEL, "input": [{"role": "user", "content": 5}]}, "input[0].content"),
+        ({"model": MODEL, "input": "hi", "tools": [{"type": "web_search"}]}, "tools[0].type"),
+        ({"model": MODEL, "input": "hi", "background": True, "store": False}, "background"),
+        ({"model": MODEL, "input": "hi", "tool_choice": "sometimes"}, "tool_choice"),
+        ({"model": MODEL, "input": "hi", "temperature": 9}, "temperature"),
+        (
+            {"model": MODEL, "input": [{"role": "user", "content": [{"type": "input_image"}]}]},
+            "input[0].content",
+        ),
+    ],
+)
+async def test_a_bad_body_is_a_400_naming_the_field_and_stores_nothing(
+    gateway: Gateway, body: dict[str, Any], param: str
+) -> None:
+    r = await gateway.http.post("/v1/responses", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+    assert (await gateway.http.get("/api/chats")).json()["items"] == []
+    assert gateway.upstream.requests == []
+
+
+async def test_a_provider_refusal_is_its_status_and_a_failure_mid_answer_ends_failed(
+    gw: Gateway,
+) -> None:
+    client = gw.async_client()
+    gw.upstream.enqueue(Script(status=400))
+    with pytest.raises(openai.BadRequestError):
+        await client.responses.create(model=MODEL, input="hi", stream=True)
+    gw.upstream.enqueue(Script(tokens=10, error_after=3))
+    stream = await client.responses.create(model=MODEL, input="hi", stream=True)
+    events = [e async for e in stream]
+    assert events[-1].type == "response.failed"
+    failed = events[-1].response  # type: ignore[union-attr]
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.output_text == words(3)
+
+
+async def test_store_false_keeps_nothing(gateway: Gateway) -> None:
+    client = gateway.async_client()
+    gateway.upstream.enqueue(Script(tokens=3))
+    response = await client.responses.create(model=MODEL, input="hi", store=False)
+    assert response.output_text == words(3)
+    assert (await gateway.http.get("/api/chats")).json()["items"] == []
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.retrieve(response.id)
