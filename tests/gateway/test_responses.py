@@ -13,20 +13,46 @@ import openai
 import orjson
 import pytest
 
+from streamkeep.config import ProviderConfig
 from tests.fakes.upstream import Script
 from tests.fakes.upstream_wire import lorem
 from tests.gateway.conftest import MODEL, Gateway, GatewayFactory
+from tests.scaleout.waits import eventually
 
 words = lorem
 
 
-@pytest.fixture(params=["kept", "relay"])
+def text_of(message: dict[str, Any]) -> str:
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(block.get("text", "") for block in content)
+
+
+@pytest.fixture(params=["kept", "relay", "anthropic"])
 async def gw(request: pytest.FixtureRequest, gateway_factory: GatewayFactory) -> Gateway:
-    return await gateway_factory(gateway_store=request.param == "kept")
+    """Kept or relayed, over the fake speaking OpenAI's wire; kept, over Anthropic's."""
+    return await _gateway(request, gateway_factory)
 
 
-def kept(gw: Gateway) -> bool:
-    return bool(gw.app.state.settings.gateway_store)
+@pytest.fixture(params=["openai", "anthropic"])
+async def kept_gw(request: pytest.FixtureRequest, gateway_factory: GatewayFactory) -> Gateway:
+    return await _gateway(request, gateway_factory)
+
+
+async def _gateway(request: pytest.FixtureRequest, factory: GatewayFactory) -> Gateway:
+    overrides: dict[str, Any] = {"gateway_store": request.param != "relay"}
+    if request.param == "anthropic":
+        upstream = request.getfixturevalue("fake_upstream")
+        provider = ProviderConfig(
+            kind="anthropic", base_url=upstream.root_url, api_key="x", models=["fake-model"]
+        )
+        overrides["providers"] = {"fake": provider}
+    return await factory(**overrides)
+
+
+def anthropic_wire(gw: Gateway) -> bool:
+    return gw.app.state.settings.providers["fake"].kind == "anthropic"
 
 
 async def test_a_streamed_response_is_the_upstream_answer_event_by_event(gw: Gateway) -> None:
@@ -52,7 +78,7 @@ async def test_a_streamed_response_is_the_upstream_answer_event_by_event(gw: Gat
     assert deltas == words(6)
     assert done.usage is not None and done.usage.output_tokens == 6
     sent = gw.upstream.requests[-1]
-    assert sent["messages"] == [{"role": "user", "content": "Hi there"}]
+    assert [(m["role"], text_of(m)) for m in sent["messages"]] == [("user", "Hi there")]
 
 
 async def test_the_sdk_stream_helper_gets_the_final_response(gw: Gateway) -> None:
@@ -63,8 +89,11 @@ async def test_the_sdk_stream_helper_gets_the_final_response(gw: Gateway) -> Non
         final = await s.get_final_response()
     assert "".join(texts) == final.output_text == words(4)
     assert final.instructions == "Be brief"
-    system = gw.upstream.requests[-1]["messages"][0]
-    assert system == {"role": "system", "content": "Be brief"}
+    sent = gw.upstream.requests[-1]
+    if anthropic_wire(gw):
+        assert sent["system"] in ("Be brief", [{"type": "text", "text": "Be brief"}])
+    else:
+        assert sent["messages"][0] == {"role": "system", "content": "Be brief"}
 
 
 async def test_a_whole_response(gw: Gateway) -> None:
@@ -77,7 +106,8 @@ async def test_a_whole_response(gw: Gateway) -> None:
     assert response.id.startswith("resp_")
 
 
-async def test_a_function_call_and_its_output_continue_the_stored_chat(gateway: Gateway) -> None:
+async def test_a_function_call_and_its_output_continue_the_stored_chat(kept_gw: Gateway) -> None:
+    gateway = kept_gw
     client = gateway.async_client()
     tools: Any = [
         {
@@ -106,9 +136,14 @@ async def test_a_function_call_and_its_output_continue_the_stored_chat(gateway: 
     assert second.output_text == "It is sunny."
     assert second.previous_response_id == done.id
     sent = gateway.upstream.requests[-1]["messages"]
-    assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
-    assert sent[1]["tool_calls"][0]["id"] == call.call_id
-    assert sent[2] == {"role": "tool", "tool_call_id": call.call_id, "content": "sunny"}
+    if anthropic_wire(gateway):  # the fake checked the tool_result answers the tool_use
+        assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+        assert sent[1]["content"][-1]["id"] == call.call_id
+        assert sent[2]["content"][0]["tool_use_id"] == call.call_id
+    else:
+        assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+        assert sent[1]["tool_calls"][0]["id"] == call.call_id
+        assert sent[2] == {"role": "tool", "tool_call_id": call.call_id, "content": "sunny"}
 
     chat_id = (await gateway.http.get(f"/v1/responses/{second.id}")).headers.get(
         "x-streamkeep-chat-id"
@@ -151,8 +186,11 @@ async def test_a_background_response_runs_on_without_its_client(gateway: Gateway
     assert created.status == "queued" and created.background is True
     running = await client.responses.retrieve(created.id)
     assert running.status in ("queued", "in_progress", "completed")
-    while (await client.responses.retrieve(created.id)).status != "completed":
-        await asyncio.sleep(0.05)
+
+    async def completed() -> bool:
+        return (await client.responses.retrieve(created.id)).status == "completed"
+
+    await eventually(completed, within=20)
     done = await client.responses.retrieve(created.id)
     assert done.output_text == words(20)
     assert done.usage is not None and done.usage.output_tokens == 20
@@ -188,8 +226,11 @@ async def test_cancel_stops_a_background_response_and_keeps_the_partial(gateway:
     client = gateway.async_client()
     gateway.upstream.enqueue(Script(tokens=400, delay=0.02))
     created = await client.responses.create(model=MODEL, input="go", background=True)
-    while not (await client.responses.retrieve(created.id)).output:
-        await asyncio.sleep(0.05)  # some of it is checkpointed
+
+    async def some_output() -> bool:  # some of it is checkpointed
+        return bool((await client.responses.retrieve(created.id)).output)
+
+    await eventually(some_output, within=20)
     cancelled = await client.responses.cancel(created.id)
     assert cancelled.status == "cancelled"
     partial = cancelled.output_text
@@ -294,3 +335,26 @@ async def test_store_false_keeps_nothing(gateway: Gateway) -> None:
     assert (await gateway.http.get("/api/chats")).json()["items"] == []
     with pytest.raises(openai.NotFoundError):
         await client.responses.retrieve(response.id)
+
+
+async def test_another_users_response_is_not_found_anywhere(gateway: Gateway) -> None:
+    store = gateway.app.state.store
+    keys = []
+    for name in ("alice", "bob"):
+        user = await store.create_user(name, "a long enough password")
+        keys.append((await store.create_api_key(user.id, name="tests"))[1])
+    alice_c = openai.AsyncOpenAI(base_url=gateway.base_url, api_key=keys[0], max_retries=0)
+    bob_c = openai.AsyncOpenAI(base_url=gateway.base_url, api_key=keys[1], max_retries=0)
+    gateway.upstream.enqueue(Script(tokens=3))
+    mine = await alice_c.responses.create(model=MODEL, input="secret")
+    for attempt in (
+        bob_c.responses.retrieve(mine.id),
+        bob_c.responses.cancel(mine.id),
+        bob_c.responses.delete(mine.id),
+        bob_c.responses.create(model=MODEL, input="x", previous_response_id=mine.id),
+    ):
+        with pytest.raises(openai.NotFoundError):
+            await attempt
+    assert (await alice_c.responses.retrieve(mine.id)).output_text == words(3)
+    with pytest.raises(openai.AuthenticationError):
+        await gateway.async_client().responses.retrieve(mine.id)

@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from streamkeep.gateway import keep, respond
+from streamkeep.gateway.docs import ANTHROPIC_ERROR, body_doc
 from streamkeep.gateway.errors import GatewayError, from_llm_error
 from streamkeep.gateway.messages_convert import as_completion_body, restore, to_chat_request
 from streamkeep.gateway.messages_schema import MessagesBody, parse_messages_body
 from streamkeep.gateway.messages_stream import MessageEncoder, error_body, error_type
-from streamkeep.gateway.routes import CHAT_HEADER, MESSAGE_HEADER, Parts, inlined
+from streamkeep.gateway.routes import CHAT_HEADER, MESSAGE_HEADER, Parts
 from streamkeep.gateway.schemas import check_lengths
 from streamkeep.generation import ShuttingDown
 from streamkeep.http.auth import Unauthorized, check_model, get_caller
@@ -46,52 +46,22 @@ from streamkeep.llm.types import ChatRequest
 
 router = APIRouter(tags=["anthropic"])
 
-_SCHEMA = MessagesBody.model_json_schema()
-_ERROR = {
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["type", "error"],
-                "properties": {
-                    "type": {"const": "error"},
-                    "error": {
-                        "type": "object",
-                        "required": ["type", "message"],
-                        "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
-                    },
-                },
-            }
-        }
-    }
-}
-_BODY_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": inlined(_SCHEMA, _SCHEMA.get("$defs", {}))}},
-    },
-    "responses": {
-        "200": {
-            "description": "A `message` JSON, or Anthropic's named SSE events when `stream` "
-            "is true",
-            "content": {"application/json": {}, "text/event-stream": {}},
-        },
-        **{
-            str(status): {"description": text, **_ERROR}
-            for status, text in (
-                (400, "A malformed body, or an image block (not supported yet)"),
-                (401, "No API key, or one that does not work (`x-api-key` or Bearer)"),
-                (404, "An unknown model, or chat (x-streamkeep-chat-id)"),
-                (409, "The chat named by x-streamkeep-chat-id is generating"),
-                (413, "A message over the length limit"),
-                (429, "Over a rate limit, the caller's or the provider's"),
-                (502, "The provider failed"),
-                (503, "The model is not configured, or the server is shutting down"),
-                (504, "The provider did not answer in time"),
-            )
-        },
-    },
-}
+_BODY_DOC = body_doc(
+    MessagesBody,
+    "A `message` JSON, or Anthropic's named SSE events when `stream` is true",
+    [
+        (400, "A malformed body, or an image block (not supported yet)"),
+        (401, "No API key, or one that does not work (`x-api-key` or Bearer)"),
+        (404, "An unknown model, or chat (x-streamkeep-chat-id)"),
+        (409, "The chat named by x-streamkeep-chat-id is generating"),
+        (413, "A message over the length limit"),
+        (429, "Over a rate limit, the caller's or the provider's"),
+        (502, "The provider failed"),
+        (503, "The model is not configured, or the server is shutting down"),
+        (504, "The provider did not answer in time"),
+    ],
+    error_schema=ANTHROPIC_ERROR,
+)
 
 
 def _error(status: int, message: str, headers: dict[str, str]) -> Response:

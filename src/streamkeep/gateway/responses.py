@@ -38,7 +38,8 @@ from starlette.responses import Response
 from streamkeep import sse
 from streamkeep.gateway import keep, respond
 from streamkeep.gateway.convert import TOOL_PREFIX, StoredIn, to_stored
-from streamkeep.gateway.errors import GatewayError, from_llm_error, invalid_request
+from streamkeep.gateway.docs import answers, body_doc
+from streamkeep.gateway.errors import GatewayError, from_llm_error
 from streamkeep.gateway.responses_convert import as_completion_body
 from streamkeep.gateway.responses_schema import ResponsesBody, parse_responses_body
 from streamkeep.gateway.responses_stream import (
@@ -70,13 +71,37 @@ from streamkeep.store.records import GenerationRecord
 router = APIRouter(tags=["openai"])
 
 PREFIX = "resp_"
+_CREATE_DOC = body_doc(
+    ResponsesBody,
+    "A `response` JSON (`queued` for a background one), or its events as SSE when `stream` is true",
+    [
+        (400, "A malformed body (`param` names the field)"),
+        (404, "An unknown model, or previous_response_id"),
+        (409, "The chat of previous_response_id is generating"),
+        (413, "A message over the length limit"),
+        (502, "The provider failed"),
+        (503, "The model is not configured, or the server is shutting down"),
+        (504, "The provider did not answer in time"),
+        ("4XX", "The provider refused the request: passed through"),
+    ],
+)
+_ONE_DOC = {"responses": answers("The response", [(404, "No such response (of the caller's)")])}
+_STREAM_DOC = {
+    "responses": answers(
+        "The response, or with `stream` its events after `starting_after`",
+        [
+            (404, "No such response (of the caller's)"),
+            (409, "Its events are no longer kept (`stream`)"),
+        ],
+    )
+}
 
 
 def new_response_id() -> str:
     return PREFIX + secrets.token_urlsafe(15)
 
 
-@router.post("/v1/responses")
+@router.post("/v1/responses", openapi_extra=_CREATE_DOC)
 async def create_response(
     request: Request,
     settings: SettingsDep,
@@ -95,8 +120,6 @@ async def create_response(
         check_model(caller, body.model)
         continued = body.previous_response_id is not None
         kept = as_completion_body(body, with_instructions=not continued)
-        if not kept.messages and not continued:
-            raise invalid_request("'input' has no message to answer.", "input")
         check_lengths(kept, settings.max_message_chars)
         head = ResponseHead(new_response_id(), body.model, echo=body.echo())
         if not body.store:
@@ -238,7 +261,7 @@ async def _kept(
     )
 
 
-@router.get("/v1/responses/{response_id}")
+@router.get("/v1/responses/{response_id}", openapi_extra=_STREAM_DOC)
 async def retrieve_response(
     response_id: str,
     store: StoreDep,
@@ -276,7 +299,7 @@ async def _frames(frames: Any) -> Any:
         await respond.closed(frames)
 
 
-@router.post("/v1/responses/{response_id}/cancel")
+@router.post("/v1/responses/{response_id}/cancel", openapi_extra=_ONE_DOC)
 async def cancel_response(
     response_id: str, store: StoreDep, manager: ManagerDep, caller: CallerDep
 ) -> Response:
@@ -289,7 +312,7 @@ async def cancel_response(
         return exc.response()
 
 
-@router.delete("/v1/responses/{response_id}")
+@router.delete("/v1/responses/{response_id}", openapi_extra=_ONE_DOC)
 async def delete_response(
     response_id: str, store: StoreDep, manager: ManagerDep, caller: CallerDep
 ) -> Response:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from streamkeep.gateway.errors import invalid_request
 from streamkeep.gateway.responses_schema import (
     FunctionCallItem,
     FunctionCallOutputItem,
@@ -51,6 +52,8 @@ def as_completion_body(
             last.setdefault("tool_calls", []).append(call)
         elif isinstance(item, FunctionCallOutputItem):
             messages.append({"role": "tool", "content": item.output, "tool_call_id": item.call_id})
+    if not any(m["role"] != "system" for m in messages):
+        raise invalid_request("'input' has no message or function_call_output to answer.", "input")
     return ChatCompletionBody(
         model=body.model,
         messages=[ChatMessageIn.model_validate(_plain(m)) for m in messages],

@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
@@ -27,6 +26,7 @@ from streamkeep.config import Settings
 from streamkeep.gateway import keep, respond
 from streamkeep.gateway.chunks import ChunkEncoder
 from streamkeep.gateway.convert import to_chat_request
+from streamkeep.gateway.docs import body_doc
 from streamkeep.gateway.errors import GatewayError, from_llm_error
 from streamkeep.gateway.schemas import ChatCompletionBody, check_lengths, parse_body
 from streamkeep.generation import GenerationManager, ShuttingDown
@@ -53,71 +53,19 @@ MESSAGE_HEADER = "x-streamkeep-message-id"
 router = APIRouter(tags=["openai"])
 
 
-def inlined(schema: Any, defs: dict[str, Any]) -> Any:
-    """The schema with its `#/$defs/...` references replaced by what they name (the
-    body is parsed by hand, so FastAPI does not register its models as components); a
-    discriminator keeps its property, not its mapping onto them."""
-    if isinstance(schema, dict):
-        ref = schema.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            return inlined(defs[ref.removeprefix("#/$defs/")], defs)
-        if "propertyName" in schema and isinstance(schema.get("mapping"), dict):
-            # A discriminator: its mapping names `$defs` entries, which are inlined away.
-            return {"propertyName": schema["propertyName"]}
-        return {k: inlined(v, defs) for k, v in schema.items() if k != "$defs"}
-    if isinstance(schema, list):
-        return [inlined(v, defs) for v in schema]
-    return schema
-
-
-_SCHEMA = ChatCompletionBody.model_json_schema()
-_ERROR = {
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["error"],
-                "properties": {
-                    "error": {
-                        "type": "object",
-                        "required": ["message", "type"],
-                        "properties": {
-                            "message": {"type": "string"},
-                            "type": {"type": "string"},
-                            "param": {"type": ["string", "null"]},
-                            "code": {"type": ["string", "null"]},
-                        },
-                    }
-                },
-            }
-        }
-    }
-}
-_BODY_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": inlined(_SCHEMA, _SCHEMA.get("$defs", {}))}},
-    },
-    "responses": {
-        "200": {
-            "description": "`chat.completion` JSON, or `chat.completion.chunk` SSE "
-            "when `stream` is true",
-            "content": {"application/json": {}, "text/event-stream": {}},
-        },
-        **{
-            str(status): {"description": text, **_ERROR}
-            for status, text in (
-                (400, "A malformed body (`param` names the field)"),
-                (404, "An unknown model, or chat (x-streamkeep-chat-id)"),
-                (409, "The chat named by x-streamkeep-chat-id is generating"),
-                (502, "The provider failed"),
-                (503, "The model is not configured, or the server is shutting down"),
-                (504, "The provider did not answer in time"),
-            )
-        },
-        "4XX": {"description": "The provider refused the request: passed through", **_ERROR},
-    },
-}
+_BODY_DOC = body_doc(
+    ChatCompletionBody,
+    "`chat.completion` JSON, or `chat.completion.chunk` SSE when `stream` is true",
+    [
+        (400, "A malformed body (`param` names the field)"),
+        (404, "An unknown model, or chat (x-streamkeep-chat-id)"),
+        (409, "The chat named by x-streamkeep-chat-id is generating"),
+        (502, "The provider failed"),
+        (503, "The model is not configured, or the server is shutting down"),
+        (504, "The provider did not answer in time"),
+        ("4XX", "The provider refused the request: passed through"),
+    ],
+)
 
 
 @router.get("/v1/models")
