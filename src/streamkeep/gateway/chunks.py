@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from streamkeep.gateway.arguments import HeldArguments
 from streamkeep.gateway.errors import stream_error_payload
 from streamkeep.generation.steps import ReplyEvent
 from streamkeep.llm.errors import LLMError
@@ -137,7 +138,7 @@ class ChunkEncoder:
         self._text_suffix = b'},"logprobs":null,"finish_reason":null}]' + self._tail
         self._started = False
         self._indexes: dict[str, int] = {}  # call id -> tool_calls index
-        self._args: dict[str, _Arguments] = {}  # call id -> its arguments, until complete
+        self._args: dict[str, HeldArguments] = {}  # call id -> its arguments, until complete
         self._usage: Usage | None = None
         self._error: str | None = None
         #: the provider's failure, when the caller saw it (it picks the HTTP status)
@@ -225,7 +226,7 @@ class ChunkEncoder:
 
     def _tool_start(self, call_id: str, name: str) -> bytes:
         index = self._indexes.setdefault(call_id, len(self._indexes))
-        self._args[call_id] = _Arguments()
+        self._args[call_id] = HeldArguments()
         call = {
             "index": index,
             "id": call_id,
@@ -236,19 +237,8 @@ class ChunkEncoder:
 
     def _tool_args(self, call_id: str, piece: str) -> list[bytes]:
         args = self._args.get(call_id)
-        if args is None or not piece:
-            return []
-        if not args.live:
-            args.held.append(piece)
-            if args.opened or not piece.strip():
-                return []  # not an object, or nothing but blanks yet: wait for the end
-            args.opened = True
-            if piece.lstrip()[0] != "{":
-                return []
-            args.live = True
-            piece = "".join(args.held)
-            args.held.clear()
-        return [self._arguments(call_id, piece)]
+        text = None if args is None else args.feed(piece)
+        return [] if text is None else [self._arguments(call_id, text)]
 
     def _arguments(self, call_id: str, text: str) -> bytes:
         index = self._indexes[call_id]
@@ -279,18 +269,6 @@ class ChunkEncoder:
             out.append(self._head + b',"choices":[],"usage":' + usage + b"}")
         out.append(DONE)
         return out
-
-
-class _Arguments:
-    """A call's argument text on its way to the client: streamed live once it opens
-    with `{`, else held until the call is complete."""
-
-    __slots__ = ("held", "live", "opened")
-
-    def __init__(self) -> None:
-        self.held: list[str] = []
-        self.opened = False  # some text other than blanks came
-        self.live = False
 
 
 def completion_body(

@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from streamkeep.gateway.arguments import HeldArguments
 from streamkeep.generation.steps import ReplyEvent
 from streamkeep.llm.errors import LLMError
 from streamkeep.llm.events import (
@@ -278,26 +279,17 @@ class MessageEncoder:
 
     def _tool_args(self, call_id: str, piece: str) -> list[bytes]:
         call = self._tools.get(call_id)
-        if call is None or not piece:
+        text = None if call is None else call.args.feed(piece)
+        if call is None or text is None:
             return []
-        if not call.live:
-            call.held.append(piece)
-            if call.opened or not piece.strip():
-                return []
-            call.opened = True
-            if piece.lstrip()[0] != "{":
-                return []
-            call.live = True
-            piece = "".join(call.held)
-            call.held.clear()
-        return [_block_delta(call.index, {"type": "input_json_delta", "partial_json": piece})]
+        return [_block_delta(call.index, {"type": "input_json_delta", "partial_json": text})]
 
     def _tool_complete(self, call: ToolCall) -> list[bytes]:
         out: list[bytes] = []
         if call.id not in self._tools:  # a provider that gives calls whole
             out += self._tool_start(call.id, call.name)
         state = self._tools.pop(call.id)
-        if not state.live:
+        if not state.args.live:
             delta = {"type": "input_json_delta", "partial_json": _dumps(call.arguments).decode()}
             out.append(_block_delta(state.index, delta))
         out.append(_stop(state.index))
@@ -306,7 +298,7 @@ class MessageEncoder:
     def _finish(self, reason: str) -> list[bytes]:
         out = self._begin() + self._close()
         for state in self._tools.values():  # stopped mid-call: end its block
-            if not state.live:
+            if not state.args.live:
                 delta = {"type": "input_json_delta", "partial_json": "{}"}
                 out.append(_block_delta(state.index, delta))
             out.append(_stop(state.index))
@@ -339,15 +331,13 @@ def _stop(index: int) -> bytes:
 
 
 class _Call:
-    """A tool_use block on its way: its index, and its argument text (see `ChunkEncoder`)."""
+    """A tool_use block on its way: its index, and its argument text."""
 
-    __slots__ = ("held", "index", "live", "opened")
+    __slots__ = ("args", "index")
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.held: list[str] = []
-        self.opened = False
-        self.live = False
+        self.args = HeldArguments()
 
 
 def message_body(
