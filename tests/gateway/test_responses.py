@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from streamkeep.config import ProviderConfig
+from streamkeep.server import begin_shutdown
 from tests.fakes.upstream import Script
 from tests.fakes.upstream_wire import lorem
 from tests.gateway.conftest import MODEL, Gateway, GatewayFactory
@@ -358,3 +359,62 @@ async def test_another_users_response_is_not_found_anywhere(gateway: Gateway) ->
     assert (await alice_c.responses.retrieve(mine.id)).output_text == words(3)
     with pytest.raises(openai.AuthenticationError):
         await gateway.async_client().responses.retrieve(mine.id)
+
+
+async def test_a_shutdown_mid_answer_ends_the_stream_failed_and_keeps_the_partial(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gateway = await gateway_factory(shutdown_grace=0.2)
+    gateway.upstream.enqueue(Script(tokens=1000, delay=0.01))
+    client = gateway.async_client()
+    stream = await client.responses.create(model=MODEL, input="go", background=True, stream=True)
+    events = []
+    async for event in stream:
+        if event.type == "response.output_text.delta" and not any(
+            e.type == "response.output_text.delta" for e in events
+        ):
+            begin_shutdown(gateway.app)  # the grace period ends mid-answer
+        events.append(event)
+    last = events[-1]
+    assert last.type == "response.failed"
+    assert last.response.error is not None and "shut down" in last.response.error.message  # type: ignore[union-attr]
+    streamed = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert streamed and streamed != words(1000)
+    store = gateway.app.state.store
+    record = await store.get_generation(last.response.id)  # type: ignore[union-attr]
+    message = await store.get_message(record.message_id)
+    assert message.status == "interrupted"
+    assert "".join(p["text"] for p in message.parts if p["type"] == "text") == streamed
+
+
+async def test_a_background_stream_runs_on_when_its_client_leaves_despite_stop_on_disconnect(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gateway = await gateway_factory(stop_on_disconnect=True)
+    client = gateway.async_client()
+    for background in (True, False):
+        gateway.upstream.enqueue(Script(tokens=30, delay=0.02))
+        stream = await client.responses.create(
+            model=MODEL, input="go", background=background, stream=True
+        )
+        first = [event async for event in _first_delta(stream)]
+        await stream.close()
+        response_id = first[0].response.id
+
+        async def ended(rid: str = response_id) -> bool:
+            status = (await client.responses.retrieve(rid)).status
+            return status not in ("queued", "in_progress")
+
+        await eventually(ended, within=20)
+        final = await client.responses.retrieve(response_id)
+        if background:  # the run belongs to the server
+            assert final.status == "completed" and final.output_text == words(30)
+        else:  # a foreground stream is the client's: stopped with it
+            assert final.status == "cancelled"
+
+
+async def _first_delta(stream: Any) -> Any:
+    async for event in stream:
+        yield event
+        if event.type == "response.output_text.delta":
+            return

@@ -348,11 +348,16 @@ class GenerationManager(Joins, ReplyRequests):
         *,
         encoder: FrameEncoder,
         ready: Awaitable[object] | None = None,
+        detached: bool = False,
     ) -> Generation:
         """Run a generation whose rows the caller writes (the OpenAI gateway: `ready`
-        is that write, possibly still running) on a stream it opened, with its encoder."""
+        is that write, possibly still running) on a stream it opened, with its encoder.
+        A `detached` one (a background response) runs on when its readers leave, even
+        with `stop_on_disconnect`."""
         self._check_accepting()
-        return self._launch(ids, request, stream=stream, encoder=encoder, ready=ready)
+        return self._launch(
+            ids, request, stream=stream, encoder=encoder, ready=ready, detached=detached
+        )
 
     def _launch(
         self,
@@ -367,12 +372,13 @@ class GenerationManager(Joins, ReplyRequests):
         announce: bool = True,
         tools: ToolUse = NO_TOOLS,
         continued: Continued | None = None,
+        detached: bool = False,
     ) -> Generation:
         gen = Generation(
             ids,
             store=self._store,
             checkpointer=self.checkpointer,
-            stop_on_disconnect=self._settings.stop_on_disconnect,
+            stop_on_disconnect=self._settings.stop_on_disconnect and not detached,
             on_done=self._finished,
             encoder=encoder,
             # Only UI-stream generations are resumable through the chat API: the
