@@ -7,9 +7,6 @@ checked against the server's own non-streaming answer to the same request.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,64 +26,18 @@ from streamkeep.llm import (
 )
 from streamkeep.llm.openai import OpenAIProvider
 from streamkeep.llm.usage import estimate_usage, prompt_chars, with_usage
-from tests.conftest import free_port
+from tests.llm.llama_server import llama_server as running_llama_server
 
 pytestmark = pytest.mark.slow
 
 SEED = 7
-STARTUP_LIMIT = 120.0  # seconds for the server to load the model and listen
 
 
 @pytest.fixture(scope="session")
 def llama_server(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m llama_cpp.server` on a free port; yields its base URL (…/v1)."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(smollm2_path),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_ctx",
-                "2048",
-                "--verbose",
-                "False",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        _wait_until_up(server, base_url, log_path)
-        yield base_url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def _wait_until_up(server: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_LIMIT
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"llama_cpp.server exited:\n{log_path.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"llama_cpp.server did not answer in {STARTUP_LIMIT}s")
+    with running_llama_server(smollm2_path, tmp_path_factory.mktemp("llama-server")) as url:
+        yield url
 
 
 @pytest_asyncio.fixture

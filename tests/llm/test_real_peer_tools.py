@@ -11,8 +11,6 @@ result (it refuses an assistant `content` of null)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,8 +22,7 @@ from streamkeep.llm import ChatRequest, Message, StreamError
 from streamkeep.llm.events import Finish, ToolCallStart
 from streamkeep.llm.openai import OpenAIProvider
 from streamkeep.tools.builtin import builtin_tools
-from tests.conftest import free_port
-from tests.llm.test_real_peer import _wait_until_up
+from tests.llm.llama_server import llama_server
 
 pytestmark = pytest.mark.slow
 
@@ -34,26 +31,9 @@ pytestmark = pytest.mark.slow
 def function_calling_server(
     smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("llama-tools") / "server.log"
-    command = [
-        *(sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path)),
-        *("--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"),
-        *("--chat_format", "chatml-function-calling", "--verbose", "False"),
-    ]
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        _wait_until_up(server, base_url, log_path)
-        yield base_url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    log_dir = tmp_path_factory.mktemp("llama-tools")
+    with llama_server(smollm2_path, log_dir, "--chat_format", "chatml-function-calling") as url:
+        yield url
 
 
 async def test_the_loop_runs_a_real_servers_calls_and_sends_their_results_back(
