@@ -12,6 +12,8 @@ from typing import Any
 import openai
 import orjson
 import pytest
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
 
 from streamkeep.config import ProviderConfig
 from streamkeep.server import begin_shutdown
@@ -418,3 +420,212 @@ async def _first_delta(stream: Any) -> Any:
         yield event
         if event.type == "response.output_text.delta":
             return
+
+
+async def test_every_event_and_response_validates_strictly_against_the_sdk_types(
+    gw: Gateway,
+) -> None:
+    """The SDK parses without validating; its pydantic types, applied strictly, are the
+    contract: every field they require is there, with the right type."""
+    events = TypeAdapter(ResponseStreamEvent)
+    tools = [{"type": "function", "name": "weather", "parameters": {"type": "object"}}]
+    cases = [
+        Script(tokens=4, reasoning=3),
+        Script(tool="weather", text="Let me look."),
+        Script(tokens=50, finish="length"),
+        Script(tokens=10, error_after=3),
+    ]
+    for script in cases:
+        gw.upstream.enqueue(script)
+        body = {"model": MODEL, "input": "Oslo", "tools": tools, "stream": True}
+        async with gw.http.stream("POST", "/v1/responses", json=body) as r:
+            assert r.status_code == 200
+            datas = [line[6:] async for line in r.aiter_lines() if line.startswith("data: ")]
+        parsed = [events.validate_json(data, strict=True) for data in datas]
+        assert parsed[-1].type in ("response.completed", "response.incomplete", "response.failed")
+        if parsed[-1].type == "response.completed" and kept_store(gw):
+            stored = await gw.http.get(f"/v1/responses/{parsed[-1].response.id}")
+            Response.model_validate_json(stored.content, strict=True)
+    gw.upstream.enqueue(Script(tokens=3))
+    whole = await gw.http.post("/v1/responses", json={"model": MODEL, "input": "hi"})
+    Response.model_validate_json(whole.content, strict=True)
+
+
+def kept_store(gw: Gateway) -> bool:
+    return bool(gw.app.state.settings.gateway_store)
+
+
+async def test_a_chain_of_function_calls_continues_turn_after_turn(kept_gw: Gateway) -> None:
+    client = kept_gw.async_client()
+    tools: Any = [{"type": "function", "name": "weather", "parameters": {"type": "object"}}]
+    response_id: str | None = None
+    items: list[Any] = [{"role": "user", "content": "city 0"}]
+    for turn in range(3):
+        kept_gw.upstream.enqueue(Script(tool="weather", text=f"Turn {turn}."))
+        response = await client.responses.create(
+            model=MODEL,
+            input=items,
+            previous_response_id=response_id if response_id is not None else openai.omit,
+            tools=tools,
+        )
+        assert response.status == "completed", response
+        (call,) = [item for item in response.output if item.type == "function_call"]
+        response_id = response.id
+        items = [{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}]
+    sent = kept_gw.upstream.requests[-1]["messages"]
+    if anthropic_wire(kept_gw):
+        results = [b for m in sent for b in m["content"] if b.get("type") == "tool_result"]
+    else:
+        results = [m for m in sent if m["role"] == "tool"]
+    assert len(results) == 2  # both earlier calls, each with its answer, in order
+    assert not kept_gw.upstream.rejected
+
+
+async def test_a_function_call_output_answering_no_call_is_a_400(gateway: Gateway) -> None:
+    gateway.upstream.enqueue(Script(text="Hi."))
+    first = await gateway.async_client().responses.create(model=MODEL, input="hi")
+    for body in (
+        {
+            "model": MODEL,
+            "input": [{"type": "function_call_output", "call_id": "zz", "output": "x"}],
+        },
+        {
+            "model": MODEL,
+            "previous_response_id": first.id,
+            "input": [{"type": "function_call_output", "call_id": "zz", "output": "x"}],
+        },
+    ):
+        r = await gateway.http.post("/v1/responses", json=body)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == "input[0].call_id"
+    assert len(gateway.upstream.requests) == 1  # only the first call reached it
+    (chat,) = (await gateway.http.get("/api/chats")).json()["items"]
+    branch = (await gateway.http.get(f"/api/chats/{chat['id']}")).json()["messages"]
+    assert len(branch) == 2
+
+
+@pytest.mark.parametrize(
+    ("item", "param"),
+    [
+        ({"type": "function_call"}, "input[0].call_id"),
+        ({"type": "function_call_output", "call_id": "c", "output": 5}, "input[0].output"),
+        (5, "input[0]"),
+    ],
+)
+async def test_a_malformed_item_names_its_own_field(
+    gateway: Gateway, item: Any, param: str
+) -> None:
+    r = await gateway.http.post("/v1/responses", json={"model": MODEL, "input": [item]})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+
+
+async def test_store_false_cannot_continue_a_response(gateway: Gateway) -> None:
+    body = {"model": MODEL, "input": "x", "previous_response_id": "resp_x", "store": False}
+    r = await gateway.http.post("/v1/responses", json=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "previous_response_id"
+    assert gateway.upstream.requests == []
+
+
+async def test_continuing_a_running_response_is_a_409_naming_it(gateway: Gateway) -> None:
+    client = gateway.async_client()
+    gateway.upstream.enqueue(Script(tokens=300, delay=0.02))
+    running = await client.responses.create(model=MODEL, input="go", background=True)
+    r = await gateway.http.post(
+        "/v1/responses",
+        json={"model": MODEL, "input": "more", "previous_response_id": running.id},
+    )
+    assert r.status_code == 409
+    assert r.json()["error"]["param"] == "previous_response_id"
+    await client.responses.cancel(running.id)
+
+
+@pytest.mark.parametrize(
+    ("query", "param"),
+    [
+        ("stream=maybe", "stream"),
+        ("stream=true&starting_after=-1", "starting_after"),
+        ("stream=true&starting_after=1.5", "starting_after"),
+    ],
+)
+async def test_bad_query_parameters_are_a_400_naming_them(
+    gateway: Gateway, query: str, param: str
+) -> None:
+    gateway.upstream.enqueue(Script(tokens=2))
+    done = await gateway.async_client().responses.create(model=MODEL, input="hi")
+    r = await gateway.http.get(f"/v1/responses/{done.id}?{query}")
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+
+
+async def test_a_whole_response_can_be_streamed_again(gateway: Gateway) -> None:
+    client = gateway.async_client()
+    gateway.upstream.enqueue(Script(tokens=5))
+    whole = await client.responses.create(model=MODEL, input="hi")
+    events = [e async for e in await client.responses.retrieve(whole.id, stream=True)]
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output_text == whole.output_text == words(5)  # type: ignore[union-attr]
+    async with client.responses.stream(response_id=whole.id, starting_after=2) as stream:
+        final = await stream.get_final_response()
+    assert final.output_text == words(5)
+
+
+async def test_a_call_cut_by_a_cancel_is_incomplete_in_the_stream_and_the_store(
+    gateway: Gateway,
+) -> None:
+    client = gateway.async_client()
+    gateway.upstream.enqueue(Script(tool="weather", args_chunk=1, delay=0.05))
+    stream = await client.responses.create(
+        model=MODEL, input="Oslo is a fine city", background=True, stream=True
+    )
+    events: list[Any] = []
+    async for event in stream:
+        events.append(event)
+        if sum(e.type == "response.function_call_arguments.delta" for e in events) == 3:
+            await client.responses.cancel(events[0].response.id)
+            break
+    await stream.close()
+    response_id = events[0].response.id
+    stored = await client.responses.retrieve(response_id)
+    assert stored.status == "cancelled"
+    (call,) = stored.output
+    assert call.type == "function_call" and call.status == "incomplete"
+    replay = [e async for e in await client.responses.retrieve(response_id, stream=True)]
+    done = [e for e in replay if e.type == "response.output_item.done"]
+    assert done[-1].item.status == "incomplete"  # type: ignore[union-attr]
+    assert done[-1].item.arguments == call.arguments  # type: ignore[union-attr]
+    assert call.arguments and '{"q": "Oslo is a fine city"}'.startswith(call.arguments)
+
+
+async def test_deleting_a_response_stops_a_later_one_that_continued_it(gateway: Gateway) -> None:
+    client = gateway.async_client()
+    gateway.upstream.enqueue(Script(text="One."))
+    first = await client.responses.create(model=MODEL, input="first")
+    gateway.upstream.enqueue(Script(tokens=2000, delay=0.02))
+    later = await client.responses.create(
+        model=MODEL, input="more", previous_response_id=first.id, background=True
+    )
+    await client.responses.delete(first.id)
+    await asyncio.wait_for(gateway.upstream.wait_idle(), 10)  # the upstream was closed
+    assert gateway.upstream.closed_by_client >= 1
+    for gone in (first.id, later.id):
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.retrieve(gone)
+
+
+async def test_deleting_removes_input_with_assistant_messages_in_it(gateway: Gateway) -> None:
+    client = gateway.async_client()
+    gateway.upstream.enqueue(Script(text="C."))
+    given: Any = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+    ]
+    response = await client.responses.create(model=MODEL, input=given)
+    assert [m["role"] for m in gateway.upstream.requests[-1]["messages"]] == [
+        "user",
+        "assistant",
+        "user",
+    ]
+    await client.responses.delete(response.id)
+    assert (await gateway.http.get("/api/chats")).json()["items"] == []

@@ -115,6 +115,7 @@ async def start(
     tap: Tap,
     generation_id: str | None = None,
     write_first: bool = False,
+    detached: bool = False,
 ) -> Generation:
     """Store the placement's messages and an empty reply, and stream into it.
 
@@ -123,8 +124,8 @@ async def start(
     them before its final write): the first token never waits on the database. A
     continued chat is written first, because a running generation in it must refuse
     the call (409) before anything streams; so is any call with `write_first` (a
-    background response: its id is answered at once, and must be found), which also
-    runs on when its client leaves, whatever `stop_on_disconnect` says.
+    response, whose id may be asked for while it runs). A `detached` one (a background
+    response) runs on when its client leaves, whatever `stop_on_disconnect` says.
     """
     gen_ids = GenerationIds(
         id=generation_id or ids.generation_id(),
@@ -150,7 +151,7 @@ async def start(
             raise _chat_not_found(placement.chat_id) from None
     try:
         return manager.launch_prepared(
-            gen_ids, request, tap, encoder=tap.sink, ready=insert, detached=write_first
+            gen_ids, request, tap, encoder=tap.sink, ready=insert, detached=detached
         )
     except BaseException:
         insert.cancel()  # e.g. shutting down: roll the rows back rather than orphan them

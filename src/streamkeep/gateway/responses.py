@@ -32,14 +32,14 @@ from functools import partial
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from streamkeep import sse
 from streamkeep.gateway import keep, respond
 from streamkeep.gateway.convert import TOOL_PREFIX, StoredIn, to_stored
 from streamkeep.gateway.docs import answers, body_doc
-from streamkeep.gateway.errors import GatewayError, from_llm_error
+from streamkeep.gateway.errors import GatewayError, from_llm_error, invalid_request
 from streamkeep.gateway.responses_convert import as_completion_body
 from streamkeep.gateway.responses_schema import ResponsesBody, parse_responses_body
 from streamkeep.gateway.responses_stream import (
@@ -62,7 +62,7 @@ from streamkeep.http.deps import (
     StoreDep,
 )
 from streamkeep.http.responses import SSEResponse
-from streamkeep.llm.errors import LLMError
+from streamkeep.llm.errors import LLMError, ProviderStreamError
 from streamkeep.llm.types import ChatRequest, Completion, Message
 from streamkeep.store import ChatStore
 from streamkeep.store.errors import NotFound
@@ -90,6 +90,7 @@ _STREAM_DOC = {
     "responses": answers(
         "The response, or with `stream` its events after `starting_after`",
         [
+            (400, "A malformed `stream` or `starting_after`"),
             (404, "No such response (of the caller's)"),
             (409, "Its events are no longer kept (`stream`)"),
         ],
@@ -119,10 +120,18 @@ async def create_response(
         body = parse_responses_body(await request.body())
         check_model(caller, body.model)
         continued = body.previous_response_id is not None
-        kept = as_completion_body(body, with_instructions=not continued)
+        earlier: frozenset[str] = frozenset()
+        if continued and body.store:
+            earlier = await _calls_before(store, caller, body.previous_response_id)
+        kept = as_completion_body(body, with_instructions=not continued, earlier_calls=earlier)
         check_lengths(kept, settings.max_message_chars)
         head = ResponseHead(new_response_id(), body.model, echo=body.echo())
         if not body.store:
+            if continued:
+                raise invalid_request(
+                    "'previous_response_id' needs a stored response: 'store' must be true.",
+                    "previous_response_id",
+                )
             chat_request = _provider_request(kept, registry, settings)
             stream = await quotas.metered(
                 caller, registry.stream(body.model, chat_request), chat_request
@@ -148,6 +157,8 @@ async def create_response(
 
 
 def _whole(head: ResponseHead) -> respond.BodyOf:
+    """A relayed (`store: false`) whole answer's body."""
+
     def body(completion: Completion, model: str, raw_reason: str | None) -> dict[str, Any]:
         return response_body(head, completion)
 
@@ -198,6 +209,20 @@ async def _continuation(
     return placement, dataclasses.replace(request, messages=messages)
 
 
+async def _calls_before(
+    store: ChatStore, caller: Caller, response_id: str | None
+) -> frozenset[str]:
+    """The ids of the function calls made up to that response (a 404 for an unknown one)."""
+    assert response_id is not None
+    record = await _generation(store, caller, response_id, "previous_response_id")
+    return frozenset(
+        str(part.get("toolCallId"))
+        for message in await store.prompt_history(record.message_id)
+        for part in message.parts
+        if str(part.get("type", "")).startswith(TOOL_PREFIX)
+    )
+
+
 def _answered(part: dict[str, Any], outputs: dict[str | None, str | None]) -> dict[str, Any]:
     call_id = part.get("toolCallId")
     if not str(part.get("type", "")).startswith(TOOL_PREFIX) or call_id not in outputs:
@@ -227,11 +252,9 @@ async def _kept(
     headers: dict[str, str],
     started_at: float,
 ) -> Response:
-    # A background response always encodes its events: a client may stream them later.
-    events = body.stream or body.background
-    sink: ResponseEncoder | respond.Collector = (
-        ResponseEncoder(head) if events else respond.Collector()
-    )
+    # Every stored response encodes its events, streamed or not: a client may stream
+    # them later (`GET ...?stream=true`), and the whole answer is the last event's.
+    sink = ResponseEncoder(head)
     tap = respond.Tap(parts.registry.stream(body.model, chat_request), sink)
     try:
         start = partial(
@@ -243,22 +266,37 @@ async def _kept(
             request=chat_request,
             tap=tap,
             generation_id=head.id,
-            write_first=body.background,
+            # Found by id at once unless a stream is on its way (it writes the rows
+            # after its first event, as every gateway stream does).
+            write_first=not body.stream or body.background,
+            detached=body.background,
         )
         gen = await parts.quotas.limited(parts.caller, start)()
-    except BaseException:
+    except BaseException as exc:
         await tap.aclose()
+        if isinstance(exc, GatewayError) and exc.code == "generation_conflict":
+            raise GatewayError(  # in the words of this API
+                409,
+                f"Response {body.previous_response_id!r} is still in progress; continue "
+                "it once it has ended.",
+                param="previous_response_id",
+                code="response_in_progress",
+            ) from None
         raise
     headers[MESSAGE_HEADER] = gen.message_id
-    if isinstance(sink, ResponseEncoder):
-        if not body.stream:  # background: the response as it stands, at once
-            parts.metrics.track(gen)
-            tap.opened.set()
-            return _json(head.response("queued", []), headers)
+    if body.stream:
         return await respond.stream_generation(gen, sink, tap, headers, parts.metrics, started_at)
-    return await respond.whole_generation(
-        gen, sink, body.model, headers, parts.metrics, _whole(head)
-    )
+    parts.metrics.track(gen)
+    tap.opened.set()
+    if body.background:  # the response as it stands, at once
+        return _json(head.response("queued", []), headers)
+    await gen.wait()
+    final = sink.final
+    if final is None or final["status"] == "failed":
+        # A whole answer cannot carry a partial one: the call failed.
+        error = (final or {}).get("error") or {}
+        raise from_llm_error(sink.failure or ProviderStreamError(error.get("message", "")))
+    return _json(final, headers)
 
 
 @router.get("/v1/responses/{response_id}", openapi_extra=_STREAM_DOC)
@@ -267,13 +305,15 @@ async def retrieve_response(
     store: StoreDep,
     manager: ManagerDep,
     caller: CallerDep,
-    stream: bool = False,
-    starting_after: int | None = Query(default=None, ge=0),
+    stream: str | None = None,
+    starting_after: str | None = None,
 ) -> Response:
     """The response as stored, or (`stream=true`) its events after `starting_after`."""
     try:
+        streaming = _flag(stream, "stream")
+        after = _sequence_number(starting_after)
         record = await _generation(store, caller, response_id)
-        if not stream:
+        if not streaming:
             return _json(await _stored(store, record), {})
         view = await manager.find_generation(record.id, record.chat_id, record.message_id)
         if view is None:
@@ -282,13 +322,33 @@ async def retrieve_response(
                 f"The events of response {response_id!r} are no longer kept (they are kept "
                 "while it runs and for the replay window after); retrieve it without "
                 "'stream' for its output.",
+                param="stream",
                 code="events_expired",
             )
-        after = -1 if starting_after is None else starting_after
         frames = view.subscribe(after + 1)  # event n is the log's frame n + 1
         return SSEResponse(_frames(frames), headers=sse.HEADERS)
     except GatewayError as exc:
         return exc.response()
+
+
+def _flag(value: str | None, param: str) -> bool:
+    if value is None or value.lower() in ("false", "0"):
+        return False
+    if value.lower() in ("true", "1"):
+        return True
+    raise invalid_request(f"Invalid value for '{param}': expected a boolean.", param)
+
+
+def _sequence_number(value: str | None) -> int:
+    """`starting_after` (-1 when not given: every event)."""
+    if value is None:
+        return -1
+    if not value.isdigit():
+        raise invalid_request(
+            "Invalid value for 'starting_after': expected a sequence number (0 or more).",
+            "starting_after",
+        )
+    return int(value)
 
 
 async def _frames(frames: Any) -> Any:
@@ -321,10 +381,12 @@ async def delete_response(
         record = await _generation(store, caller, response_id)
         await _stop(store, manager, record)
         path = await store.active_branch(record.chat_id, leaf_id=record.message_id)
-        # The input this call added: the messages after the previous assistant reply.
+        # The input this call added: the messages after the previous generated reply
+        # (input messages, an assistant one included, were stored with no model).
         top = len(path) - 1
-        while top > 0 and path[top - 1].role != "assistant":
+        while top > 0 and not (path[top - 1].role == "assistant" and path[top - 1].model):
             top -= 1
+        await _stop_under(store, manager, record.chat_id, path[top].id)
         await store.delete_message(path[top].id)
         if not await store.active_branch(record.chat_id):
             await store.delete_chat(record.chat_id)  # nothing but this response was in it
@@ -334,6 +396,17 @@ async def delete_response(
         return _not_found(response_id).response()
     except GatewayError as exc:
         return exc.response()
+
+
+async def _stop_under(store: ChatStore, manager: Any, chat_id: str, message_id: str) -> None:
+    """Stop the chat's running reply if it is under `message_id` (a response that
+    continued the one being deleted goes with it, and must not run on)."""
+    running = await store.running_generation(chat_id)
+    if running is None:
+        return
+    branch = await store.active_branch(chat_id, leaf_id=running.message_id)
+    if any(m.id == message_id for m in branch):
+        await manager.stop(chat_id)
 
 
 async def _stop(store: ChatStore, manager: Any, record: GenerationRecord) -> None:

@@ -10,6 +10,7 @@ is the provider's own, and OpenAI-compatible providers take no reasoning back.
 
 from __future__ import annotations
 
+from collections.abc import Set
 from typing import Any
 
 from streamkeep.gateway.errors import invalid_request
@@ -31,17 +32,22 @@ from streamkeep.text import JSONValue
 
 
 def as_completion_body(
-    body: ResponsesBody, *, with_instructions: bool = True
+    body: ResponsesBody, *, with_instructions: bool = True, earlier_calls: Set[str] = frozenset()
 ) -> ChatCompletionBody:
-    """The call as a Chat Completions body (`instructions` first when asked)."""
+    """The call as a Chat Completions body (`instructions` first when asked); a 400 when
+    it has nothing to answer (only system messages or reasoning items), or when a
+    `function_call_output` answers no call of its input or of `earlier_calls` (the
+    previous responses')."""
+    calls = set(earlier_calls)
     messages: list[dict[str, Any]] = []
     if with_instructions and body.instructions is not None:
         messages.append({"role": "system", "content": body.instructions})
-    for item in body.input:
+    for i, item in enumerate(body.input):
         if isinstance(item, MessageItem):
             role = "system" if item.role == "developer" else item.role
             messages.append({"role": role, "content": item.content})
         elif isinstance(item, FunctionCallItem):
+            calls.add(item.call_id)
             call = ToolCallIn(
                 id=item.call_id, function=FunctionCallIn(name=item.name, arguments=item.arguments)
             )
@@ -51,6 +57,13 @@ def as_completion_body(
                 messages.append(last)
             last.setdefault("tool_calls", []).append(call)
         elif isinstance(item, FunctionCallOutputItem):
+            if item.call_id not in calls:
+                raise invalid_request(
+                    f"No function call found for 'input[{i}].call_id' {item.call_id!r}: a "
+                    "function_call_output answers a function_call of the input or of the "
+                    "previous response.",
+                    f"input[{i}].call_id",
+                )
             messages.append({"role": "tool", "content": item.output, "tool_call_id": item.call_id})
     if not any(m["role"] != "system" for m in messages):
         raise invalid_request("'input' has no message or function_call_output to answer.", "input")

@@ -18,7 +18,7 @@ one `GatewayError` (400) whose `param` names the field the way OpenAI does
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from streamkeep.gateway.errors import GatewayError, invalid_request
 from streamkeep.text import JSONObject, JSONValue, Text, check_text
 
+_TAGS = frozenset(("message", "function_call", "function_call_output", "reasoning"))
 _TEXT_PARTS = frozenset(("input_text", "output_text", "text", "summary_text", "reasoning_text"))
 
 
@@ -80,7 +81,10 @@ class ReasoningItem(_Model):
     type: Literal["reasoning"]
 
 
-InputItem = MessageItem | FunctionCallItem | FunctionCallOutputItem | ReasoningItem
+InputItem = Annotated[
+    MessageItem | FunctionCallItem | FunctionCallOutputItem | ReasoningItem,
+    Field(discriminator="type"),
+]
 
 
 class FunctionTool(_Model):
@@ -138,7 +142,7 @@ def parse_responses_body(raw: bytes) -> ResponsesBody:
         raise invalid_request("The request body must be a JSON object.")
     raw_input = data.get("input")
     if isinstance(raw_input, str):
-        data["input"] = [{"role": "user", "content": raw_input}]
+        data["input"] = [{"type": "message", "role": "user", "content": raw_input}]
     elif isinstance(raw_input, list):
         data["input"] = [_typed(item, i) for i, item in enumerate(raw_input)]
     _check_tools(data.get("tools"))
@@ -154,7 +158,9 @@ def _typed(item: Any, index: int) -> Any:
     """An input item with its `type` (a message may leave it out), or a 400 for an item
     of a type streamkeep does not take."""
     if not isinstance(item, dict):
-        raise invalid_request(f"Invalid value for 'input[{index}]': must be an object.")
+        raise invalid_request(
+            f"Invalid value for 'input[{index}]': must be an object.", f"input[{index}]"
+        )
     kind = item.get("type", "message" if "role" in item else None)
     if kind not in ("message", "function_call", "function_call_output", "reasoning"):
         raise invalid_request(
@@ -167,8 +173,8 @@ def _typed(item: Any, index: int) -> Any:
 
 def _from_validation(exc: ValidationError) -> GatewayError:
     first = exc.errors(include_url=False)[0]
-    # A union's member name (`MessageItem`) is pydantic's, not the client's: drop it.
-    loc = [item for item in first["loc"] if not (isinstance(item, str) and item[:1].isupper())]
+    # A union's member (its tag, `function_call`) is pydantic's, not the client's: drop it.
+    loc = [item for item in first["loc"] if item not in _TAGS]
     param = ""
     for item in loc:
         param += f"[{item}]" if isinstance(item, int) else (f".{item}" if param else str(item))

@@ -121,7 +121,10 @@ def responses_usage(usage: Usage | dict[str, Any] | None) -> dict[str, Any] | No
     inputs, outputs = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
     return {
         "input_tokens": inputs,
-        "input_tokens_details": {"cached_tokens": int(usage.get("cached_input_tokens", 0))},
+        "input_tokens_details": {
+            "cached_tokens": int(usage.get("cached_input_tokens", 0)),
+            "cache_write_tokens": 0,  # no provider streamkeep reads reports it apart
+        },
         "output_tokens": outputs,
         "output_tokens_details": {"reasoning_tokens": int(usage.get("reasoning_tokens", 0))},
         "total_tokens": inputs + outputs,
@@ -168,6 +171,7 @@ class ResponseEncoder:
         "_started",
         "_usage",
         "failure",
+        "final",
         "raw_reason",
     )
 
@@ -184,6 +188,8 @@ class ResponseEncoder:
         self.failure: LLMError | None = None
         #: the provider's own stop word, noted by the gateway's tap (unused here)
         self.raw_reason: str | None = None
+        #: the final `response` object, once the last event is written
+        self.final: dict[str, Any] | None = None
 
     @property
     def started(self) -> bool:
@@ -369,10 +375,10 @@ class ResponseEncoder:
             out += self._call_start(call.id, call.name)
         return out + self._call_done(self._calls.pop(call.id), openai_arguments(call))
 
-    def _call_done(self, call: _Call, arguments: str) -> list[bytes]:
-        out = [] if call.args.live else [self._args_delta(call.index, arguments)]
+    def _call_done(self, call: _Call, arguments: str, status: str = "completed") -> list[bytes]:
+        out = [] if call.args.live or not arguments else [self._args_delta(call.index, arguments)]
         item = self._output[call.index]
-        item.update(status="completed", arguments=arguments)
+        item.update(status=status, arguments=arguments)
         where = {"item_id": item["id"], "output_index": call.index}
         out.append(
             self._event("response.function_call_arguments.done", {**where, "arguments": arguments})
@@ -386,9 +392,9 @@ class ResponseEncoder:
         self, status: str, incomplete: str | None, *, error: dict[str, Any] | None = None
     ) -> list[bytes]:
         out = self._begin() + self._close()
-        for call_id, call in list(self._calls.items()):  # stopped mid-call: end its item
-            raw = "".join(call.args.held) if not call.args.live else call.args.sent
-            out += self._call_done(call, openai_arguments(ToolCall(call_id, "", {}, raw)))
+        for call in self._calls.values():  # cut in the call: `incomplete`, as it came
+            raw = call.args.sent if call.args.live else "".join(call.args.held)
+            out += self._call_done(call, raw, "incomplete")
         self._calls.clear()
         response = self._head.response(
             status,
@@ -402,6 +408,7 @@ class ResponseEncoder:
             status, "response.incomplete"
         )
         out.append(self._event(kind, {"response": response}))
+        self.final = response
         return out
 
 
@@ -468,7 +475,10 @@ def stored_response(
             raw = part.get("rawInput")
             arguments = raw if isinstance(raw, str) else _dumps(part.get("input") or {}).decode()
             call_id = str(part.get("toolCallId", ""))
-            output.append(_call_item(head, index, call_id, kind.removeprefix("tool-"), arguments))
+            item = _call_item(head, index, call_id, kind.removeprefix("tool-"), arguments)
+            if part.get("state") == "input-streaming":  # cut before it was whole
+                item["status"] = "incomplete"
+            output.append(item)
     state, incomplete = final_state(status, finish_reason)
     failed = None
     if state == "failed":

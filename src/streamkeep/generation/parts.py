@@ -9,6 +9,7 @@ objects (a damaged row may hold anything), so reading them never trusts those ty
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, Protocol, TypedDict, cast
 
 import orjson
@@ -51,7 +52,8 @@ class ToolUIPart(TypedDict):
 
     type: str
     toolCallId: str
-    state: Literal["input-available", "output-available", "output-error"]
+    # input-streaming: its arguments never came whole (the reply was cut in the call)
+    state: Literal["input-streaming", "input-available", "output-available", "output-error"]
     input: dict[str, Any]
     output: NotRequired[Any]
     # Arguments that were not valid JSON, as the model sent them.
@@ -94,7 +96,11 @@ def as_json(parts: list[UIPart]) -> list[dict[str, Any]]:
     return cast(list[dict[str, Any]], parts)
 
 
-def completion_to_parts(completion: Completion) -> list[UIPart]:
+def completion_to_parts(
+    completion: Completion, unfinished: frozenset[str] = frozenset()
+) -> list[UIPart]:
+    """The stored parts of an answer; a call in `unfinished` (cut before its arguments
+    were complete) is kept `input-streaming`, with the text that came (`rawInput`)."""
     parts: list[UIPart] = []
     for part in completion.parts:
         if isinstance(part, TextPart):
@@ -104,7 +110,11 @@ def completion_to_parts(completion: Completion) -> list[UIPart]:
             if part.text or part.redacted:
                 parts.append(_reasoning_part(part))
         elif isinstance(part, ToolCallPart):
-            parts.append(_tool_part(part.call))
+            call = part.call
+            if call.id in unfinished:
+                parts.append(_cut_tool_part(call))
+            else:
+                parts.append(_tool_part(call))
     return parts
 
 
@@ -142,6 +152,16 @@ class ToolResult(Protocol):
     def error(self) -> str | None: ...
 
 
+def _cut_tool_part(call: ToolCall) -> ToolUIPart:
+    return {
+        "type": TOOL_PREFIX + call.name,
+        "toolCallId": call.id,
+        "state": "input-streaming",
+        "input": {},
+        "rawInput": storable(call.raw_arguments),
+    }
+
+
 def _tool_part(call: ToolCall) -> ToolUIPart:
     if call.parse_error is not None:
         return {
@@ -173,7 +193,7 @@ def history_to_messages(system: str | None, history: Sequence[StoredMessage]) ->
     messages: list[Message] = []
     if system:
         messages.append(Message(role="system", content=system))
-    for record in history:
+    for record in _answers_folded(history):
         if record.role == "system":
             messages.append(Message(role="system", content=text_of(record.parts)))
         elif record.role == "user":
@@ -183,6 +203,47 @@ def history_to_messages(system: str | None, history: Sequence[StoredMessage]) ->
         elif record.role == "tool":
             messages.extend(_tool_results(record.parts))
     return messages
+
+
+@dataclass(slots=True)
+class _Record:
+    role: Role
+    parts: list[dict[str, Any]]
+
+
+def _answers_folded(history: Sequence[StoredMessage]) -> list[_Record]:
+    """The history with each `tool` message's results put on the calls they answer in
+    the assistant message before it (the gateways store a client's tool results as
+    messages of their own, after the reply that made the calls): a call goes to the
+    model only with its result, so unfolded, the call would be left out and its
+    result sent alone, which providers refuse."""
+    out: list[_Record] = []
+    assistant: _Record | None = None
+    for record in history:
+        if record.role == "assistant":
+            assistant = _Record(record.role, list(record.parts))
+            out.append(assistant)
+            continue
+        if record.role != "tool" or assistant is None:
+            assistant = None
+            out.append(_Record(record.role, record.parts))
+            continue
+        calls = {
+            p.get("toolCallId"): i
+            for i, p in enumerate(assistant.parts)
+            if _is_tool(p) and p.get("state") == "input-available"
+        }
+        left = []
+        for part in record.parts:
+            index = calls.get(part.get("toolCallId"))
+            if index is None or part.get("state") not in _ANSWERED:
+                left.append(part)
+                continue
+            answer = {k: v for k, v in part.items() if k in ("state", "output", "errorText")}
+            assistant.parts[index] = {**assistant.parts[index], **answer}
+        if left:
+            out.append(_Record(record.role, left))
+    return out
 
 
 def assistant_messages(parts: Sequence[dict[str, Any]]) -> list[Message]:

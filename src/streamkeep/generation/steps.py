@@ -112,7 +112,8 @@ class ReplyParts:
             self._acc.add(event)
 
     def _step_parts(self) -> list[UIPart]:
-        parts = completion_to_parts(self._acc.result())
+        acc = self._acc
+        parts = completion_to_parts(acc.result(), acc.unfinished_calls())
         if self._outputs:
             outputs = self._outputs
             parts = [with_output(p, outputs.get(_call_id(p) or "")) for p in parts]

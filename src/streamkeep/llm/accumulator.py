@@ -115,6 +115,11 @@ class Accumulator:
             last.text += "".join(self._pieces)
             self._pieces = []
 
+    def unfinished_calls(self) -> frozenset[str]:
+        """The ids of the calls that started but never completed (so far, or for good
+        when the stream was cut: a stop, a failure)."""
+        return frozenset(self._arguments)
+
     def result(self) -> Completion:
         """The message so far (safe to call mid-stream, e.g. for checkpoints)."""
         self._flush()
