@@ -23,7 +23,6 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from streamkeep.config import Settings
 from streamkeep.gateway import keep, respond
 from streamkeep.gateway.chunks import ChunkEncoder
 from streamkeep.gateway.convert import to_chat_request
@@ -153,7 +152,7 @@ async def chat_completions(
         body = parse_body(await request.body())
         check_lengths(body, settings.max_message_chars)
         check_model(caller, body.model)
-        chat_request = _provider_request(body, registry, settings)
+        chat_request = _provider_request(body, registry)
         if not settings.gateway_store:
             stream = await quotas.metered(
                 caller, registry.stream(body.model, chat_request), chat_request
@@ -184,12 +183,11 @@ class Parts:
     caller: Caller
 
 
-def _provider_request(
-    body: ChatCompletionBody, registry: ModelRegistry, settings: Settings
-) -> ChatRequest:
+def _provider_request(body: ChatCompletionBody, registry: ModelRegistry) -> ChatRequest:
     _, own_name = registry.resolve(body.model)  # unknown model: 404 before anything is kept
-    kind = settings.all_providers()[body.model.partition("/")[0]].kind
-    return to_chat_request(body, own_name, openai_compatible=kind == "openai")
+    # OpenAI-only fields go to a fallback alias only when all its models take them.
+    kinds = registry.kinds(body.model)
+    return to_chat_request(body, own_name, openai_compatible=kinds == {"openai"})
 
 
 async def _relay(
