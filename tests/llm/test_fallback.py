@@ -106,6 +106,23 @@ def test_an_alias_is_listed_and_resolves_to_its_first_model() -> None:
     provider, own_name = registry.resolve("fast")
     assert (provider.name, own_name) == ("one", "fake-model")
     assert registry.alias("fast") == [FIRST, SECOND] and registry.alias(FIRST) is None
-    assert registry.kinds("fast") == {"openai"}
-    assert registry.kinds("mixed") == {"openai", "anthropic"}
-    assert registry.kinds(SECOND) == {"openai"}
+
+
+async def test_openai_only_fields_are_traced_only_for_the_providers_sent_them(
+    fake_upstream: FakeUpstream, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    tracer_provider, exporter = spans
+    registry = ModelRegistry(
+        settings(fake_upstream.base_url, fake_upstream.root_url), tracer_provider=tracer_provider
+    )
+    request = ChatRequest(messages=[Message("user", "hello there")], openai_extra={"top_k": 3})
+    try:
+        for model in (FIRST, "claude/fake-model"):
+            async for _ in registry.stream(model, request):
+                pass
+    finally:
+        await registry.aclose()
+    openai_span, anthropic_span = exporter.get_finished_spans()
+    assert (openai_span.attributes or {})["gen_ai.request.top_k"] == 3
+    assert "gen_ai.request.top_k" not in (anthropic_span.attributes or {})
+    assert fake_upstream.requests[0]["top_k"] == 3 and "top_k" not in fake_upstream.requests[1]

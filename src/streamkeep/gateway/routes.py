@@ -185,9 +185,7 @@ class Parts:
 
 def _provider_request(body: ChatCompletionBody, registry: ModelRegistry) -> ChatRequest:
     _, own_name = registry.resolve(body.model)  # unknown model: 404 before anything is kept
-    # OpenAI-only fields go to a fallback alias only when all its models take them.
-    kinds = registry.kinds(body.model)
-    return to_chat_request(body, own_name, openai_compatible=kinds == {"openai"})
+    return to_chat_request(body, own_name)
 
 
 async def _relay(

@@ -98,20 +98,6 @@ class ModelRegistry:
         """The models a fallback alias tries, in order; None for any other name."""
         return self._aliases.get(model)
 
-    def kinds(self, model: str) -> set[str]:
-        """The kinds of provider (`openai`, `anthropic`, `local`) that may answer
-        `model`: its provider's, or those of an alias's models. Raises
-        UnknownModelError for a name that is neither."""
-        names = self._aliases.get(model) or [model]
-        kinds: set[str] = set()
-        for name in names:
-            cfg = self._configs.get(name.partition("/")[0])
-            if cfg is None:
-                self.resolve(name)  # says why
-            else:
-                kinds.add(cfg.kind)
-        return kinds
-
     async def available_models(self) -> list[str]:
         """Every `provider/model` of the configured lists, and of what each pass-through
         OpenAI-compatible provider lists itself (see the module docstring)."""
@@ -198,8 +184,11 @@ class ModelRegistry:
         if targets is not None:
             return fallback_stream(targets, lambda target: self.stream(target, request))
         provider, own_name = self.resolve(model)
-        request = dataclasses.replace(request, model=own_name)
         cfg = self._configs[model.partition("/")[0]]
+        request = dataclasses.replace(request, model=own_name)
+        if cfg.kind != "openai" and request.openai_extra:
+            # Never sent to this provider: not traced as if it were either.
+            request = dataclasses.replace(request, openai_extra={})
         return traced_stream(
             with_usage(provider.stream(request), request),
             provider=provider.name,
