@@ -139,3 +139,17 @@ async def test_unkept_calls_fall_back_too(
     await client.close()
     assert done.choices[0].message.content == TEXT
     assert len(second.requests) == 1
+
+
+async def test_anthropic_messages_calls_fall_back_too(
+    gw: Gateway, fake_upstream: FakeUpstream, second: FakeUpstream
+) -> None:
+    fake_upstream.enqueue(Script(status=503))
+    second.enqueue(Script(text=TEXT))
+    body = {"model": ALIAS, "max_tokens": 100, "messages": USER}
+    r = await gw.http.post("/v1/messages", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["content"] == [{"type": "text", "text": TEXT}]
+    reply = (await settled(gw, r.headers[CHAT_HEADER]))["messages"][-1]
+    assert (reply["model"], reply["answered_by"]) == (ALIAS, SECOND)
+    assert skipped(reply) == [(FIRST, 503)]

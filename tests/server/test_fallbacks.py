@@ -222,7 +222,11 @@ async def test_the_alias_is_listed_among_the_models(
 ) -> None:
     server = await alias_server(server_factory, fake_upstream.base_url, second.base_url)
     listed = (await server.client.get("/v1/models")).json()["data"]
-    assert [m["id"] for m in listed] == [FIRST, SECOND, ALIAS]
+    assert [(m["id"], m["owned_by"]) for m in listed] == [
+        (FIRST, "one"),
+        (SECOND, "two"),
+        (ALIAS, "streamkeep"),
+    ]
 
 
 async def test_a_key_limited_to_the_alias_may_use_it_and_not_its_models(

@@ -124,11 +124,17 @@ async def list_models(registry: RegistryDep, caller: CallerDep) -> Response:
     """Every configured `provider/model`, and the models a pass-through provider (one
     configured without a list, e.g. `OPENAI_BASE_URL`) lists itself, in OpenAI's shape."""
     data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": name.partition("/")[0]}
+        # A fallback alias (no "/") is streamkeep's own.
+        {"id": name, "object": "model", "created": 0, "owned_by": _owner(name)}
         for name in await registry.available_models()
         if caller.may_use(name)
     ]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+
+def _owner(model: str) -> str:
+    provider, slash, _ = model.partition("/")
+    return provider if slash else "streamkeep"
 
 
 @router.post("/v1/chat/completions", openapi_extra=_BODY_DOC)
