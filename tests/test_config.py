@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from streamkeep.cli import main
 from streamkeep.config import LimitsConfig, LimitSpec, load_settings
 from streamkeep.store.credentials import key_prefix, new_api_key
 
@@ -139,3 +140,30 @@ def test_bad_aliases_are_refused_at_start(aliases: dict[str, list[str]], error: 
 def test_an_alias_may_name_any_model_of_a_pass_through_provider() -> None:
     settings = load_settings(providers=ALIAS_PROVIDERS, aliases={"any": ["open/whatever"]})
     assert settings.aliases == {"any": ["open/whatever"]}
+
+
+@pytest.mark.parametrize(
+    ("toml", "said"),
+    [
+        (
+            '[aliases]\nfast = ["nowhere/x"]\n',
+            "[aliases] 'fast': 'nowhere/x' is not PROVIDER/MODEL",
+        ),
+        ("replay_window = -1\n", "replay_window: Input should be greater than or equal to 0"),
+        ("replay_window = \n", "streamkeep.toml: Invalid value"),
+    ],
+)
+def test_bad_settings_stop_the_command_with_a_plain_message(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    toml: str,
+    said: str,
+) -> None:
+    config = tmp_path / "streamkeep.toml"
+    config.write_text(toml)
+    monkeypatch.setenv("STREAMKEEP_CONFIG", str(config))
+    assert main(["serve", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("streamkeep: invalid settings:\n") and said in err
+    assert "Traceback" not in err and not (tmp_path / "streamkeep.db").exists()

@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -299,13 +300,38 @@ def _alias_problem(
     return None
 
 
+class SettingsError(ValueError):
+    """Settings that cannot be used: one line per problem, naming the setting."""
+
+
+def _problems(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}" if where else message)
+    return "\n".join(lines)
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings from the TOML file, the environment and explicit overrides."""
+    """Build settings from the TOML file, the environment and explicit overrides.
+
+    Raises SettingsError saying what is wrong with them."""
+    try:
+        return _load_settings(overrides)
+    except ValidationError as exc:
+        raise SettingsError(_problems(exc)) from None
+
+
+def _load_settings(overrides: dict[str, Any]) -> Settings:
     path = Path(os.environ.get("STREAMKEEP_CONFIG", "streamkeep.toml"))
     file_values: dict[str, Any] = {}
     if path.is_file():
         with path.open("rb") as f:
-            file_values = tomllib.load(f)
+            try:
+                file_values = tomllib.load(f)
+            except tomllib.TOMLDecodeError as exc:
+                raise SettingsError(f"{path}: {exc}") from None
     env_settings = Settings()
     merged = {**file_values, **env_settings.model_dump(exclude_unset=True)}
     merged.update({k: v for k, v in overrides.items() if v is not None})
