@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from streamkeep.cli import main
 from streamkeep.config import LimitsConfig, LimitSpec, load_settings
 from streamkeep.store.credentials import key_prefix, new_api_key
 
@@ -90,3 +91,79 @@ def test_the_prefix_of_a_new_api_key_names_it_in_the_limits() -> None:
     prefix = key_prefix(new_api_key())
     assert prefix is not None
     assert prefix in LimitsConfig.model_validate({"keys": {prefix: {}}}).keys
+
+
+ALIAS_PROVIDERS = {
+    "groq": {"kind": "openai", "base_url": "http://127.0.0.1:1/v1", "models": ["llama"]},
+    "open": {"kind": "openai", "base_url": "http://127.0.0.1:2/v1"},  # any model name
+}
+
+
+def test_aliases_are_read_from_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = tmp_path / "streamkeep.toml"
+    config.write_text(
+        'model = "fast"\n'
+        "[providers.groq]\n"
+        'kind = "openai"\n'
+        'base_url = "http://127.0.0.1:1/v1"\n'
+        'models = ["llama"]\n'
+        "[aliases]\n"
+        'fast = ["groq/llama", "local/smollm2"]\n'
+    )
+    monkeypatch.setenv("STREAMKEEP_CONFIG", str(config))
+    settings = load_settings()
+    assert settings.aliases == {"fast": ["groq/llama", "local/smollm2"]}
+    assert settings.default_model() == "fast"
+
+
+@pytest.mark.parametrize(
+    ("aliases", "error"),
+    [
+        ({"groq/fast": ["groq/llama"]}, "without '/'"),
+        ({"fast one": ["groq/llama"]}, "letters, digits"),
+        ({"-fast": ["groq/llama"]}, "letters, digits"),
+        ({"groq": ["open/x"]}, "also a provider's name"),
+        ({"fast": []}, "names no model"),
+        ({"fast": ["groq/llama", "groq/llama"]}, "names a model twice"),
+        ({"fast": ["groq/llama"], "faster": ["fast"]}, "points at the alias 'fast'"),
+        ({"fast": ["nowhere/llama"]}, "not PROVIDER/MODEL of a configured provider"),
+        ({"fast": ["llama"]}, "not PROVIDER/MODEL"),
+        ({"fast": ["groq/mixtral"]}, "provider 'groq' has no model 'mixtral'"),
+    ],
+)
+def test_bad_aliases_are_refused_at_start(aliases: dict[str, list[str]], error: str) -> None:
+    with pytest.raises(ValueError, match=r"\[aliases\]") as raised:
+        load_settings(providers=ALIAS_PROVIDERS, aliases=aliases)
+    assert error in str(raised.value)
+
+
+def test_an_alias_may_name_any_model_of_a_pass_through_provider() -> None:
+    settings = load_settings(providers=ALIAS_PROVIDERS, aliases={"any": ["open/whatever"]})
+    assert settings.aliases == {"any": ["open/whatever"]}
+
+
+@pytest.mark.parametrize(
+    ("toml", "said"),
+    [
+        (
+            '[aliases]\nfast = ["nowhere/x"]\n',
+            "[aliases] 'fast': 'nowhere/x' is not PROVIDER/MODEL",
+        ),
+        ("replay_window = -1\n", "replay_window: Input should be greater than or equal to 0"),
+        ("replay_window = \n", "streamkeep.toml: Invalid value"),
+    ],
+)
+def test_bad_settings_stop_the_command_with_a_plain_message(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    toml: str,
+    said: str,
+) -> None:
+    config = tmp_path / "streamkeep.toml"
+    config.write_text(toml)
+    monkeypatch.setenv("STREAMKEEP_CONFIG", str(config))
+    assert main(["serve", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("streamkeep: invalid settings:\n") and said in err
+    assert "Traceback" not in err and not (tmp_path / "streamkeep.db").exists()

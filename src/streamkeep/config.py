@@ -18,12 +18,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LOCAL_MODEL = "local/smollm2"
+# A fallback alias's name: never a `provider/model` (no "/"), so the two cannot be confused.
+ALIAS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 
 class ProviderConfig(BaseModel):
@@ -190,6 +193,9 @@ class Settings(BaseSettings):
     limits: LimitsConfig = LimitsConfig()
     # The tool loop, Python tools and MCP servers (see ToolsConfig, streamkeep.tools).
     tools: ToolsConfig = ToolsConfig()
+    # Fallback aliases: NAME -> the provider models to try in order (see
+    # `streamkeep.llm.fallback`); checked against the providers by `_aliases_resolve`.
+    aliases: dict[str, list[str]] = Field(default_factory=dict)
 
     # Accounts (see http.auth). Auth is on once a user exists; `no_auth` keeps it off
     # (`streamkeep serve --no-auth`: needed to listen beyond loopback with no user).
@@ -209,6 +215,15 @@ class Settings(BaseSettings):
             legacy = data.pop("generation_retention")
             data.setdefault("replay_window", legacy)
         return data
+
+    @model_validator(mode="after")
+    def _aliases_resolve(self) -> Settings:
+        providers = self.all_providers()
+        for name, targets in self.aliases.items():
+            problem = _alias_problem(name, targets, providers, self.aliases)
+            if problem is not None:
+                raise ValueError(f"[aliases] {name[:70]!r}: {problem}")
+        return self
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod
@@ -255,13 +270,68 @@ class Settings(BaseSettings):
         return LOCAL_MODEL
 
 
+def _alias_problem(
+    name: str,
+    targets: list[str],
+    providers: dict[str, ProviderConfig],
+    aliases: dict[str, list[str]],
+) -> str | None:
+    """What is wrong with one `[aliases]` entry, or None."""
+    if "/" in name:
+        return "an alias is named without '/': PROVIDER/MODEL names a provider's model"
+    if ALIAS_NAME.fullmatch(name) is None:
+        return "1 to 64 letters, digits or '.', '_', ':', '-', starting with a letter or digit"
+    if name in providers:
+        return "is also a provider's name; give the alias another"
+    if not targets:
+        return "names no model to try"
+    if len(set(targets)) < len(targets):
+        return "names a model twice"
+    for target in targets:
+        if target in aliases:
+            return f"points at the alias {target!r}: an alias names provider models only"
+        prefix, _, model = target.partition("/")
+        cfg = providers.get(prefix)
+        if not model or cfg is None:
+            known = ", ".join(sorted(providers)) or "none"
+            return f"{target!r} is not PROVIDER/MODEL of a configured provider ({known})"
+        if cfg.models and model not in cfg.models:
+            return f"provider {prefix!r} has no model {model!r}; it serves: {', '.join(cfg.models)}"
+    return None
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used: one line per problem, naming the setting."""
+
+
+def _problems(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}" if where else message)
+    return "\n".join(lines)
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings from the TOML file, the environment and explicit overrides."""
+    """Build settings from the TOML file, the environment and explicit overrides.
+
+    Raises SettingsError saying what is wrong with them."""
+    try:
+        return _load_settings(overrides)
+    except ValidationError as exc:
+        raise SettingsError(_problems(exc)) from None
+
+
+def _load_settings(overrides: dict[str, Any]) -> Settings:
     path = Path(os.environ.get("STREAMKEEP_CONFIG", "streamkeep.toml"))
     file_values: dict[str, Any] = {}
     if path.is_file():
         with path.open("rb") as f:
-            file_values = tomllib.load(f)
+            try:
+                file_values = tomllib.load(f)
+            except tomllib.TOMLDecodeError as exc:
+                raise SettingsError(f"{path}: {exc}") from None
     env_settings = Settings()
     merged = {**file_values, **env_settings.model_dump(exclude_unset=True)}
     merged.update({k: v for k, v in overrides.items() if v is not None})

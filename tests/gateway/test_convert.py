@@ -39,7 +39,7 @@ def test_provider_request_keeps_the_conversation_and_parameters() -> None:
             "parallel_tool_calls": False,
         }
     )
-    request = to_chat_request(body, "m", openai_compatible=True)
+    request = to_chat_request(body, "m")
     assert [m.role for m in request.messages] == ["system", "user", "assistant", "tool"]
     call = request.messages[2].tool_calls[0]
     assert (call.id, call.name, call.arguments, call.raw_arguments) == (
@@ -50,9 +50,9 @@ def test_provider_request_keeps_the_conversation_and_parameters() -> None:
     )
     assert request.messages[3].name == "weather"  # named from the call it answers
     assert request.max_tokens == 5  # max_completion_tokens wins
-    assert request.extra == {"parallel_tool_calls": False}
-    other = to_chat_request(body, "m", openai_compatible=False)
-    assert other.extra == {}  # e.g. Anthropic would refuse OpenAI-only fields
+    # Only an OpenAI-compatible provider is sent these (Anthropic would refuse them).
+    assert request.openai_extra == {"parallel_tool_calls": False}
+    assert request.extra == {}
 
 
 def test_stored_shapes() -> None:

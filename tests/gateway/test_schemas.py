@@ -25,7 +25,7 @@ def rejected(raw: bytes) -> GatewayError:
     return info.value
 
 
-def test_full_body_is_accepted_and_unknown_fields_ignored() -> None:
+def test_full_body_is_accepted_and_unknown_fields_kept_to_pass_through() -> None:
     parsed = parse_body(
         body(
             messages=[
@@ -66,6 +66,11 @@ def test_full_body_is_accepted_and_unknown_fields_ignored() -> None:
     assert parsed.stop == ["END"]
     assert parsed.include_usage is True
     assert parsed.messages[2].tool_calls is not None
+    assert parsed.passthrough == {
+        "logprobs": False,
+        "frequency_penalty": 0.1,
+        "metadata": {"x": "y"},
+    }
 
 
 @pytest.mark.parametrize(

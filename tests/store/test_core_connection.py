@@ -56,6 +56,8 @@ def message_row(message_id: str, chat_id: str, **values: Any) -> dict[str, Any]:
         "created_at": WHEN,
         "completed_at": None,
         "api_key_id": None,
+        "answered_by": None,
+        "fallbacks": None,
     }
     return row | values
 

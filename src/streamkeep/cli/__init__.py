@@ -8,6 +8,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from streamkeep.config import SettingsError
+
 # module name -> registered in this order in `streamkeep --help`
 _SUBCOMMAND_MODULES = ("serve", "db", "chat", "chats", "users", "keys", "usage")
 
@@ -32,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except SettingsError as exc:  # said plainly, not as a traceback
+        print(f"streamkeep: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
     return result
 
 

@@ -33,17 +33,17 @@ class StoredIn:
     parts: list[dict[str, Any]] = field(default_factory=list)
 
 
-def to_chat_request(
-    body: ChatCompletionBody, model_name: str, *, openai_compatible: bool
-) -> ChatRequest:
-    """The provider request; `model_name` is the provider's own name (no prefix)."""
-    extra: dict[str, Any] = {}
-    if openai_compatible:
-        # Fields only OpenAI-style APIs know; other providers would reject them.
-        if body.parallel_tool_calls is not None:
-            extra["parallel_tool_calls"] = body.parallel_tool_calls
-        if body.reasoning_effort is not None:
-            extra["reasoning_effort"] = body.reasoning_effort
+def to_chat_request(body: ChatCompletionBody, model_name: str) -> ChatRequest:
+    """The provider request; `model_name` is the provider's own name (no prefix).
+
+    Fields only OpenAI-style APIs know (`parallel_tool_calls`, `reasoning_effort`, and
+    every field not modelled: `body.passthrough`) go in `openai_extra`: an
+    OpenAI-compatible provider is sent them, others (which would refuse them) not."""
+    openai_extra = body.passthrough
+    if body.parallel_tool_calls is not None:
+        openai_extra["parallel_tool_calls"] = body.parallel_tool_calls
+    if body.reasoning_effort is not None:
+        openai_extra["reasoning_effort"] = body.reasoning_effort
     return ChatRequest(
         model=model_name,
         messages=to_messages(body.messages),
@@ -63,7 +63,7 @@ def to_chat_request(
         seed=body.seed,
         response_format=body.response_format,
         user=body.user,
-        extra=extra,
+        openai_extra=openai_extra,
     )
 
 

@@ -22,7 +22,6 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from streamkeep.config import Settings
 from streamkeep.gateway import keep, respond
 from streamkeep.gateway.chunks import ChunkEncoder
 from streamkeep.gateway.convert import to_chat_request
@@ -73,11 +72,17 @@ async def list_models(registry: RegistryDep, caller: CallerDep) -> Response:
     """Every configured `provider/model`, and the models a pass-through provider (one
     configured without a list, e.g. `OPENAI_BASE_URL`) lists itself, in OpenAI's shape."""
     data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": name.partition("/")[0]}
+        # A fallback alias (no "/") is streamkeep's own.
+        {"id": name, "object": "model", "created": 0, "owned_by": _owner(name)}
         for name in await registry.available_models()
         if caller.may_use(name)
     ]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+
+def _owner(model: str) -> str:
+    provider, slash, _ = model.partition("/")
+    return provider if slash else "streamkeep"
 
 
 @router.post("/v1/chat/completions", openapi_extra=_BODY_DOC)
@@ -101,7 +106,7 @@ async def chat_completions(
         body = parse_body(await request.body())
         check_lengths(body, settings.max_message_chars)
         check_model(caller, body.model)
-        chat_request = _provider_request(body, registry, settings)
+        chat_request = _provider_request(body, registry)
         if not settings.gateway_store:
             stream = await quotas.metered(
                 caller, registry.stream(body.model, chat_request), chat_request
@@ -132,12 +137,9 @@ class Parts:
     caller: Caller
 
 
-def _provider_request(
-    body: ChatCompletionBody, registry: ModelRegistry, settings: Settings
-) -> ChatRequest:
+def _provider_request(body: ChatCompletionBody, registry: ModelRegistry) -> ChatRequest:
     _, own_name = registry.resolve(body.model)  # unknown model: 404 before anything is kept
-    kind = settings.all_providers()[body.model.partition("/")[0]].kind
-    return to_chat_request(body, own_name, openai_compatible=kind == "openai")
+    return to_chat_request(body, own_name)
 
 
 async def _relay(

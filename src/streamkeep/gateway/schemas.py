@@ -1,7 +1,10 @@
 """The `POST /v1/chat/completions` request body, validated at the edge.
 
-Only what streamkeep acts on is modelled; unknown fields are ignored (clients send many
-vendor extras). `parse_body` turns any malformed body into one `GatewayError` (400)
+Only what streamkeep acts on is modelled. Any other top-level field (`logit_bias`,
+`frequency_penalty`, vLLM's `top_k`, ...) is kept in `passthrough` for an
+OpenAI-compatible provider, as free-form JSON under the text rule below; a field
+whose answer streamkeep could not keep (`audio` output, `n` > 1) is refused.
+`parse_body` turns any malformed body into one `GatewayError` (400)
 whose `param` names the offending field the way OpenAI does (`messages[1].content`).
 
 Unions are avoided in field types on purpose: pydantic puts the union member's name
@@ -106,6 +109,10 @@ class StreamOptions(_Model):
 
 
 class ChatCompletionBody(_Model):
+    # Fields not modelled here are kept (`passthrough`), each checked as JSON.
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, JSONValue] = Field(init=False)
+
     model: Text = Field(min_length=1)
     messages: list[ChatMessageIn] = Field(min_length=1)
     stream: bool = False
@@ -123,6 +130,11 @@ class ChatCompletionBody(_Model):
     response_format: JSONObject | None = None
     reasoning_effort: Text | None = None
     user: Text | None = None
+
+    @property
+    def passthrough(self) -> dict[str, Any]:
+        """The body's top-level fields streamkeep does not model, as they came."""
+        return dict(self.model_extra or {})
 
     @property
     def include_usage(self) -> bool:
@@ -166,12 +178,21 @@ def _param(loc: tuple[int | str, ...]) -> str:
 
 
 def _check_semantics(body: ChatCompletionBody) -> None:
-    """What the types alone cannot say: one choice only, and each role's own fields."""
+    """What the types alone cannot say: one choice only, text output only, and each
+    role's own fields."""
     if body.n is not None and body.n != 1:
         raise invalid_request(
             f"n={body.n} is not supported: streamkeep keeps one reply per call, so 'n' "
             "must be 1 (or left out).",
             "n",
+        )
+    extra = body.passthrough
+    if extra.get("audio") is not None or extra.get("modalities") not in (None, ["text"]):
+        param = "audio" if extra.get("audio") is not None else "modalities"
+        raise invalid_request(
+            f"'{param}' is not supported: streamkeep keeps a text reply, so audio output "
+            "cannot be asked for ('modalities' may only be [\"text\"]).",
+            param,
         )
     for i, msg in enumerate(body.messages):
         where = f"messages[{i}]"

@@ -44,6 +44,9 @@ class FinalWrite:
     error: str | None
     # The last event id the generation uses (None: it does not number its chat's).
     event_seq: int | None
+    # Through a fallback alias: the model that answered, and the ones skipped before.
+    answered_by: str | None = None
+    fallbacks: list[dict[str, Any]] | None = None
 
 
 async def store_final(
@@ -87,6 +90,8 @@ async def _write_once(
             finish_reason=write.finish_reason,
             error=write.error,
             event_seq=write.event_seq,
+            answered_by=write.answered_by,
+            fallbacks=write.fallbacks,
         )
     except NotFound:
         # The chat was deleted mid-generation: there is nothing left to store it in.

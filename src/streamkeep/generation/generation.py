@@ -31,7 +31,8 @@ from streamkeep.generation.parts import UIPart
 from streamkeep.generation.plan import Continued
 from streamkeep.generation.steps import MAX_STEPS, ReplyEvent, ReplyParts, ReplyStream
 from streamkeep.generation.ui_stream import MAX_END_FRAMES, UIStreamEncoder
-from streamkeep.llm.events import Finish, StreamError
+from streamkeep.llm.events import Finish, Routed, StreamError
+from streamkeep.llm.fallback import skipped_json
 from streamkeep.llm.types import FinishReason, Usage
 from streamkeep.llm.usage import add_usage, estimate_usage
 from streamkeep.sse import numbered_frames
@@ -142,6 +143,10 @@ class Generation:
         self._cancel_status: EndStatus | None = None
         self._discarded = False
         self._prompt_chars = 0
+        # A fallback alias's record (`Routed`): the model that answered the last call,
+        # and every model skipped before one answered, over all the reply's calls.
+        self.answered_by: str | None = None
+        self.fallbacks: list[dict[str, Any]] = []
 
     def __repr__(self) -> str:
         return f"<Generation {self.ids.id} chat={self.ids.chat_id} {self.status}>"
@@ -267,6 +272,9 @@ class Generation:
                 if payloads:
                     self._append(payloads)
                     self.dirty = True
+                elif type(event) is Routed:  # off the token path: it has no frames
+                    self.answered_by = event.model
+                    self.fallbacks.extend(skipped_json(s) for s in event.skipped)
         finally:
             # Closing the iterator closes the upstream connection, at once on a stop.
             await stream.aclose()
@@ -309,6 +317,9 @@ class Generation:
             meta["error"] = outcome.error
         if outcome.max_steps:
             meta["maxStepsReached"] = True
+        if self.answered_by is not None:
+            meta["answeredBy"] = self.answered_by
+            meta["fallbacks"] = self.fallbacks
         return meta
 
     def usage(self) -> Usage:
@@ -344,6 +355,8 @@ class Generation:
             finish_reason=outcome.finish_reason,
             error=outcome.error,
             event_seq=last_seq if self.seq_reserved is not None else None,
+            answered_by=self.answered_by,
+            fallbacks=self.fallbacks if self.answered_by is not None else None,
         )
 
     async def _store_final(self, outcome: Outcome) -> bool:

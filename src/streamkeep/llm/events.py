@@ -20,6 +20,9 @@ Ordering guarantees a consumer may rely on:
   `ReasoningDelta`s (none, for a block with no text); the next `ReasoningDelta` begins
   another block. `RedactedReasoning` is a whole block in itself.
 - A stream ends with exactly one of `Finish` or `StreamError`, and nothing after it.
+- `Routed` comes only from a fallback alias (`streamkeep.llm.fallback`), once, before
+  the stream's first other event: which of its models answers, and why those tried
+  before it were skipped.
 """
 
 from __future__ import annotations
@@ -100,6 +103,23 @@ class StreamError:
     model: str | None = None
 
 
+@dataclass(slots=True, frozen=True)
+class Skipped:
+    """A model of a fallback alias that failed before its first content."""
+
+    model: str  # "provider/model"
+    error: LLMError
+
+
+@dataclass(slots=True, frozen=True)
+class Routed:
+    """The model of a fallback alias whose stream follows (its answer, or, when every
+    model failed, the last one's failure), and the models skipped before it."""
+
+    model: str  # "provider/model"
+    skipped: tuple[Skipped, ...] = ()
+
+
 StreamEvent = (
     TextDelta
     | ReasoningDelta
@@ -111,6 +131,7 @@ StreamEvent = (
     | UsageReport
     | Finish
     | StreamError
+    | Routed
 )
 
 

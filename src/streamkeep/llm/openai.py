@@ -289,7 +289,8 @@ def _parse_usage(raw: Any) -> Usage | None:
 
 
 def request_body(request: ChatRequest) -> dict[str, Any]:
-    """The Chat Completions JSON body for a request, streaming, with usage asked for."""
+    """The Chat Completions JSON body for a request, streaming, with usage asked for:
+    its fields, then `extra`, then what of `openai_extra` is not set yet."""
     body: dict[str, Any] = {
         "model": request.model,
         "messages": [_message(m) for m in request.messages],
@@ -318,6 +319,8 @@ def request_body(request: ChatRequest) -> dict[str, Any]:
     }
     body.update((k, v) for k, v in optional.items() if v is not None)
     body.update(request.extra)
+    for key, value in request.openai_extra.items():
+        body.setdefault(key, value)  # never in place of a field set above
     stream_options = body.get("stream_options")
     body["stream"] = True
     body["stream_options"] = {

@@ -10,6 +10,10 @@ own `GET /models` is asked (Ollama, vLLM, llama.cpp, OpenAI itself), with a shor
 limit, and its answer is kept for `models_ttl` seconds. A provider that fails to answer
 is logged (why) and lists nothing until it is asked again `models_retry` seconds later;
 the configured names are listed all the same.
+
+A fallback alias (`[aliases]` of the settings) is a name of its own, listed after the
+providers' models; `stream` tries its models in order (`streamkeep.llm.fallback`), each
+attempt traced as its own provider call.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ import time
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from opentelemetry import metrics, trace
+
 from streamkeep.config import ProviderConfig, Settings
 from streamkeep.llm.errors import LLMError, UnknownModelError
 from streamkeep.llm.events import EventStream
+from streamkeep.llm.fallback import fallback_stream
 from streamkeep.llm.provider import Provider
 from streamkeep.llm.tracing import traced_stream
 from streamkeep.llm.types import ChatRequest
@@ -65,25 +72,43 @@ class ModelRegistry:
     #: seconds a provider gets to list its models (a page waits for it)
     models_timeout = 3.0
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        """`tracer_provider`, `meter_provider`: where the calls' GenAI telemetry goes
+        (None: OpenTelemetry's global ones)."""
+        self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
         self._configs = settings.all_providers()
+        self._aliases = {name: list(models) for name, models in settings.aliases.items()}
         self._providers: dict[str, Provider] = {}
         self._listings: dict[str, _Listing] = {}
 
     def models(self) -> list[str]:
-        """Every `provider/model` of the configured lists (pass-through providers list none)."""
-        return [f"{name}/{model}" for name, cfg in self._configs.items() for model in cfg.models]
+        """Every `provider/model` of the configured lists (pass-through providers list
+        none), then the fallback aliases."""
+        named = [f"{name}/{model}" for name, cfg in self._configs.items() for model in cfg.models]
+        return [*named, *self._aliases]
+
+    def alias(self, model: str) -> list[str] | None:
+        """The models a fallback alias tries, in order; None for any other name."""
+        return self._aliases.get(model)
 
     async def available_models(self) -> list[str]:
         """Every `provider/model` of the configured lists, and of what each pass-through
         OpenAI-compatible provider lists itself (see the module docstring)."""
         passing = [n for n, cfg in self._configs.items() if cfg.kind == "openai" and not cfg.models]
         listed = dict(zip(passing, await asyncio.gather(*map(self._listed, passing)), strict=True))
-        return [
+        named = [
             f"{name}/{model}"
             for name, cfg in self._configs.items()
             for model in (cfg.models or listed.get(name, []))
         ]
+        return [*named, *self._aliases]
 
     async def _listed(self, name: str) -> list[str]:
         listing = self._listings.setdefault(name, _Listing())
@@ -115,10 +140,21 @@ class ModelRegistry:
             listing.asked, listing.asking = time.monotonic(), None
 
     def resolve(self, model: str) -> tuple[Provider, str]:
-        """The provider for `model` and the provider's own name for it.
+        """The provider for `model` and the provider's own name for it; for a fallback
+        alias, those of its first model that can be built.
 
         Raises UnknownModelError (or ConfigurationError while building the provider).
         """
+        targets = self._aliases.get(model)
+        if targets is not None:
+            failure: LLMError | None = None
+            for target in targets:
+                try:
+                    return self.resolve(target)
+                except LLMError as exc:
+                    failure = exc
+            assert failure is not None  # an alias names at least one model (config)
+            raise failure
         prefix, _, name = model.partition("/")
         if not prefix or not name:
             raise UnknownModelError(
@@ -141,16 +177,25 @@ class ModelRegistry:
         (the provider's, or an estimate flagged `estimated` when it sent none).
 
         Resolves at once, so an unknown model raises here (before any event), which
-        lets an HTTP caller answer 4xx instead of opening a stream that fails.
+        lets an HTTP caller answer 4xx instead of opening a stream that fails. A
+        fallback alias's models are opened one after another as the stream is read.
         """
+        targets = self._aliases.get(model)
+        if targets is not None:
+            return fallback_stream(targets, lambda target: self.stream(target, request))
         provider, own_name = self.resolve(model)
-        request = dataclasses.replace(request, model=own_name)
         cfg = self._configs[model.partition("/")[0]]
+        request = dataclasses.replace(request, model=own_name)
+        if cfg.kind != "openai" and request.openai_extra:
+            # Never sent to this provider: not traced as if it were either.
+            request = dataclasses.replace(request, openai_extra={})
         return traced_stream(
             with_usage(provider.stream(request), request),
             provider=provider.name,
             request=request,
             server_address=_host(cfg),
+            tracer_provider=self._tracer_provider,
+            meter_provider=self._meter_provider,
         )
 
     def prepare(self) -> None:

@@ -253,7 +253,7 @@ def _request_attributes(request: ChatRequest, capture_content: bool) -> Attribut
         "gen_ai.request.stop_sequences": request.stop,
     }
     for key in ("frequency_penalty", "presence_penalty", "top_k"):
-        value = request.extra.get(key)
+        value = request.extra.get(key, request.openai_extra.get(key))
         if isinstance(value, int | float):
             optional[f"gen_ai.request.{key}"] = value
     out.update({k: v for k, v in optional.items() if v is not None})

@@ -84,6 +84,11 @@ class ChatRequest:
     # Provider-specific fields passed through verbatim into the request body
     # (e.g. {"stream_options": {...}} or {"reasoning_effort": "low"}).
     extra: dict[str, Any] = field(default_factory=dict)
+    # Fields only an OpenAI-compatible provider is sent (the gateway passes a Chat
+    # Completions body's fields streamkeep does not model: `logit_bias`, vLLM's
+    # `top_k`, ...); other providers ignore them. They fill in what the body lacks and
+    # never replace a field set otherwise (`model`, `messages`, `tools`, `stream`, ...).
+    openai_extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -12,7 +12,8 @@ nearest sound value, with a warning in the log:
   value that is not JSON at all reads as null;
 - a message's `parts` that are not a list of objects: the objects in it, or none;
   `usage` that is not an object: null (`clean_parts`, `clean_usage`, run by
-  `MessageRecord` and prompt building).
+  `MessageRecord` and prompt building); `fallbacks` that are not a list: null, and
+  only its objects (`clean_fallbacks`).
 
 Cost: `load_json` is orjson (faster than the stdlib's default) until orjson refuses
 a value; `decode_text` is a Python call per TEXT value read from SQLite (C's own
@@ -64,3 +65,11 @@ def clean_usage(value: Any) -> dict[str, Any] | None:
         return value
     logger.warning("stored message usage is not an object: %.200r", value)
     return None
+
+
+def clean_fallbacks(value: Any) -> list[dict[str, Any]] | None:
+    """A message's stored `fallbacks` as a list of objects, or null."""
+    if value is None or (type(value) is list and all(type(p) is dict for p in value)):
+        return value
+    logger.warning("stored message fallbacks are not a list of objects: %.200r", value)
+    return [p for p in value if isinstance(p, dict)] if isinstance(value, list) else None

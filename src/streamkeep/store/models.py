@@ -131,6 +131,10 @@ class MessageRow(Base):
     api_key_id: Mapped[str | None] = mapped_column(
         ID, ForeignKey("api_keys.id", ondelete="SET NULL"), index=True
     )
+    # A reply asked of a fallback alias: the model that answered (`provider/model`), and
+    # those skipped before it, each {"model", "kind", "error", "status"?}. NULL otherwise.
+    answered_by: Mapped[str | None] = mapped_column(Text)
+    fallbacks: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDocument)
 
     __table_args__ = (
         # Siblings are (chat_id, parent_id); its prefix also serves lookups by chat.

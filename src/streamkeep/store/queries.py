@@ -112,6 +112,8 @@ def new_message(
         "created_at": now,
         "completed_at": None,
         "api_key_id": None,
+        "answered_by": None,
+        "fallbacks": None,
     }
 
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from streamkeep.store.damage import clean_parts, clean_usage
+from streamkeep.store.damage import clean_fallbacks, clean_parts, clean_usage
 
 Role = Literal["system", "user", "assistant", "tool"]
 MessageStatus = Literal["streaming", "complete", "stopped", "error", "interrupted"]
@@ -75,6 +75,12 @@ class MessageRecord(_Record):
     error: str | None
     created_at: datetime
     completed_at: datetime | None
+    #: a reply asked of a fallback alias (`model`): the `provider/model` that answered
+    #: (the last tried, when every one failed); None for any other model
+    answered_by: str | None = None
+    #: the alias's models skipped before it, in order: {"model", "kind", "error",
+    #: "status" (the provider's HTTP status, when it gave one)}; None as `answered_by`
+    fallbacks: list[dict[str, Any]] | None = None
     #: this message and its siblings (same parent), oldest first; filled by
     #: `ChatStore.active_branch` so a UI can show "2 / 3" and switch branches
     sibling_ids: list[str] = Field(default_factory=list)
@@ -85,6 +91,7 @@ class MessageRecord(_Record):
     # A damaged row reads as what can be read of it (see `store.damage`).
     _readable_parts = field_validator("parts", mode="before")(clean_parts)
     _readable_usage = field_validator("usage", mode="before")(clean_usage)
+    _readable_fallbacks = field_validator("fallbacks", mode="before")(clean_fallbacks)
 
 
 class GenerationRecord(_Record):

@@ -83,6 +83,8 @@ _FINISH_MESSAGE = (
         completed_at=bindparam("b_now"),
         # The model that answered, when the caller knows it; else the one asked.
         model=func.coalesce(bindparam("b_model", type_=Text()), MESSAGES.c.model),
+        answered_by=bindparam("b_answered_by"),
+        fallbacks=bindparam("b_fallbacks"),
     )
 )
 _TOUCH_CHAT = (
@@ -350,8 +352,13 @@ class Replies:
         error: str | None,
         model: str | None = None,
         event_seq: int | None = None,
+        answered_by: str | None = None,
+        fallbacks: list[dict[str, Any]] | None = None,
     ) -> None:
         """Write the final message and mark its generation finished, together.
+
+        `answered_by` and `fallbacks`: a fallback alias's record (which model answered,
+        which were skipped and why); None for a model that is no alias.
 
         `event_seq`, when given, is the last stream event id the generation uses: the
         chat's `event_seq` becomes it (it was the chat's latest generation while it
@@ -369,6 +376,8 @@ class Replies:
             "b_error": error,
             "b_now": now,
             "b_model": model,
+            "b_answered_by": answered_by,
+            "b_fallbacks": fallbacks,
         }
         end = {"b_id": generation_id, "b_mid": message_id, "b_now": now}
         async with self._db.writing() as conn:
