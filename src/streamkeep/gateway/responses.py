@@ -132,14 +132,14 @@ async def create_response(
                     "'previous_response_id' needs a stored response: 'store' must be true.",
                     "previous_response_id",
                 )
-            chat_request = _provider_request(kept, registry, settings)
+            chat_request = _provider_request(kept, registry)
             stream = await quotas.metered(
                 caller, registry.stream(body.model, chat_request), chat_request
             )
             if not body.stream:
                 return await respond.whole_relay(stream, body.model, headers, _whole(head))
             return await respond.stream_relay(stream, ResponseEncoder(head), headers)
-        chat_request = _provider_request(kept, registry, settings)
+        chat_request = _provider_request(kept, registry)
         if continued:
             placement, chat_request = await _continuation(body, kept, chat_request, store, caller)
         else:
