@@ -41,6 +41,12 @@ class ProviderConfig(BaseModel):
     idle_timeout: float = 60.0
     max_retries: int = 2
     extra_headers: dict[str, str] = Field(default_factory=dict)
+    # Whether its models take images in (None: yes, except the embedded local model).
+    images: bool | None = None
+
+    @property
+    def takes_images(self) -> bool:
+        return self.kind != "local" if self.images is None else self.images
 
 
 class LimitSpec(BaseModel):
@@ -179,6 +185,15 @@ class Settings(BaseSettings):
     # With Redis: seconds without a heartbeat (and without its worker's presence key)
     # before another worker stores a generation `interrupted`.
     worker_stale_after: float = 15.0
+    # Images in (see streamkeep.store.images): the largest one taken, in bytes, and how
+    # many one message may carry. Bigger: 413; more: 400.
+    max_image_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
+    max_images_per_message: int = Field(default=8, ge=1)
+    # Fetch an image given by http(s) URL (gateway APIs); off: such a URL is a 400.
+    # Never from a private, loopback or link-local address, unless its host is listed
+    # in `image_url_hosts_allowed` (for tests and trusted internal hosts).
+    fetch_image_urls: bool = False
+    image_url_hosts_allowed: list[str] = Field(default_factory=list)
     # The OpenAI-compatible gateway stores every call as a chat unless this is off.
     gateway_store: bool = True
     # `gc.freeze()` once the app has started: the objects made until then (modules, the
@@ -245,6 +260,12 @@ class Settings(BaseSettings):
             )
         found.update(self.providers)
         return found
+
+    def takes_images(self, model: str) -> bool:
+        """Whether `model`'s provider takes images (`ProviderConfig.images`); an
+        unknown provider: True (the registry refuses its model anyway)."""
+        cfg = self.all_providers().get(model.partition("/")[0])
+        return cfg is None or cfg.takes_images
 
     def default_model(self) -> str:
         if self.model:

@@ -46,6 +46,7 @@ from streamkeep.server.routes import (
     admin,
     chats,
     identity,
+    images,
     messages,
     ops,
     streams,
@@ -174,6 +175,7 @@ def create_app(settings: Settings | None = None) -> App:
         usage.router,
         admin.router,
         tools.router,
+        images.router,
         ops.router,
     )
     for router in (*routers, gateway_router, messages_router):
