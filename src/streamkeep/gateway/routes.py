@@ -26,8 +26,9 @@ from starlette.responses import Response
 from streamkeep.config import Settings
 from streamkeep.gateway import keep, respond
 from streamkeep.gateway.chunks import ChunkEncoder
-from streamkeep.gateway.convert import to_chat_request
+from streamkeep.gateway.convert import MessageImages, to_chat_request
 from streamkeep.gateway.errors import GatewayError, from_llm_error
+from streamkeep.gateway.images import request_images
 from streamkeep.gateway.schemas import ChatCompletionBody, check_lengths, parse_body
 from streamkeep.generation import GenerationManager, ShuttingDown
 from streamkeep.http.auth import Caller, CallerDep, check_model
@@ -153,14 +154,17 @@ async def chat_completions(
         body = parse_body(await request.body())
         check_lengths(body, settings.max_message_chars)
         check_model(caller, body.model)
-        chat_request = _provider_request(body, registry, settings)
+        images = await request_images(body, settings)
+        chat_request = _provider_request(body, registry, settings, images)
         if not settings.gateway_store:
             stream = await quotas.metered(
                 caller, registry.stream(body.model, chat_request), chat_request
             )
             return await _relay(body, stream, headers)
-        placement = await keep.place(store, body, chat_id, caller)
+        placement = await keep.place(store, body, chat_id, caller, images)
         headers[CHAT_HEADER] = placement.chat_id
+        if images.all():
+            await store.save_images(images.all(), caller.user_id)
         parts = Parts(registry, manager, store, metrics, quotas, caller)
         return await _kept(body, chat_request, placement, parts, headers, started_at)
     except GatewayError as exc:
@@ -185,11 +189,11 @@ class Parts:
 
 
 def _provider_request(
-    body: ChatCompletionBody, registry: ModelRegistry, settings: Settings
+    body: ChatCompletionBody, registry: ModelRegistry, settings: Settings, images: MessageImages
 ) -> ChatRequest:
     _, own_name = registry.resolve(body.model)  # unknown model: 404 before anything is kept
     kind = settings.all_providers()[body.model.partition("/")[0]].kind
-    return to_chat_request(body, own_name, openai_compatible=kind == "openai")
+    return to_chat_request(body, own_name, openai_compatible=kind == "openai", images=images)
 
 
 async def _relay(
