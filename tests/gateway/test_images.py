@@ -234,7 +234,11 @@ def _base64(data: bytes, media_type: str = "image/png") -> dict[str, Any]:
 
 async def test_messages_image_blocks_reach_the_upstream_and_are_kept(gw: Gateway) -> None:
     image = png(5, 2, (1, 2, 3))
-    body = {"model": MODEL, "max_tokens": 50, "messages": [_anthropic_user("what?", _base64(image))]}
+    body = {
+        "model": MODEL,
+        "max_tokens": 50,
+        "messages": [_anthropic_user("what?", _base64(image))],
+    }
     r = await gw.http.post("/v1/messages", json=body)
     assert r.status_code == 200, r.text
     assert r.json()["content"][0]["text"] == f"Hello! You said: what? [images: {echo_tag(image)}]"
