@@ -146,7 +146,13 @@ async def load_images(store: ChatStore, messages: list[Message]) -> list[Message
 
 def check_images(prompt: list[Message], model: str, takes_images: Callable[[str], bool]) -> None:
     """ImagesNotSupported when the prompt holds images and the model takes none."""
-    if any(m.images for m in prompt) and not takes_images(model):
+    if any(m.images for m in prompt):
+        check_takes_images(model, takes_images)
+
+
+def check_takes_images(model: str, takes_images: Callable[[str], bool]) -> None:
+    """ImagesNotSupported when the model takes no images."""
+    if not takes_images(model):
         raise ImagesNotSupported(
             f"model {model!r} takes no images; choose a model that does "
             "(a provider's `images` setting says which)"

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 
 from streamkeep.config import Settings
 from streamkeep.generation import Generation
-from streamkeep.generation.plan import check_images
+from streamkeep.generation.plan import check_takes_images
 from streamkeep.generation.steps import ToolOutput
 from streamkeep.http.auth import Caller, CallerDep, check_model, owned_chat, resolve_model
 from streamkeep.http.deps import (
@@ -29,7 +29,6 @@ from streamkeep.http.deps import (
 from streamkeep.http.images import images_in
 from streamkeep.http.responses import SSEResponse
 from streamkeep.llm.registry import ModelRegistry
-from streamkeep.llm.types import ImagePart, Message
 from streamkeep.server.errors import RequestRefused
 from streamkeep.server.launch import check_length, idempotency_key, launch
 from streamkeep.server.relay import resume_point
@@ -172,7 +171,7 @@ async def _ensure_chat(
         model = body.model or settings.default_model()
         resolve_model(registry, caller, model)  # 404 before creating anything
         if images:  # refused before the chat is created (an existing one: by the plan)
-            check_images([Message("user", images=[ImagePart("")])], model, settings.takes_images)
+            check_takes_images(model, settings.takes_images)
         try:
             return await store.create_chat(model=model, chat_id=body.id, user_id=caller.user_id)
         except InvalidOperation:  # created meanwhile (another tab's first message)
