@@ -212,3 +212,18 @@ async def test_an_image_is_served_to_its_owners_only(server: Server) -> None:
         assert (await _send(bob, bobs["id"], content="me too", files=[_file(image)]))[0] == 200
         assert (await bob.get(url)).content == image
         assert (await server.client.get(url)).status_code == 401
+
+
+async def test_an_edited_message_keeps_its_images(server: Server) -> None:
+    image = png(9, 9)
+    chat = await server.new_chat()
+    assert (await _send(server.client, chat["id"], content="first", files=[_file(image)]))[0] == 200
+    user = (await server.client.get(f"/api/chats/{chat['id']}")).json()["messages"][0]
+    path = f"/api/messages/{user['id']}/edit"
+    async with server.client.stream("POST", path, json={"content": "second"}) as r:
+        assert r.status_code == 200
+        text = text_of(await read_all(r))
+    assert text == f"Hello! You said: second [images: {echo_tag(image)}]"
+    edited = (await server.client.get(f"/api/chats/{chat['id']}")).json()["messages"][0]
+    assert edited["id"] != user["id"]
+    assert edited["parts"] == [user["parts"][0], {"type": "text", "text": "second"}]

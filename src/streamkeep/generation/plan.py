@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from streamkeep.generation.parts import UIPart, history_to_messages
+from streamkeep.generation.parts import UIPart, history_to_messages, image_of
 from streamkeep.generation.titles import title_from
 from streamkeep.llm.types import ImagePart, Message, ToolSpec, Usage
 from streamkeep.store.errors import ImagesNotSupported, NotFound
@@ -79,26 +79,31 @@ async def plan_reply(
     api_key_id: str | None = None,
     tools: ToolUse | None = None,
     images: Sequence[Image] = (),
+    files: Sequence[dict[str, Any]] = (),
     takes_images: Callable[[str], bool] = lambda model: True,
 ) -> ReplyPlan:
     """The plan of a reply under `parent_id` in `chat`, with a new user message when
-    `user_content` is given (with `images`, stored already). An unknown model, or
-    images (new or in the history) for a model that `takes_images` says takes none,
-    raise before anything is written."""
+    `user_content` is given: with `images` (new, checked) after `files` (stored image
+    parts, an edited message's). An unknown model, or images (new or in the history)
+    for a model that `takes_images` says takes none, raise before anything is written."""
     model = model or chat.model
     registry.resolve(model)
     prompt = await _prompt(store, chat, parent_id)
     title = None
+    kept = [p for p in files if image_of(p) is not None]
     if user_content is not None:
-        parts = [ImagePart(i.media_type, i.data, ref=i.sha256) for i in images]
+        parts = [i for p in kept if (i := image_of(p)) is not None]
+        parts += [ImagePart(i.media_type, i.data, ref=i.sha256) for i in images]
         prompt.append(Message("user", user_content, images=parts))
         title = first_title(chat.title, parent_id, user_content)
+        if kept:
+            prompt = await load_images(store, prompt)
     check_images(prompt, model, takes_images)
     return ReplyPlan(
         chat_id=chat.id,
         parent_id=parent_id,
         user_content=user_content,
-        user_files=tuple(i.part() for i in images),
+        user_files=(*kept, *(i.part() for i in images)),
         model=model,
         prompt=prompt,
         event_seq=chat.event_seq,

@@ -113,7 +113,7 @@ class ReplyRequests:
         tools: Sequence[str] | None = None,
         client_tools: Sequence[ToolSpec] = (),
     ) -> Generation:
-        """A sibling of a user message with new content, and its reply."""
+        """A sibling of a user message with new content (and its images), and its reply."""
         self._check_accepting()
         message = await self._store.get_message(message_id)
         if message.role != "user":
@@ -121,7 +121,14 @@ class ReplyRequests:
         chat = await self._store.get_chat(message.chat_id)
         use = self.tool_use(chat.tools, tools, client_tools)
         return await self._start(
-            chat, message.parent_id, content, model, idempotency_key, api_key_id, use
+            chat,
+            message.parent_id,
+            content,
+            model,
+            idempotency_key,
+            api_key_id,
+            use,
+            files=message.parts,
         )
 
     async def continue_reply(
@@ -203,6 +210,7 @@ class ReplyRequests:
         *,
         images: Sequence[Image] = (),
         images_owner: str | None = None,
+        files: Sequence[dict[str, Any]] = (),
     ) -> Generation:
         plan = await plan_reply(
             self._store,
@@ -215,6 +223,7 @@ class ReplyRequests:
             api_key_id=api_key_id,
             tools=tools,
             images=images,
+            files=files,
             takes_images=self._settings.takes_images,
         )
         if images:
