@@ -1,4 +1,4 @@
-"""Images in the page: attach (and drop) images, see and remove thumbnails, send; the
+"""Images in the page: attach (and drop, and paste) images, see and remove thumbnails, send; the
 fake provider receives them in OpenAI's format, and the sent message shows them from
 the server after a reload."""
 
@@ -42,7 +42,20 @@ def test_attach_drop_remove_send_and_see_the_image(
         base64.b64encode(dropped).decode(),
     )
     expect(thumbs).to_have_count(2)
+    # And one pasted into the message box.
+    page.evaluate(
+        """b64 => {
+             const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+             const dt = new DataTransfer();
+             dt.items.add(new File([bytes], "pasted.png", {type: "image/png"}));
+             const init = {clipboardData: dt, bubbles: true, cancelable: true};
+             document.getElementById("input").dispatchEvent(new ClipboardEvent("paste", init));
+           }""",
+        base64.b64encode(dropped).decode(),
+    )
+    expect(thumbs).to_have_count(3)
     page.get_by_role("button", name="Remove black.png").click()
+    page.get_by_role("button", name="Remove pasted.png").click()
     expect(thumbs).to_have_count(1)
 
     send(page, "What colour is this?")
