@@ -142,6 +142,16 @@ def test_an_alias_may_name_any_model_of_a_pass_through_provider() -> None:
     assert settings.aliases == {"any": ["open/whatever"]}
 
 
+def test_an_alias_takes_images_only_when_every_model_of_it_does() -> None:
+    providers = {**ALIAS_PROVIDERS, "blind": {**ALIAS_PROVIDERS["groq"], "images": False}}
+    settings = load_settings(
+        providers=providers,
+        aliases={"seeing": ["groq/llama", "open/x"], "mixed": ["groq/llama", "blind/llama"]},
+    )
+    assert settings.takes_images("seeing") and settings.takes_images("groq/llama")
+    assert not settings.takes_images("mixed") and not settings.takes_images("blind/llama")
+
+
 @pytest.mark.parametrize(
     ("toml", "said"),
     [

@@ -44,6 +44,12 @@ class ProviderConfig(BaseModel):
     idle_timeout: float = 60.0
     max_retries: int = 2
     extra_headers: dict[str, str] = Field(default_factory=dict)
+    # Whether its models take images in (None: yes, except the embedded local model).
+    images: bool | None = None
+
+    @property
+    def takes_images(self) -> bool:
+        return self.kind != "local" if self.images is None else self.images
 
 
 class LimitSpec(BaseModel):
@@ -182,6 +188,15 @@ class Settings(BaseSettings):
     # With Redis: seconds without a heartbeat (and without its worker's presence key)
     # before another worker stores a generation `interrupted`.
     worker_stale_after: float = 15.0
+    # Images in (see streamkeep.store.images): the largest one taken, in bytes, and how
+    # many one message may carry. Bigger: 413; more: 400.
+    max_image_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
+    max_images_per_message: int = Field(default=8, ge=1)
+    # Fetch an image given by http(s) URL (gateway APIs); off: such a URL is a 400.
+    # Never from a private, loopback or link-local address, unless its host is listed
+    # in `image_url_hosts_allowed` (for tests and trusted internal hosts).
+    fetch_image_urls: bool = False
+    image_url_hosts_allowed: list[str] = Field(default_factory=list)
     # The OpenAI-compatible gateway stores every call as a chat unless this is off.
     gateway_store: bool = True
     # `gc.freeze()` once the app has started: the objects made until then (modules, the
@@ -260,6 +275,17 @@ class Settings(BaseSettings):
             )
         found.update(self.providers)
         return found
+
+    def takes_images(self, model: str) -> bool:
+        """Whether `model`'s provider takes images (`ProviderConfig.images`); for a
+        fallback alias, whether all its models' do (any of them may answer); an unknown
+        provider: True (the registry refuses its model anyway)."""
+        providers = self.all_providers()
+        for target in self.aliases.get(model, [model]):
+            cfg = providers.get(target.partition("/")[0])
+            if cfg is not None and not cfg.takes_images:
+                return False
+        return True
 
     def default_model(self) -> str:
         if self.model:

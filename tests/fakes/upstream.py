@@ -23,7 +23,10 @@ How a request picks its behaviour, first match wins:
    JSON), so a separate server process can be scripted from a browser; not when the
    request ends with tool results (the answer to those is not the user's to script);
 3. `FakeUpstream.default` if set, else an echo: "Hello! You said: <user text>", or
-   "Tool results: <each result's text, joined by ' | '>" after tool results.
+   "Tool results: <each result's text, joined by ' | '>" after tool results. When the
+   last user message has images the echo ends " [images: image/png:<12 hex>]", one
+   `<media type>:<start of the SHA-256 of its bytes>` per image in that vendor's
+   format (`url:<url>` for one by URL): see `upstream_wire.last_user_images`.
 
 Tool calls (`tool`, `calls`) come after the text; `args_chunk` sizes their argument
 deltas. Anthropic thinking (`reasoning`) ends with the signature "sig-<n>" and

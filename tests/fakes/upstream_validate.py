@@ -10,13 +10,16 @@ OpenAI's Chat Completions:
   call of the assistant message before it;
 - a tool call has an id, type "function", a name, and `arguments` as a string of JSON;
 - an assistant's content may be null only with tool calls; reasoning is not taken
-  back (`reasoning_content`: DeepSeek refuses it, so the strictest server is modelled).
+  back (`reasoning_content`: DeepSeek refuses it, so the strictest server is modelled);
+- a user message's content parts are `text` or `image_url` ({"url": a data URI of an
+  image in base64, or an http(s) URL}).
 
 Anthropic's Messages:
 - `messages` is a non-empty list; roles alternate user / assistant, starting with user
   (the API now merges turns of one role in a row; we hold our requests to the stricter
   rule, which every version accepts);
-- no empty content, no empty text block;
+- no empty content, no empty text block; an image block's source is base64 (with a
+  media_type of png, jpeg, gif or webp) or a url;
 - every tool_use of an assistant turn is answered by a tool_result with its id in the
   very next user turn, the tool_result blocks first in it; a tool_result refers to a
   tool_use of the assistant turn just before; tool_use ids are unique and well-formed;
@@ -29,6 +32,7 @@ Anthropic's Messages:
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Container, Mapping
 from typing import Any
@@ -80,7 +84,39 @@ def _openai(body: Any) -> None:
             waiting = _openai_assistant(i, message)
         elif not _is_content(message.get("content")):
             raise _Invalid(f"messages[{i}].content: expected a string or an array of parts")
+        elif role == "user" and isinstance(message["content"], list):
+            _openai_user_parts(i, message["content"])
     _all_answered(waiting)
+
+
+def _openai_user_parts(i: int, parts: list[Any]) -> None:
+    for j, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        where = f"messages[{i}].content[{j}]"
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise _Invalid(f"{where}.text: expected a string")
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else None
+            if not isinstance(url, str):
+                raise _Invalid(f"{where}.image_url.url: expected a string")
+            if url.startswith("data:"):
+                head, _, data = url.partition(",")
+                if not re.fullmatch(r"data:image/(png|jpeg|gif|webp);base64", head):
+                    raise _Invalid(f"{where}: invalid image data URI {head[:40]!r}")
+                _base64(where, data)
+            elif not url.startswith(("http://", "https://")):
+                raise _Invalid(f"{where}.image_url.url: expected a URL or a data URI")
+        else:
+            raise _Invalid(f"{where}.type: invalid user content part {kind!r}")
+
+
+def _base64(where: str, data: Any) -> None:
+    try:
+        base64.b64decode(data, validate=True)
+    except (ValueError, TypeError):
+        raise _Invalid(f"{where}: the image's base64 data is invalid") from None
 
 
 def _openai_tool(i: int, message: dict[str, Any], waiting: dict[str, bool] | None) -> None:
@@ -251,6 +287,8 @@ def _answers(i: int, blocks: list[dict[str, Any]], tool_uses: list[str]) -> None
         kind = block.get("type")
         if kind not in _USER_BLOCKS:
             raise _Invalid(f"messages.{i}.content.{j}: a user turn cannot hold {kind!r} blocks")
+        if kind == "image":
+            _anthropic_image(f"messages.{i}.content.{j}", block)
         if kind != "tool_result":
             continue
         if j != len(answered):
@@ -274,6 +312,23 @@ def _answers(i: int, blocks: list[dict[str, Any]], tool_uses: list[str]) -> None
     missing = [use_id for use_id in tool_uses if use_id not in answered]
     if missing:
         _missing(i - 1, missing)
+
+
+def _anthropic_image(where: str, block: dict[str, Any]) -> None:
+    source = block.get("source")
+    kind = source.get("type") if isinstance(source, dict) else None
+    if kind == "base64":
+        assert isinstance(source, dict)
+        media_type = source.get("media_type")
+        if media_type not in ("image/png", "image/jpeg", "image/gif", "image/webp"):
+            raise _Invalid(f"{where}.source.media_type: invalid value {media_type!r}")
+        _base64(where, source.get("data"))
+    elif kind == "url":
+        assert isinstance(source, dict)
+        if not isinstance(source.get("url"), str):
+            raise _Invalid(f"{where}.source.url: Field required")
+    else:
+        raise _Invalid(f"{where}.source.type: invalid value {kind!r}")
 
 
 def _missing(i: int, ids: list[str]) -> None:

@@ -8,6 +8,8 @@ onto the socket and obeys `DROP` / `HANG`.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import re
 import shlex
 from collections.abc import AsyncIterator, Iterator
@@ -238,7 +240,42 @@ def _echo(body: dict[str, Any]) -> Script:
     results = tool_results(body)
     if results is not None:
         return Script(text="Tool results: " + " | ".join(results))
-    return Script(text=f"Hello! You said: {strip_directive(last_user_text(body))}")
+    said = f"Hello! You said: {strip_directive(last_user_text(body))}"
+    images = last_user_images(body)
+    return Script(text=said + (f" [images: {' '.join(images)}]" if images else ""))
+
+
+def last_user_images(body: dict[str, Any]) -> list[str]:
+    """The last user message's images, each as `<media type>:<first 12 hex digits of
+    the SHA-256 of its bytes>` (OpenAI image_url data URIs, Anthropic base64 blocks),
+    or `url:<url>`: what the echo tells, so a test sees the bytes arrived whole."""
+    for message in reversed(_messages(body)):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+        if blocks and all(b.get("type") == "tool_result" for b in blocks):
+            return []
+        return [d for b in blocks if (d := _image_digest(b)) is not None]
+    return []
+
+
+def _image_digest(block: dict[str, Any]) -> str | None:
+    if block.get("type") == "image_url":
+        url = str((block.get("image_url") or {}).get("url", ""))
+        if not url.startswith("data:"):
+            return f"url:{url}"
+        head, _, data = url.partition(",")
+        media_type = head[5:].split(";")[0]
+    elif block.get("type") == "image":
+        source = block.get("source") or {}
+        if source.get("type") != "base64":
+            return f"url:{source.get('url')}"
+        media_type, data = str(source.get("media_type")), str(source.get("data"))
+    else:
+        return None
+    digest = hashlib.sha256(base64.b64decode(data)).hexdigest()[:12]
+    return f"{media_type}:{digest}"
 
 
 def _pieces(text: str, size: int) -> list[str]:

@@ -183,12 +183,18 @@ async def test_unknown_model_is_a_404_in_anthropic_shape(gw: Gateway) -> None:
                     {
                         "role": "user",
                         "content": [
-                            {"type": "image", "source": {"type": "base64", "data": "AA=="}}
+                            {
+                                "type": "tool_result",
+                                "tool_use_id": "toolu_1",
+                                "content": [
+                                    {"type": "image", "source": {"type": "base64", "data": "AA=="}}
+                                ],
+                            }
                         ],
                     }
                 ],
             },
-            "images are not supported yet",
+            "images in a tool_result are not supported yet",
         ),
     ],
 )

@@ -33,6 +33,8 @@ EXPECTED = {
     "users",
     "sessions",
     "api_keys",
+    "images",
+    "image_owners",
 }
 
 

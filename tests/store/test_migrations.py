@@ -54,7 +54,7 @@ async def test_upgrade_is_idempotent_and_stamps_head(db: Database) -> None:
     async with db.engine.connect() as conn:
         version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
         tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-    assert version == head == "0006_message_fallbacks"
+    assert version == head == "0007_images"
     assert tables == {
         "alembic_version",
         "chats",
@@ -63,6 +63,8 @@ async def test_upgrade_is_idempotent_and_stamps_head(db: Database) -> None:
         "users",
         "sessions",
         "api_keys",
+        "images",
+        "image_owners",
     }
 
 
@@ -74,6 +76,7 @@ def test_revisions_ship_inside_the_package() -> None:
     assert (MIGRATIONS_DIR / "versions" / "0004_message_api_key.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0005_chat_tools.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0006_message_fallbacks.py").is_file()
+    assert (MIGRATIONS_DIR / "versions" / "0007_images.py").is_file()
     assert "streamkeep" in MIGRATIONS_DIR.parts
 
 
@@ -158,7 +161,7 @@ async def test_upgrading_a_0001_database_keeps_its_chats_and_numbers_them_from_1
         assert await conn.run_sync(_diff) == []
         version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
         seq = (await conn.execute(text("SELECT event_seq FROM chats"))).scalar()
-    assert version == "0006_message_fallbacks"
+    assert version == "0007_images"
     assert seq == 0
     store = ChatStore(db)
     chat = await store.get_chat("chat_old")

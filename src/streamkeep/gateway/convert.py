@@ -5,7 +5,7 @@ is the truth for a gateway call); the store gets one message per request message
 the same AI SDK part shapes the chat API stores:
 
     system / developer  -> the chat's system prompt if it comes first, else a system message
-    user                -> {"type": "text"}
+    user                -> its images' file parts (`store.images`), then {"type": "text"}
     assistant           -> reasoning, text, then one `tool-<name>` part per call
                            (state "input-available": its answer is a later tool message)
     tool                -> a tool message whose `tool-<name>` part has state
@@ -20,7 +20,8 @@ from typing import Any
 import orjson
 
 from streamkeep.gateway.schemas import ChatCompletionBody, ChatMessageIn
-from streamkeep.llm.types import ChatRequest, Message, Role, ToolCall, ToolSpec
+from streamkeep.llm.types import ChatRequest, ImagePart, Message, Role, ToolCall, ToolSpec
+from streamkeep.store.images import Image
 
 TOOL_PREFIX = "tool-"
 
@@ -33,7 +34,30 @@ class StoredIn:
     parts: list[dict[str, Any]] = field(default_factory=list)
 
 
-def to_chat_request(body: ChatCompletionBody, model_name: str) -> ChatRequest:
+class MessageImages:
+    """The checked images of a request's user messages (see `gateway.images`), by
+    message: the request's messages are the keys, so slices of them find theirs."""
+
+    def __init__(self) -> None:
+        self._by: dict[int, tuple[ChatMessageIn, list[Image]]] = {}
+
+    def add(self, message: ChatMessageIn, images: list[Image]) -> None:
+        self._by[id(message)] = (message, images)
+
+    def of(self, message: ChatMessageIn) -> list[Image]:
+        found = self._by.get(id(message))
+        return found[1] if found is not None and found[0] is message else []
+
+    def all(self) -> list[Image]:
+        return [image for _, images in self._by.values() for image in images]
+
+
+NO_IMAGES = MessageImages()
+
+
+def to_chat_request(
+    body: ChatCompletionBody, model_name: str, images: MessageImages = NO_IMAGES
+) -> ChatRequest:
     """The provider request; `model_name` is the provider's own name (no prefix).
 
     Fields only OpenAI-style APIs know (`parallel_tool_calls`, `reasoning_effort`, and
@@ -46,7 +70,7 @@ def to_chat_request(body: ChatCompletionBody, model_name: str) -> ChatRequest:
         openai_extra["reasoning_effort"] = body.reasoning_effort
     return ChatRequest(
         model=model_name,
-        messages=to_messages(body.messages),
+        messages=to_messages(body.messages, images),
         tools=[
             ToolSpec(
                 name=t.function.name,
@@ -67,7 +91,7 @@ def to_chat_request(body: ChatCompletionBody, model_name: str) -> ChatRequest:
     )
 
 
-def to_messages(messages: list[ChatMessageIn]) -> list[Message]:
+def to_messages(messages: list[ChatMessageIn], images: MessageImages = NO_IMAGES) -> list[Message]:
     names = _tool_names(messages)
     out: list[Message] = []
     for msg in messages:
@@ -96,7 +120,8 @@ def to_messages(messages: list[ChatMessageIn]) -> list[Message]:
                 )
             )
         else:
-            out.append(Message(role="user", content=msg.content or ""))
+            parts = [ImagePart(i.media_type, i.data, ref=i.sha256) for i in images.of(msg)]
+            out.append(Message(role="user", content=msg.content or "", images=parts))
     return out
 
 
@@ -134,7 +159,11 @@ def split_system(messages: list[ChatMessageIn]) -> tuple[str | None, list[ChatMe
     return None, messages
 
 
-def to_stored(messages: list[ChatMessageIn], context: list[ChatMessageIn]) -> list[StoredIn]:
+def to_stored(
+    messages: list[ChatMessageIn],
+    context: list[ChatMessageIn],
+    images: MessageImages = NO_IMAGES,
+) -> list[StoredIn]:
     """Store shapes of `messages`; `context` (the whole request) names the tool calls."""
     names = _tool_names(context)
     out: list[StoredIn] = []
@@ -142,7 +171,8 @@ def to_stored(messages: list[ChatMessageIn], context: list[ChatMessageIn]) -> li
         text = msg.content or ""
         if msg.role in ("system", "developer", "user"):
             role: Role = "user" if msg.role == "user" else "system"
-            out.append(StoredIn(role, [{"type": "text", "text": text}]))
+            files = [i.part() for i in images.of(msg)]
+            out.append(StoredIn(role, [*files, {"type": "text", "text": text}]))
         elif msg.role == "assistant":
             out.append(StoredIn("assistant", _assistant_parts(msg)))
         else:

@@ -24,6 +24,8 @@ import logging
 from dataclasses import dataclass
 
 from streamkeep.gateway.convert import (
+    NO_IMAGES,
+    MessageImages,
     StoredIn,
     new_messages,
     split_system,
@@ -67,7 +69,11 @@ class Placement:
 
 
 async def place(
-    store: ChatStore, body: ChatCompletionBody, chat_id: str | None, caller: Caller
+    store: ChatStore,
+    body: ChatCompletionBody,
+    chat_id: str | None,
+    caller: Caller,
+    images: MessageImages = NO_IMAGES,
 ) -> Placement:
     """Decide where the call goes (see the module docstring); writes nothing. A chat
     of another user's is not found, as an unknown one."""
@@ -75,7 +81,7 @@ async def place(
     if chat_id is None:
         if not rest:  # only a system message: keep it as a message, there is no prompt
             system, rest = None, body.messages
-        stored = to_stored(rest, body.messages)
+        stored = to_stored(rest, body.messages, images)
         new_chat = (system, _title(body))
         return Placement(
             ids.chat_id(),
@@ -99,7 +105,7 @@ async def place(
     return Placement(
         chat.id,
         chat.active_leaf_id,
-        to_stored(fresh, body.messages),
+        to_stored(fresh, body.messages, images),
         title=title,
         api_key_id=caller.key_id,
     )

@@ -25,6 +25,7 @@ from starlette.responses import Response
 from streamkeep.gateway import keep, respond
 from streamkeep.gateway.docs import ANTHROPIC_ERROR, body_doc
 from streamkeep.gateway.errors import GatewayError, from_llm_error
+from streamkeep.gateway.images import messages_images
 from streamkeep.gateway.messages_convert import as_completion_body, restore, to_chat_request
 from streamkeep.gateway.messages_schema import MessagesBody, parse_messages_body
 from streamkeep.gateway.messages_stream import MessageEncoder, error_body, error_type
@@ -92,11 +93,12 @@ async def messages(
     try:
         caller = await get_caller(request)  # here, so a 401 is in Anthropic's shape too
         body = parse_messages_body(await request.body())
-        kept = as_completion_body(body)
+        images = await messages_images(body, settings)
+        kept = as_completion_body(body, images)
         check_lengths(kept.body, settings.max_message_chars)
         check_model(caller, body.model)
         _, own_name = registry.resolve(body.model)  # unknown model: 404 before anything
-        chat_request = to_chat_request(body, own_name)
+        chat_request = to_chat_request(body, own_name, images)
         if not settings.gateway_store:
             stream = await quotas.metered(
                 caller, registry.stream(body.model, chat_request), chat_request
@@ -106,9 +108,11 @@ async def messages(
                     stream, body.model, headers, respond.anthropic_body
                 )
             return await respond.stream_relay(stream, MessageEncoder(model=body.model), headers)
-        placement = await keep.place(store, kept.body, chat_id, caller)
+        placement = await keep.place(store, kept.body, chat_id, caller, kept.images)
         placement.prior = restore(placement.prior, kept)
         headers[CHAT_HEADER] = placement.chat_id
+        if kept.images.all():
+            await store.save_images(kept.images.all(), caller.user_id)
         parts = Parts(registry, manager, store, metrics, quotas, caller)
         return await _kept(body, chat_request, placement, parts, headers, started_at)
     except GatewayError as exc:

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from streamkeep.gateway.convert import StoredIn
+from streamkeep.gateway.convert import MessageImages, StoredIn
 from streamkeep.gateway.messages_schema import (
     MessageIn,
     MessagesBody,
@@ -35,15 +35,29 @@ from streamkeep.gateway.schemas import (
     FunctionCallIn,
     ToolCallIn,
 )
-from streamkeep.llm.types import ChatRequest, Message, ReasoningPart, ToolCall, ToolSpec
+from streamkeep.llm.types import (
+    ChatRequest,
+    ImagePart,
+    Message,
+    ReasoningPart,
+    ToolCall,
+    ToolSpec,
+)
+from streamkeep.store.images import Image
 
 
-def to_chat_request(body: MessagesBody, model_name: str) -> ChatRequest:
-    """The provider request; `model_name` is the provider's own name (no prefix)."""
+def to_chat_request(
+    body: MessagesBody, model_name: str, images: list[list[Image]] | None = None
+) -> ChatRequest:
+    """The provider request; `model_name` is the provider's own name (no prefix);
+    `images`: each message's checked images (`gateway.images.messages_images`)."""
     messages = [] if body.system_text is None else [Message("system", body.system_text)]
     names = {b.id: b.name for m in body.messages for b in m.content if isinstance(b, ToolUseBlock)}
-    for msg in body.messages:
-        messages += _assistant(msg) if msg.role == "assistant" else _user(msg, names)
+    for i, msg in enumerate(body.messages):
+        if msg.role == "assistant":
+            messages += _assistant(msg)
+        else:
+            messages += _user(msg, names, images[i] if images else [])
     return ChatRequest(
         model=model_name,
         messages=messages,
@@ -64,7 +78,7 @@ def _text(msg: MessageIn) -> str:
     return "".join(b.text for b in msg.content if isinstance(b, TextBlock))
 
 
-def _user(msg: MessageIn, names: dict[str, str]) -> list[Message]:
+def _user(msg: MessageIn, names: dict[str, str], images: list[Image]) -> list[Message]:
     out = [
         Message(
             "tool",
@@ -76,8 +90,9 @@ def _user(msg: MessageIn, names: dict[str, str]) -> list[Message]:
         for b in msg.content
         if isinstance(b, ToolResultBlock)
     ]
-    if not out or any(isinstance(b, TextBlock) for b in msg.content):
-        out.append(Message("user", _text(msg)))
+    if not out or images or any(isinstance(b, TextBlock) for b in msg.content):
+        parts = [ImagePart(i.media_type, i.data, ref=i.sha256) for i in images]
+        out.append(Message("user", _text(msg), images=parts))
     return out
 
 
@@ -111,21 +126,27 @@ class Kept:
 
     body: ChatCompletionBody
     extras: list[_Extra]
+    # The user messages' images, for `keep.place` to store with them.
+    images: MessageImages = field(default_factory=MessageImages)
 
 
-def as_completion_body(body: MessagesBody) -> Kept:
+def as_completion_body(body: MessagesBody, images: list[list[Image]] | None = None) -> Kept:
     """The same call in Chat Completions' shape, for `gateway.keep` to place and store."""
     messages = [] if body.system_text is None else [_in("system", body.system_text)]
     extras = [_Extra() for _ in messages]
-    for msg in body.messages:
+    by_message = MessageImages()
+    for i, msg in enumerate(body.messages):
         if msg.role == "user":
             results = [b for b in msg.content if isinstance(b, ToolResultBlock)]
             for b in results:
                 messages.append(_in("tool", b.content, tool_call_id=b.tool_use_id))
                 extras.append(_Extra(is_error=b.is_error))
-            if not results or any(isinstance(b, TextBlock) for b in msg.content):
+            mine = images[i] if images else []
+            if not results or mine or any(isinstance(b, TextBlock) for b in msg.content):
                 messages.append(_in("user", _text(msg)))  # as `to_chat_request` sends it
                 extras.append(_Extra())
+                if mine:
+                    by_message.add(messages[-1], mine)
             continue
         calls = [
             ToolCallIn(
@@ -146,7 +167,7 @@ def as_completion_body(body: MessagesBody) -> Kept:
         )
         extras.append(_Extra(thinking=sent.thinking))
     kept = ChatCompletionBody(model=body.model, messages=messages, stream=body.stream)
-    return Kept(kept, extras)
+    return Kept(kept, extras, by_message)
 
 
 def restore(prior: list[StoredIn], kept: Kept) -> list[StoredIn]:

@@ -3,8 +3,8 @@
 Only what streamkeep acts on is modelled; unknown fields are ignored (`thinking`,
 `top_k`, `service_tier`, `cache_control`, ...). Content given as a string is one text
 block. `parse_messages_body` turns any malformed body into one `GatewayError` (400)
-naming the field (`messages.1.content.0.text`); `images_refused` refuses image blocks
-until the gateway can pass them on.
+naming the field (`messages.1.content.0.text`). A user turn's image blocks are checked
+and stored by `gateway.images`; images inside a tool_result are refused (not yet).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from streamkeep.gateway.errors import GatewayError, invalid_request
 from streamkeep.text import JSONObject, JSONValue, Text, check_text
 
-IMAGES_REFUSED = "images are not supported yet"
+IMAGES_REFUSED = "images in a tool_result are not supported yet"
 
 
 def _blocks(value: Any) -> Any:
@@ -51,8 +51,16 @@ class TextBlock(_Model):
     text: Text
 
 
+class ImageSource(_Model):
+    type: Literal["base64", "url"]
+    media_type: Text | None = None  # base64: the claimed type (the bytes decide)
+    data: Text | None = None  # base64
+    url: Text | None = None  # url
+
+
 class ImageBlock(_Model):
     type: Literal["image"]
+    source: ImageSource
 
 
 class ToolUseBlock(_Model):
@@ -150,12 +158,18 @@ def _from_validation(exc: ValidationError) -> GatewayError:
 
 
 def _check_semantics(body: MessagesBody) -> None:
-    """What the types alone cannot say: no images yet, and a named tool's name."""
+    """What the types alone cannot say: images only from the user, each with its
+    source's field, and a named tool's name."""
     for i, msg in enumerate(body.messages):
         for j, block in enumerate(msg.content):
             where = f"messages.{i}.content.{j}"
             if isinstance(block, ImageBlock):
-                raise invalid_request(f"{where}: {IMAGES_REFUSED}", where)
+                if msg.role == "assistant":
+                    raise invalid_request(f"{where}: image blocks are the user's", where)
+                field = "data" if block.source.type == "base64" else "url"
+                if getattr(block.source, field) is None:
+                    param = f"{where}.source.{field}"
+                    raise invalid_request(f"{param}: Field required", param)
             if msg.role == "user" and isinstance(
                 block, ToolUseBlock | ThinkingBlock | RedactedThinkingBlock
             ):

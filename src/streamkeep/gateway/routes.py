@@ -24,9 +24,10 @@ from starlette.responses import Response
 
 from streamkeep.gateway import keep, respond
 from streamkeep.gateway.chunks import ChunkEncoder
-from streamkeep.gateway.convert import to_chat_request
+from streamkeep.gateway.convert import NO_IMAGES, MessageImages, to_chat_request
 from streamkeep.gateway.docs import body_doc
 from streamkeep.gateway.errors import GatewayError, from_llm_error
+from streamkeep.gateway.images import request_images
 from streamkeep.gateway.schemas import ChatCompletionBody, check_lengths, parse_body
 from streamkeep.generation import GenerationManager, ShuttingDown
 from streamkeep.http.auth import Caller, CallerDep, check_model
@@ -106,14 +107,17 @@ async def chat_completions(
         body = parse_body(await request.body())
         check_lengths(body, settings.max_message_chars)
         check_model(caller, body.model)
-        chat_request = _provider_request(body, registry)
+        images = await request_images(body, settings)
+        chat_request = _provider_request(body, registry, images)
         if not settings.gateway_store:
             stream = await quotas.metered(
                 caller, registry.stream(body.model, chat_request), chat_request
             )
             return await _relay(body, stream, headers)
-        placement = await keep.place(store, body, chat_id, caller)
+        placement = await keep.place(store, body, chat_id, caller, images)
         headers[CHAT_HEADER] = placement.chat_id
+        if images.all():
+            await store.save_images(images.all(), caller.user_id)
         parts = Parts(registry, manager, store, metrics, quotas, caller)
         return await _kept(body, chat_request, placement, parts, headers, started_at)
     except GatewayError as exc:
@@ -137,9 +141,11 @@ class Parts:
     caller: Caller
 
 
-def _provider_request(body: ChatCompletionBody, registry: ModelRegistry) -> ChatRequest:
+def _provider_request(
+    body: ChatCompletionBody, registry: ModelRegistry, images: MessageImages = NO_IMAGES
+) -> ChatRequest:
     _, own_name = registry.resolve(body.model)  # unknown model: 404 before anything is kept
-    return to_chat_request(body, own_name)
+    return to_chat_request(body, own_name, images)
 
 
 async def _relay(

@@ -9,7 +9,9 @@ whose `param` names the offending field the way OpenAI does (`messages[1].conten
 
 Unions are avoided in field types on purpose: pydantic puts the union member's name
 into an error's location (`content.str`), which would garble `param`. Content given as
-a list of text parts is joined into one string by a before-validator instead.
+a list of text parts is joined into one string by a before-validator instead; a user
+message's `image_url` parts are taken out of it first, into `image_urls` (checked and
+stored by `gateway.images`).
 
 Every string is `streamkeep.text.Text` (free-form JSON: `JSONValue`), the chat API's
 rule: text UTF-8 cannot encode, or holding NUL, is refused naming its field. orjson
@@ -22,7 +24,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 from streamkeep.gateway.errors import GatewayError, invalid_request
 from streamkeep.text import JSONObject, JSONValue, Text, check_text
@@ -36,6 +46,11 @@ def _join_text_parts(value: Any) -> Any:
         return value
     texts: list[str] = []
     for i, part in enumerate(value):
+        if isinstance(part, dict) and part.get("type") == "image_url":
+            raise ValueError(
+                f"content part {i}: an image_url part is taken in a user message, "
+                "with a string 'url' (image_url.url)"
+            )
         if not isinstance(part, dict) or not isinstance(part.get("text"), str):
             raise ValueError(f"content part {i} must be an object with a string 'text'")
         if part.get("type", "text") != "text":
@@ -90,6 +105,30 @@ class ChatMessageIn(_Model):
     tool_call_id: Text | None = None
     # Some OpenAI-compatible servers (DeepSeek, vLLM) echo reasoning back this way.
     reasoning_content: Text | None = None
+    # The urls (data URIs) of a user message's `image_url` parts, in order; filled from
+    # `content` only (what a client sends under this name is replaced).
+    image_urls: SkipJsonSchema[list[Text]] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _take_images(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = {**data, "image_urls": []}
+        content = data.get("content")
+        if not isinstance(content, list):
+            return data
+        urls: list[Any] = []
+        rest: list[Any] = []
+        for part in content:
+            image = part.get("image_url") if isinstance(part, dict) else None
+            url = image.get("url") if isinstance(image, dict) else image
+            taken = isinstance(part, dict) and part.get("type") == "image_url"
+            if taken and data.get("role") == "user" and isinstance(url, str):
+                urls.append(url)
+            else:  # anything else is the content validator's to take or refuse
+                rest.append(part)
+        return {**data, "content": rest, "image_urls": urls}
 
 
 class FunctionDef(_Model):

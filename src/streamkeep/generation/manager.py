@@ -290,6 +290,7 @@ class GenerationManager(Joins, ReplyRequests):
             chat_id=plan.chat_id,
             parent_id=plan.parent_id,
             user_content=plan.user_content,
+            user_files=plan.user_files,
             model=plan.model,
             idempotency_key=plan.idempotency_key,
             worker_id=self.worker_id,

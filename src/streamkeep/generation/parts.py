@@ -2,8 +2,10 @@
 
 `completion_to_parts` is what checkpoints and the final write store, typed by the
 `UIPart` shapes below; `history_to_messages` turns a stored branch back into the
-conversation sent to the model. Parts read back from the database are plain JSON
-objects (a damaged row may hold anything), so reading them never trusts those types.
+conversation sent to the model (a user message's image parts become `ImagePart`s
+naming the stored image, read by `plan.load_images`). Parts read back from the
+database are plain JSON objects (a damaged row may hold anything), so reading them
+never trusts those types.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import orjson
 
 from streamkeep.llm.types import (
     Completion,
+    ImagePart,
     Message,
     ReasoningPart,
     Role,
@@ -23,6 +26,7 @@ from streamkeep.llm.types import (
     ToolCall,
     ToolCallPart,
 )
+from streamkeep.store.images import image_sha
 
 TOOL_PREFIX = "tool-"
 _ANSWERED = ("output-available", "output-error")
@@ -184,6 +188,14 @@ def text_of(parts: Iterable[dict[str, Any]]) -> str:
     return "".join(str(p.get("text", "")) for p in parts if p.get("type") == "text")
 
 
+def image_of(part: dict[str, Any]) -> ImagePart | None:
+    """A stored image's file part as an image to read (see `plan.load_images`)."""
+    sha = image_sha(part)
+    if sha is None:
+        return None
+    return ImagePart(media_type=str(part.get("mediaType", "")), ref=sha)
+
+
 def history_to_messages(system: str | None, history: Sequence[StoredMessage]) -> list[Message]:
     """The conversation for the model: system prompt, then each stored message.
 
@@ -197,7 +209,8 @@ def history_to_messages(system: str | None, history: Sequence[StoredMessage]) ->
         if record.role == "system":
             messages.append(Message(role="system", content=text_of(record.parts)))
         elif record.role == "user":
-            messages.append(Message(role="user", content=text_of(record.parts)))
+            images = [i for p in record.parts if (i := image_of(p)) is not None]
+            messages.append(Message(role="user", content=text_of(record.parts), images=images))
         elif record.role == "assistant":
             messages.extend(assistant_messages(record.parts))
         elif record.role == "tool":

@@ -7,13 +7,15 @@ model and the prompt. The manager then starts every plan the same way.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from streamkeep.generation.parts import UIPart, history_to_messages
+from streamkeep.generation.parts import UIPart, history_to_messages, image_of
 from streamkeep.generation.titles import title_from
-from streamkeep.llm.types import Message, ToolSpec, Usage
-from streamkeep.store.errors import NotFound
+from streamkeep.llm.types import ImagePart, Message, ToolSpec, Usage
+from streamkeep.store.errors import ImagesNotSupported, NotFound
+from streamkeep.store.images import Image
 from streamkeep.tools import Tool
 
 if TYPE_CHECKING:
@@ -61,6 +63,8 @@ class ReplyPlan:
     tools: ToolUse = ToolUse()
     # The message this reply goes on with, instead of a new one.
     continued: Continued | None = None
+    # The new user message's image parts (stored before its text).
+    user_files: tuple[dict[str, Any], ...] = ()
 
 
 async def plan_reply(
@@ -74,20 +78,32 @@ async def plan_reply(
     idempotency_key: str | None,
     api_key_id: str | None = None,
     tools: ToolUse | None = None,
+    images: Sequence[Image] = (),
+    files: Sequence[dict[str, Any]] = (),
+    takes_images: Callable[[str], bool] = lambda model: True,
 ) -> ReplyPlan:
     """The plan of a reply under `parent_id` in `chat`, with a new user message when
-    `user_content` is given. An unknown model raises before anything is written."""
+    `user_content` is given: with `images` (new, checked) after `files` (stored image
+    parts, an edited message's). An unknown model, or images (new or in the history)
+    for a model that `takes_images` says takes none, raise before anything is written."""
     model = model or chat.model
     registry.resolve(model)
     prompt = await _prompt(store, chat, parent_id)
     title = None
+    kept = [p for p in files if image_of(p) is not None]
     if user_content is not None:
-        prompt.append(Message("user", user_content))
+        parts = [i for p in kept if (i := image_of(p)) is not None]
+        parts += [ImagePart(i.media_type, i.data, ref=i.sha256) for i in images]
+        prompt.append(Message("user", user_content, images=parts))
         title = first_title(chat.title, parent_id, user_content)
+        if kept:
+            prompt = await load_images(store, prompt)
+    check_images(prompt, model, takes_images)
     return ReplyPlan(
         chat_id=chat.id,
         parent_id=parent_id,
         user_content=user_content,
+        user_files=(*kept, *(i.part() for i in images)),
         model=model,
         prompt=prompt,
         event_seq=chat.event_seq,
@@ -112,7 +128,40 @@ async def _prompt(store: ChatStore, chat: ChatRecord, parent_id: str | None) -> 
     history = await store.prompt_history(parent_id)  # NotFound for an unknown message
     if history[0].chat_id != chat.id:
         raise NotFound("message", parent_id)
-    return history_to_messages(chat.system, history)
+    return await load_images(store, history_to_messages(chat.system, history))
+
+
+async def load_images(store: ChatStore, messages: list[Message]) -> list[Message]:
+    """The messages with their stored images read (one gone meanwhile is left out)."""
+    wanted = [i.ref for m in messages for i in m.images if i.ref is not None and not i.data]
+    if not wanted:
+        return messages
+    found = await store.load_images(wanted)
+    for message in messages:
+        if message.images:
+            message.images = [
+                ImagePart(found[i.ref].media_type, found[i.ref].data, ref=i.ref)
+                if i.ref in found
+                else i
+                for i in message.images
+                if i.data or i.ref in found
+            ]
+    return messages
+
+
+def check_images(prompt: list[Message], model: str, takes_images: Callable[[str], bool]) -> None:
+    """ImagesNotSupported when the prompt holds images and the model takes none."""
+    if any(m.images for m in prompt):
+        check_takes_images(model, takes_images)
+
+
+def check_takes_images(model: str, takes_images: Callable[[str], bool]) -> None:
+    """ImagesNotSupported when the model takes no images."""
+    if not takes_images(model):
+        raise ImagesNotSupported(
+            f"model {model!r} takes no images; choose a model that does "
+            "(a provider's `images` setting says which)"
+        )
 
 
 def first_title(title: str | None, parent_id: str | None, content: str) -> str | None:

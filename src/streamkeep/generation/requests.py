@@ -15,9 +15,11 @@ from streamkeep.generation.plan import Continued, ReplyPlan, ToolUse, plan_reply
 from streamkeep.generation.steps import ToolOutput, answer_calls
 from streamkeep.llm.types import ToolSpec, Usage
 from streamkeep.store.errors import GenerationConflict, InvalidOperation
+from streamkeep.store.images import Image
 from streamkeep.tools import Toolbox
 
 if TYPE_CHECKING:
+    from streamkeep.config import Settings
     from streamkeep.llm.registry import ModelRegistry
     from streamkeep.store import ChatRecord, ChatStore
 
@@ -29,6 +31,7 @@ class ReplyRequests:
 
     _store: ChatStore
     _registry: ModelRegistry
+    _settings: Settings
     toolbox: Toolbox
 
     if TYPE_CHECKING:
@@ -50,17 +53,31 @@ class ReplyRequests:
         api_key_id: str | None = None,
         tools: Sequence[str] | None = None,
         client_tools: Sequence[ToolSpec] = (),
+        images: Sequence[Image] = (),
+        images_owner: str | None = None,
     ) -> Generation:
         """A new user message under `parent_id` (default: the active leaf) and its reply.
         `api_key_id` (here, in `regenerate` and `edit`): the key the request came with,
         kept on the reply. `tools`: the names of the tools this reply may call (None:
-        the chat's); `client_tools`: tools the client runs (see `continue_reply`)."""
+        the chat's); `client_tools`: tools the client runs (see `continue_reply`).
+        `images` (checked) go with the message; they are stored, with `images_owner`
+        (None: auth is off) as their owner, once the plan holds (the model takes them)."""
         self._check_accepting()
         chat = await self._store.get_chat(chat_id)
         if parent_id is None:
             parent_id = chat.active_leaf_id
         use = self.tool_use(chat.tools, tools, client_tools)
-        return await self._start(chat, parent_id, content, model, idempotency_key, api_key_id, use)
+        return await self._start(
+            chat,
+            parent_id,
+            content,
+            model,
+            idempotency_key,
+            api_key_id,
+            use,
+            images=images,
+            images_owner=images_owner,
+        )
 
     async def regenerate(
         self,
@@ -96,7 +113,7 @@ class ReplyRequests:
         tools: Sequence[str] | None = None,
         client_tools: Sequence[ToolSpec] = (),
     ) -> Generation:
-        """A sibling of a user message with new content, and its reply."""
+        """A sibling of a user message with new content (and its images), and its reply."""
         self._check_accepting()
         message = await self._store.get_message(message_id)
         if message.role != "user":
@@ -104,7 +121,14 @@ class ReplyRequests:
         chat = await self._store.get_chat(message.chat_id)
         use = self.tool_use(chat.tools, tools, client_tools)
         return await self._start(
-            chat, message.parent_id, content, model, idempotency_key, api_key_id, use
+            chat,
+            message.parent_id,
+            content,
+            model,
+            idempotency_key,
+            api_key_id,
+            use,
+            files=message.parts,
         )
 
     async def continue_reply(
@@ -183,6 +207,10 @@ class ReplyRequests:
         idempotency_key: str | None,
         api_key_id: str | None,
         tools: ToolUse,
+        *,
+        images: Sequence[Image] = (),
+        images_owner: str | None = None,
+        files: Sequence[dict[str, Any]] = (),
     ) -> Generation:
         plan = await plan_reply(
             self._store,
@@ -194,7 +222,12 @@ class ReplyRequests:
             idempotency_key=idempotency_key,
             api_key_id=api_key_id,
             tools=tools,
+            images=images,
+            files=files,
+            takes_images=self._settings.takes_images,
         )
+        if images:
+            await self._store.save_images(images, images_owner)
         return await self._begin(plan)
 
 

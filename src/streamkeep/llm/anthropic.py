@@ -36,6 +36,7 @@ sum, with the reads also in `cached_input_tokens` (OpenAI counts the same way).
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 
@@ -179,6 +180,18 @@ def _blocks(message: Message) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     if message.role == "assistant":
         blocks.extend(b for p in message.thinking if (b := _thinking(p)) is not None)
+    if message.role == "user":
+        blocks.extend(
+            {
+                "type": "image",
+                "source": {
+                    "type": "base64",
+                    "media_type": i.media_type,
+                    "data": base64.b64encode(i.data).decode(),
+                },
+            }
+            for i in message.images
+        )
     # The API rejects text blocks that are empty or only whitespace.
     if message.content.strip():
         blocks.append({"type": "text", "text": message.content})

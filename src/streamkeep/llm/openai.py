@@ -340,6 +340,10 @@ def _message(message: Message) -> dict[str, Any]:
     # A call without text keeps `content: ""`: OpenAI takes null too, but
     # llama-cpp-python's server refuses anything but a string.
     out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.role == "user" and message.images:
+        images = [{"type": "image_url", "image_url": {"url": i.data_uri()}} for i in message.images]
+        text = [{"type": "text", "text": message.content}] if message.content else []
+        out["content"] = [*images, *text]
     if message.role == "assistant" and message.tool_calls:
         out["tool_calls"] = [
             {

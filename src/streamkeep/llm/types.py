@@ -7,6 +7,7 @@ Validation of untrusted input happens at the HTTP edge, not here.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -50,6 +51,22 @@ class Message:
     name: str | None = None  # role == "tool": the tool's name (Anthropic wants none; fine)
     thinking: list[ReasoningPart] = field(default_factory=list)  # role == "assistant"
     is_error: bool = False  # role == "tool": the content is the call's error
+    # role == "user": images, sent before the text (each provider in its own format).
+    images: list[ImagePart] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ImagePart:
+    """An image of a user message: its bytes and type (checked by magic bytes when it
+    came in). `ref` names the stored image when `data` is still to be read (see
+    `streamkeep.generation.parts.load_images`)."""
+
+    media_type: str
+    data: bytes = b""
+    ref: str | None = None
+
+    def data_uri(self) -> str:
+        return f"data:{self.media_type};base64,{base64.b64encode(self.data).decode()}"
 
 
 @dataclass(slots=True)

@@ -47,6 +47,7 @@ from streamkeep.server.routes import (
     admin,
     chats,
     identity,
+    images,
     messages,
     ops,
     streams,
@@ -175,6 +176,7 @@ def create_app(settings: Settings | None = None) -> App:
         usage.router,
         admin.router,
         tools.router,
+        images.router,
         ops.router,
     )
     for router in (*routers, gateway_router, messages_router, responses_router):

@@ -83,6 +83,10 @@ ANSWERS: dict[str, Answer] = {
     "invalid_operation": Answer(422),
     "invalid_request": Answer(422, fields=("field", "fields")),
     "rate_limited": Answer(429),
+    "invalid_image": Answer(400),
+    "images_not_supported": Answer(400),
+    "image_too_large": Answer(413),
+    "unsupported_image_type": Answer(415),
     "shutting_down": Answer(503, "the server is shutting down", retry=True),
     "database_unavailable": Answer(503, "the database is not reachable"),
     # Only what needs another worker fails (its stream, its stop): this one's replies

@@ -102,8 +102,24 @@ class ClientTool(BaseModel):
         return ToolSpec(name=self.name, description=self.description, parameters=self.input_schema)
 
 
+class FileIn(_Body):
+    """An image sent with a message: the AI SDK's file part, its `url` a data URI."""
+
+    type: Literal["file"] = "file"
+    mediaType: Text = Field(
+        default="", description="Ignored: the type is what the bytes are (PNG, JPEG, GIF, WebP)."
+    )
+    url: Text = Field(description="`data:image/png;base64,...`")
+    filename: Text | None = None
+
+
 class MessageCreate(_Body):
     content: NonBlank
+    files: list[FileIn] = Field(
+        default_factory=list,
+        description="Images for the model (`max_images_per_message`, `max_image_bytes`): "
+        "stored once each, and kept in the message as file parts with an `/api/images/` url.",
+    )
     model: ModelName | None = None
     parent_id: Text | None = Field(
         default=None, description="Reply under this message (default: the active leaf)."

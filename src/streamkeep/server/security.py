@@ -39,11 +39,12 @@ ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DEFAULT_PORTS = {"http": "80", "https": "443"}
 
-# What the page uses: its own ES modules, stylesheet and API (fetch), a `data:` favicon;
+# What the page uses: its own ES modules, stylesheet and API (fetch, and the images
+# messages carry), `data:` images (a favicon, attachments not sent yet);
 # nothing inline, no frames, no form posts. /docs (Swagger UI, `server.docs`) needs
 # the same, and the `data:` SVG icons of its stylesheet.
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src data:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 HEADERS = [

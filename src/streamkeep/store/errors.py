@@ -10,9 +10,11 @@
     ├── InvalidOperation       a request that can never succeed as given (a parent id
     │                          from another chat, a bad cursor, an unknown status, a
     │                          bad user name, a key for a disabled user)
-    └── EventSeqMoved          a reply's first stream event id was taken meanwhile by
-                               another generation of the chat (has .event_seq, the
-                               chat's current one: start again after it)
+    ├── EventSeqMoved          a reply's first stream event id was taken meanwhile by
+    │                          another generation of the chat (has .event_seq, the
+    │                          chat's current one: start again after it)
+    └── ImageRejected          an image that cannot be taken (has .status: 400, 413
+                               or 415; see `store.images`)
 
 An operation that raises wrote nothing: every write is one transaction.
 """
@@ -86,3 +88,27 @@ class EventSeqMoved(StoreError):
         super().__init__(f"chat {chat_id!r} has used stream event ids up to {event_seq}")
         self.chat_id = chat_id
         self.event_seq = event_seq
+
+
+class ImageRejected(StoreError):
+    """An image that cannot be taken: not a data URI or base64, empty (`invalid_image`),
+    too large (`image_too_large`), of a type not taken (`unsupported_image_type`), more
+    than a message may carry, or for a model that takes none (`images_not_supported`).
+    `status` is the HTTP status that says so."""
+
+    kind = "invalid_image"
+    status = 400
+
+
+class ImageTooLarge(ImageRejected):
+    kind = "image_too_large"
+    status = 413
+
+
+class UnsupportedImageType(ImageRejected):
+    kind = "unsupported_image_type"
+    status = 415
+
+
+class ImagesNotSupported(ImageRejected):
+    kind = "images_not_supported"

@@ -1,10 +1,11 @@
 """The tables: chats, messages (a tree per chat) and generations; users, their
-sign-in sessions and API keys.
+sign-in sessions and API keys; the images messages carry.
 
 Declared as ORM classes (`ChatRow`, `MessageRow`, `GenerationRow`, `UserRow`,
-`SessionRow`, `ApiKeyRow`: Alembic compares their metadata); the store reads and writes
-them with Core statements on `CHATS`, `MESSAGES`, `GENERATIONS`, `USERS`, `SESSIONS`
-and `API_KEYS`.
+`SessionRow`, `ApiKeyRow`, `ImageRow`, `ImageOwnerRow`: Alembic compares their
+metadata); the store reads and writes them with Core statements on `CHATS`,
+`MESSAGES`, `GENERATIONS`, `USERS`, `SESSIONS`, `API_KEYS`, `IMAGES` and
+`IMAGE_OWNERS`.
 
 The schema is owned by the Alembic revisions in `migrations/versions`; a test checks
 that upgrading an empty database gives exactly this metadata. Change both together,
@@ -25,6 +26,8 @@ from sqlalchemy import (
     Dialect,
     ForeignKey,
     Index,
+    Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -222,9 +225,36 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class ImageRow(Base):
+    """An image a message carries, once per content (its SHA-256 is its name)."""
+
+    __tablename__ = "images"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    media_type: Mapped[str] = mapped_column(String(32))
+    size: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+
+
+class ImageOwnerRow(Base):
+    """Who sent an image in (who may read it back). Auth off: no row, nobody's."""
+
+    __tablename__ = "image_owners"
+
+    sha256: Mapped[str] = mapped_column(
+        String(64), ForeignKey("images.sha256", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
 CHATS = cast(Table, ChatRow.__table__)
 MESSAGES = cast(Table, MessageRow.__table__)
 GENERATIONS = cast(Table, GenerationRow.__table__)
 USERS = cast(Table, UserRow.__table__)
 SESSIONS = cast(Table, SessionRow.__table__)
 API_KEYS = cast(Table, ApiKeyRow.__table__)
+IMAGES = cast(Table, ImageRow.__table__)
+IMAGE_OWNERS = cast(Table, ImageOwnerRow.__table__)

@@ -156,6 +156,7 @@ class Replies:
         reserve_seq: int | None = None,
         title: str | None = None,
         api_key_id: str | None = None,
+        user_files: Sequence[dict[str, Any]] = (),
     ) -> tuple[MessageRecord | None, MessageRecord, GenerationRecord]:
         """Store the user's message (unless regenerating: `user_content` None), an empty
         streaming assistant reply under it, and a running generation, in one transaction.
@@ -179,6 +180,8 @@ class Replies:
         `title` becomes the chat's title if it has none (the caller passes one with a
         chat's first user message). `api_key_id` is the key the reply was asked with,
         kept on the reply (not on the user's messages: usage is the reply's).
+        `user_files` are the user message's file parts (images, see `store.images`),
+        stored before its text.
         """
         if user_content is None and parent_id is None and not prior:
             raise InvalidOperation("regenerating needs the parent_id of the prompt")
@@ -190,7 +193,7 @@ class Replies:
             seq = (first_seq, reserve)
         chain = list(prior)
         if user_content is not None:
-            chain.append(("user", [{"type": "text", "text": user_content}]))
+            chain.append(("user", [*user_files, {"type": "text", "text": user_content}]))
         now = self._clock()
         reply = new_message(chat_id, None, "assistant", "streaming", now)
         if message_id is not None:

@@ -5,7 +5,8 @@ it returns pydantic records, never rows, and a method that raises has written no
 Its methods live with their idea: `store.chats` (chats and their message trees),
 `store.replies` (a reply's start, checkpoints and final write), `store.generations`
 (running generations and their liveness), `store.accounts` (users, sessions, API
-keys) and `store.usage` (the tokens replies used). All of them write and read the
+keys), `store.usage` (the tokens replies used) and `store.images` (images messages
+carry). All of them write and read the
 tables one way: Core statements, built once, in `Database.reading()` / `writing()`.
 """
 
@@ -18,6 +19,7 @@ from streamkeep.store.accounts import Accounts
 from streamkeep.store.chats import Chats
 from streamkeep.store.db import Database
 from streamkeep.store.generations import Generations
+from streamkeep.store.images import Images
 from streamkeep.store.replies import Replies
 from streamkeep.store.usage import Usage
 
@@ -28,7 +30,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class ChatStore(Chats, Replies, Generations, Accounts, Usage):
+class ChatStore(Chats, Replies, Generations, Accounts, Usage, Images):
     """Chats, their message trees and the generations writing into them; the users
     they belong to, and what their replies used.
 

@@ -2,6 +2,7 @@
 // The server is the truth: after every stream the chat is fetched again.
 
 import { createAccount } from "./account.js";
+import { createAttachments } from "./attach.js";
 import { api, runStream, streams } from "./api.js";
 import { applyChunk, liveMessage, textOf } from "./parts.js";
 import { el, icon, messageElement } from "./render.js";
@@ -28,6 +29,9 @@ const ui = {
   input: $("input"),
   send: $("send"),
   stop: $("stop"),
+  attach: $("attach"),
+  attachInput: $("attach-input"),
+  attachments: $("attachments"),
 };
 
 const state = {
@@ -355,10 +359,11 @@ async function sendNow(text, parentId, fromComposer) {
     history.pushState(null, "", `#/chat/${chat.id}`);
     renderAll();
   }
+  const files = fromComposer ? attachments.take() : [];
   state.messages.push({
     id: null,
     role: "user",
-    parts: [{ type: "text", text }],
+    parts: [...files, { type: "text", text }],
     status: "complete",
     sibling_ids: [],
   });
@@ -369,6 +374,7 @@ async function sendNow(text, parentId, fromComposer) {
     autosize();
   }
   const body = { content: text };
+  if (files.length) body.files = files;
   if (ui.model.value) body.model = ui.model.value;
   if (parentId) body.parent_id = parentId;
   // Not awaited: `starting` ends here, as the reply goes live (busy from now on). The
@@ -514,6 +520,15 @@ const account = createAccount({
 
 // ---------- composer ----------
 
+const attachments = createAttachments({
+  list: ui.attachments,
+  button: ui.attach,
+  input: ui.attachInput,
+  dropZone: ui.composer,
+  pasteTarget: ui.input,
+  showError,
+});
+
 function autosize() {
   ui.input.style.height = "auto";
   ui.input.style.height = `${Math.min(ui.input.scrollHeight, 240)}px`;
@@ -565,6 +580,7 @@ window.addEventListener("unhandledrejection", (e) => showError(e.reason));
 
 ui.stop.innerHTML = `${icon("stop")}<span>Stop</span>`;
 ui.send.innerHTML = icon("send");
+ui.attach.innerHTML = icon("attach");
 ui.newChat.insertAdjacentHTML("afterbegin", icon("plus"));
 
 account.boot();

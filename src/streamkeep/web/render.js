@@ -15,6 +15,7 @@ export const ICONS = {
   menu: '<path d="M4 7h16 M4 12h16 M4 17h16"/>',
   send: '<path d="M12 19V5 M6 11l6-6 6 6"/>',
   stop: '<rect x="7" y="7" width="10" height="10" rx="1.5"/>',
+  attach: '<path d="M20 11l-8.5 8.5a5 5 0 0 1-7-7L13 4a3.5 3.5 0 0 1 5 5l-8.5 8.5a2 2 0 0 1-3-3L14 7"/>',
 };
 
 export function icon(name) {
@@ -96,12 +97,14 @@ function argumentsOf(part) {
 
 function kindOf(part) {
   if (part.type === "text" || part.type === "reasoning") return part.type;
+  if (part.type === "file" && String(part.mediaType || "").startsWith("image/")) return "image";
   if (part.type.startsWith("tool-") || part.type === "dynamic-tool") return "tool";
   return "other";
 }
 
 function newPartNode(kind) {
   if (kind === "text") return el("div", { class: "md" });
+  if (kind === "image") return el("img", { class: "msg-image", alt: "Attached image" });
   if (kind === "reasoning") {
     return el(
       "details",
@@ -129,6 +132,10 @@ function updatePart(node, part, msg, last) {
     node.querySelector(".reasoning-text").textContent = part.text;
   } else if (kind === "tool") {
     updateTool(node, part, msg.status === "streaming");
+  } else if (kind === "image") {
+    // A stored image's /api/images/... (same origin, the session's cookie), or the
+    // data: URI of one just sent, until the chat is fetched again.
+    if (node.getAttribute("src") !== part.url) node.setAttribute("src", part.url);
   }
 }
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 
 from streamkeep.http.auth import CallerDep, check_reply_access, owned_message
 from streamkeep.http.deps import ManagerDep, MetricsDep, QuotasDep, SettingsDep, StoreDep
+from streamkeep.http.images import images_in
 from streamkeep.http.responses import SSEResponse
 from streamkeep.server.launch import check_length, idempotency_key, launch
 from streamkeep.server.schemas import (
@@ -53,6 +54,7 @@ async def post_message(
     await check_reply_access(store, caller, chat_id=chat_id, model=body.model)
     if body.tools:
         manager.toolbox.resolve(body.tools)
+    images = await images_in([f.url for f in body.files], settings)
     reply = partial(
         manager.reply,
         chat_id=chat_id,
@@ -63,6 +65,8 @@ async def post_message(
         api_key_id=caller.key_id,
         tools=body.tools,
         client_tools=[t.spec() for t in body.client_tools],
+        images=images,
+        images_owner=caller.user_id,
     )
     start = quotas.limited(caller, reply)
     return await launch(request, start, metrics, manager=manager, chat_id=chat_id)

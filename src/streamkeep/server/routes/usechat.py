@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 
 from streamkeep.config import Settings
 from streamkeep.generation import Generation
+from streamkeep.generation.plan import check_takes_images
 from streamkeep.generation.steps import ToolOutput
 from streamkeep.http.auth import Caller, CallerDep, check_model, owned_chat, resolve_model
 from streamkeep.http.deps import (
@@ -25,6 +26,7 @@ from streamkeep.http.deps import (
     SettingsDep,
     StoreDep,
 )
+from streamkeep.http.images import images_in
 from streamkeep.http.responses import SSEResponse
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.server.errors import RequestRefused
@@ -87,7 +89,8 @@ async def use_chat(
     else:
         content = _last_user_text(body)
         check_length(content, settings)
-        chat = await _ensure_chat(store, registry, settings, caller, body)
+        images = await images_in(_last_user_files(body), settings)
+        chat = await _ensure_chat(store, registry, settings, caller, body, bool(images))
         start = partial(
             manager.reply,
             chat_id=chat.id,
@@ -97,6 +100,8 @@ async def use_chat(
             api_key_id=caller.key_id,
             tools=body.tools,
             client_tools=client_tools,
+            images=images,
+            images_owner=caller.user_id,
         )
     start = quotas.limited(caller, start)
     return await launch(request, start, metrics, manager=manager, chat_id=chat.id)
@@ -142,12 +147,21 @@ def _last_user_text(body: UseChatRequest) -> str:
     raise RequestRefused(422, "invalid_request", "messages: the last user message has no text")
 
 
+def _last_user_files(body: UseChatRequest) -> list[str]:
+    """The urls (data URIs) of the last user message's file parts."""
+    for message in reversed(body.messages):
+        if message.role == "user":
+            return [str(p.get("url", "")) for p in message.parts if p.get("type") == "file"]
+    return []
+
+
 async def _ensure_chat(
     store: ChatStore,
     registry: ModelRegistry,
     settings: Settings,
     caller: Caller,
     body: UseChatRequest,
+    images: bool = False,
 ) -> ChatRecord:
     """The chat `body.id` names (the caller's: another user's is a 404, as an
     unknown one would be were it not created here), created on its first message."""
@@ -156,6 +170,8 @@ async def _ensure_chat(
     except NotFound:
         model = body.model or settings.default_model()
         resolve_model(registry, caller, model)  # 404 before creating anything
+        if images:  # refused before the chat is created (an existing one: by the plan)
+            check_takes_images(model, settings.takes_images)
         try:
             return await store.create_chat(model=model, chat_id=body.id, user_id=caller.user_id)
         except InvalidOperation:  # created meanwhile (another tab's first message)
