@@ -20,6 +20,7 @@ from streamkeep.server import begin_shutdown
 from tests.fakes.upstream import Script
 from tests.fakes.upstream_wire import lorem
 from tests.gateway.conftest import MODEL, Gateway, GatewayFactory
+from tests.imagekit import data_uri, echo_tag, png, sha
 from tests.scaleout.waits import eventually
 
 words = lorem
@@ -300,6 +301,15 @@ async def test_an_unknown_or_malformed_response_id_is_a_404(gateway: Gateway) ->
         ({"model": MODEL, "input": "hi", "temperature": 9}, "temperature"),
         (
             {"model": MODEL, "input": [{"role": "user", "content": [{"type": "input_image"}]}]},
+            "input[0].content",
+        ),
+        (
+            {
+                "model": MODEL,
+                "input": [
+                    {"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}
+                ],
+            },
             "input[0].content",
         ),
     ],
@@ -629,3 +639,57 @@ async def test_deleting_removes_input_with_assistant_messages_in_it(gateway: Gat
     ]
     await client.responses.delete(response.id)
     assert (await gateway.http.get("/api/chats")).json()["items"] == []
+
+
+async def test_an_input_image_reaches_the_upstream_in_its_format_and_is_kept(
+    kept_gw: Gateway,
+) -> None:
+    client = kept_gw.async_client()
+    image = png(5, 4)
+    content: Any = [
+        {"type": "input_text", "text": "what is this?"},
+        {"type": "input_image", "image_url": data_uri(image), "detail": "auto"},
+    ]
+    first = await client.responses.create(model=MODEL, input=[{"role": "user", "content": content}])
+    assert first.output_text == f"Hello! You said: what is this? [images: {echo_tag(image)}]"
+    sent = kept_gw.upstream.requests[-1]["messages"][-1]["content"]
+    if anthropic_wire(kept_gw):
+        source = {"type": "base64", "media_type": "image/png", "data": data_uri(image)[22:]}
+        assert sent[0] == {"type": "image", "source": source}
+    else:
+        assert sent[0] == {"type": "image_url", "image_url": {"url": data_uri(image)}}
+    url = f"/api/images/{sha(image)}"
+    assert (await kept_gw.http.get(url)).content == image
+
+    # The next turn sends the stored image again with the history.
+    second = await client.responses.create(
+        model=MODEL, input="and now?", previous_response_id=first.id
+    )
+    assert second.status == "completed"
+    history = kept_gw.upstream.requests[-1]["messages"]
+    kinds = [p.get("type") for m in history if isinstance(m["content"], list) for p in m["content"]]
+    assert kinds.count("image" if anthropic_wire(kept_gw) else "image_url") == 1
+    assert kept_gw.upstream.rejected == []
+
+
+async def test_an_input_image_for_a_model_without_images_stores_nothing(
+    gateway_factory: GatewayFactory, fake_upstream: Any
+) -> None:
+    blind = ProviderConfig(
+        kind="openai",
+        base_url=fake_upstream.base_url,
+        api_key="x",
+        models=["fake-model"],
+        images=False,
+    )
+    gateway = await gateway_factory(providers={"fake": blind})
+    content = [
+        {"type": "input_text", "text": "what is this?"},
+        {"type": "input_image", "image_url": data_uri(png())},
+    ]
+    r = await gateway.http.post(
+        "/v1/responses", json={"model": MODEL, "input": [{"role": "user", "content": content}]}
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "images_not_supported"
+    assert (await gateway.http.get("/api/chats")).json()["items"] == []
+    assert gateway.upstream.requests == []

@@ -37,9 +37,10 @@ from starlette.responses import Response
 
 from streamkeep import sse
 from streamkeep.gateway import keep, respond
-from streamkeep.gateway.convert import TOOL_PREFIX, StoredIn, to_stored
+from streamkeep.gateway.convert import TOOL_PREFIX, MessageImages, StoredIn, to_stored
 from streamkeep.gateway.docs import answers, body_doc
 from streamkeep.gateway.errors import GatewayError, from_llm_error, invalid_request
+from streamkeep.gateway.images import check_takes_images, request_images
 from streamkeep.gateway.responses_convert import as_completion_body
 from streamkeep.gateway.responses_schema import ResponsesBody, parse_responses_body
 from streamkeep.gateway.responses_stream import (
@@ -52,6 +53,7 @@ from streamkeep.gateway.routes import CHAT_HEADER, MESSAGE_HEADER, Parts, _provi
 from streamkeep.gateway.schemas import ChatCompletionBody, check_lengths
 from streamkeep.generation import ShuttingDown
 from streamkeep.generation.parts import assistant_messages, history_to_messages
+from streamkeep.generation.plan import load_images
 from streamkeep.http.auth import Caller, CallerDep, check_model, owned_chat
 from streamkeep.http.deps import (
     ManagerDep,
@@ -125,6 +127,7 @@ async def create_response(
             earlier = await _calls_before(store, caller, body.previous_response_id)
         kept = as_completion_body(body, with_instructions=not continued, earlier_calls=earlier)
         check_lengths(kept, settings.max_message_chars)
+        images = await request_images(kept, settings)
         head = ResponseHead(new_response_id(), body.model, echo=body.echo())
         if not body.store:
             if continued:
@@ -132,18 +135,24 @@ async def create_response(
                     "'previous_response_id' needs a stored response: 'store' must be true.",
                     "previous_response_id",
                 )
-            chat_request = _provider_request(kept, registry)
+            chat_request = _provider_request(kept, registry, images)
             stream = await quotas.metered(
                 caller, registry.stream(body.model, chat_request), chat_request
             )
             if not body.stream:
                 return await respond.whole_relay(stream, body.model, headers, _whole(head))
             return await respond.stream_relay(stream, ResponseEncoder(head), headers)
-        chat_request = _provider_request(kept, registry)
+        chat_request = _provider_request(kept, registry, images)
         if continued:
-            placement, chat_request = await _continuation(body, kept, chat_request, store, caller)
+            placement, chat_request = await _continuation(
+                body, kept, chat_request, store, caller, images
+            )
+            if any(m.images for m in chat_request.messages):  # the history's, too
+                check_takes_images(body.model, settings)
         else:
-            placement = await keep.place(store, kept, None, caller)
+            placement = await keep.place(store, kept, None, caller, images)
+        if images.all():
+            await store.save_images(images.all(), caller.user_id)
         headers[CHAT_HEADER] = placement.chat_id
         parts = Parts(registry, manager, store, metrics, quotas, caller)
         return await _kept(body, head, chat_request, placement, parts, headers, started_at)
@@ -171,6 +180,7 @@ async def _continuation(
     request: ChatRequest,
     store: ChatStore,
     caller: Caller,
+    images: MessageImages,
 ) -> tuple[keep.Placement, ChatRequest]:
     """The placement under the previous response, and the provider request: this
     call's instructions, the stored history up to that response, then the new items.
@@ -203,9 +213,10 @@ async def _continuation(
     placement = keep.Placement(
         record.chat_id,
         record.message_id,
-        [_named(m, calls) for m in to_stored(kept.messages, kept.messages)],
+        [_named(m, calls) for m in to_stored(kept.messages, kept.messages, images)],
         api_key_id=caller.key_id,
     )
+    messages = await load_images(store, messages)  # the history's stored images
     return placement, dataclasses.replace(request, messages=messages)
 
 

@@ -45,7 +45,11 @@ def as_completion_body(
     for i, item in enumerate(body.input):
         if isinstance(item, MessageItem):
             role = "system" if item.role == "developer" else item.role
-            messages.append({"role": role, "content": item.content})
+            content: Any = item.content
+            if item.image_urls:  # as Chat Completions' image_url parts
+                images = [{"type": "image_url", "image_url": {"url": u}} for u in item.image_urls]
+                content = [{"type": "text", "text": item.content}, *images]
+            messages.append({"role": role, "content": content})
         elif isinstance(item, FunctionCallItem):
             calls.add(item.call_id)
             call = ToolCallIn(

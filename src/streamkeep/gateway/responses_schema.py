@@ -10,8 +10,9 @@ Only what streamkeep acts on is modelled; other fields are ignored (`reasoning`,
     {"type": "function_call_output", "call_id", "output": str | [input_text parts]}
     {"type": "reasoning", ...}     accepted and left out: its text is the provider's own
 
-Items of other types (`input_image` until images land, `item_reference`, built-in tool
-calls) are a 400 naming the item. `parse_responses_body` turns any malformed body into
+A user message's `input_image` parts (`image_url`: a data: URI, or an http(s) URL when
+`fetch_image_urls` is on) are its images. Items of other types (`item_reference`,
+built-in tool calls) are a 400 naming the item. `parse_responses_body` turns any malformed body into
 one `GatewayError` (400) whose `param` names the field the way OpenAI does
 (`input[1].content`).
 """
@@ -21,7 +22,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 from streamkeep.gateway.errors import GatewayError, invalid_request
 from streamkeep.text import JSONObject, JSONValue, Text, check_text
@@ -31,7 +40,8 @@ _TEXT_PARTS = frozenset(("input_text", "output_text", "text", "summary_text", "r
 
 
 def _content_text(value: Any) -> str:
-    """A message's `content`, a string or a list of text parts, as one string."""
+    """A message's `content`, a string or a list of text parts, as one string (a user
+    message's `input_image` parts are taken out first: `MessageItem._take_images`)."""
     if isinstance(value, str):
         return str(check_text(value))
     if not isinstance(value, list):
@@ -40,7 +50,10 @@ def _content_text(value: Any) -> str:
     for i, part in enumerate(value):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "input_image":
-            raise ValueError(f"part {i}: input_image parts are not supported yet")
+            raise ValueError(
+                f"part {i}: an input_image part is taken in a user message, with an "
+                "'image_url' (a data: URI or an http(s) URL; 'file_id' is not supported)"
+            )
         if kind not in _TEXT_PARTS or not isinstance(part.get("text"), str):
             raise ValueError(f"part {i} must be an input_text or output_text part with a 'text'")
         try:
@@ -58,8 +71,34 @@ class MessageItem(_Model):
     type: Literal["message"] = "message"
     role: Literal["user", "system", "developer", "assistant"]
     content: str
+    # The `image_url`s of a user message's `input_image` parts, in order; filled from
+    # `content` only (what a client sends under this name is replaced).
+    image_urls: SkipJsonSchema[list[Text]] = Field(default_factory=list)
 
     _text = field_validator("content", mode="before")(_content_text)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _take_images(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = {**data, "image_urls": []}
+        content = data.get("content")
+        if data.get("role") != "user" or not isinstance(content, list):
+            return data
+        urls: list[Any] = []
+        rest: list[Any] = []
+        for part in content:
+            url = part.get("image_url") if isinstance(part, dict) else None
+            if (
+                isinstance(part, dict)
+                and part.get("type") == "input_image"
+                and isinstance(url, str)
+            ):
+                urls.append(url)
+            else:  # anything else is the content validator's to take or refuse
+                rest.append(part)
+        return {**data, "content": rest, "image_urls": urls}
 
 
 class FunctionCallItem(_Model):
