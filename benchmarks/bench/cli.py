@@ -13,6 +13,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -207,6 +208,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"plot not drawn: {why}" if why else f"wrote {args.replot.with_suffix('.png')}")
         return
     enter_netns(args, argv)
+    # Stopped by SIGTERM or SIGINT (even when started in the background, which ignores
+    # SIGINT), the run still stops every server it started (the `finally`s).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # 500 streams: ~1,500 sockets
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     result = asyncio.run(sitting(args))

@@ -29,9 +29,24 @@ class Scenario:
 
 @dataclass
 class Stream:
-    ttft: float  # seconds from sending the request to the first content token
-    total: float  # seconds from sending the request to the body's end
-    chunks: int  # content tokens received
+    """One request's figures, filled in as its body arrives (a stream cut off by the
+    run's deadline keeps what it got)."""
+
+    started: float = 0.0
+    ttft: float | None = None  # seconds from sending the request to the first token
+    total: float | None = None  # seconds from sending the request to the body's end
+    chunks: int = 0  # content tokens received
+
+    def got(self, n: int) -> None:
+        if n and self.ttft is None:
+            self.ttft = time.perf_counter() - self.started
+        self.chunks += n
+
+    def cut(self) -> None:
+        """The deadline passed: an unanswered wait counts as lasting until now."""
+        now = time.perf_counter() - self.started
+        self.ttft = now if self.ttft is None else self.ttft
+        self.total = now
 
 
 @dataclass
@@ -42,6 +57,7 @@ class Run:
     upstream_cpu: float
     client_cpu: float
     peak_rss_mb: float
+    timed_out: int  # streams cut off by the deadline
     db_writes: float | None  # write statements (streamkeep's /metrics), None if unknown
     db_commits: float | None  # transactions, likewise
 
@@ -50,14 +66,15 @@ def prompt(scenario: Scenario) -> str:
     return f"[[tokens={scenario.tokens} delay={scenario.delay:g}]] benchmark"
 
 
-async def openai_stream(session: aiohttp.ClientSession, path: Path_, content: str) -> Stream:
+async def openai_stream(
+    session: aiohttp.ClientSession, path: Path_, content: str, out: Stream
+) -> None:
     body = {
         "model": path.model,
         "stream": True,
         "messages": [{"role": "user", "content": content}],
     }
-    started = time.perf_counter()
-    ttft, chunks, rest = 0.0, 0, b""
+    out.started, rest = time.perf_counter(), b""
     async with session.post(f"{path.url}/chat/completions", json=body, headers=path.headers) as r:
         r.raise_for_status()
         async for data in r.content.iter_any():
@@ -66,27 +83,20 @@ async def openai_stream(session: aiohttp.ClientSession, path: Path_, content: st
                 # Parsed, not pattern-matched: each server spaces its JSON its own way.
                 if line.startswith(b"data:") and line[5:].strip() != b"[DONE]":
                     choices = orjson.loads(line[5:]).get("choices") or [{}]
-                    if (choices[0].get("delta") or {}).get("content"):
-                        if not chunks:
-                            ttft = time.perf_counter() - started
-                        chunks += 1
-    return Stream(ttft, time.perf_counter() - started, chunks)
+                    out.got(bool((choices[0].get("delta") or {}).get("content")))
+    out.total = time.perf_counter() - out.started
 
 
 async def chat_stream(
-    session: aiohttp.ClientSession, path: Path_, chat_id: str, content: str
-) -> Stream:
-    started = time.perf_counter()
-    ttft, chunks = 0.0, 0
+    session: aiohttp.ClientSession, path: Path_, chat_id: str, content: str, out: Stream
+) -> None:
+    out.started = time.perf_counter()
     url = f"{path.url}/api/chats/{chat_id}/messages"
     async with session.post(url, json={"content": content}) as r:
         r.raise_for_status()
         async for data in r.content.iter_any():
-            n = data.count(b'"type":"text-delta"')  # streamkeep's own UI stream
-            if n and not chunks:
-                ttft = time.perf_counter() - started
-            chunks += n
-    return Stream(ttft, time.perf_counter() - started, chunks)
+            out.got(data.count(b'"type":"text-delta"'))  # streamkeep's own UI stream
+    out.total = time.perf_counter() - out.started
 
 
 async def metric(session: aiohttp.ClientSession, path: Path_, name: str) -> float:
@@ -102,11 +112,15 @@ WRITES = 'streamkeep_db_statements_total{kind="write"}'
 COMMITS = "streamkeep_db_commits_total"
 
 
-async def run(path: Path_, scenario: Scenario, upstream_pid: int, settle: float) -> Run:
+async def run(
+    path: Path_, scenario: Scenario, upstream_pid: int, settle: float, grace: float = 60.0
+) -> Run:
+    """One run of `scenario` through `path`; a stream not done `grace` seconds after
+    its last token was due is cut off (counted in `timed_out`, its chunks so far kept)."""
     content = prompt(scenario)
     total = scenario.requests or scenario.streams
     connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=600)
+    timeout = aiohttp.ClientTimeout(total=None)  # the run's own deadline applies
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         chats: list[str] = []
         if path.kind == "chat":  # created before the measured window
@@ -117,21 +131,31 @@ async def run(path: Path_, scenario: Scenario, upstream_pid: int, settle: float)
         writes0 = await metric(session, path, WRITES) if path.metrics else 0.0
         commits0 = await metric(session, path, COMMITS) if path.metrics else 0.0
 
-        def one(i: int) -> Coroutine[None, None, Stream]:
+        streams = [Stream() for _ in range(total)]
+
+        def one(i: int) -> Coroutine[None, None, None]:
             if path.kind == "chat":
-                return chat_stream(session, path, chats[i], content)
-            return openai_stream(session, path, content)
+                return chat_stream(session, path, chats[i], content, streams[i])
+            return openai_stream(session, path, content, streams[i])
 
         pids = path.cpu_pids()
         cpu0, up0, me0 = cpu_seconds(pids), cpu_seconds([upstream_pid]), time.process_time()
         t0 = time.perf_counter()
-        if scenario.requests:
-            streams: list[Stream] = []
-            for start in range(0, total, scenario.streams):
-                batch = range(start, min(total, start + scenario.streams))
-                streams += await asyncio.gather(*(one(i) for i in batch))
-        else:
-            streams = list(await asyncio.gather(*(one(i) for i in range(total))))
+        timed_out = 0
+        for start in range(0, total, scenario.streams):  # one batch unless `requests`
+            batch = range(start, min(total, start + scenario.streams))
+            tasks = [asyncio.ensure_future(one(i)) for i in batch]
+            _, late = await asyncio.wait(tasks, timeout=scenario.tokens * scenario.delay + grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            for i in batch:
+                if streams[i].total is None:
+                    streams[i].cut()
+            timed_out += len(late)
+            for task in tasks:  # an HTTP error fails the run
+                if not task.cancelled() and (error := task.exception()) is not None:
+                    raise error
         wall = time.perf_counter() - t0
         cpu = cpu_seconds(pids) - cpu0
         up = cpu_seconds([upstream_pid]) - up0
@@ -141,4 +165,4 @@ async def run(path: Path_, scenario: Scenario, upstream_pid: int, settle: float)
             await asyncio.sleep(settle)  # the last final writes land before counting
             writes = await metric(session, path, WRITES) - writes0
             commits = await metric(session, path, COMMITS) - commits0
-    return Run(streams, wall, cpu, up, me, peak_rss_mb(path.pids()), writes, commits)
+    return Run(streams, wall, cpu, up, me, peak_rss_mb(path.pids()), timed_out, writes, commits)

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.procs import Postgres, Proc, answers, free_port, start_redis, tree, wait_until
+from bench.procs import Postgres, Proc, free_port, start_redis, tree
 
 MODEL = "fake/fake-model"  # streamkeep's name for the fake provider's model
 LITELLM_VENV = Path.home() / ".cache" / "streamkeep" / "litellm-venv"
@@ -118,7 +118,7 @@ class Nginx(Path_):
         )
         proc = Proc("nginx", [binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf")])
         self.procs.append(proc)
-        wait_until(lambda: answers(port), "nginx", proc.popen)
+        proc.wait_listening(port)
         self.url = f"http://127.0.0.1:{port}/v1"
 
 
@@ -134,7 +134,7 @@ class Floor(Path_):
         cmd = [sys.executable, str(floors), self.relay, str(port), up.rsplit(":", 1)[1]]
         proc = Proc(f"relay-{self.relay}", cmd)
         self.procs.append(proc)
-        wait_until(lambda: answers(port), f"relay-{self.relay}", proc.popen)
+        proc.wait_listening(port)
         self.url = f"http://127.0.0.1:{port}/v1"
 
 
@@ -157,10 +157,7 @@ class LiteLLM(Path_):
         cmd = [str(binary), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
         proc = Proc("litellm", cmd, env)
         self.procs.append(proc)
-        try:
-            wait_until(lambda: answers(port), "litellm", proc.popen)
-        except RuntimeError as e:
-            raise Skip(f"LiteLLM did not start ({e}): {proc.log_tail()[-400:]}") from e
+        proc.wait_listening(port)
         self.url = f"http://127.0.0.1:{port}"
         self.headers = {"Authorization": f"Bearer {LITELLM_KEY}"}
 
@@ -197,7 +194,7 @@ class Streamkeep(Path_):
         cmd += ["--log-level", "warning", "--workers", str(self.workers)]
         proc = Proc(self.name, cmd, env)
         self.procs.append(proc)
-        wait_until(lambda: answers(port), f"streamkeep ({self.name})", proc.popen)
+        proc.wait_listening(port)
         time.sleep(0.5 * self.workers)  # every worker up, not just the first
         base = f"http://127.0.0.1:{port}"
         self.url = f"{base}/v1" if self.kind == "openai" else base

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,16 +78,6 @@ def peak_rss_mb(pids: list[int]) -> float:
     return kb / 1024
 
 
-def wait_until(ready: Callable[[], bool], what: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while not ready():
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not start in {START_TIMEOUT:.0f} s")
-        time.sleep(0.05)
-
-
 def answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -100,7 +89,11 @@ def answers(port: int) -> bool:
 class Proc:
     """A started server process; `pids()` is its tree, read afresh each time."""
 
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, cmd: list[str], env: dict[str, str] | None = None, pipe: bool = False
+    ) -> None:
+        """`pipe`: stdout is a pipe for the caller to read (else both go to the log:
+        a pipe nobody drains fills, and a server logging to it stalls)."""
         self.name = name
         # The caller's own STREAMKEEP_* settings must not leak into the servers.
         clean = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKEEP_")}
@@ -110,7 +103,7 @@ class Proc:
             cmd,
             cwd=ROOT,
             env={**clean, **(env or {})},
-            stdout=subprocess.PIPE,
+            stdout=subprocess.PIPE if pipe else self.log,
             stderr=self.log,
             start_new_session=True,  # Ctrl-C reaches us only; we stop it in turn
         )
@@ -128,15 +121,24 @@ class Proc:
                 self.popen.kill()
                 self.popen.wait()
         self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
 
-    def log_tail(self) -> str:
-        self.log.flush()
-        return Path(self.log.name).read_text(errors="replace")[-2000:]
+    def wait_listening(self, port: int) -> None:
+        """Until something answers on `port`; else an error with the end of its log."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while not answers(port):
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                how = "did not start in time" if self.popen.poll() is None else "exited"
+                self.log.flush()
+                tail = Path(self.log.name).read_text(errors="replace")[-600:].strip()
+                raise RuntimeError(f"{self.name} {how}: {tail}")
+            time.sleep(0.05)
 
 
 def start_upstream() -> tuple[Proc, str]:
     """The fake OpenAI-compatible provider; its base URL (ending in /v1)."""
-    proc = Proc("upstream", [sys.executable, "-m", "tests.fakes.upstream", "--port", "0"])
+    cmd = [sys.executable, "-m", "tests.fakes.upstream", "--port", "0"]
+    proc = Proc("upstream", cmd, pipe=True)
     assert proc.popen.stdout is not None
     return proc, proc.popen.stdout.readline().decode().strip()
 
@@ -149,7 +151,7 @@ def start_redis(tmp: Path) -> tuple[Proc, str]:
     cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
     cmd += ["no", "--loglevel", "warning", "--dir", str(tmp)]
     proc = Proc("redis", cmd)
-    wait_until(lambda: answers(port), "redis-server", proc.popen)
+    proc.wait_listening(port)
     return proc, f"redis://127.0.0.1:{port}/0"
 
 

@@ -19,6 +19,7 @@ COLUMNS = [
     ("stream_vs_direct", "x direct", "{:.2f}"),
     ("delivered", "delivered", "{:.0f}"),
     ("expected", "expected", "{:.0f}"),
+    ("timed_out", "cut off", "{:.0f}"),
     ("cpu_us_per_chunk", "CPU µs/chunk", "{:.1f}"),
     ("upstream_cpu_us_per_chunk", "upstream µs", "{:.1f}"),
     ("client_cpu_us_per_chunk", "client µs", "{:.1f}"),
@@ -41,8 +42,9 @@ def metrics(run: Run, direct: Run | None, scenario: Scenario, is_direct: bool) -
     out: dict[str, Any] = {
         "delivered": delivered,
         "expected": len(run.streams) * scenario.tokens,
-        "stream_median_s": statistics.median(s.total for s in run.streams),
-        "ttft_p50_ms": statistics.median(s.ttft for s in run.streams) * 1e3,
+        "timed_out": run.timed_out,
+        "stream_median_s": statistics.median(s.total or 0.0 for s in run.streams),
+        "ttft_p50_ms": statistics.median(s.ttft or 0.0 for s in run.streams) * 1e3,
         "wall_s": run.wall,
         "cpu_us_per_chunk": None if is_direct else run.cpu / chunks * 1e6,
         "upstream_cpu_us_per_chunk": run.upstream_cpu / chunks * 1e6,
@@ -59,11 +61,14 @@ def metrics(run: Run, direct: Run | None, scenario: Scenario, is_direct: bool) -
         "stream_vs_direct": None,
     }
     if direct is not None and not is_direct:
-        diffs = [(s.ttft - d.ttft) * 1e3 for s, d in zip(run.streams, direct.streams, strict=True)]
+        diffs = [
+            ((s.ttft or 0.0) - (d.ttft or 0.0)) * 1e3
+            for s, d in zip(run.streams, direct.streams, strict=True)
+        ]
         out["ttft_added_p50_ms"] = quantile(diffs, 0.5)
         out["ttft_added_p99_ms"] = quantile(diffs, 0.99)
         out["stream_vs_direct"] = out["stream_median_s"] / statistics.median(
-            s.total for s in direct.streams
+            s.total or 0.0 for s in direct.streams
         )
     return out
 
