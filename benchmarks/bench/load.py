@@ -66,6 +66,12 @@ def prompt(scenario: Scenario) -> str:
     return f"[[tokens={scenario.tokens} delay={scenario.delay:g}]] benchmark"
 
 
+async def check(r: aiohttp.ClientResponse) -> None:
+    """An error answer fails the run, saying what the server said."""
+    if r.status >= 400:
+        raise RuntimeError(f"HTTP {r.status} from {r.url}: {(await r.read())[:300]!r}")
+
+
 async def openai_stream(
     session: aiohttp.ClientSession, path: Path_, content: str, out: Stream
 ) -> None:
@@ -76,7 +82,7 @@ async def openai_stream(
     }
     out.started, rest = time.perf_counter(), b""
     async with session.post(f"{path.url}/chat/completions", json=body, headers=path.headers) as r:
-        r.raise_for_status()
+        await check(r)
         async for data in r.content.iter_any():
             *lines, rest = (rest + data).split(b"\n")
             for line in lines:
@@ -93,7 +99,7 @@ async def chat_stream(
     out.started = time.perf_counter()
     url = f"{path.url}/api/chats/{chat_id}/messages"
     async with session.post(url, json={"content": content}) as r:
-        r.raise_for_status()
+        await check(r)
         async for data in r.content.iter_any():
             out.got(data.count(b'"type":"text-delta"'))  # streamkeep's own UI stream
     out.total = time.perf_counter() - out.started
