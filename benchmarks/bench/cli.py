@@ -23,7 +23,7 @@ from typing import Any
 
 from bench import report
 from bench.load import Run, Scenario, run
-from bench.paths import Path_, Shared, Skip, all_paths, install_litellm
+from bench.paths import Route, Shared, Skip, all_paths, install_litellm
 from bench.procs import ROOT, start_upstream
 
 IN_NETNS = "STREAMKEEP_BENCH_NETNS"
@@ -46,7 +46,12 @@ def scenarios(quick: bool) -> list[tuple[Scenario, str]]:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     names = [p.name for p in all_paths()]
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    paths = "\n".join(f"  {p.name:<16} {p.what}" for p in all_paths())
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").splitlines()[0],
+        epilog=f"paths:\n{paths}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="1 repetition, 20 and 100 streams")
     parser.add_argument("--paths", default=",".join(names), help=f"of {','.join(names)}")
     parser.add_argument(
@@ -109,7 +114,7 @@ async def sitting(args: argparse.Namespace) -> dict[str, Any]:
         os.chmod(tmp, 0o755)  # a private PostgreSQL runs as `postgres` beneath it
         upstream, upstream_url = start_upstream()
         shared = Shared(upstream_url, Path(tmp))
-        live: list[Path_] = []
+        live: list[Route] = []
         try:
             for path in paths:
                 try:
@@ -155,7 +160,7 @@ async def sitting(args: argparse.Namespace) -> dict[str, Any]:
 def summarize(
     args: argparse.Namespace,
     chosen: list[tuple[Scenario, str]],
-    paths: list[Path_],
+    paths: list[Route],
     skipped: dict[str, str],
     runs: dict[tuple[str, str], list[Run | None]],
     load_before: tuple[float, float, float],

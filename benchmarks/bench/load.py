@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
-from bench.paths import Path_
+from bench.paths import Route
 from bench.procs import cpu_seconds, peak_rss_mb
 
 
@@ -73,7 +73,7 @@ async def check(r: aiohttp.ClientResponse) -> None:
 
 
 async def openai_stream(
-    session: aiohttp.ClientSession, path: Path_, content: str, out: Stream
+    session: aiohttp.ClientSession, path: Route, content: str, out: Stream
 ) -> None:
     body = {
         "model": path.model,
@@ -94,7 +94,7 @@ async def openai_stream(
 
 
 async def chat_stream(
-    session: aiohttp.ClientSession, path: Path_, chat_id: str, content: str, out: Stream
+    session: aiohttp.ClientSession, path: Route, chat_id: str, content: str, out: Stream
 ) -> None:
     out.started = time.perf_counter()
     url = f"{path.url}/api/chats/{chat_id}/messages"
@@ -105,7 +105,7 @@ async def chat_stream(
     out.total = time.perf_counter() - out.started
 
 
-async def metric(session: aiohttp.ClientSession, path: Path_, name: str) -> float:
+async def metric(session: aiohttp.ClientSession, path: Route, name: str) -> float:
     async with session.get(f"{path.url.removesuffix('/v1')}/metrics") as r:
         for line in (await r.text()).splitlines():
             if line.startswith(name + " "):
@@ -119,7 +119,7 @@ COMMITS = "streamkeep_db_commits_total"
 
 
 async def run(
-    path: Path_, scenario: Scenario, upstream_pid: int, settle: float, grace: float = 60.0
+    path: Route, scenario: Scenario, upstream_pid: int, settle: float, grace: float = 60.0
 ) -> Run:
     """One run of `scenario` through `path`; a stream not done `grace` seconds after
     its last token was due is cut off (counted in `timed_out`, its chunks so far kept)."""

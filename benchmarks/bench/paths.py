@@ -62,7 +62,9 @@ class Shared:
 
 
 @dataclass
-class Path_:
+class Route:
+    """One path from the fake upstream to the client (a server or none)."""
+
     name: str
     what: str  # one line for the README and --help
     kind: str = "openai"  # "openai": POST {url}/chat/completions; "chat": the chat API
@@ -89,12 +91,12 @@ class Path_:
             proc.stop()
 
 
-class Direct(Path_):
+class Direct(Route):
     def start(self, shared: Shared) -> None:
         self.url = shared.upstream_url  # no server of its own: the baseline
 
 
-class Nginx(Path_):
+class Nginx(Route):
     def start(self, shared: Shared) -> None:
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
         if not Path(binary).is_file():
@@ -123,7 +125,7 @@ class Nginx(Path_):
 
 
 @dataclass
-class Floor(Path_):
+class Floor(Route):
     """A bare relay of bench/floors.py: what any Python relay costs at the least."""
 
     relay: str = "tcp"
@@ -138,7 +140,7 @@ class Floor(Path_):
         self.url = f"http://127.0.0.1:{port}/v1"
 
 
-class LiteLLM(Path_):
+class LiteLLM(Route):
     def start(self, shared: Shared) -> None:
         binary = LITELLM_VENV / "bin" / "litellm"
         if not binary.is_file():
@@ -163,7 +165,7 @@ class LiteLLM(Path_):
 
 
 @dataclass
-class Streamkeep(Path_):
+class Streamkeep(Route):
     store: bool = True
     database: str = "sqlite"  # or "postgres"
     workers: int = 1
@@ -200,7 +202,7 @@ class Streamkeep(Path_):
         self.url = f"{base}/v1" if self.kind == "openai" else base
 
 
-def all_paths() -> list[Path_]:
+def all_paths() -> list[Route]:
     return [
         Direct("direct", "straight to the fake upstream (the baseline)"),
         Nginx("nginx", "nginx proxy_pass, proxy_buffering off, 1 worker"),
