@@ -67,8 +67,16 @@ lint: $(STAMP_TEST)
 test: $(STAMP_TEST) lint
 	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# Every path side by side (benchmarks/bench.py; README's Benchmarks section). nginx comes
+# from Debian's nginx-light, installed here when missing; without it (or apt-get) the
+# script skips that path and says why. BENCH_ARGS: e.g. --quick, --paths, --scenarios.
 bench: $(STAMP_TEST)
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] \
+		|| (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null 2>&1 \
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null 2>&1)) \
+		|| echo "nginx-light could not be installed: the nginx path will be skipped"
 	$(BIN)/python benchmarks/llm_parser.py
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .streamkeep .pytest_cache .mypy_cache .ruff_cache

@@ -192,9 +192,10 @@ class FakeUpstream:
             self._conns.discard(task)
 
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        carry = bytearray()  # bytes the close watch read: the start of the next request
         try:
-            while (request := await _read_request(reader)) is not None:
-                if not await self._serve_one(request, reader, writer):
+            while (request := await _read_request(reader, carry)) is not None:
+                if not await self._serve_one(request, reader, writer, carry):
                     break
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass
@@ -202,9 +203,15 @@ class FakeUpstream:
             writer.close()  # flushes what was written, then FIN: an "abrupt" end of body
 
     async def _serve_one(
-        self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        request: _Request,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        carry: bytearray,
     ) -> bool:
-        """Answer one request; False when the connection must not be reused."""
+        """Answer one request; False when the connection must not be reused. A byte the
+        close watch reads is the next request's first (pipelined, or sent as this answer
+        ended): it goes into `carry`, not lost."""
         if request.method == "GET" and request.path.rstrip("/").endswith("/models"):
             self.models_headers.append(request.headers)
             await self._answer_models(writer)
@@ -239,6 +246,10 @@ class FakeUpstream:
         self._track(plan.streaming)
         try:
             await asyncio.wait({answer, watch}, return_when=asyncio.FIRST_COMPLETED)
+            ended = watch.done() and not watch.cancelled() and watch.exception() is None
+            if ended and (early := watch.result()):  # data, not a close: the next request
+                carry += early
+                await asyncio.wait({answer})
             if not answer.done():
                 answer.cancel()
                 self.closed_by_client += plan.streaming
@@ -337,11 +348,12 @@ class FakeUpstream:
         return True
 
 
-async def _read_request(reader: asyncio.StreamReader) -> _Request | None:
+async def _read_request(reader: asyncio.StreamReader, carry: bytearray) -> _Request | None:
     try:
-        head = await reader.readuntil(b"\r\n\r\n")
+        head = bytes(carry) + await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError:
         return None
+    carry.clear()
     lines = head.decode("latin-1").split("\r\n")
     method, path, _ = lines[0].split(" ", 2)
     headers: dict[str, str] = {}

@@ -1,7 +1,5 @@
-"""Benchmark: the floors under any Python relay of paced streams on this machine.
-
-Two relays between `chat_server.py`'s client and fake provider, under the same load,
-each in its own process; printed: the relay's CPU per relayed chunk.
+"""The floors under any Python relay of paced streams: two relays doing nothing else,
+each run as its own process by the `relay-tcp` and `relay-http` paths.
 
 - `tcp`: a transparent TCP proxy (uvloop; one `data_received` -> `write` per read, no
   HTTP parsing): what the interpreter and the two loopback syscalls alone cost.
@@ -10,32 +8,16 @@ each in its own process; printed: the relay's CPU per relayed chunk.
   and sends each body read on as it comes (no SSE parsing, no encoding, no storing,
   no FastAPI routing).
 
-`chat_server.py`'s server figure sits on top of these (parsing the provider's stream,
-encoding and numbering frames, storing, routing, one task per generation).
-
-    .venv/bin/python benchmarks/relay_floor.py --streams 200 --tokens 100 --rate 50
+    python benchmarks/bench/floors.py tcp|http PORT UPSTREAM_PORT
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
-import time
 from typing import Any
 
 import aiohttp
-
-from chat_server import (
-    cpu_times,
-    direct_stream,
-    directive,
-    free_port,
-    print_table,
-    process,
-    quantiles,
-    wait_ready,
-)
 
 
 class _Pipe(asyncio.Protocol):
@@ -126,63 +108,6 @@ def serve(port: int, upstream_port: int) -> None:
     uvloop.run(main())
 
 
-async def run(args: argparse.Namespace) -> None:
-    up_port, port = free_port(), free_port()
-    content = directive(args.tokens, args.rate)
-    upstream_cmd = [sys.executable, "-m", "tests.fakes.upstream", "--port", str(up_port)]
-    proxy_cmd = [sys.executable, __file__, f"--serve-{args.relay}", str(port), str(up_port)]
-    with process(upstream_cmd) as upstream, process(proxy_cmd) as proxy:
-        async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0),
-            timeout=aiohttp.ClientTimeout(total=None),
-        ) as client:
-            await wait_ready(client, f"http://127.0.0.1:{up_port}/v1/models")
-            await wait_ready(client, f"http://127.0.0.1:{port}/v1/models")
-            n = args.streams
-            delays = [args.ramp * i / n for i in range(n)]
-            up_url = f"http://127.0.0.1:{up_port}/v1/chat/completions"
-            url = f"http://127.0.0.1:{port}/v1/chat/completions"
-            direct = await asyncio.gather(
-                *(direct_stream(client, up_url, content, d) for d in delays)
-            )
-            cpu0, t0 = sum(cpu_times(proxy.pid)), time.perf_counter()
-            others0 = sum(cpu_times(upstream.pid)) + time.process_time()
-            relayed = await asyncio.gather(
-                *(direct_stream(client, url, content, d) for d in delays)
-            )
-            wall = time.perf_counter() - t0
-            cpu = sum(cpu_times(proxy.pid)) - cpu0
-            others = sum(cpu_times(upstream.pid)) + time.process_time() - others0
-    chunks = sum(r.chunks for r in relayed)
-    up50, _ = quantiles([r.ttft for r in direct])
-    px50, _ = quantiles([r.ttft for r in relayed])
-    rows = [
-        ("relay", args.relay),
-        ("streams", f"{n}"),
-        ("tokens per stream / rate", f"{args.tokens} at {args.rate:g}/s"),
-        ("chunks relayed / expected", f"{chunks} / {n * args.tokens}"),
-        ("added TTFT p50 (ms)", f"{(px50 - up50) * 1e3:.2f}"),
-        ("wall time (s)", f"{wall:.2f}"),
-        ("relay CPU (s)", f"{cpu:.2f}"),
-        ("fake upstream + this client CPU (s)", f"{others:.2f}"),
-        ("relay CPU per relayed chunk (us)", f"{cpu / max(chunks, 1) * 1e6:.1f}"),
-    ]
-    print_table(rows)
-
-
-def main() -> None:
-    if sys.argv[1:2] in (["--serve-tcp"], ["--serve-http"]):
-        relay = serve if sys.argv[1] == "--serve-tcp" else serve_http
-        relay(int(sys.argv[2]), int(sys.argv[3]))
-        return
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--relay", choices=["tcp", "http"], default="tcp")
-    parser.add_argument("--streams", type=int, default=200)
-    parser.add_argument("--tokens", type=int, default=100, help="chunks per stream")
-    parser.add_argument("--rate", type=float, default=50.0, help="tokens per second per stream")
-    parser.add_argument("--ramp", type=float, default=2.0, help="seconds over which streams start")
-    asyncio.run(run(parser.parse_args()))
-
-
 if __name__ == "__main__":
-    main()
+    relay = serve if sys.argv[1] == "tcp" else serve_http
+    relay(int(sys.argv[2]), int(sys.argv[3]))
