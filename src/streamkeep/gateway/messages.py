@@ -16,7 +16,6 @@ exception classes (AuthenticationError, NotFoundError, ...).
 from __future__ import annotations
 
 import time
-from functools import partial
 
 import orjson
 from fastapi import APIRouter, Request
@@ -29,7 +28,7 @@ from streamkeep.gateway.images import messages_images
 from streamkeep.gateway.messages_convert import as_completion_body, restore, to_chat_request
 from streamkeep.gateway.messages_schema import MessagesBody, parse_messages_body
 from streamkeep.gateway.messages_stream import MessageEncoder, error_body, error_type
-from streamkeep.gateway.routes import CHAT_HEADER, MESSAGE_HEADER, Parts
+from streamkeep.gateway.routes import CHAT_HEADER, MESSAGE_HEADER, Parts, launch
 from streamkeep.gateway.schemas import check_lengths
 from streamkeep.generation import ShuttingDown
 from streamkeep.http.auth import Unauthorized, check_model, get_caller
@@ -139,21 +138,7 @@ async def _kept(
     sink: MessageEncoder | respond.Collector = (
         MessageEncoder(model=body.model) if body.stream else respond.Collector()
     )
-    tap = respond.Tap(parts.registry.stream(body.model, chat_request), sink)
-    try:
-        start = partial(
-            keep.start,
-            parts.manager,
-            parts.store,
-            placement,
-            model=body.model,
-            request=chat_request,
-            tap=tap,
-        )
-        gen = await parts.quotas.limited(parts.caller, start)()
-    except BaseException:
-        await tap.aclose()
-        raise
+    gen, tap = await launch(parts, placement, sink, model=body.model, request=chat_request)
     headers[MESSAGE_HEADER] = gen.message_id
     if isinstance(sink, MessageEncoder):
         return await respond.stream_generation(gen, sink, tap, headers, parts.metrics, started_at)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from streamkeep.gateway.errors import GatewayError, invalid_request
+from streamkeep.gateway.schemas import json_object
 from streamkeep.text import JSONObject, JSONValue, Text, check_text
 
 IMAGES_REFUSED = "images in a tool_result are not supported yet"
@@ -134,12 +134,7 @@ class MessagesBody(_Model):
 
 def parse_messages_body(raw: bytes) -> MessagesBody:
     """Validate a raw request body; any problem is a 400 naming the field."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise invalid_request(f"The request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise invalid_request("The request body must be a JSON object.")
+    data = json_object(raw)
     try:
         body = MessagesBody.model_validate(data)
     except ValidationError as exc:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from functools import partial
 from typing import Any
 
 import orjson
@@ -49,7 +48,7 @@ from streamkeep.gateway.responses_stream import (
     response_body,
     stored_response,
 )
-from streamkeep.gateway.routes import CHAT_HEADER, MESSAGE_HEADER, Parts, _provider_request
+from streamkeep.gateway.routes import CHAT_HEADER, MESSAGE_HEADER, Parts, _provider_request, launch
 from streamkeep.gateway.schemas import ChatCompletionBody, check_lengths
 from streamkeep.generation import ShuttingDown
 from streamkeep.generation.parts import assistant_messages, history_to_messages
@@ -266,34 +265,29 @@ async def _kept(
     # Every stored response encodes its events, streamed or not: a client may stream
     # them later (`GET ...?stream=true`), and the whole answer is the last event's.
     sink = ResponseEncoder(head)
-    tap = respond.Tap(parts.registry.stream(body.model, chat_request), sink)
     try:
-        start = partial(
-            keep.start,
-            parts.manager,
-            parts.store,
+        gen, tap = await launch(
+            parts,
             placement,
+            sink,
             model=body.model,
             request=chat_request,
-            tap=tap,
             generation_id=head.id,
             # Found by id at once unless a stream is on its way (it writes the rows
             # after its first event, as every gateway stream does).
             write_first=not body.stream or body.background,
             detached=body.background,
         )
-        gen = await parts.quotas.limited(parts.caller, start)()
-    except BaseException as exc:
-        await tap.aclose()
-        if isinstance(exc, GatewayError) and exc.code == "generation_conflict":
-            raise GatewayError(  # in the words of this API
-                409,
-                f"Response {body.previous_response_id!r} is still in progress; continue "
-                "it once it has ended.",
-                param="previous_response_id",
-                code="response_in_progress",
-            ) from None
-        raise
+    except GatewayError as exc:
+        if exc.code != "generation_conflict":
+            raise
+        raise GatewayError(  # in the words of this API
+            409,
+            f"Response {body.previous_response_id!r} is still in progress; continue "
+            "it once it has ended.",
+            param="previous_response_id",
+            code="response_in_progress",
+        ) from None
     headers[MESSAGE_HEADER] = gen.message_id
     if body.stream:
         return await respond.stream_generation(gen, sink, tap, headers, parts.metrics, started_at)

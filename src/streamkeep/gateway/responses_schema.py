@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -33,6 +32,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from streamkeep.gateway.errors import GatewayError, invalid_request
+from streamkeep.gateway.schemas import json_object
 from streamkeep.text import JSONObject, JSONValue, Text, check_text
 
 _TAGS = frozenset(("message", "function_call", "function_call_output", "reasoning"))
@@ -173,12 +173,7 @@ class ResponsesBody(_Model):
 
 def parse_responses_body(raw: bytes) -> ResponsesBody:
     """Validate a raw request body; any problem is a 400 naming the field."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise invalid_request(f"The request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise invalid_request("The request body must be a JSON object.")
+    data = json_object(raw)
     raw_input = data.get("input")
     if isinstance(raw_input, str):
         data["input"] = [{"type": "message", "role": "user", "content": raw_input}]

@@ -29,7 +29,7 @@ from streamkeep.gateway.docs import body_doc
 from streamkeep.gateway.errors import GatewayError, from_llm_error
 from streamkeep.gateway.images import request_images
 from streamkeep.gateway.schemas import ChatCompletionBody, check_lengths, parse_body
-from streamkeep.generation import GenerationManager, ShuttingDown
+from streamkeep.generation import Generation, GenerationManager, ShuttingDown
 from streamkeep.http.auth import Caller, CallerDep, check_model
 from streamkeep.http.deps import (
     ManagerDep,
@@ -141,6 +141,41 @@ class Parts:
     caller: Caller
 
 
+async def launch(
+    parts: Parts,
+    placement: keep.Placement,
+    sink: respond.Sink | respond.Collector,
+    *,
+    model: str,
+    request: ChatRequest,
+    generation_id: str | None = None,
+    write_first: bool = False,
+    detached: bool = False,
+) -> tuple[Generation, respond.Tap]:
+    """Start a kept call's generation (`keep.start`, within the caller's limits) on the
+    provider's stream, encoded by `sink`; the stream is closed if the start fails. The
+    rest are `keep.start`'s (a response's id, `write_first`, `detached`)."""
+    tap = respond.Tap(parts.registry.stream(model, request), sink)
+    try:
+        start = partial(
+            keep.start,
+            parts.manager,
+            parts.store,
+            placement,
+            model=model,
+            request=request,
+            tap=tap,
+            generation_id=generation_id,
+            write_first=write_first,
+            detached=detached,
+        )
+        gen = await parts.quotas.limited(parts.caller, start)()
+    except BaseException:
+        await tap.aclose()
+        raise
+    return gen, tap
+
+
 def _provider_request(
     body: ChatCompletionBody, registry: ModelRegistry, images: MessageImages = NO_IMAGES
 ) -> ChatRequest:
@@ -170,21 +205,7 @@ async def _kept(
         if body.stream
         else respond.Collector()
     )
-    tap = respond.Tap(parts.registry.stream(body.model, chat_request), sink)
-    try:
-        start = partial(
-            keep.start,
-            parts.manager,
-            parts.store,
-            placement,
-            model=body.model,
-            request=chat_request,
-            tap=tap,
-        )
-        gen = await parts.quotas.limited(parts.caller, start)()
-    except BaseException:
-        await tap.aclose()
-        raise
+    gen, tap = await launch(parts, placement, sink, model=body.model, request=chat_request)
     headers[MESSAGE_HEADER] = gen.message_id
     if isinstance(sink, ChunkEncoder):
         return await respond.stream_generation(gen, sink, tap, headers, parts.metrics, started_at)

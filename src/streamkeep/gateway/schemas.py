@@ -180,14 +180,20 @@ class ChatCompletionBody(_Model):
         return self.stream and self.stream_options is not None and self.stream_options.include_usage
 
 
-def parse_body(raw: bytes) -> ChatCompletionBody:
-    """Validate a raw request body; any problem is a 400 naming the field."""
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body's JSON object, or a 400 saying why it is none."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise invalid_request(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise invalid_request("The request body must be a JSON object.")
+    return data
+
+
+def parse_body(raw: bytes) -> ChatCompletionBody:
+    """Validate a raw request body; any problem is a 400 naming the field."""
+    data = json_object(raw)
     try:
         body = ChatCompletionBody.model_validate(data)
     except ValidationError as exc:
