@@ -170,6 +170,7 @@ class Streamkeep(Route):
     database: str = "sqlite"  # or "postgres"
     workers: int = 1
     model: str = MODEL
+    server: str = "uvicorn"  # or "granian": the same app under granian's ASGI server
 
     def start(self, shared: Shared) -> None:
         home = shared.tmp / self.name
@@ -192,8 +193,14 @@ class Streamkeep(Route):
             self.helpers.append(shared.redis.pid)
             env["STREAMKEEP_REDIS_PREFIX"] = f"skbench:{uuid.uuid4().hex[:8]}:"
         port = free_port()
-        cmd = [sys.executable, "-m", "streamkeep", "serve", "--port", str(port)]
-        cmd += ["--log-level", "warning", "--workers", str(self.workers)]
+        if self.server == "granian":
+            cmd = [str(Path(sys.executable).with_name("granian")), "--interface", "asgi"]
+            cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(self.workers)]
+            cmd += ["--loop", "uvloop", "--http", "1", "--log-level", "warning", "--no-ws"]
+            cmd += ["--factory", "streamkeep.server.app:create_app"]
+        else:
+            cmd = [sys.executable, "-m", "streamkeep", "serve", "--port", str(port)]
+            cmd += ["--log-level", "warning", "--workers", str(self.workers)]
         proc = Proc(self.name, cmd, env)
         self.procs.append(proc)
         proc.wait_listening(port)
@@ -218,6 +225,12 @@ def all_paths() -> list[Route]:
         ),
         Streamkeep(
             "gateway-nostore", "the same with gateway_store = false", metrics=True, store=False
+        ),
+        Streamkeep(
+            "gateway-granian",
+            "the gateway, storing, under granian instead of uvicorn",
+            metrics=True,
+            server="granian",
         ),
         Streamkeep("chat-sqlite", "streamkeep chat API, SQLite", kind="chat", metrics=True),
         Streamkeep(
