@@ -20,6 +20,7 @@ from streamkeep.store import (
     NotFound,
     Role,
 )
+from streamkeep.store.chats import NewChat
 from tests.store.conftest import Clock
 
 TEXT = [{"type": "text", "text": "Hello"}]
@@ -236,6 +237,47 @@ async def test_prior_messages_and_chosen_ids(store: ChatStore, db: Database) -> 
             chat_id=chat.id, parent_id=None, user_content="x", model="m", generation_id="gen_chosen"
         )
     assert await counts(db) == before
+
+
+async def test_a_new_chat_and_its_first_reply_are_one_transaction(
+    store: ChatStore, db: Database, log: StatementLog
+) -> None:
+    # The gateway's new chats: the chat, the history the client sent, the reply and its
+    # generation in one commit (one of the three a call cost before).
+    prior: list[tuple[Role, list[dict[str, Any]]]] = [("user", TEXT)]
+    owner = await store.create_user("ann", password="a-long-password")
+    log.commits = 0
+    _, reply, gen = await store.start_reply(
+        chat_id="chat_new",
+        parent_id=None,
+        user_content=None,
+        model="m",
+        prior=prior,
+        new_chat=NewChat(system="Be terse.", title="Hello", user_id=owner.id),
+    )
+    assert log.commits == 1
+    chat = await store.get_chat("chat_new")
+    assert (chat.system, chat.title, chat.model, chat.user_id) == (
+        "Be terse.",
+        "Hello",
+        "m",
+        owner.id,
+    )
+    assert chat.active_leaf_id == reply.id == gen.message_id
+    assert [m.role for m in await store.active_branch("chat_new")] == ["user", "assistant"]
+
+    # A chat id that exists is refused, and nothing of the call is written.
+    before = await counts(db)
+    with pytest.raises(InvalidOperation, match="exists already"):
+        await store.start_reply(
+            chat_id="chat_new",
+            parent_id=None,
+            user_content="again",
+            model="m",
+            new_chat=NewChat(),
+        )
+    assert await counts(db) == before
+    assert (await store.get_chat("chat_new")).title == "Hello"
 
 
 async def test_the_database_allows_one_running_generation_per_chat(

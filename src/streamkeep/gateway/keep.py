@@ -41,6 +41,7 @@ from streamkeep.generation.titles import title_from
 from streamkeep.http.auth import Caller, owned_chat
 from streamkeep.llm.types import ChatRequest
 from streamkeep.store import ChatStore, ids
+from streamkeep.store.chats import NewChat
 from streamkeep.store.errors import GenerationConflict, InvalidOperation, NotFound
 
 # A new chat's rows are written after its first token went out; a database blip then
@@ -174,20 +175,8 @@ async def _insert(
     if gate is not None:
         await gate.wait()
     delay = INSERT_FIRST_DELAY
-    created = placement.new_chat is None
     for attempt in range(1, INSERT_ATTEMPTS + 1):
         try:
-            if not created:
-                assert placement.new_chat is not None
-                system, title = placement.new_chat
-                await store.create_chat(
-                    model=gen_ids.model,
-                    system=system,
-                    title=title,
-                    chat_id=placement.chat_id,
-                    user_id=placement.user_id,
-                )
-                created = True
             await _start_reply(store, placement, gen_ids, worker_id)
             return
         except (GenerationConflict, NotFound, InvalidOperation):
@@ -204,6 +193,10 @@ async def _insert(
 async def _start_reply(
     store: ChatStore, placement: Placement, gen_ids: GenerationIds, worker_id: str
 ) -> None:
+    new_chat = None
+    if placement.new_chat is not None:  # created in the reply's own transaction
+        system, title = placement.new_chat
+        new_chat = NewChat(system=system, title=title, user_id=placement.user_id)
     await store.start_reply(
         chat_id=placement.chat_id,
         parent_id=placement.parent_id,
@@ -215,6 +208,7 @@ async def _start_reply(
         generation_id=gen_ids.id,
         title=placement.title,
         api_key_id=placement.api_key_id,
+        new_chat=new_chat,
     )
 
 

@@ -4,6 +4,7 @@ branch, a prompt's history. Part of `ChatStore` (see `store.repository`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from streamkeep.store.db import Database
 
 _c, _m = CHATS.c, MESSAGES.c
-_INSERT_CHAT = insert(CHATS)
+INSERT_CHAT = insert(CHATS)
 _LIST_CHATS = select(CHATS).order_by(_c.updated_at.desc(), _c.id.desc()).limit(bindparam("b_limit"))
 _AFTER_CURSOR = or_(
     _c.updated_at < bindparam("b_time"),
@@ -108,6 +109,40 @@ def _prompt_path() -> Select[tuple[str, str, list[dict[str, Any]]]]:
 _PROMPT_PATH = _prompt_path()
 
 
+@dataclass(frozen=True, slots=True)
+class NewChat:
+    """A chat to create in the transaction of its first reply (`start_reply`)."""
+
+    system: str | None = None
+    title: str | None = None
+    user_id: str | None = None  # the owner (None: nobody's, single-user mode)
+
+
+def new_chat_row(
+    now: datetime,
+    *,
+    model: str,
+    title: str | None = None,
+    system: str | None = None,
+    chat_id: str | None = None,
+    user_id: str | None = None,
+    tools: list[str] | None = None,
+) -> dict[str, Any]:
+    """A new empty chat's row (see `Chats.create_chat`), for `INSERT_CHAT`."""
+    return {
+        "id": checked_id(chat_id) if chat_id is not None else new_chat_id(),
+        "title": title,
+        "model": model,
+        "system": system,
+        "active_leaf_id": None,
+        "created_at": now,
+        "updated_at": now,
+        "event_seq": 0,
+        "user_id": user_id,
+        "tools": tools or None,
+    }
+
+
 class Chats:
     """`ChatStore`'s chats and message trees."""
 
@@ -127,22 +162,18 @@ class Chats:
         """A new empty chat, `user_id`'s (None: nobody's, single-user mode); `chat_id`
         lets a client choose the id (useChat's, the gateway's), InvalidOperation if it
         is taken. `tools`: the names of the tools its replies may call."""
-        now = self._clock()
-        row = {
-            "id": checked_id(chat_id) if chat_id is not None else new_chat_id(),
-            "title": title,
-            "model": model,
-            "system": system,
-            "active_leaf_id": None,
-            "created_at": now,
-            "updated_at": now,
-            "event_seq": 0,
-            "user_id": user_id,
-            "tools": tools or None,
-        }
+        row = new_chat_row(
+            self._clock(),
+            model=model,
+            title=title,
+            system=system,
+            chat_id=chat_id,
+            user_id=user_id,
+            tools=tools,
+        )
         try:
             async with self._db.writing() as conn:
-                await conn.execute(_INSERT_CHAT, row)
+                await conn.execute(INSERT_CHAT, row)
         except IntegrityError:
             raise InvalidOperation(f"chat {row['id']!r} exists already") from None
         return ChatRecord.model_validate(row)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Text, bindparam, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from streamkeep.store.chats import INSERT_CHAT, NewChat, new_chat_row
 from streamkeep.store.core import CoreConnection
 from streamkeep.store.errors import EventSeqMoved, InvalidOperation, NotFound
 from streamkeep.store.ids import generation_id as new_generation_id
@@ -157,6 +158,7 @@ class Replies:
         title: str | None = None,
         api_key_id: str | None = None,
         user_files: Sequence[dict[str, Any]] = (),
+        new_chat: NewChat | None = None,
     ) -> tuple[MessageRecord | None, MessageRecord, GenerationRecord]:
         """Store the user's message (unless regenerating: `user_content` None), an empty
         streaming assistant reply under it, and a running generation, in one transaction.
@@ -181,7 +183,8 @@ class Replies:
         chat's first user message). `api_key_id` is the key the reply was asked with,
         kept on the reply (not on the user's messages: usage is the reply's).
         `user_files` are the user message's file parts (images, see `store.images`),
-        stored before its text.
+        stored before its text. `new_chat` creates the chat `chat_id` (empty, with `model`)
+        in the same transaction: a new chat and its first reply cost one commit.
         """
         if user_content is None and parent_id is None and not prior:
             raise InvalidOperation("regenerating needs the parent_id of the prompt")
@@ -213,12 +216,26 @@ class Replies:
         }
         try:
             async with self._db.writing() as conn:
+                if new_chat is not None:
+                    row = new_chat_row(
+                        now,
+                        model=model,
+                        system=new_chat.system,
+                        title=new_chat.title,
+                        chat_id=chat_id,
+                        user_id=new_chat.user_id,
+                    )
+                    await conn.execute(INSERT_CHAT, row)
                 rows = await self._insert_reply(
                     conn, parent_id, chain, reply, generation, user_message_id, seq
                 )
                 if title is not None:
                     await conn.execute(_SET_TITLE, {"b_id": chat_id, "b_title": title})
         except IntegrityError as exc:
+            if new_chat is not None:  # nothing else can collide in a chat being created
+                raise InvalidOperation(
+                    f"chat {chat_id!r}, or an id chosen for its reply, exists already"
+                ) from exc
             # Another process wrote between our checks and our inserts: usually its own
             # generation for this chat, rarely a deletion of the chat.
             async with self._db.reading() as conn:
