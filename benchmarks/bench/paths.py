@@ -241,6 +241,11 @@ def all_paths() -> list[Route]:
             database="postgres",
         ),
         Streamkeep(
+            "gateway-workers2",
+            "the gateway, storing, serve --workers 2, SQLite + Redis (private server)",
+            workers=2,
+        ),
+        Streamkeep(
             "workers2-redis",
             "streamkeep chat API, serve --workers 2, SQLite + Redis (private server)",
             kind="chat",
