@@ -259,6 +259,7 @@ class Generation:
 
     async def _pump(self, stream: ReplyStream) -> Outcome:
         acc, encoder = self._parts, self._encoder
+        first = True
         try:
             async for event in stream:
                 acc.add(event)
@@ -272,6 +273,12 @@ class Generation:
                 if payloads:
                     self._append(payloads)
                     self.dirty = True
+                    if first:
+                        # A read of buffered data does not suspend, so a provider that
+                        # sent many tokens at once would be parsed whole before a reader
+                        # ran: let the readers send the first frames now.
+                        first = False
+                        await asyncio.sleep(0)
                 elif type(event) is Routed:  # off the token path: it has no frames
                     self.answered_by = event.model
                     self.fallbacks.extend(skipped_json(s) for s in event.skipped)
