@@ -66,6 +66,22 @@ def test_a_quick_run_delivers_every_chunk_and_reports_each_figure(tmp_path: Path
     assert "CPU µs/chunk" in stdout and "gateway" in stdout
 
 
+@pytest.mark.slow  # 100 streams of a one-second answer, twice (~10 s)
+def test_streams_split_over_client_processes_are_all_counted(tmp_path: Path) -> None:
+    # Two client processes each drive every other request; the run pairs them back by
+    # request number, so every chunk and both processes' CPU are counted.
+    common = ("--no-netns", "--paths", "direct", "--scenarios", "100", "--repetitions", "1")
+    _, split = bench(tmp_path / "split", *common, "--clients", "2")
+    _, single = bench(tmp_path / "single", *common, "--clients", "1")
+    (scenario,) = split["scenarios"]
+    assert scenario["label"].endswith("2 client processes")
+    assert single["scenarios"][0]["label"].endswith("at 50 tokens/s")
+    for result in (split, single):
+        direct = result["results"]["100"]["direct"]["median"]
+        assert direct["delivered"] == direct["expected"] == 100 * 50
+        assert direct["client_cpu_us_per_chunk"] > 0
+
+
 @pytest.mark.slow
 def test_a_path_that_cannot_run_is_skipped_with_its_reason(tmp_path: Path) -> None:
     # No LiteLLM venv under this HOME, and outside the namespace nothing is installed.
