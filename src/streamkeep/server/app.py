@@ -34,8 +34,10 @@ from streamkeep.generation.manager import default_worker_id
 from streamkeep.http.auth import AuthGate
 from streamkeep.http.limits import Limiter
 from streamkeep.http.metrics import Metrics
+from streamkeep.http.proxy_identity import TrustedHeaders
 from streamkeep.http.quotas import Quotas
 from streamkeep.http.responses import RAW_SEND
+from streamkeep.http.tokens import JwtVerifier
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.scaleout import Cluster
 from streamkeep.scaleout import connect as connect_redis
@@ -221,7 +223,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         quotas = Quotas(limiter)
         app.state.quotas = quotas
         app.state.auth = auth = AuthGate(
-            store, forced_off=settings.no_auth, limiter=limiter, limits=settings.limits
+            store,
+            forced_off=settings.no_auth,
+            limiter=limiter,
+            limits=settings.limits,
+            jwt=JwtVerifier.from_settings(settings),
+            proxy=TrustedHeaders.from_settings(settings),
         )
         await auth.start()
         leases = asyncio.create_task(quotas.run(), name="limit-leases")
