@@ -247,6 +247,25 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     trusted_user_header: str = "X-Forwarded-User"
     trusted_email_header: str = "X-Forwarded-Email"
+    # OIDC sign-in for the page (authorization code flow with PKCE): the provider's
+    # issuer URL (its /.well-known/openid-configuration is read), this client's id and
+    # secret, and the name on the page's "Sign in with NAME" button.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_provider_name: str = "OIDC"
+    oidc_scopes: str = "openid email profile"
+    # Where the provider sends the browser back; None: this server's
+    # /api/auth/oidc/callback as the request reached it.
+    oidc_redirect_url: str | None = None
+    # Who may sign in: an email domain listed here (the `email` claim), and/or a
+    # value of `oidc_groups_claim` equal to `oidc_required_group`. Empty/None: anyone.
+    oidc_allowed_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    oidc_groups_claim: str = "groups"
+    oidc_required_group: str | None = None
+    # Admins: the claim `oidc_admin_claim` equals, or (a list) holds, `oidc_admin_value`.
+    oidc_admin_claim: str = "groups"
+    oidc_admin_value: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -269,7 +288,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _identity_settings(self) -> Settings:
-        problem = jwt_problem(self) or proxies_problem(self.trusted_proxies)
+        problem = jwt_problem(self) or proxies_problem(self.trusted_proxies) or oidc_problem(self)
         if problem is not None:
             raise ValueError(problem)
         return self
@@ -279,16 +298,22 @@ class Settings(BaseSettings):
         return self.jwt_secret is not None or self.jwt_jwks_url is not None
 
     @property
+    def oidc_enabled(self) -> bool:
+        return self.oidc_issuer is not None
+
+    @property
     def external_identity(self) -> bool:
         """Whether any external identity is configured (auth is then on)."""
-        return self.jwt_enabled or bool(self.trusted_proxies)
+        return self.jwt_enabled or bool(self.trusted_proxies) or self.oidc_enabled
 
     def jwt_algorithm_list(self) -> list[str]:
         if self.jwt_algorithms:
             return self.jwt_algorithms
         return ["HS256"] if self.jwt_secret is not None else ["RS256", "ES256"]
 
-    @field_validator("allowed_hosts", "trusted_proxies", "jwt_algorithms", mode="before")
+    @field_validator(
+        "allowed_hosts", "trusted_proxies", "jwt_algorithms", "oidc_allowed_domains", mode="before"
+    )
     @classmethod
     def _comma_list(cls, v: Any) -> Any:
         return [h.strip() for h in v.split(",") if h.strip()] if isinstance(v, str) else v
@@ -398,6 +423,18 @@ def jwt_problem(settings: Settings) -> str | None:
         return f"jwt_algorithms: {', '.join(wrong)} cannot be used with {with_what} ({can} can)"
     if settings.jwt_secret is not None and len(settings.jwt_secret.get_secret_value()) < 32:
         return "jwt_secret: at least 32 characters (RFC 7518 wants a key as long as the hash)"
+    return None
+
+
+def oidc_problem(settings: Settings) -> str | None:
+    if not settings.oidc_enabled:
+        if not settings.password_login and not settings.external_identity:
+            return "password_login is off and no external identity is set: nobody could sign in"
+        return None
+    if not settings.oidc_client_id or settings.oidc_client_secret is None:
+        return "OIDC sign-in needs oidc_client_id and oidc_client_secret"
+    if "openid" not in settings.oidc_scopes.split():
+        return "oidc_scopes: must include `openid`"
     return None
 
 

@@ -105,6 +105,7 @@ class AuthGate:
         limits: LimitsConfig | None = None,
         jwt: JwtVerifier | None = None,
         proxy: TrustedHeaders | None = None,
+        always_on: bool = False,
     ) -> None:
         self._store = store
         self._forced_off = forced_off
@@ -113,7 +114,7 @@ class AuthGate:
         self._limiter = limiter or Limiter.in_memory()
         self._limits = limits or LimitsConfig()
         # An external identity needs no local user first: a product's users are many.
-        self._on = jwt is not None or proxy is not None
+        self._on = always_on or jwt is not None or proxy is not None
         self._known = False  # a read has told whether a user exists
 
     async def start(self) -> None:

@@ -44,6 +44,7 @@ from streamkeep.scaleout import connect as connect_redis
 from streamkeep.server.docs import install as install_docs
 from streamkeep.server.errors import body_too_large
 from streamkeep.server.errors import install as install_errors
+from streamkeep.server.oidc import OidcSignIn
 from streamkeep.server.page import PageMount
 from streamkeep.server.routes import (
     admin,
@@ -167,6 +168,7 @@ def create_app(settings: Settings | None = None) -> App:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.oidc = OidcSignIn.from_settings(settings)
     install_errors(app)
     app.add_middleware(Guard, policy=HostPolicy(settings.host, settings.allowed_hosts))
     routers = (
@@ -229,6 +231,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             limits=settings.limits,
             jwt=JwtVerifier.from_settings(settings),
             proxy=TrustedHeaders.from_settings(settings),
+            always_on=settings.external_identity,
         )
         await auth.start()
         leases = asyncio.create_task(quotas.run(), name="limit-leases")
