@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -114,6 +115,10 @@ def sign_in_with_provider(page: Page, subject: str) -> None:
     expect(page.get_by_label("Password")).to_be_hidden()  # password sign-in is off
     page.get_by_role("link", name=f"Sign in with {PROVIDER}").click()
     expect(page.get_by_role("heading", name="Authorize Client")).to_be_visible()
+    # The authorization request carries PKCE (S256) and a nonce.
+    asked = parse_qs(urlsplit(page.url).query)
+    assert asked["code_challenge_method"] == ["S256"] and asked["code_challenge"][0]
+    assert asked["nonce"][0] and asked["client_id"] == ["streamkeep-page"]
     page.get_by_role("button", name=subject, exact=True).click()
 
 
