@@ -9,10 +9,6 @@ of the group `streamkeep-admins` are admins.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,8 +17,9 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.browser.pagekit import last_reply, send, watch_csp
-from tests.browser.procs import ROOT, clean_env, launch_server, stop_process
+from tests.browser.procs import launch_server, stop_process
 from tests.conftest import free_port
+from tests.oidc_provider import oidc_provider
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -40,38 +37,14 @@ USERS = [
 
 
 @pytest.fixture(scope="module")
-def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """oidc-provider-mock on a free port; yields its issuer URL."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("oidc") / "provider.log"
-    claims = [arg for user in USERS for arg in ("--user-claims", json.dumps(user))]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "oidc_provider_mock", "--port", str(port), *claims],
-            cwd=ROOT,
-            env=clean_env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    issuer = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while True:  # start-up is setup: poll until it answers
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the OIDC provider did not start:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{issuer}/.well-known/openid-configuration").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with oidc_provider(USERS, tmp_path_factory.mktemp("oidc") / "provider.log") as issuer:
         yield issuer
-    finally:
-        stop_process(proc)
 
 
 @pytest.fixture(scope="module")
 def oidc_server(
-    fake_provider: str, oidc_provider: str, tmp_path_factory: pytest.TempPathFactory
+    fake_provider: str, provider: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     home = tmp_path_factory.mktemp("oidc-server")
     port = free_port()
@@ -79,7 +52,7 @@ def oidc_server(
         home,
         fake_provider,
         port,
-        STREAMKEEP_OIDC_ISSUER=oidc_provider,
+        STREAMKEEP_OIDC_ISSUER=provider,
         STREAMKEEP_OIDC_CLIENT_ID="streamkeep-page",
         STREAMKEEP_OIDC_CLIENT_SECRET="a client secret the provider issued",
         STREAMKEEP_OIDC_PROVIDER_NAME=PROVIDER,

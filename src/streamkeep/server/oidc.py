@@ -31,6 +31,14 @@ from streamkeep.http.auth import IdentityUnavailable, Unauthorized
 from streamkeep.server.errors import RequestRefused
 from streamkeep.store.external_users import ExternalIdentity
 
+# Authlib's HTTP client is httpx2 where installed, else httpx: either one's failures.
+try:
+    import httpx2
+
+    HTTP_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPError, httpx2.HTTPError)
+except ImportError:  # pragma: no cover - httpx2 comes with the SDKs streamkeep uses
+    HTTP_ERRORS = (httpx.HTTPError,)
+
 STATE_COOKIE = "streamkeep_oidc"
 STATE_PATH = "/api/auth/oidc"
 STATE_MAX_AGE = 600
@@ -68,7 +76,7 @@ class OidcSignIn:
         )
         try:
             response: Response = await self.client.authorize_redirect(request, redirect_uri)
-        except (OAuthError, httpx.HTTPError, ValueError) as exc:  # discovery failed
+        except (OAuthError, *HTTP_ERRORS, ValueError) as exc:  # discovery failed
             raise IdentityUnavailable(f"{self.name} could not be reached: {exc}") from None
         response.set_cookie(
             STATE_COOKIE,
@@ -91,7 +99,7 @@ class OidcSignIn:
             token = await self.client.authorize_access_token(request)
         except OAuthError as exc:
             raise Unauthorized(f"the sign-in with {self.name} failed: {_said(exc)}") from None
-        except httpx.HTTPError as exc:
+        except HTTP_ERRORS as exc:
             raise IdentityUnavailable(f"{self.name} could not be reached: {exc}") from None
         claims: dict[str, Any] = dict(token.get("userinfo") or {})
         self._check_allowed(claims)

@@ -97,12 +97,15 @@ class ExternalUsers:
         except IntegrityError:
             # Created at the same moment by another request or worker: theirs is it.
             again = await self.find_external_user(identity.issuer, identity.subject)
-            if again is None:
-                raise
-            return again
+            if again is not None:
+                return again
+        # Someone else took the name at the same moment: the name with the suffix.
+        return await self._create(identity, suffixed=True)
 
-    async def _create(self, identity: ExternalIdentity) -> UserRecord:
+    async def _create(self, identity: ExternalIdentity, *, suffixed: bool = False) -> UserRecord:
         wanted = user_name(identity)
+        if suffixed:
+            wanted = _with_suffix(wanted, identity)
         row: dict[str, Any] = {
             "id": new_user_id(),
             "name": wanted,
