@@ -210,6 +210,17 @@ def test_external_identity_is_off_by_default_and_a_secret_means_hs256() -> None:
         ({"jwt_secret": "s" * 32, "jwt_algorithms": ["RS256"], **JWT}, "RS256 cannot be used"),
         ({"jwt_jwks_url": "https://a/j", "jwt_algorithms": ["HS256"], **JWT}, "HS256 cannot"),
         ({"trusted_proxies": ["10.0.0.300/32"]}, "not an address range"),
+        ({"password_login": False}, "nobody could sign in"),
+        ({"oidc_issuer": "https://sso.example"}, "needs oidc_client_id and oidc_client_secret"),
+        (
+            {
+                "oidc_issuer": "https://s",
+                "oidc_client_id": "c",
+                "oidc_client_secret": "s",
+                "oidc_scopes": "email",
+            },
+            "must include `openid`",
+        ),
     ],
 )
 def test_bad_identity_settings_are_refused(values: dict[str, Any], error: str) -> None:

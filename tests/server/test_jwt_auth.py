@@ -221,3 +221,30 @@ async def test_an_unreachable_jwks_is_a_503_not_a_401(server_factory: ServerFact
     assert r.status_code == 503, r.text
     assert r.json()["error"]["type"] == "identity_unavailable"
     assert "could not be fetched" in r.json()["error"]["message"]
+
+
+async def test_a_token_users_limits_usage_and_gateway_calls_are_theirs(
+    server_factory: ServerFactory,
+) -> None:
+    limits = {"users": {"u-lim": {"requests_per_minute": 3}}}
+    server = await server_factory(jwt_secret=SECRET, limits=limits, **JWT_SETTINGS)
+    async with (
+        bearer(server, hs_token("u-lim")) as limited,
+        bearer(server, hs_token("u-free")) as free,
+    ):
+        body = {"model": "fake/fake-model", "messages": [{"role": "user", "content": "hi"}]}
+        r = await free.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        kept = r.headers["x-streamkeep-chat-id"]
+        assert (await free.get(f"/api/chats/{kept}")).status_code == 200
+        assert (await limited.get(f"/api/chats/{kept}")).status_code == 404
+        usage = (await free.get("/api/usage", params={"group_by": "user"})).json()
+        assert [(i["group"], i["messages"]) for i in usage["items"]] == [("u-free", 1)]
+
+        # Its 2nd and 3rd requests of the minute (the 404 above was the 1st); the 4th: 429.
+        assert (await limited.get("/api/chats")).status_code == 200
+        assert (await limited.get("/api/chats")).status_code == 200
+        over = await limited.get("/api/chats")
+        assert over.status_code == 429, over.text
+        assert "u-lim" in over.json()["error"]["message"] and over.headers["retry-after"]
+        assert (await free.get("/api/chats")).status_code == 200  # others are not limited
