@@ -177,3 +177,52 @@ def test_bad_settings_stop_the_command_with_a_plain_message(
     err = capsys.readouterr().err
     assert err.startswith("streamkeep: invalid settings:\n") and said in err
     assert "Traceback" not in err and not (tmp_path / "streamkeep.db").exists()
+
+
+JWT = {"jwt_issuer": "https://auth.example", "jwt_audience": "streamkeep"}
+
+
+def test_jwt_and_proxy_settings_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STREAMKEEP_JWT_JWKS_URL", "https://auth.example/jwks.json")
+    monkeypatch.setenv("STREAMKEEP_JWT_ISSUER", "https://auth.example")
+    monkeypatch.setenv("STREAMKEEP_JWT_AUDIENCE", "streamkeep")
+    monkeypatch.setenv("STREAMKEEP_JWT_ALGORITHMS", "ES256, RS256")
+    monkeypatch.setenv("STREAMKEEP_TRUSTED_PROXIES", "10.0.0.5/32, fd00::/8")
+    settings = load_settings()
+    assert settings.jwt_algorithm_list() == ["ES256", "RS256"]
+    assert settings.trusted_proxies == ["10.0.0.5/32", "fd00::/8"]
+    assert settings.external_identity
+
+
+def test_external_identity_is_off_by_default_and_a_secret_means_hs256() -> None:
+    assert not load_settings().external_identity
+    assert load_settings(jwt_secret="s" * 32, **JWT).jwt_algorithm_list() == ["HS256"]
+
+
+@pytest.mark.parametrize(
+    ("values", "error"),
+    [
+        ({"jwt_secret": "s" * 32}, "need jwt_issuer and jwt_audience"),
+        ({"jwt_secret": "short", **JWT}, "at least 32 characters"),
+        ({"jwt_secret": "s" * 32, "jwt_jwks_url": "https://a/j", **JWT}, "set one of them"),
+        ({"jwt_secret": "s" * 32, "jwt_algorithms": ["RS256"], **JWT}, "RS256 cannot be used"),
+        ({"jwt_jwks_url": "https://a/j", "jwt_algorithms": ["HS256"], **JWT}, "HS256 cannot"),
+        ({"trusted_proxies": ["10.0.0.300/32"]}, "not an address range"),
+        ({"password_login": False}, "nobody could sign in"),
+        ({"oidc_issuer": "https://sso.example"}, "needs oidc_client_id and oidc_client_secret"),
+        (
+            {
+                "oidc_issuer": "https://s",
+                "oidc_client_id": "c",
+                "oidc_client_secret": "s",
+                "oidc_scopes": "email",
+            },
+            "must include `openid`",
+        ),
+    ],
+)
+def test_bad_identity_settings_are_refused(values: dict[str, Any], error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        load_settings(**values)

@@ -7,6 +7,7 @@ environment variables (plus the vendors' own `OPENAI_*` / `ANTHROPIC_API_KEY`), 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -18,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -220,6 +222,50 @@ class Settings(BaseSettings):
     # The session cookie's Secure flag. None: when the request came over HTTPS; set true
     # behind a proxy that ends TLS (the server then sees plain HTTP).
     cookie_secure: bool | None = None
+    # Local password sign-in on the page (`POST /api/auth/login`); off: only OIDC.
+    password_login: bool = True
+
+    # External identity (see http.external, README "Accounts"); any of the three
+    # turns auth on from the start.
+    # JWT bearer tokens from a product's own auth: HS256 with `jwt_secret`, or keys
+    # from `jwt_jwks_url`; `jwt_issuer` and `jwt_audience` must match the token's.
+    jwt_secret: SecretStr | None = None
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    # None: ["HS256"] with a secret, ["RS256", "ES256"] with a JWKS.
+    jwt_algorithms: Annotated[list[str] | None, NoDecode] = None
+    jwt_leeway: float = Field(default=30.0, ge=0, le=600)  # seconds, for exp/nbf/iat
+    jwt_name_claim: str = "preferred_username"  # the user's name (else email, sub)
+    jwt_email_claim: str = "email"
+    # Seconds a fetched JWKS is used; a token with an unknown `kid` refetches it,
+    # at most once per `jwks_refresh_interval` seconds.
+    jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    jwks_refresh_interval: float = Field(default=30.0, ge=0)
+    # Trusted headers from an auth proxy: honoured only from these address ranges
+    # (CIDR, e.g. "10.0.0.5/32"); empty: off.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    trusted_user_header: str = "X-Forwarded-User"
+    trusted_email_header: str = "X-Forwarded-Email"
+    # OIDC sign-in for the page (authorization code flow with PKCE): the provider's
+    # issuer URL (its /.well-known/openid-configuration is read), this client's id and
+    # secret, and the name on the page's "Sign in with NAME" button.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_provider_name: str = "OIDC"
+    oidc_scopes: str = "openid email profile"
+    # Where the provider sends the browser back; None: this server's
+    # /api/auth/oidc/callback as the request reached it.
+    oidc_redirect_url: str | None = None
+    # Who may sign in: an email domain listed here (the `email` claim), and/or a
+    # value of `oidc_groups_claim` equal to `oidc_required_group`. Empty/None: anyone.
+    oidc_allowed_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    oidc_groups_claim: str = "groups"
+    oidc_required_group: str | None = None
+    # Admins: the claim `oidc_admin_claim` equals, or (a list) holds, `oidc_admin_value`.
+    oidc_admin_claim: str = "groups"
+    oidc_admin_value: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -240,7 +286,34 @@ class Settings(BaseSettings):
                 raise ValueError(f"[aliases] {name[:70]!r}: {problem}")
         return self
 
-    @field_validator("allowed_hosts", mode="before")
+    @model_validator(mode="after")
+    def _identity_settings(self) -> Settings:
+        problem = jwt_problem(self) or proxies_problem(self.trusted_proxies) or oidc_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def jwt_enabled(self) -> bool:
+        return self.jwt_secret is not None or self.jwt_jwks_url is not None
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return self.oidc_issuer is not None
+
+    @property
+    def external_identity(self) -> bool:
+        """Whether any external identity is configured (auth is then on)."""
+        return self.jwt_enabled or bool(self.trusted_proxies) or self.oidc_enabled
+
+    def jwt_algorithm_list(self) -> list[str]:
+        if self.jwt_algorithms:
+            return self.jwt_algorithms
+        return ["HS256"] if self.jwt_secret is not None else ["RS256", "ES256"]
+
+    @field_validator(
+        "allowed_hosts", "trusted_proxies", "jwt_algorithms", "oidc_allowed_domains", mode="before"
+    )
     @classmethod
     def _comma_list(cls, v: Any) -> Any:
         return [h.strip() for h in v.split(",") if h.strip()] if isinstance(v, str) else v
@@ -323,6 +396,54 @@ def _alias_problem(
             return f"{target!r} is not PROVIDER/MODEL of a configured provider ({known})"
         if cfg.models and model not in cfg.models:
             return f"provider {prefix!r} has no model {model!r}; it serves: {', '.join(cfg.models)}"
+    return None
+
+
+_SECRET_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+_KEY_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+def jwt_problem(settings: Settings) -> str | None:
+    """What is wrong with the `jwt_*` settings, or None. A shared secret only ever
+    checks HMAC algorithms and a JWKS only public-key ones: a token cannot pick the
+    other kind (the classic confusion of an RSA public key used as an HMAC secret)."""
+    if not settings.jwt_enabled:
+        return None
+    if settings.jwt_secret is not None and settings.jwt_jwks_url is not None:
+        return "jwt_secret and jwt_jwks_url: set one of them (a product signs one way)"
+    if not settings.jwt_issuer or not settings.jwt_audience:
+        return "JWT bearer tokens need jwt_issuer and jwt_audience (the token's iss and aud)"
+    allowed = _SECRET_ALGORITHMS if settings.jwt_secret is not None else _KEY_ALGORITHMS
+    wrong = [a for a in settings.jwt_algorithm_list() if a not in allowed]
+    if wrong:
+        with_what = "jwt_secret" if settings.jwt_secret is not None else "jwt_jwks_url"
+        can = ", ".join(sorted(allowed))
+        return f"jwt_algorithms: {', '.join(wrong)} cannot be used with {with_what} ({can} can)"
+    if settings.jwt_secret is not None and len(settings.jwt_secret.get_secret_value()) < 32:
+        return "jwt_secret: at least 32 characters (RFC 7518 wants a key as long as the hash)"
+    return None
+
+
+def oidc_problem(settings: Settings) -> str | None:
+    if not settings.oidc_enabled:
+        if not settings.password_login and not settings.external_identity:
+            return "password_login is off and no external identity is set: nobody could sign in"
+        return None
+    if not settings.oidc_client_id or settings.oidc_client_secret is None:
+        return "OIDC sign-in needs oidc_client_id and oidc_client_secret"
+    if "openid" not in settings.oidc_scopes.split():
+        return "oidc_scopes: must include `openid`"
+    return None
+
+
+def proxies_problem(proxies: list[str]) -> str | None:
+    for entry in proxies:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            return f"trusted_proxies: {entry[:60]!r} is not an address range (CIDR)"
     return None
 
 

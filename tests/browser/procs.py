@@ -59,14 +59,17 @@ def write_config(home: Path, provider_url: str) -> Path:
     return config
 
 
-def launch_server(home: Path, provider_url: str, port: int) -> subprocess.Popen[bytes]:
-    """Start `streamkeep serve` on `port` with its data in `home`; return once healthy."""
+def launch_server(home: Path, provider_url: str, port: int, **env: str) -> subprocess.Popen[bytes]:
+    """Start `streamkeep serve` on `port` with its data in `home` (and `env`, e.g.
+    `STREAMKEEP_OIDC_ISSUER`); return once healthy."""
     config = write_config(home, provider_url)
     with (home / "server.log").open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamkeep", "serve", "--port", str(port)],
             cwd=home,
-            env=clean_env(STREAMKEEP_CONFIG=str(config), STREAMKEEP_DATA_DIR=str(home / "data")),
+            env=clean_env(
+                STREAMKEEP_CONFIG=str(config), STREAMKEEP_DATA_DIR=str(home / "data"), **env
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

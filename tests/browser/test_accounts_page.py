@@ -162,9 +162,17 @@ def test_a_wrong_password_shows_an_error_and_no_app(
     expect(error).to_have_text(WRONG)
     expect_signed_out(page)
     assert not page.context.cookies()
-    # Signed out, the page asks the API who it is and tries to sign in, nothing else.
+    # Signed out, the page asks the API who it is and how to sign in (once), and tries
+    # to sign in, nothing else.
     api_calls = [a for a in asked if a.split()[1].startswith(("/api/", "/v1/"))]
-    assert api_calls == ["GET /api/me", "POST /api/auth/login", "POST /api/auth/login"]
+    assert api_calls == [
+        "GET /api/me",
+        "GET /api/auth/methods",
+        "POST /api/auth/login",
+        "POST /api/auth/login",
+    ]
+    # No provider configured: no "Sign in with" button.
+    expect(page.get_by_role("link", name=re.compile("Sign in with"))).to_have_count(0)
 
 
 def test_the_right_password_shows_the_app_and_a_chat_made_is_listed(

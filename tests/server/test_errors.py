@@ -10,7 +10,7 @@ from redis import exceptions as redis_exc
 from sqlalchemy import exc as sa_exc
 
 from streamkeep.generation.errors import GenerationError, ShuttingDown
-from streamkeep.http.auth import Unauthorized
+from streamkeep.http.auth import IdentityUnavailable, Unauthorized
 from streamkeep.http.limits import LimitExceeded
 from streamkeep.llm.errors import LLMError, ProviderTimeout, UnknownModelError
 from streamkeep.server.errors import ANSWERS, RequestRefused, install
@@ -109,6 +109,6 @@ def _kinds(base: type[Exception]) -> set[str]:
 
 def test_every_row_of_the_table_is_a_kind_something_raises() -> None:
     domain = _kinds(StoreError) | _kinds(LLMError) | _kinds(GenerationError)
-    domain |= {Unauthorized.kind, LimitExceeded.kind, UnknownTools.kind}
+    domain |= {Unauthorized.kind, IdentityUnavailable.kind, LimitExceeded.kind, UnknownTools.kind}
     infrastructure = {"database_unavailable", "redis_unavailable"}
     assert set(ANSWERS) <= domain | infrastructure

@@ -21,10 +21,10 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.slow
 
 
-def _serve(data_dir: Path, *flags: str) -> subprocess.Popen[str]:
+def _serve(data_dir: Path, *flags: str, **extra_env: str) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "streamkeep", "serve", "--host", "0.0.0.0"]
     cmd += ["--port", str(free_port()), "--data-dir", str(data_dir), "--log-level", "warning"]
-    env = os.environ | {"STREAMKEEP_ENABLE_LOCAL_MODEL": "false"}
+    env = os.environ | {"STREAMKEEP_ENABLE_LOCAL_MODEL": "false"} | extra_env
     return subprocess.Popen(
         [*cmd, *flags], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -83,3 +83,28 @@ async def test_listening_everywhere_with_a_user_starts_with_auth_on(tmp_path: Pa
     finally:
         proc.terminate()
         proc.communicate(timeout=60)
+
+
+async def test_an_external_identity_serves_everywhere_with_auth_on_and_no_user(
+    tmp_path: Path,
+) -> None:
+    # Its users arrive through the proxy (or a JWT, or OIDC): none needs creating first.
+    proc = _serve(tmp_path, STREAMKEEP_TRUSTED_PROXIES="10.9.9.9/32")
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
+        assert "streamkeep serving on http://0.0.0.0:" in line, line
+        port = line.strip().rsplit(":", 1)[1]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            async with asyncio.timeout(60):
+                while True:
+                    try:
+                        r = await c.get("/api/chats", headers={"x-forwarded-user": "mallory"})
+                        break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.1)
+            assert r.status_code == 401  # auth is on, and 127.0.0.1 is no trusted proxy
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert "ignored X-Forwarded-User from 127.0.0.1" in err

@@ -7,13 +7,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from streamkeep.store import ChatStore, Database
+from streamkeep.store.external_users import ExternalIdentity
 from streamkeep.store.migrations import (
     MIGRATIONS_DIR,
     alembic_config,
@@ -54,7 +57,7 @@ async def test_upgrade_is_idempotent_and_stamps_head(db: Database) -> None:
     async with db.engine.connect() as conn:
         version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
         tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-    assert version == head == "0007_images"
+    assert version == head == "0008_external_identity"
     assert tables == {
         "alembic_version",
         "chats",
@@ -77,6 +80,7 @@ def test_revisions_ship_inside_the_package() -> None:
     assert (MIGRATIONS_DIR / "versions" / "0005_chat_tools.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0006_message_fallbacks.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0007_images.py").is_file()
+    assert (MIGRATIONS_DIR / "versions" / "0008_external_identity.py").is_file()
     assert "streamkeep" in MIGRATIONS_DIR.parts
 
 
@@ -161,7 +165,7 @@ async def test_upgrading_a_0001_database_keeps_its_chats_and_numbers_them_from_1
         assert await conn.run_sync(_diff) == []
         version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
         seq = (await conn.execute(text("SELECT event_seq FROM chats"))).scalar()
-    assert version == "0007_images"
+    assert version == "0008_external_identity"
     assert seq == 0
     store = ChatStore(db)
     chat = await store.get_chat("chat_old")
@@ -303,3 +307,48 @@ async def test_0004_keeps_a_replys_key_nulls_it_when_the_key_goes_and_downgrades
     async with db.engine.connect() as conn:
         assert await conn.run_sync(_diff) == []
     assert (await store.get_message(reply.id)).api_key_id is None
+
+
+async def test_0008_keeps_local_users_adds_external_identities_and_downgrades(
+    db: Database, tmp_path: Path
+) -> None:
+    await upgrade_to(db, tmp_path, "0007")
+    params = {"now": datetime.fromisoformat("2026-01-01 12:00:00+00:00")}
+    async with db.engine.begin() as conn:  # a user of 0007
+        await conn.execute(
+            text(
+                "INSERT INTO users (id, name, is_admin, created_at)"
+                " VALUES ('u_ada', 'ada', false, :now)"
+            ),
+            params,
+        )
+    store = ChatStore(db)
+
+    await db.upgrade()
+    async with db.engine.connect() as conn:
+        assert await conn.run_sync(_diff) == []
+    kept = await store.get_user("u_ada")
+    assert (kept.name, kept.issuer, kept.email) == ("ada", None, None)
+    # Local users all have (NULL, NULL): the unique pair does not hold them apart.
+    await store.create_user("bea", None)
+
+    first = ExternalIdentity("https://idp.example", "42", name="ada", email="a@idp.example")
+    user = await store.external_user(first)
+    assert user.name.startswith("ada-") and user.issuer == "https://idp.example"
+    assert (await store.external_user(first)).id == user.id  # found, not made again
+    with pytest.raises(IntegrityError):  # a second user with the same (issuer, subject)
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO users (id, name, is_admin, created_at, issuer, subject)"
+                    " VALUES ('u_dup', 'dup', false, :now, 'https://idp.example', '42')"
+                ),
+                params,
+            )
+
+    async with db.engine.connect() as conn:
+        await conn.run_sync(lambda c: downgrade_to(c, "0007_images"))
+    assert not {"issuer", "subject", "email"} & await columns_of(db, "users")
+    async with db.engine.connect() as conn:
+        names = (await conn.execute(text("SELECT name FROM users ORDER BY name"))).scalars()
+        assert sorted(names) == sorted(["ada", "bea", user.name])

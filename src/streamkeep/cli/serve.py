@@ -138,8 +138,8 @@ def run(args: argparse.Namespace) -> int:
 async def _check_auth(settings: Settings) -> str | None:
     """Why the server must not start as configured: beyond loopback, with no user and
     no `--no-auth`, it would serve every chat to anyone who reaches it."""
-    if settings.no_auth or is_loopback(settings.host):
-        return None
+    if settings.no_auth or is_loopback(settings.host) or settings.external_identity:
+        return None  # an external identity turns auth on by itself
     database = Database.from_url(settings.resolved_database_url)
     try:
         await database.upgrade()

@@ -9,12 +9,18 @@ keeps auth off (what needs the database fails by itself; a resume served from me
 or Redis goes on, as before accounts existed); one that never read it answers 503
 rather than guess. `--no-auth` (`no_auth`) keeps it off whatever the users.
 
+Configuring an external identity (a JWT issuer, trusted proxies) turns auth on from
+the start: its users are created as they arrive.
+
 With auth on, a request names its user by one of, first found wins:
-- `Authorization: Bearer KEY`, or `x-api-key: KEY` (the Anthropic SDK's header): an
-  API key (`sk-keep-...`), for programs, the gateway's included;
+- `Authorization: Bearer TOKEN`: a JWT (two dots: `http.tokens`) when `jwt_*` is set,
+  else an API key; `Authorization: Bearer KEY` or `x-api-key: KEY` (the Anthropic
+  SDK's header): an API key (`sk-keep-...`), for programs, the gateway's included;
+- the proxy's user header, from a peer in `trusted_proxies` (`http.proxy_identity`);
 - the `streamkeep_session` cookie, set by `POST /api/auth/login`, for the page.
-Nothing, or something that does not work (unknown, revoked, expired, a disabled
-user's), is a 401 that says which of the two to send, never why it failed.
+Nothing, or a key or session that does not work (unknown, revoked, expired, a
+disabled user's), is a 401 that says which to send, never why it failed; a JWT's 401
+says what is wrong with it (`http.tokens`).
 
 Isolation: every chat has an owner (`chats.user_id`), and `owned_chat` /
 `owned_message` answer another user's id exactly as an unknown one (NotFound: a 404,
@@ -31,27 +37,23 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 
 from streamkeep.config import LimitsConfig
+from streamkeep.http.auth_errors import IdentityUnavailable, Unauthorized
 from streamkeep.http.limits import Limiter, Subject, subjects_for
+from streamkeep.http.proxy_identity import TrustedHeaders
+from streamkeep.http.tokens import JwtVerifier, looks_like_jwt
 from streamkeep.llm.errors import UnknownModelError
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.store import ChatStore
 from streamkeep.store.errors import NotFound
+from streamkeep.store.external_users import ExternalIdentity
 from streamkeep.store.records import ApiKeyRecord, ChatRecord, UserRecord
+
+__all__ = ["AuthGate", "Caller", "IdentityUnavailable", "Unauthorized"]
 
 logger = logging.getLogger(__name__)
 
 SESSION_COOKIE = "streamkeep_session"
 BEARER = "bearer "
-
-
-class Unauthorized(Exception):
-    """No credentials, or credentials that do not work: a 401."""
-
-    kind = "unauthorized"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +103,18 @@ class AuthGate:
         forced_off: bool,
         limiter: Limiter | None = None,
         limits: LimitsConfig | None = None,
+        jwt: JwtVerifier | None = None,
+        proxy: TrustedHeaders | None = None,
+        always_on: bool = False,
     ) -> None:
         self._store = store
         self._forced_off = forced_off
+        self._jwt = jwt
+        self._proxy = proxy
         self._limiter = limiter or Limiter.in_memory()
         self._limits = limits or LimitsConfig()
-        self._on = False
+        # An external identity needs no local user first: a product's users are many.
+        self._on = always_on or jwt is not None or proxy is not None
         self._known = False  # a read has told whether a user exists
 
     async def start(self) -> None:
@@ -143,11 +151,22 @@ class AuthGate:
 
     async def _identify(self, request: Request) -> Caller:
         key = _api_key(request)
+        if key is not None and looks_like_jwt(key):
+            if self._jwt is None:
+                raise Unauthorized(
+                    "the bearer token is a JWT, and this server takes none "
+                    "(jwt_secret or jwt_jwks_url is not set): send an API key"
+                )
+            return await self._external(await self._jwt.identify(key))
         if key is not None:
             found = await self._store.lookup_api_key(key)
             if found is None:
                 raise Unauthorized("the API key is not valid: it is unknown or was revoked")
             return self._caller(*found)
+        if self._proxy is not None:
+            identity = self._proxy.identify(request)
+            if identity is not None:
+                return await self._external(identity)
         token = request.cookies.get(SESSION_COOKIE)
         if token:
             session = await self._store.lookup_session(token)
@@ -158,6 +177,14 @@ class AuthGate:
             "sign in, or send an API key: `Authorization: Bearer sk-keep-...` "
             "(create one with `streamkeep keys create --user NAME`)"
         )
+
+    async def _external(self, identity: ExternalIdentity) -> Caller:
+        """The caller an external identity names: one read for a known user, their
+        creation the first time."""
+        user = await self._store.external_user(identity)
+        if user.disabled_at is not None:
+            raise Unauthorized(f"the user {user.name!r} is disabled in streamkeep")
+        return self._caller(user, None)
 
     def _caller(self, user: UserRecord, key: ApiKeyRecord | None) -> Caller:
         subjects = subjects_for(

@@ -34,14 +34,17 @@ from streamkeep.generation.manager import default_worker_id
 from streamkeep.http.auth import AuthGate
 from streamkeep.http.limits import Limiter
 from streamkeep.http.metrics import Metrics
+from streamkeep.http.proxy_identity import TrustedHeaders
 from streamkeep.http.quotas import Quotas
 from streamkeep.http.responses import RAW_SEND
+from streamkeep.http.tokens import JwtVerifier
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.scaleout import Cluster
 from streamkeep.scaleout import connect as connect_redis
 from streamkeep.server.docs import install as install_docs
 from streamkeep.server.errors import body_too_large
 from streamkeep.server.errors import install as install_errors
+from streamkeep.server.oidc import OidcSignIn
 from streamkeep.server.page import PageMount
 from streamkeep.server.routes import (
     admin,
@@ -165,6 +168,7 @@ def create_app(settings: Settings | None = None) -> App:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.oidc = OidcSignIn.from_settings(settings)
     install_errors(app)
     app.add_middleware(Guard, policy=HostPolicy(settings.host, settings.allowed_hosts))
     # Matched in this order, each router's routes in turn: the gateway's three APIs
@@ -228,7 +232,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         quotas = Quotas(limiter)
         app.state.quotas = quotas
         app.state.auth = auth = AuthGate(
-            store, forced_off=settings.no_auth, limiter=limiter, limits=settings.limits
+            store,
+            forced_off=settings.no_auth,
+            limiter=limiter,
+            limits=settings.limits,
+            jwt=JwtVerifier.from_settings(settings),
+            proxy=TrustedHeaders.from_settings(settings),
+            always_on=settings.external_identity,
         )
         await auth.start()
         leases = asyncio.create_task(quotas.run(), name="limit-leases")

@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match, Mount
 
 from streamkeep.generation.errors import GenerationError
-from streamkeep.http.auth import Unauthorized
+from streamkeep.http.auth import IdentityUnavailable, Unauthorized
 from streamkeep.http.limits import LimitExceeded
 from streamkeep.llm.errors import LLMError
 from streamkeep.store.errors import StoreError
@@ -89,6 +89,8 @@ ANSWERS: dict[str, Answer] = {
     "unsupported_image_type": Answer(415),
     "shutting_down": Answer(503, "the server is shutting down", retry=True),
     "database_unavailable": Answer(503, "the database is not reachable"),
+    # A JWT's signing keys (the product's JWKS) could not be fetched.
+    "identity_unavailable": Answer(503, retry=True),
     # Only what needs another worker fails (its stream, its stop): this one's replies
     # run on, their frames waiting for Redis.
     "redis_unavailable": Answer(503, "Redis is not reachable", retry=True),
@@ -111,6 +113,7 @@ _DOMAIN = (
     LLMError,
     GenerationError,
     Unauthorized,
+    IdentityUnavailable,
     LimitExceeded,
     UnknownTools,
 )

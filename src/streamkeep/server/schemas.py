@@ -295,6 +295,20 @@ class Login(_Body):
     password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
 
+class OidcMethod(BaseModel):
+    #: the provider's name, for "Sign in with NAME"
+    name: str
+    #: where the page's button goes: the start of the OIDC sign-in
+    url: str
+
+
+class AuthMethods(BaseModel):
+    #: whether `POST /api/auth/login` (user name and password) is on
+    password: bool
+    #: the OIDC provider, when configured
+    oidc: OidcMethod | None = None
+
+
 class Me(BaseModel):
     #: false in the single-user default (no user exists yet), or with `--no-auth`
     auth: bool

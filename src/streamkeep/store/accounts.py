@@ -170,6 +170,9 @@ class Accounts:
             "is_admin": is_admin,
             "disabled_at": None,
             "created_at": self._clock(),
+            "issuer": None,  # a local user (`store.external_users` makes the others)
+            "subject": None,
+            "email": None,
         }
         adopted = 0
         try:

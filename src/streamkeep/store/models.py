@@ -191,6 +191,13 @@ class UserRow(Base):
     is_admin: Mapped[bool] = mapped_column(Boolean)
     disabled_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
+    # An external identity (OIDC, a product's JWT, an auth proxy): who vouches for the
+    # user and their id there; NULL for local users.
+    issuer: Mapped[str | None] = mapped_column(String(255))
+    subject: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320))
+
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
 
 
 class SessionRow(Base):

@@ -116,6 +116,11 @@ class UserRecord(_Record):
     #: set when an admin disabled the user: their sessions and keys no longer work
     disabled_at: datetime | None
     created_at: datetime
+    #: who vouches for an external user (an OIDC or JWT issuer, `trusted-header`);
+    #: None for a local one
+    issuer: str | None = None
+    #: from the identity's claims or the proxy's header; None for a local user
+    email: str | None = None
 
 
 class SessionRecord(_Record):

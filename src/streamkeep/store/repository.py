@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from streamkeep.store.accounts import Accounts
 from streamkeep.store.chats import Chats
 from streamkeep.store.db import Database
+from streamkeep.store.external_users import ExternalUsers
 from streamkeep.store.generations import Generations
 from streamkeep.store.images import Images
 from streamkeep.store.replies import Replies
@@ -30,7 +31,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class ChatStore(Chats, Replies, Generations, Accounts, Usage, Images):
+class ChatStore(Chats, Replies, Generations, Accounts, ExternalUsers, Usage, Images):
     """Chats, their message trees and the generations writing into them; the users
     they belong to, and what their replies used.
 

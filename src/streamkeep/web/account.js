@@ -26,6 +26,8 @@ export function createAccount(hooks) {
     name: $("signin-name"),
     password: $("signin-password"),
     submit: $("signin-submit"),
+    fields: document.querySelectorAll("#signin-form .field"),
+    oidc: $("signin-oidc"),
     notice: $("signin-notice"),
     error: $("signin-error"),
     account: $("account"),
@@ -119,6 +121,29 @@ export function createAccount(hooks) {
     ui.error.textContent = "";
     ui.notice.textContent = notice;
     (name ? ui.password : ui.name).focus();
+    showMethods();
+  }
+
+  // The provider's button, and the password fields only where password sign-in is on.
+  let methods = null;
+  async function showMethods() {
+    if (!methods) {
+      try {
+        methods = await identity.methods();
+      } catch {
+        return; // the password form stays, as before there were other ways
+      }
+    }
+    if (methods.oidc) {
+      ui.oidc.textContent = `Sign in with ${methods.oidc.name}`;
+      ui.oidc.href = methods.oidc.url.replace(/^\//, "");
+      ui.oidc.hidden = false;
+    }
+    if (!methods.password) {
+      for (const field of ui.fields) field.hidden = true;
+      ui.submit.hidden = true;
+      if (methods.oidc) ui.oidc.focus();
+    }
   }
 
   function markInvalid(invalid) {

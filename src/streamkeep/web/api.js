@@ -101,6 +101,8 @@ export const api = {
 // Who the page acts for, and the signed-in user's API keys (docs/api.md: "Identity").
 export const identity = {
   me: () => json("GET", "api/me"),
+  // How one may sign in here: { password, oidc: { name, url } | null }.
+  methods: () => json("GET", "api/auth/methods"),
   login: (name, password) => json("POST", "api/auth/login", { name, password }),
   logout: () => json("POST", "api/auth/logout"),
   listKeys: async () => (await json("GET", "api/keys")).items,

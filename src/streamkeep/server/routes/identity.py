@@ -13,13 +13,25 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse
 
-from streamkeep.config import LimitSpec
+from streamkeep.config import LimitSpec, Settings
 from streamkeep.http.auth import SESSION_COOKIE, CallerDep, check_model
 from streamkeep.http.deps import QuotasDep, SettingsDep, StoreDep
 from streamkeep.http.limits import Subject
 from streamkeep.server.errors import RequestRefused
-from streamkeep.server.schemas import ERROR_RESPONSES, KeyCreate, KeyCreated, KeyList, Login, Me
+from streamkeep.server.oidc import CALLBACK_PATH, LOGIN_PATH, OidcSignIn
+from streamkeep.server.schemas import (
+    ERROR_RESPONSES,
+    AuthMethods,
+    KeyCreate,
+    KeyCreated,
+    KeyList,
+    Login,
+    Me,
+    OidcMethod,
+)
+from streamkeep.store import ChatStore
 from streamkeep.store.records import UserRecord
 
 router = APIRouter(tags=["identity"], responses=ERROR_RESPONSES)
@@ -37,12 +49,27 @@ async def login(
     """Start a page session: sets the session cookie."""
     attempts = Subject("user", f"sign-in:{body.name}", body.name, LOGIN_ATTEMPTS)
     await quotas.limiter.admit_request([attempts])
+    if not settings.password_login:
+        raise RequestRefused(
+            403,
+            "password_login_disabled",
+            "password sign-in is off here: sign in with "
+            f"{settings.oidc_provider_name} (GET {LOGIN_PATH})",
+        )
     user = await store.check_password(body.name, body.password)
     if user is None:  # unknown name, wrong password or disabled user: one answer
         raise RequestRefused(401, "unauthorized", "wrong user name or password")
+    response = Response(Me(auth=True, user=user).model_dump_json(), media_type="application/json")
+    await start_session(response, request, store, settings, user)
+    return response
+
+
+async def start_session(
+    response: Response, request: Request, store: ChatStore, settings: Settings, user: UserRecord
+) -> None:
+    """A new page session for `user`, its cookie set on `response`."""
     lifetime = timedelta(seconds=settings.session_lifetime)
     _, token = await store.create_session(user.id, lifetime=lifetime)
-    response = Response(Me(auth=True, user=user).model_dump_json(), media_type="application/json")
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -56,7 +83,44 @@ async def login(
             else request.url.scheme == "https"
         ),
     )
+
+
+@router.get("/api/auth/methods", response_model=AuthMethods)
+async def auth_methods(settings: SettingsDep) -> AuthMethods:
+    """How the page may sign in (no credentials needed): password, and/or the OIDC
+    provider's button."""
+    oidc = None
+    if settings.oidc_enabled:
+        oidc = OidcMethod(name=settings.oidc_provider_name, url=LOGIN_PATH)
+    return AuthMethods(password=settings.password_login, oidc=oidc)
+
+
+@router.get(LOGIN_PATH, status_code=302, response_class=Response)
+async def oidc_login(request: Request) -> Response:
+    """Start the OIDC sign-in: a redirect to the provider (404 unless configured)."""
+    return await _oidc(request).start(request)
+
+
+@router.get(CALLBACK_PATH, status_code=302, response_class=Response)
+async def oidc_callback(request: Request, store: StoreDep, settings: SettingsDep) -> Response:
+    """The provider's redirect back: checks the code, signs the user in (a session
+    cookie, as `POST /api/auth/login`) and sends the browser to the page."""
+    oidc = _oidc(request)
+    identity = await oidc.finish(request)
+    user = await store.external_user(identity, refresh=True)
+    if user.disabled_at is not None:
+        raise RequestRefused(403, "forbidden", f"the user {user.name!r} is disabled here")
+    response = RedirectResponse("/", status_code=302)
+    oidc.clear_state(response, request)
+    await start_session(response, request, store, settings, user)
     return response
+
+
+def _oidc(request: Request) -> OidcSignIn:
+    oidc: OidcSignIn | None = request.app.state.oidc
+    if oidc is None:
+        raise RequestRefused(404, "not_found", "OIDC sign-in is not configured here")
+    return oidc
 
 
 @router.post("/api/auth/logout", status_code=204, response_class=Response)
