@@ -23,6 +23,8 @@ from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
 
+from opentelemetry import trace
+
 from streamkeep.generation.checkpointer import Checkpointer
 from streamkeep.generation.errors import ShuttingDown
 from streamkeep.generation.generation import (
@@ -39,6 +41,7 @@ from streamkeep.generation.requests import ReplyRequests
 from streamkeep.generation.steps import ReplyStream
 from streamkeep.generation.sweeper import OrphanSweeper
 from streamkeep.generation.toolloop import tool_loop
+from streamkeep.generation.tracing import SCOPE, start_span, traceparent
 from streamkeep.llm.errors import LLMError
 from streamkeep.llm.events import EventStream, StreamError, StreamEvent
 from streamkeep.llm.types import ChatRequest
@@ -76,10 +79,13 @@ class GenerationManager(Joins, ReplyRequests):
         worker_id: str | None = None,
         cluster: Peers | None = None,
         toolbox: Toolbox | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         """`cluster`: the other workers (with Redis: logs they can read, stops from
         them, liveness); None when this process is alone. `toolbox`: the tools replies
-        may call."""
+        may call. `tracer_provider`: where generations' spans go (None: OpenTelemetry's
+        global one)."""
+        self._tracer = trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
         self._store = store
         self.toolbox = toolbox if toolbox is not None else Toolbox()
         self._peers = cluster
@@ -280,7 +286,13 @@ class GenerationManager(Joins, ReplyRequests):
             raise
         rows.set_result(None)
         if self._peers is not None:  # now other workers may find it
-            self._peers.announce(ids.id, ids.chat_id, ids.message_id, first_seq=first_seq)
+            self._peers.announce(
+                ids.id,
+                ids.chat_id,
+                ids.message_id,
+                first_seq=first_seq,
+                traceparent=gen.traceparent,
+            )
         return gen
 
     async def _start_rows(
@@ -375,8 +387,10 @@ class GenerationManager(Joins, ReplyRequests):
         continued: Continued | None = None,
         detached: bool = False,
     ) -> Generation:
+        span = start_span(self._tracer, ids.id, ids.chat_id, ids.message_id, ids.model)
         gen = Generation(
             ids,
+            span=span,
             store=self._store,
             checkpointer=self.checkpointer,
             stop_on_disconnect=self._settings.stop_on_disconnect and not detached,
@@ -385,7 +399,11 @@ class GenerationManager(Joins, ReplyRequests):
             # Only UI-stream generations are resumable through the chat API: the
             # gateway's OpenAI chunks belong to the client that asked for them.
             log=self._new_log(
-                ids, resumable=encoder is None, first_seq=first_seq, announce=announce
+                ids,
+                resumable=encoder is None,
+                first_seq=first_seq,
+                announce=announce,
+                traceparent=traceparent(span),
             ),
             ready=ready,
             first_seq=first_seq,
@@ -430,7 +448,13 @@ class GenerationManager(Joins, ReplyRequests):
         )
 
     def _new_log(
-        self, ids: GenerationIds, *, resumable: bool, first_seq: int, announce: bool
+        self,
+        ids: GenerationIds,
+        *,
+        resumable: bool,
+        first_seq: int,
+        announce: bool,
+        traceparent: str | None,
     ) -> EventLog:
         if self._peers is None:
             return InProcessEventLog(first_seq)
@@ -441,6 +465,7 @@ class GenerationManager(Joins, ReplyRequests):
             resumable=resumable,
             first_seq=first_seq,
             announce=announce,
+            traceparent=traceparent,
         )
 
     def _finished(self, gen: Generation) -> None:

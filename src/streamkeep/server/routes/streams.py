@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from streamkeep.generation import Generation
+from streamkeep.generation.tracing import link_current
 from streamkeep.http.auth import CallerDep, check_owner
 from streamkeep.http.deps import ManagerDep, MetricsDep, StoreDep
 from streamkeep.server.relay import remote_stream_response, resume_point, stream_response
@@ -43,6 +44,7 @@ async def resume(
     if resumed is None:
         return Response(status_code=204)
     generation, after = resumed.generation, resumed.after
+    link_current(generation.traceparent, "resume")
     if isinstance(generation, Generation):
         return stream_response(generation, metrics, after=after)
     return remote_stream_response(generation, after=after)  # another worker runs it
