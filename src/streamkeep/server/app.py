@@ -26,6 +26,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import streamkeep
+import streamkeep.server.observability as observability
 from streamkeep.config import Settings, load_settings
 from streamkeep.gateway.messages import router as messages_router
 from streamkeep.gateway.responses import router as responses_router
@@ -41,7 +42,6 @@ from streamkeep.http.responses import RAW_SEND
 from streamkeep.llm.registry import ModelRegistry
 from streamkeep.scaleout import Cluster
 from streamkeep.scaleout import connect as connect_redis
-import streamkeep.server.observability as observability
 from streamkeep.server.docs import install as install_docs
 from streamkeep.server.errors import body_too_large
 from streamkeep.server.errors import install as install_errors
