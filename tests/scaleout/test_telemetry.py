@@ -30,6 +30,10 @@ def export_env(receiver: OtlpReceiver) -> dict[str, str]:
     }
 
 
+def statuses_of(spans: list[Span], status: str) -> list[Span]:
+    return [s for s in spans if s.attributes["streamkeep.generation.status"] == status]
+
+
 def one(spans: list[Span], what: str) -> Span:
     assert len(spans) == 1, f"{what}: {[(s.name, s.attributes) for s in spans]}"
     return spans[0]
@@ -53,6 +57,11 @@ async def test_one_trace_per_reply_and_the_resume_linked(
                     assert r.status_code == 200
                     rest = [e async for e in events(r)]
                 assert rest[-1].type == "[DONE]"
+                # A second reply, started on a, stopped through b.
+                async with start_reply(a, chat_id, "[[tokens=5000 delay=0.02]] go") as (_, s):
+                    await until(s, "text-delta")
+                    r = await b.post(f"/api/chats/{chat_id}/stop")
+                    assert r.json() == {"stopped": True}
                 await b.aclose()
             await a.aclose()
         # Both servers have exited (SIGTERM): what they buffered was flushed.
@@ -60,9 +69,12 @@ async def test_one_trace_per_reply_and_the_resume_linked(
         assert received.failures == []
         spans = received.spans()
 
-    generation = one([s for s in spans if s.name == "generation"], "generation spans")
+    generations = [s for s in spans if s.name == "generation"]
+    statuses = [s.attributes["streamkeep.generation.status"] for s in generations]
+    assert sorted(statuses) == ["complete", "stopped"]
+    generation = one(statuses_of(generations, "complete"), "the complete generation")
+    stopped = one(statuses_of(generations, "stopped"), "the stopped generation")
     assert generation.attributes["streamkeep.chat.id"] == chat_id
-    assert generation.attributes["streamkeep.generation.status"] == "complete"
     assert generation.attributes["streamkeep.generation.steps"] == 1
     assert generation.attributes["gen_ai.request.model"] == "openai/fake-model"
     trace = [s for s in spans if s.trace_id == generation.trace_id]
@@ -82,6 +94,11 @@ async def test_one_trace_per_reply_and_the_resume_linked(
     # It ran on the other worker, in a trace of its own.
     assert resume.resource["service.instance.id"] != request.resource["service.instance.id"]
     assert resume.trace_id != generation.trace_id
+    stop = one(
+        [s for s in spans if s.attributes.get("http.route") == "/api/chats/{chat_id}/stop"], "stops"
+    )
+    assert (stopped.trace_id, stopped.span_id) in stop.links
+    assert stop.resource["service.instance.id"] == resume.resource["service.instance.id"]
 
     names = received.metric_names()
     for name in (

@@ -180,6 +180,14 @@ class GenerationManager(Joins, ReplyRequests):
             return await gen.stop()  # ours: no other worker can be running this chat
         return self._peers is not None and await self._peers.stop(chat_id)
 
+    async def traceparent(self, chat_id: str) -> str | None:
+        """The traceparent of the chat's latest generation, wherever it runs (None when
+        untraced or unknown): a stop links its span to it."""
+        gen = self._by_chat.get(chat_id)
+        if gen is not None:
+            return gen.traceparent
+        return await self._peers.traceparent(chat_id) if self._peers is not None else None
+
     async def stop_local(self, chat_id: str) -> bool:
         """Stop the chat's generation if this process runs it."""
         gen = self._by_chat.get(chat_id)

@@ -107,6 +107,10 @@ class Peers(Protocol):
         """Stop the chat's generation on whichever worker runs it; True when stopped."""
         ...
 
+    async def traceparent(self, chat_id: str) -> str | None:
+        """The traceparent the chat's latest generation was announced with, if any."""
+        ...
+
     async def find(
         self, chat_id: str, *, generation: tuple[str, str] | None = None
     ) -> GenerationView | None:

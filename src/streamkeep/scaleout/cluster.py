@@ -226,6 +226,12 @@ class Cluster:
                 return False  # it ended (or was stopped) first
         return True
 
+    async def traceparent(self, chat_id: str) -> str | None:
+        """The traceparent in the chat's pointer (see `announce`), if any."""
+        raw = await self.redis.get(self.keys.chat(chat_id))
+        value = orjson.loads(raw).get("traceparent") if raw is not None else None
+        return value if isinstance(value, str) else None
+
     async def find(
         self, chat_id: str, *, generation: tuple[str, str] | None = None
     ) -> RemoteGeneration | None:
