@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -168,3 +169,28 @@ def test_without_an_endpoint_nothing_of_the_sdk_is_imported(tmp_path: Path) -> N
     assert "opentelemetry.sdk.trace" in loaded
     assert "opentelemetry.exporter.otlp.proto.http.trace_exporter" in loaded
     assert "opentelemetry.instrumentation.fastapi" in loaded
+
+
+def test_the_dashboard_queries_metrics_that_exist_and_the_readme_shows_them() -> None:
+    root = Path(__file__).resolve().parents[2]
+    dashboard = orjson.loads((root / "docs" / "grafana-dashboard.json").read_bytes())
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(exprs) >= 12
+    shown = set()
+    for expr in exprs:
+        assert f"`{expr}`" in readme, expr
+        for name in re.findall(r"streamkeep_\w+", expr):
+            family = re.sub(r"_(bucket|total)$", "", name)
+            assert family in EXPECTED, name
+            shown.add(family)
+    # Every metric of issue 19's list is on a panel (the older counters need not be).
+    assert set(EXPECTED) - shown <= {
+        "streamkeep_generations_started",
+        "streamkeep_time_to_first_token_seconds",
+        "streamkeep_relayed_chunks",
+        "streamkeep_db_statements",
+        "streamkeep_db_commits",
+        "streamkeep_provider_calls",
+        "streamkeep_http_request_duration_seconds",
+    }
