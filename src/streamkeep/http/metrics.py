@@ -153,6 +153,7 @@ class Metrics:
             registry=r,
         )
         self._models: set[str] = set()
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         # One waiter per running generation, to count its outcome when it ends.
         self._watchers: dict[str, asyncio.Task[None]] = {}
 
@@ -251,8 +252,15 @@ class Metrics:
     def count_request(self, scope: Scope, status: int, seconds: float) -> None:
         route = _route(scope)
         method = scope["method"] if scope["method"] in _METHODS else OTHER
-        self.http_requests.labels(method, route, str(status)).inc()
-        self.http_seconds.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        children = self._http_children.get(key)
+        if children is None:  # `labels()` takes a lock and builds keys: once per key
+            children = self._http_children[key] = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_seconds.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
