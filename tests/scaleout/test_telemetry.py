@@ -82,7 +82,13 @@ async def test_one_trace_per_reply_and_the_resume_linked(
     request = one([s for s in trace if s.span_id == generation.parent_span_id], "its parent")
     assert request.kind == SERVER
     assert request.attributes["http.route"] == "/api/chats/{chat_id}/messages"
-    call = one([s for s in trace if s.parent_span_id == generation.span_id], "its children")
+    children = [s for s in trace if s.parent_span_id == generation.span_id]
+    assert sorted(s.name for s in children) == [
+        "chat fake-model",
+        "db final write",
+        "db start reply",
+    ]
+    call = one([s for s in children if s.name == "chat fake-model"], "provider calls")
     assert call.kind == CLIENT
     assert call.name == "chat fake-model"
     assert call.attributes["gen_ai.provider.name"] == "openai"

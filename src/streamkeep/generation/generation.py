@@ -33,7 +33,7 @@ from streamkeep.generation.log import EventLog, InProcessEventLog
 from streamkeep.generation.parts import UIPart
 from streamkeep.generation.plan import Continued
 from streamkeep.generation.steps import MAX_STEPS, ReplyEvent, ReplyParts, ReplyStream, count_steps
-from streamkeep.generation.tracing import end_span, traceparent
+from streamkeep.generation.tracing import db_span, end_span, traceparent
 from streamkeep.generation.ui_stream import MAX_END_FRAMES, UIStreamEncoder
 from streamkeep.llm.events import Finish, Routed, StreamError
 from streamkeep.llm.fallback import skipped_json
@@ -112,6 +112,7 @@ class Generation:
         steps: bool = False,
         continued: Continued | None = None,
         span: Span = INVALID_SPAN,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         """`steps`: a reply with tools (its parts mark each step); `continued`: the
         message it continues, whose parts and usage it adds to.
@@ -122,7 +123,7 @@ class Generation:
         chat's `event_seq` as the rows' write sets it; None for a generation that does
         not number the chat's events (the gateway's: they are not resumable).
         `span`: its span (see `generation.tracing`), made current in its task and
-        ended with it."""
+        ended with it; `tracer`: for the spans of its final write."""
         self.ids = ids
         self.id = ids.id
         self.chat_id = ids.chat_id
@@ -156,6 +157,7 @@ class Generation:
         self.answered_by: str | None = None
         self.fallbacks: list[dict[str, Any]] = []
         self.span = span
+        self._tracer = tracer
         self.traceparent = traceparent(span)
 
     def __repr__(self) -> str:
@@ -309,7 +311,8 @@ class Generation:
             if self._discarded:  # no rows to write into, and nobody subscribed
                 return
             await self._checkpointer.settle(self)
-            stored = await self._store_final(outcome)
+            with db_span(self._tracer, self.span, "final write"):
+                stored = await self._store_final(outcome)
             aborted = outcome.status in ("stopped", "interrupted")
             metadata = self._metadata(outcome, stored=stored)
             self._append(self._encoder.end(metadata, outcome.finish_reason, aborted=aborted))

@@ -41,7 +41,7 @@ from streamkeep.generation.requests import ReplyRequests
 from streamkeep.generation.steps import ReplyStream
 from streamkeep.generation.sweeper import OrphanSweeper
 from streamkeep.generation.toolloop import tool_loop
-from streamkeep.generation.tracing import SCOPE, start_span, traceparent
+from streamkeep.generation.tracing import SCOPE, db_span, start_span, traceparent
 from streamkeep.llm.errors import LLMError
 from streamkeep.llm.events import EventStream, StreamError, StreamEvent
 from streamkeep.llm.types import ChatRequest
@@ -264,20 +264,21 @@ class GenerationManager(Joins, ReplyRequests):
         )
         try:
             await asyncio.sleep(0)  # the generation's task sends the request first
-            if continued is not None:
-                await self._store.continue_reply(
-                    chat_id=plan.chat_id,
-                    message_id=continued.message_id,
-                    parts=as_json(continued.parts),
-                    idempotency_key=plan.idempotency_key,
-                    worker_id=self.worker_id,
-                    generation_id=ids.id,
-                    first_seq=first_seq,
-                    reserve_seq=reserve,
-                    api_key_id=plan.api_key_id,
-                )
-            else:
-                await self._start_rows(plan, ids, first_seq, reserve)
+            with db_span(self._tracer, gen.span, "start reply"):
+                if continued is not None:
+                    await self._store.continue_reply(
+                        chat_id=plan.chat_id,
+                        message_id=continued.message_id,
+                        parts=as_json(continued.parts),
+                        idempotency_key=plan.idempotency_key,
+                        worker_id=self.worker_id,
+                        generation_id=ids.id,
+                        first_seq=first_seq,
+                        reserve_seq=reserve,
+                        api_key_id=plan.api_key_id,
+                    )
+                else:
+                    await self._start_rows(plan, ids, first_seq, reserve)
         except BaseException as exc:
             rows.set_exception(exc)
             rows.exception()  # retrieved: the generation only checks that it failed
@@ -399,6 +400,7 @@ class GenerationManager(Joins, ReplyRequests):
         gen = Generation(
             ids,
             span=span,
+            tracer=self._tracer,
             store=self._store,
             checkpointer=self.checkpointer,
             stop_on_disconnect=self._settings.stop_on_disconnect and not detached,

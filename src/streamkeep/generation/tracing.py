@@ -13,11 +13,14 @@ traceparent.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["SCOPE", "end_span", "link", "link_current", "start_span", "traceparent"]
+__all__ = ["SCOPE", "db_span", "end_span", "link", "link_current", "start_span", "traceparent"]
 
 SCOPE = "streamkeep.generation"
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -73,3 +76,20 @@ def link_current(value: str | None, why: str) -> None:
     found = link(value)
     if found is not None:
         trace.get_current_span().add_link(found.context, {"streamkeep.link": why})
+
+
+@contextlib.contextmanager
+def db_span(tracer: trace.Tracer | None, parent: Span, operation: str) -> Iterator[None]:
+    """A span for the generation's own database work (`operation`: its rows' first
+    write, its final write), under `parent` (the generation's span) whichever task it
+    runs in; nothing when the generation is not traced."""
+    if tracer is None or not parent.is_recording():
+        yield
+        return
+    with tracer.start_as_current_span(
+        f"db {operation}",
+        context=trace.set_span_in_context(parent),
+        kind=SpanKind.CLIENT,
+        attributes={"db.operation.name": operation},
+    ):
+        yield
