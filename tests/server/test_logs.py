@@ -25,6 +25,7 @@ from tests.server.test_serve import wait_ready
 pytestmark = pytest.mark.slow
 
 SECRET = "PAPAYA-42-SECRET"
+TRACE, PARENT = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 
 
 @contextmanager
@@ -87,9 +88,9 @@ async def test_json_lines_carry_the_ids_and_no_content(
         chat_id = r.json()["id"]
         path = f"/api/chats/{chat_id}/messages"
         body = {"content": f"[[tokens=5]] {SECRET}"}
-        async with client.stream(
-            "POST", path, json=body, headers={"x-request-id": "req-reply-1"}
-        ) as r:
+        # The caller's W3C trace context is continued.
+        headers = {"x-request-id": "req-reply-1", "traceparent": f"00-{TRACE}-{PARENT}-01"}
+        async with client.stream("POST", path, json=body, headers=headers) as r:
             assert r.headers["x-request-id"] == "req-reply-1"
             await read_all(r)
         await client.aclose()
@@ -109,7 +110,9 @@ async def test_json_lines_carry_the_ids_and_no_content(
     assert line["request_id"] == "req-reply-1"
     generation = [s for s in spans if s.name == "generation"]
     assert [s.attributes["streamkeep.generation.id"] for s in generation] == [line["generation_id"]]
-    assert line["trace_id"] == generation[0].trace_id
+    assert line["trace_id"] == generation[0].trace_id == TRACE
+    [request] = [s for s in spans if s.span_id == generation[0].parent_span_id]
+    assert request.parent_span_id == PARENT
     assert line["span_id"] == generation[0].span_id
 
 
