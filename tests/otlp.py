@@ -78,6 +78,21 @@ class Received:
             for m in sm.metrics
         }
 
+    def last_points(self, name: str) -> list[tuple[dict[str, Any], float]]:
+        """The data points of sum or gauge metric `name` in the last export naming it."""
+        for request in reversed(list(self.metrics)):
+            found = [
+                (attributes(p.attributes), p.as_double or p.as_int)
+                for rm in request.resource_metrics
+                for sm in rm.scope_metrics
+                for m in sm.metrics
+                if m.name == name
+                for p in getattr(m, m.WhichOneof("data")).data_points
+            ]
+            if found:
+                return found
+        return []
+
 
 def attributes(kvs: Any) -> dict[str, Any]:
     return {kv.key: value(kv.value) for kv in kvs}

@@ -9,8 +9,9 @@ reading of the environment: `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
 
 The providers are the app's own (never set as OpenTelemetry's global ones: two apps in
 one process keep apart); the app hands them to what it traces. The app's Prometheus
-counters and gauges go out too, as observable instruments read at each export
-(`bridge`); the latency histograms go out as the OpenTelemetry conventions' own
+metrics go out too, as observable instruments read at each export (`bridge`): counters
+and gauges as such, a histogram as Prometheus keeps one (cumulative `_bucket{le}`,
+`_count` and `_sum` counters), besides the OpenTelemetry conventions' own histograms
 (`gen_ai.client.*`, `http.server.request.duration`). `shutdown()` flushes both.
 """
 
@@ -68,6 +69,15 @@ class Export:
                     [_reader(registry, family.name, "")],
                     description=family.documentation,
                 )
+            elif family.type == "histogram":
+                # As Prometheus stores one: cumulative counters per bucket (`le`), count
+                # and sum, so the same PromQL works on what the collector forwards.
+                for suffix in ("_bucket", "_count", "_sum"):
+                    meter.create_observable_counter(
+                        family.name + suffix,
+                        [_reader(registry, family.name, suffix)],
+                        description=family.documentation,
+                    )
 
 
 def export_from_env(service_instance: str) -> Export | None:

@@ -114,5 +114,11 @@ async def test_one_trace_per_reply_and_the_resume_linked(
         "streamkeep_generations_finished_total",
         "streamkeep_http_requests_total",
         "streamkeep_active_streams",
+        "streamkeep_model_time_to_first_token_seconds_bucket",
+        "streamkeep_model_output_tokens_per_second_count",
     ):
         assert name in names, sorted(names)
+    rates = received.last_points("streamkeep_model_output_tokens_per_second_count")
+    assert ({"model": "openai/fake-model"}, 1) in rates  # the stopped call has no rate
+    buckets = received.last_points("streamkeep_model_time_to_first_token_seconds_bucket")
+    assert ({"model": "openai/fake-model", "le": "+Inf"}, 2) in buckets

@@ -237,11 +237,11 @@ class Metrics:
         else:
             outcome = "cancelled" if call.cancelled else "ok"
         self.provider_calls.labels(call.provider, outcome).inc()
-        if call.first_chunk is None or outcome != "ok":  # a failed call's are no speed
+        if call.first_chunk is None or outcome == "error":  # a failure's times say little
             return
         self.model_ttft.labels(model).observe(call.first_chunk)
         streaming = call.duration - call.first_chunk
-        if call.output_tokens and streaming > 0:
+        if call.output_tokens and streaming > 0 and outcome == "ok":  # whole answers only
             self.model_rate.labels(model).observe(call.output_tokens / streaming)
 
     def retried(self, provider: str, error_type: str) -> None:
