@@ -194,3 +194,22 @@ def test_the_dashboard_queries_metrics_that_exist_and_the_readme_shows_them() ->
         "streamkeep_provider_calls",
         "streamkeep_http_request_duration_seconds",
     }
+
+
+def test_an_endpoint_without_the_otel_extra_is_a_clear_error(tmp_path: Path) -> None:
+    # The exporter made unimportable in this process only, as if the extra were absent.
+    code = (
+        "import sys\n"
+        "sys.modules['opentelemetry.exporter.otlp.proto.http.trace_exporter'] = None\n"
+        "from streamkeep.cli import main\n"
+        f"sys.exit(main(['serve', '--port', '0', '--data-dir', {str(tmp_path)!r}]))\n"
+    )
+    environ = os.environ | {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+        "STREAMKEEP_ENABLE_LOCAL_MODEL": "false",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=environ, capture_output=True, timeout=60, check=False
+    )
+    assert out.returncode == 2
+    assert "pip install 'streamkeep[otel]'" in out.stderr.decode()

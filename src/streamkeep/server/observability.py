@@ -13,6 +13,7 @@ import logging
 
 from fastapi import FastAPI
 
+from streamkeep.config import SettingsError
 from streamkeep.generation import GenerationManager
 from streamkeep.http.metrics import Metrics
 from streamkeep.scaleout import Cluster
@@ -26,11 +27,19 @@ _NOT_TRACED = "/metrics,/healthz,/readyz"
 
 
 def install(app: FastAPI, metrics: Metrics, worker_id: str) -> Export | None:
-    """Start exporting, when asked for: the request spans and the metrics."""
-    export = export_from_env(worker_id)
-    if export is None:
-        return None
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    """Start exporting, when asked for: the request spans and the metrics.
+
+    Raises SettingsError when export is asked for but the `otel` extra is missing."""
+    try:
+        export = export_from_env(worker_id)
+        if export is None:
+            return None
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    except ImportError as exc:
+        raise SettingsError(
+            f"OTEL_EXPORTER_OTLP_ENDPOINT is set, but OTLP export needs the `otel` extra "
+            f"(pip install 'streamkeep[otel]'): {exc}"
+        ) from None
 
     FastAPIInstrumentor.instrument_app(
         app,
