@@ -14,6 +14,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from streamkeep.telemetry import wanted
 from tests.fakes.upstream import Script
 from tests.otlp import OtlpReceiver
 from tests.server.conftest import Server
@@ -213,3 +214,14 @@ def test_an_endpoint_without_the_otel_extra_is_a_clear_error(tmp_path: Path) -> 
     )
     assert out.returncode == 2
     assert "pip install 'streamkeep[otel]'" in out.stderr.decode()
+
+
+def test_which_environments_ask_for_export() -> None:
+    endpoint = "http://collector:4318"
+    assert not wanted({})
+    assert not wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "  "})
+    assert wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+    assert wanted({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint})
+    assert wanted({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": endpoint})
+    assert not wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_SDK_DISABLED": "TRUE"})
+    assert wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_SDK_DISABLED": "false"})
