@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.fakes.upstream import FakeUpstream
+from tests.fakes.upstream_wire import calls_directive
 from tests.otlp import OtlpReceiver
 from tests.server.sse import read_all
 from tests.server.test_serve import wait_ready
@@ -84,10 +85,13 @@ async def test_json_lines_carry_the_ids_and_no_content(
         ) as proc,
     ):
         client = await wait_ready(proc)
-        r = await client.post("/api/chats", json={}, headers={"x-request-id": "req-make-chat"})
+        r = await client.post(
+            "/api/chats", json={"tools": ["calculator"]}, headers={"x-request-id": "req-make-chat"}
+        )
         chat_id = r.json()["id"]
         path = f"/api/chats/{chat_id}/messages"
-        body = {"content": f"[[tokens=5]] {SECRET}"}
+        directive = calls_directive([("calculator", {"expression": "6*7"})])
+        body = {"content": f"{directive} {SECRET}"}
         # The caller's W3C trace context is continued.
         headers = {"x-request-id": "req-reply-1", "traceparent": f"00-{TRACE}-{PARENT}-01"}
         async with client.stream("POST", path, json=body, headers=headers) as r:
@@ -113,6 +117,14 @@ async def test_json_lines_carry_the_ids_and_no_content(
     assert line["trace_id"] == generation[0].trace_id == TRACE
     [request] = [s for s in spans if s.span_id == generation[0].parent_span_id]
     assert request.parent_span_id == PARENT
+    # The tool call ran under the generation, its arguments and result left out.
+    [tool] = [s for s in spans if s.name == "execute_tool calculator"]
+    assert tool.parent_span_id == generation[0].span_id
+    assert tool.attributes["gen_ai.tool.name"] == "calculator"
+    assert "6*7" not in str(tool.attributes)
+    children = [s.name for s in spans if s.parent_span_id == generation[0].span_id]
+    assert children.count("chat fake-model") == 2  # two steps: the call, then the answer
+    assert generation[0].attributes["streamkeep.generation.steps"] == 2
     assert line["span_id"] == generation[0].span_id
 
 

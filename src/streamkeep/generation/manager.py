@@ -455,6 +455,7 @@ class GenerationManager(Joins, ReplyRequests):
             tool_timeout=config.timeout,
             client_tools=tools.client,
             prefix=continued.parts if continued is not None else (),
+            tracer=self._tracer,
         )
 
     def _new_log(
