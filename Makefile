@@ -46,7 +46,7 @@ $(LLAMA_WHEEL): | $(BIN)/python
 
 $(STAMP_RUN): pyproject.toml $(LLAMA_WHEEL) | $(BIN)/python
 	$(LLAMA_INSTALL)
-	$(PIP_INSTALL) -e '.[local]' 'llama-cpp-python==$(LLAMA_VERSION)'
+	$(PIP_INSTALL) -e '.[local,otel]' 'llama-cpp-python==$(LLAMA_VERSION)'
 	touch $@
 
 $(STAMP_TEST): pyproject.toml $(LLAMA_WHEEL) | $(BIN)/python

@@ -53,7 +53,7 @@ def data_dir(tmp_path: Path) -> Path:
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No test reads the developer's own keys, config file or data directory."""
     for var in list(os.environ):
-        if var.startswith(("STREAMKEEP_", "OPENAI_", "ANTHROPIC_")) and not var.startswith(
+        if var.startswith(("STREAMKEEP_", "OPENAI_", "ANTHROPIC_", "OTEL_")) and not var.startswith(
             "STREAMKEEP_TEST_"
         ):
             monkeypatch.delenv(var, raising=False)

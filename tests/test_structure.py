@@ -123,7 +123,7 @@ LAYERS = [
     {"generation"},
     {"tools"},
     {"llm", "store", "sse"},
-    {"text", "config", ""},  # "": the package's own __init__
+    {"text", "config", "logs", "telemetry", ""},  # "": the package's own __init__
 ]
 SAME_ROW = {("__main__", "cli"), ("cli", "client"), ("server", "gateway")}
 

@@ -214,6 +214,12 @@ class Settings(BaseSettings):
     # `streamkeep.llm.fallback`); checked against the providers by `_aliases_resolve`.
     aliases: dict[str, list[str]] = Field(default_factory=dict)
 
+    # Operations. Log lines as plain text or one JSON object per line (`logs`).
+    log_format: Literal["text", "json"] = "text"
+    # Message content (prompts, answers) in the GenAI spans exported over OTLP: off by
+    # default, as prompts are often private. Logs never carry it.
+    capture_content: bool = False
+
     # Accounts (see http.auth). Auth is on once a user exists; `no_auth` keeps it off
     # (`streamkeep serve --no-auth`: needed to listen beyond loopback with no user).
     no_auth: bool = False

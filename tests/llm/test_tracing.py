@@ -22,9 +22,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from streamkeep.config import ProviderConfig, Settings
 from streamkeep.llm.anthropic import AnthropicProvider
 from streamkeep.llm.events import StreamEvent, TextDelta
 from streamkeep.llm.openai import OpenAIProvider
+from streamkeep.llm.registry import ModelRegistry
 from streamkeep.llm.tracing import traced_stream
 from streamkeep.llm.transport import RetryPolicy, Timeouts
 from streamkeep.llm.types import ChatRequest, Message
@@ -249,3 +251,29 @@ async def test_anthropic_stream_reports_cache_reads(
     assert attrs["gen_ai.usage.input_tokens"] == 2060
     assert attrs["gen_ai.usage.cache_read.input_tokens"] == 2048
     assert "server.address" not in attrs
+
+
+@pytest.mark.parametrize("capture", [False, True])
+async def test_the_capture_content_setting_reaches_the_registry_spans(
+    fake_upstream: FakeUpstream, telemetry: Telemetry, capture: bool
+) -> None:
+    settings = Settings(
+        enable_local_model=False,
+        providers={
+            "fake": ProviderConfig(kind="openai", base_url=fake_upstream.base_url, api_key="x")
+        },
+        capture_content=capture,
+    )
+    registry = ModelRegistry(
+        settings,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+    )
+    try:
+        request = ChatRequest(model="fake/fake-model", messages=[Message("user", "psst")])
+        _ = [e async for e in registry.stream("fake/fake-model", request)]
+    finally:
+        await registry.aclose()
+    attrs = dict(telemetry.only_span().attributes or {})
+    assert ("gen_ai.input.messages" in attrs) is capture
+    assert ("psst" in json.dumps(attrs)) is capture

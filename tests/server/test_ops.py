@@ -84,7 +84,10 @@ async def test_metrics_count_generations_and_writes(server: Server) -> None:
         line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
     )
     assert float(samples["streamkeep_generations_started_total"]) == 1
-    assert float(samples['streamkeep_generations_finished_total{status="complete"}']) == 1
+    finished = samples[
+        'streamkeep_generations_finished_total{model="fake/fake-model",status="complete"}'
+    ]
+    assert float(finished) == 1
     assert float(samples["streamkeep_relayed_chunks_total"]) == len(evts)
     assert float(samples["streamkeep_time_to_first_token_seconds_count"]) == 1
     assert float(samples['streamkeep_db_statements_total{kind="write"}']) > 0

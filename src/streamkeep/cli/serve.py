@@ -24,6 +24,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from streamkeep.config import Settings, load_settings
+from streamkeep.logs import LogFormat, uvicorn_log_config
 from streamkeep.scaleout.workers import check_workers, run_workers
 from streamkeep.server import begin_shutdown, create_app
 from streamkeep.store import ChatStore, Database
@@ -48,6 +49,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--data-dir", help="local state directory (STREAMKEEP_DATA_DIR)")
     p.add_argument("--model", help="default model for new chats (STREAMKEEP_MODEL)")
     p.add_argument("--log-level", default="info", help="uvicorn log level (info)")
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="log lines as text, or one JSON object per line with the request, "
+        "generation, chat and trace ids (STREAMKEEP_LOG_FORMAT, text)",
+    )
     p.add_argument(
         "--workers", type=int, default=1, help="server processes (more than 1 needs Redis)"
     )
@@ -95,12 +102,19 @@ def build_server(
         host=settings.host,
         port=settings.port,
         log_level=log_level,
+        **_log_config(settings.log_format, log_level),
         timeout_graceful_shutdown=int(settings.shutdown_grace + _SHUTDOWN_MARGIN) + 1,
         # SSE bodies are relayed as they come; no proxy headers trust by default.
         proxy_headers=False,
         lifespan="on",
     )
     return _Server(config, app)
+
+
+def _log_config(log_format: LogFormat, log_level: str) -> dict[str, Any]:
+    """uvicorn's `log_config` argument: given only for JSON lines (`streamkeep.logs`)."""
+    config = uvicorn_log_config(log_format, log_level)
+    return {} if config is None else {"log_config": config}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         model=args.model,
         no_auth=args.no_auth,
+        log_format=args.log_format,
     )
     problem = check_workers(settings, args.workers) or asyncio.run(_check_auth(settings))
     if problem is not None:

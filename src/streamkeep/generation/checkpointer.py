@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
@@ -62,6 +63,8 @@ class Checkpointer:
         self._pending_finals: dict[str, FinalWrite] = {}
         self._task: asyncio.Task[None] | None = None
         self._failed_ticks = 0  # in a row, for the log
+        # When the last tick stored everything it had to (monotonic): the checkpoint lag.
+        self.last_success = time.monotonic()
 
     def start(self) -> None:
         if self._task is None:
@@ -97,6 +100,7 @@ class Checkpointer:
             elif n & (n - 1) == 0:
                 logger.warning("checkpoint tick failed %d times in a row: %s", n, exc)
             return
+        self.last_success = time.monotonic()
         if self._failed_ticks:
             logger.warning("checkpoints work again after %d failed ticks", self._failed_ticks)
             self._failed_ticks = 0

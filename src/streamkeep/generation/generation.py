@@ -25,16 +25,21 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from opentelemetry import context, trace
+from opentelemetry.trace import INVALID_SPAN, Span
+
 from streamkeep.generation.final import EndStatus, FinalWrite, store_final
 from streamkeep.generation.log import EventLog, InProcessEventLog
 from streamkeep.generation.parts import UIPart
 from streamkeep.generation.plan import Continued
-from streamkeep.generation.steps import MAX_STEPS, ReplyEvent, ReplyParts, ReplyStream
+from streamkeep.generation.steps import MAX_STEPS, ReplyEvent, ReplyParts, ReplyStream, count_steps
+from streamkeep.generation.tracing import db_span, end_span, traceparent
 from streamkeep.generation.ui_stream import MAX_END_FRAMES, UIStreamEncoder
 from streamkeep.llm.events import Finish, Routed, StreamError
 from streamkeep.llm.fallback import skipped_json
 from streamkeep.llm.types import FinishReason, Usage
 from streamkeep.llm.usage import add_usage, estimate_usage
+from streamkeep.logs import CHAT_ID, GENERATION_ID
 from streamkeep.sse import numbered_frames
 
 if TYPE_CHECKING:
@@ -106,6 +111,8 @@ class Generation:
         seq_reserved: int | None = None,
         steps: bool = False,
         continued: Continued | None = None,
+        span: Span = INVALID_SPAN,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         """`steps`: a reply with tools (its parts mark each step); `continued`: the
         message it continues, whose parts and usage it adds to.
@@ -114,7 +121,9 @@ class Generation:
         the stream: the final write waits for it. `first_seq` numbers the frames of its
         own log (a given `log` starts where it was made to). `seq_reserved` is the
         chat's `event_seq` as the rows' write sets it; None for a generation that does
-        not number the chat's events (the gateway's: they are not resumable)."""
+        not number the chat's events (the gateway's: they are not resumable).
+        `span`: its span (see `generation.tracing`), made current in its task and
+        ended with it; `tracer`: for the spans of its final write."""
         self.ids = ids
         self.id = ids.id
         self.chat_id = ids.chat_id
@@ -147,6 +156,9 @@ class Generation:
         # and every model skipped before one answered, over all the reply's calls.
         self.answered_by: str | None = None
         self.fallbacks: list[dict[str, Any]] = []
+        self.span = span
+        self._tracer = tracer
+        self.traceparent = traceparent(span)
 
     def __repr__(self) -> str:
         return f"<Generation {self.ids.id} chat={self.ids.chat_id} {self.status}>"
@@ -237,6 +249,11 @@ class Generation:
     async def _run(self, stream: ReplyStream) -> None:
         self._running = True
         foreign_cancel = False
+        # The task's own context (a copy of the request's): its log lines say which
+        # generation they are about, and its spans nest under the generation's.
+        GENERATION_ID.set(self.ids.id)
+        CHAT_ID.set(self.ids.chat_id)
+        context.attach(trace.set_span_in_context(self.span))
         try:
             if self._cancel_status is not None:  # stopped before the task first ran
                 await stream.aclose()
@@ -301,7 +318,8 @@ class Generation:
             if self._discarded:  # no rows to write into, and nobody subscribed
                 return
             await self._checkpointer.settle(self)
-            stored = await self._store_final(outcome)
+            with db_span(self._tracer, self.span, "final write"):
+                stored = await self._store_final(outcome)
             aborted = outcome.status in ("stopped", "interrupted")
             metadata = self._metadata(outcome, stored=stored)
             self._append(self._encoder.end(metadata, outcome.finish_reason, aborted=aborted))
@@ -310,6 +328,10 @@ class Generation:
             self.status = outcome.status
             self.log.close()
             self.done.set()
+            if self.span.is_recording():
+                steps = count_steps(self._parts.parts())
+                end_span(self.span, outcome.status, steps, outcome.error)
+            logger.info("generation ended %s (model %s)", outcome.status, self.model)
             if self._on_done is not None and not self._discarded:
                 self._on_done(self)
 

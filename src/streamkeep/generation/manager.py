@@ -23,6 +23,8 @@ from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
 
+from opentelemetry import trace
+
 from streamkeep.generation.checkpointer import Checkpointer
 from streamkeep.generation.errors import ShuttingDown
 from streamkeep.generation.generation import (
@@ -39,6 +41,7 @@ from streamkeep.generation.requests import ReplyRequests
 from streamkeep.generation.steps import ReplyStream
 from streamkeep.generation.sweeper import OrphanSweeper
 from streamkeep.generation.toolloop import tool_loop
+from streamkeep.generation.tracing import SCOPE, db_span, start_span, traceparent
 from streamkeep.llm.errors import LLMError
 from streamkeep.llm.events import EventStream, StreamError, StreamEvent
 from streamkeep.llm.types import ChatRequest
@@ -76,10 +79,13 @@ class GenerationManager(Joins, ReplyRequests):
         worker_id: str | None = None,
         cluster: Peers | None = None,
         toolbox: Toolbox | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         """`cluster`: the other workers (with Redis: logs they can read, stops from
         them, liveness); None when this process is alone. `toolbox`: the tools replies
-        may call."""
+        may call. `tracer_provider`: where generations' spans go (None: OpenTelemetry's
+        global one)."""
+        self._tracer = trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
         self._store = store
         self.toolbox = toolbox if toolbox is not None else Toolbox()
         self._peers = cluster
@@ -174,6 +180,14 @@ class GenerationManager(Joins, ReplyRequests):
             return await gen.stop()  # ours: no other worker can be running this chat
         return self._peers is not None and await self._peers.stop(chat_id)
 
+    async def traceparent(self, chat_id: str) -> str | None:
+        """The traceparent of the chat's latest generation, wherever it runs (None when
+        untraced or unknown): a stop links its span to it."""
+        gen = self._by_chat.get(chat_id)
+        if gen is not None:
+            return gen.traceparent
+        return await self._peers.traceparent(chat_id) if self._peers is not None else None
+
     async def stop_local(self, chat_id: str) -> bool:
         """Stop the chat's generation if this process runs it."""
         gen = self._by_chat.get(chat_id)
@@ -250,20 +264,21 @@ class GenerationManager(Joins, ReplyRequests):
         )
         try:
             await asyncio.sleep(0)  # the generation's task sends the request first
-            if continued is not None:
-                await self._store.continue_reply(
-                    chat_id=plan.chat_id,
-                    message_id=continued.message_id,
-                    parts=as_json(continued.parts),
-                    idempotency_key=plan.idempotency_key,
-                    worker_id=self.worker_id,
-                    generation_id=ids.id,
-                    first_seq=first_seq,
-                    reserve_seq=reserve,
-                    api_key_id=plan.api_key_id,
-                )
-            else:
-                await self._start_rows(plan, ids, first_seq, reserve)
+            with db_span(self._tracer, gen.span, "start reply"):
+                if continued is not None:
+                    await self._store.continue_reply(
+                        chat_id=plan.chat_id,
+                        message_id=continued.message_id,
+                        parts=as_json(continued.parts),
+                        idempotency_key=plan.idempotency_key,
+                        worker_id=self.worker_id,
+                        generation_id=ids.id,
+                        first_seq=first_seq,
+                        reserve_seq=reserve,
+                        api_key_id=plan.api_key_id,
+                    )
+                else:
+                    await self._start_rows(plan, ids, first_seq, reserve)
         except BaseException as exc:
             rows.set_exception(exc)
             rows.exception()  # retrieved: the generation only checks that it failed
@@ -280,7 +295,13 @@ class GenerationManager(Joins, ReplyRequests):
             raise
         rows.set_result(None)
         if self._peers is not None:  # now other workers may find it
-            self._peers.announce(ids.id, ids.chat_id, ids.message_id, first_seq=first_seq)
+            self._peers.announce(
+                ids.id,
+                ids.chat_id,
+                ids.message_id,
+                first_seq=first_seq,
+                traceparent=gen.traceparent,
+            )
         return gen
 
     async def _start_rows(
@@ -375,8 +396,11 @@ class GenerationManager(Joins, ReplyRequests):
         continued: Continued | None = None,
         detached: bool = False,
     ) -> Generation:
+        span = start_span(self._tracer, ids.id, ids.chat_id, ids.message_id, ids.model)
         gen = Generation(
             ids,
+            span=span,
+            tracer=self._tracer,
             store=self._store,
             checkpointer=self.checkpointer,
             stop_on_disconnect=self._settings.stop_on_disconnect and not detached,
@@ -385,7 +409,11 @@ class GenerationManager(Joins, ReplyRequests):
             # Only UI-stream generations are resumable through the chat API: the
             # gateway's OpenAI chunks belong to the client that asked for them.
             log=self._new_log(
-                ids, resumable=encoder is None, first_seq=first_seq, announce=announce
+                ids,
+                resumable=encoder is None,
+                first_seq=first_seq,
+                announce=announce,
+                traceparent=traceparent(span),
             ),
             ready=ready,
             first_seq=first_seq,
@@ -427,10 +455,17 @@ class GenerationManager(Joins, ReplyRequests):
             tool_timeout=config.timeout,
             client_tools=tools.client,
             prefix=continued.parts if continued is not None else (),
+            tracer=self._tracer,
         )
 
     def _new_log(
-        self, ids: GenerationIds, *, resumable: bool, first_seq: int, announce: bool
+        self,
+        ids: GenerationIds,
+        *,
+        resumable: bool,
+        first_seq: int,
+        announce: bool,
+        traceparent: str | None,
     ) -> EventLog:
         if self._peers is None:
             return InProcessEventLog(first_seq)
@@ -441,6 +476,7 @@ class GenerationManager(Joins, ReplyRequests):
             resumable=resumable,
             first_seq=first_seq,
             announce=announce,
+            traceparent=traceparent,
         )
 
     def _finished(self, gen: Generation) -> None:

@@ -51,6 +51,11 @@ class GenerationView(Protocol):
     @property
     def log(self) -> EventLog: ...
 
+    @property
+    def traceparent(self) -> str | None:
+        """Its span's W3C traceparent, when it is traced (see `generation.tracing`)."""
+        ...
+
     def subscribe(self, after: int = 0) -> AsyncGenerator[bytes, None]:
         """Its frames after event id `after`, live until its end."""
         ...
@@ -79,19 +84,31 @@ class Peers(Protocol):
         resumable: bool,
         first_seq: int,
         announce: bool,
+        traceparent: str | None = None,
     ) -> EventLog:
         """The log of a generation this process starts, readable by the others
         (findable at once with `announce`, else once `announce` is called)."""
         ...
 
     def announce(
-        self, generation_id: str, chat_id: str, message_id: str, *, first_seq: int
+        self,
+        generation_id: str,
+        chat_id: str,
+        message_id: str,
+        *,
+        first_seq: int,
+        traceparent: str | None = None,
     ) -> None:
-        """Let the others find this generation as its chat's latest."""
+        """Let the others find this generation as its chat's latest (`traceparent`:
+        its span's, for theirs to link to)."""
         ...
 
     async def stop(self, chat_id: str) -> bool:
         """Stop the chat's generation on whichever worker runs it; True when stopped."""
+        ...
+
+    async def traceparent(self, chat_id: str) -> str | None:
+        """The traceparent the chat's latest generation was announced with, if any."""
         ...
 
     async def find(

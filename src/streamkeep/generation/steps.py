@@ -17,7 +17,7 @@ tools starts from the parts the message had (`prefix`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -179,6 +179,11 @@ def answer_calls(parts: Sequence[dict[str, Any]], results: Sequence[ToolOutput])
     if missing:
         raise InvalidOperation(f"the call {missing[0]!r} waits for a result too")
     return [with_output(p, given.get(_call_id(p) or "")) for p in parts]  # type: ignore[arg-type]
+
+
+def count_steps(parts: Sequence[Mapping[str, object]]) -> int:
+    """Model calls of a reply: its `step-start` parts (a reply without one had one)."""
+    return max(1, sum(1 for p in parts if p.get("type") == "step-start"))
 
 
 def _last_step(parts: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:

@@ -39,6 +39,8 @@ from dataclasses import replace
 from typing import Any
 
 import orjson
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 
 from streamkeep.generation.parts import UIPart, as_json, assistant_messages, storable_json
 from streamkeep.generation.steps import (
@@ -74,10 +76,12 @@ async def tool_loop(
     tool_timeout: float,
     client_tools: Sequence[ToolSpec] = (),
     prefix: Sequence[UIPart] = (),
+    tracer: trace.Tracer | None = None,
 ) -> AsyncGenerator[ReplyEvent, None]:
     """The loop's events (module docstring). `open_step` opens one model call;
     `request.messages` is the prompt; `prefix` the parts of the message a continued
-    reply goes on with (its calls answered, the client's results among them)."""
+    reply goes on with (its calls answered, the client's results among them); `tracer`
+    traces each tool call (GenAI's `execute_tool` span, a child of the current one)."""
     runnable = {tool.name: tool for tool in tools}
     client = {spec.name for spec in client_tools} - runnable.keys()
     specs = [tool.spec for tool in tools] + [s for s in client_tools if s.name in client]
@@ -131,7 +135,9 @@ async def tool_loop(
             return
         waiting = [c for c in calls if c.name in client and c.parse_error is None]
         tasks = [
-            asyncio.create_task(_call(c, runnable.get(c.name), tool_timeout), name=f"tool-{c.name}")
+            asyncio.create_task(
+                _traced_call(tracer, c, runnable.get(c.name), tool_timeout), name=f"tool-{c.name}"
+            )
             for c in calls
             if c not in waiting
         ]
@@ -159,6 +165,26 @@ def _plus(total: Usage | None, usage: Usage | None) -> Usage:
     if total is None:
         return usage or Usage()
     return total if usage is None else add_usage(total, usage)
+
+
+async def _traced_call(
+    tracer: trace.Tracer | None, call: ToolCall, tool: Tool | None, default_timeout: float
+) -> ToolOutput:
+    """`_call`, as an `execute_tool` span when traced (no arguments or results in it:
+    they are message content)."""
+    if tracer is None:
+        return await _call(call, tool, default_timeout)
+    attributes = {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": call.name,
+        "gen_ai.tool.call.id": call.id,
+    }
+    with tracer.start_as_current_span(f"execute_tool {call.name}", attributes=attributes) as span:
+        output = await _call(call, tool, default_timeout)
+        if output.error is not None:
+            span.set_attribute("error.type", "tool_error")
+            span.set_status(Status(StatusCode.ERROR, output.error))
+        return output
 
 
 async def _call(call: ToolCall, tool: Tool | None, default_timeout: float) -> ToolOutput:

@@ -23,17 +23,19 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from opentelemetry import metrics, trace
 
 from streamkeep.config import ProviderConfig, Settings
-from streamkeep.llm.errors import LLMError, UnknownModelError
+from streamkeep.llm.errors import LLMError, ProviderError, UnknownModelError
 from streamkeep.llm.events import EventStream
 from streamkeep.llm.fallback import fallback_stream
 from streamkeep.llm.provider import Provider
-from streamkeep.llm.tracing import traced_stream
+from streamkeep.llm.tracing import CallObserver, error_type, traced_stream
 from streamkeep.llm.types import ChatRequest
 from streamkeep.llm.usage import with_usage
 
@@ -78,11 +80,16 @@ class ModelRegistry:
         *,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
         """`tracer_provider`, `meter_provider`: where the calls' GenAI telemetry goes
-        (None: OpenTelemetry's global ones)."""
+        (None: OpenTelemetry's global ones); `observer`: told of every call and retry
+        (the app's Prometheus metrics). Message content goes into the spans only with
+        the setting `capture_content`."""
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
+        self._observer = observer
+        self._capture_content = settings.capture_content
         self._configs = settings.all_providers()
         self._aliases = {name: list(models) for name, models in settings.aliases.items()}
         self._providers: dict[str, Provider] = {}
@@ -194,8 +201,10 @@ class ModelRegistry:
             provider=provider.name,
             request=request,
             server_address=_host(cfg),
+            capture_content=self._capture_content,
             tracer_provider=self._tracer_provider,
             meter_provider=self._meter_provider,
+            observer=self._observer,
         )
 
     def prepare(self) -> None:
@@ -227,12 +236,22 @@ class ModelRegistry:
     def _provider(self, name: str, cfg: ProviderConfig) -> Provider:
         provider = self._providers.get(name)
         if provider is None:
-            provider = self._providers[name] = build_provider(name, cfg)
+            on_retry = partial(_retried, self._observer) if self._observer is not None else None
+            provider = self._providers[name] = build_provider(name, cfg, on_retry=on_retry)
         return provider
 
 
-def build_provider(name: str, cfg: ProviderConfig) -> Provider:
-    """A new provider for one configured entry."""
+def _retried(observer: CallObserver, provider: str, error: ProviderError) -> None:
+    observer.retried(provider, error_type(error))
+
+
+def build_provider(
+    name: str,
+    cfg: ProviderConfig,
+    *,
+    on_retry: Callable[[str, ProviderError], None] | None = None,
+) -> Provider:
+    """A new provider for one configured entry (`on_retry`: see `RetryPolicy`)."""
     if cfg.kind == "local":
         from streamkeep.llm.local import LocalProvider
 
@@ -243,7 +262,7 @@ def build_provider(name: str, cfg: ProviderConfig) -> Provider:
     timeouts = Timeouts(
         connect=cfg.connect_timeout, first_token=cfg.first_token_timeout, idle=cfg.idle_timeout
     )
-    retry = RetryPolicy(max_retries=cfg.max_retries)
+    retry = RetryPolicy(max_retries=cfg.max_retries, on_retry=on_retry)
     base_url = cfg.base_url or _DEFAULT_BASE_URLS[cfg.kind]
     if cfg.kind == "openai":
         from streamkeep.llm.openai import OpenAIProvider

@@ -29,7 +29,8 @@ import asyncio
 import functools
 import time
 from collections.abc import AsyncGenerator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import orjson
 from opentelemetry import metrics, trace
@@ -41,13 +42,35 @@ from streamkeep.llm.errors import LLMError, ProviderHTTPError
 from streamkeep.llm.events import EventStream, Finish, StreamError, StreamEvent, UsageReport
 from streamkeep.llm.types import ChatRequest, Message, ToolCallPart, Usage
 
-__all__ = ["traced_stream"]
+__all__ = ["CallObserver", "CallSummary", "error_type", "traced_stream"]
 
 _SCOPE = "streamkeep.llm"
 _TOKEN_BUCKETS = [4.0**i for i in range(14)]  # 1 .. 67108864, as the conventions advise
 _SECONDS_BUCKETS = [0.01 * 2**i for i in range(14)]  # 0.01 .. 81.92
 
 Attributes = dict[str, AttributeValue]
+
+
+@dataclass(frozen=True, slots=True)
+class CallSummary:
+    """One provider call as a metrics backend without OpenTelemetry sees it (the app's
+    Prometheus metrics): made once per call, at its end."""
+
+    provider: str
+    model: str  # the provider's own model name
+    duration: float  # seconds
+    first_chunk: float | None  # seconds to the first event; None if none came
+    output_tokens: int | None
+    error_type: str | None  # as `error.type` says it; None when it did not fail
+    cancelled: bool
+
+
+class CallObserver(Protocol):
+    """What else wants to know about each call and each retry (see `CallSummary`)."""
+
+    def call_ended(self, call: CallSummary) -> None: ...
+
+    def retried(self, provider: str, error_type: str) -> None: ...
 
 
 class _Instruments:
@@ -98,8 +121,10 @@ async def traced_stream(
     capture_content: bool = False,
     tracer_provider: trace.TracerProvider | None = None,
     meter_provider: metrics.MeterProvider | None = None,
+    observer: CallObserver | None = None,
 ) -> AsyncGenerator[StreamEvent, None]:
-    """Yield `stream`'s events unchanged while recording them as a GenAI span."""
+    """Yield `stream`'s events unchanged while recording them as a GenAI span (and,
+    given an `observer`, as a `CallSummary` at the end)."""
     tracer, instruments = _telemetry(tracer_provider, meter_provider)
     common: Attributes = {
         "gen_ai.operation.name": "chat",
@@ -132,6 +157,8 @@ async def traced_stream(
             await stream.aclose()
         finally:
             call.report(span, instruments, common)
+            if observer is not None:
+                observer.call_ended(call.summary(provider, request.model))
 
 
 class _Call:
@@ -173,10 +200,21 @@ class _Call:
 
     def error_type(self) -> str | None:
         if self.error is not None:
-            return _error_type(self.error.error)
+            return error_type(self.error.error)
         if self.raised is not None:
             return type(self.raised).__qualname__
         return None
+
+    def summary(self, provider: str, model: str) -> CallSummary:
+        return CallSummary(
+            provider=provider,
+            model=model,
+            duration=time.perf_counter() - self.started,
+            first_chunk=self.first_chunk,
+            output_tokens=self.usage.output_tokens if self.usage is not None else None,
+            error_type=self.error_type(),
+            cancelled=self.cancelled,
+        )
 
     def report(self, span: trace.Span, instruments: _Instruments, common: Attributes) -> None:
         duration = time.perf_counter() - self.started
@@ -225,7 +263,8 @@ class _Call:
         return out
 
 
-def _error_type(error: LLMError) -> str:
+def error_type(error: LLMError) -> str:
+    """`error.type` of a provider's error: its HTTP status, else its class's name."""
     if isinstance(error, ProviderHTTPError):
         return str(error.status)
     return type(error).__name__

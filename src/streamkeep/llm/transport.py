@@ -33,8 +33,8 @@ import random
 import ssl
 import time
 import urllib.request
-from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -86,6 +86,8 @@ class RetryPolicy:
     max_delay: float = 8.0
     # A Retry-After up to this many seconds is waited for; a longer one is not retried.
     max_retry_after: float = 30.0
+    # Told of each retry (the provider's name, the error), e.g. to count it.
+    on_retry: Callable[[str, ProviderError], None] | None = field(default=None, compare=False)
 
 
 def make_client(
@@ -183,6 +185,8 @@ async def post_stream(
             if delay is None:
                 raise
             logger.warning("%s: %s; retry %d in %.2fs", provider, exc, attempt + 1, delay)
+            if retry.on_retry is not None:
+                retry.on_retry(provider, exc)
             attempt += 1
             await asyncio.sleep(delay)
     content = response.content

@@ -142,6 +142,7 @@ class Cluster:
         resumable: bool = True,
         first_seq: int = 1,
         announce: bool = True,
+        traceparent: str | None = None,
     ) -> RedisEventLog:
         """The log of a generation this worker starts, its frames numbered from
         `first_seq`; other workers can find it (and resume it through the chat API when
@@ -150,7 +151,12 @@ class Cluster:
         log = RedisEventLog(self.writer, self.keys.generation(generation_id), first_seq=first_seq)
         if announce:
             self.announce(
-                generation_id, chat_id, message_id, resumable=resumable, first_seq=first_seq
+                generation_id,
+                chat_id,
+                message_id,
+                resumable=resumable,
+                first_seq=first_seq,
+                traceparent=traceparent,
             )
         return log
 
@@ -162,18 +168,21 @@ class Cluster:
         *,
         resumable: bool = True,
         first_seq: int = 1,
+        traceparent: str | None = None,
     ) -> None:
         """Point the chat at this generation, for other workers to find. A reply
         announces itself once its rows are written: a start the database refuses must
-        not leave the chat pointing at a generation that was never kept."""
-        pointer = orjson.dumps(
-            {
-                "generation": generation_id,
-                "message": message_id,
-                "resumable": resumable,
-                "first_seq": first_seq,
-            }
-        )
+        not leave the chat pointing at a generation that was never kept. `traceparent`
+        (its span's, when traced): what a resume or stop elsewhere links to."""
+        fields: dict[str, object] = {
+            "generation": generation_id,
+            "message": message_id,
+            "resumable": resumable,
+            "first_seq": first_seq,
+        }
+        if traceparent is not None:
+            fields["traceparent"] = traceparent
+        pointer = orjson.dumps(fields)
         self.writer.point(
             self.keys.chat(chat_id), pointer, stream=self.keys.generation(generation_id)
         )
@@ -217,6 +226,12 @@ class Cluster:
                 return False  # it ended (or was stopped) first
         return True
 
+    async def traceparent(self, chat_id: str) -> str | None:
+        """The traceparent in the chat's pointer (see `announce`), if any."""
+        raw = await self.redis.get(self.keys.chat(chat_id))
+        value = orjson.loads(raw).get("traceparent") if raw is not None else None
+        return value if isinstance(value, str) else None
+
     async def find(
         self, chat_id: str, *, generation: tuple[str, str] | None = None
     ) -> RemoteGeneration | None:
@@ -230,11 +245,13 @@ class Cluster:
         pointer = orjson.loads(raw) if raw is not None else None
         # Unknown without the pointer: the reader learns it (see `redis_log`).
         first_seq: int | None = None
+        traceparent: str | None = None
         if pointer is not None and (generation is None or pointer["generation"] == generation[0]):
             if not pointer.get("resumable", True) and generation is None:
                 return None  # a gateway call's: only a reader that names it may read it
             generation_id, message_id = pointer["generation"], pointer["message"]
             first_seq = int(pointer.get("first_seq", 1))  # older workers numbered from 1
+            traceparent = pointer.get("traceparent")
         elif generation is not None:
             generation_id, message_id = generation
         else:
@@ -260,7 +277,7 @@ class Cluster:
                 still_running=lambda: self._running(generation_id),
                 first_seq=first_seq,
             )
-        return RemoteGeneration(generation_id, chat_id, message_id, log)
+        return RemoteGeneration(generation_id, chat_id, message_id, log, traceparent=traceparent)
 
     async def _running(self, generation_id: str) -> bool:
         """Whether it still runs, as the database says. When the database cannot say

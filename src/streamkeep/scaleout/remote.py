@@ -35,6 +35,7 @@ class RemoteGeneration:
     message_id: str
     log: RemoteEventLog
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    traceparent: str | None = None  # its span's, as its worker announced it
 
     def __post_init__(self) -> None:
         if self.log.closed:

@@ -30,6 +30,7 @@ from types import FrameType
 from typing import Protocol
 
 from streamkeep.config import Settings
+from streamkeep.logs import JsonFormatter
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def run_workers(
     """Serve `sock` (bound, inheritable) with `workers` child processes, replacing any
     that exits on its own, until SIGTERM or SIGINT; then passes it on, waits for the
     children to finish their graceful shutdown and returns the worst of their exit codes."""
-    _log_to_stderr(log_level)
+    _log_to_stderr(log_level, json_lines=settings.log_format == "json")
     context = multiprocessing.get_context("spawn")
     slots = [_Slot(n, due=time.monotonic()) for n in range(workers)]
     stopping = False
@@ -200,13 +201,13 @@ def run_workers(
     return max(codes, key=abs, default=0)
 
 
-def _log_to_stderr(log_level: str) -> None:
-    """The supervisor's own lines, in uvicorn's format (uvicorn configures only the
-    children's logging)."""
+def _log_to_stderr(log_level: str, *, json_lines: bool = False) -> None:
+    """The supervisor's own lines, in uvicorn's format or as the children's JSON lines
+    (uvicorn configures only the children's logging)."""
     if logger.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter("%(message)s"))
+    handler.setFormatter(JsonFormatter() if json_lines else _Formatter("%(message)s"))
     logger.addHandler(handler)
     logger.propagate = False
     level = logging.getLevelName(log_level.upper())

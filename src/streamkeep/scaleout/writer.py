@@ -36,8 +36,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -120,11 +122,18 @@ class RedisWriter:
         self._flushing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.stats = WriterStats()
+        # Told how long each pipeline that went through took, in seconds (metrics).
+        self.on_flush: Callable[[float], None] | None = None
         self._epoch_key = epoch_key
         self._epoch: bytes | None = None  # as the last flush found it
         self._suspect = False  # a flush failed: Redis may come back empty
         # The logs to write again should Redis lose them: held while their generation is.
         self._logs: weakref.WeakValueDictionary[str, Replayable] = weakref.WeakValueDictionary()
+
+    @property
+    def queued(self) -> int:
+        """Frames (and pointers) waiting for the next pipeline."""
+        return self._count
 
     def track(self, log: Replayable) -> None:
         """Keep `log` to write again whole should Redis lose it (weakly: a log no one
@@ -209,7 +218,10 @@ class RedisWriter:
                     # Back from an outage: empty? Repair that before anything lands.
                     await self._check_epoch(await self._redis.get(self._epoch_key))
                 self._suspect = False
+                started = time.perf_counter()
                 await self._send(pending, pointers)
+                if self.on_flush is not None:
+                    self.on_flush(time.perf_counter() - started)
             except BaseException:
                 self._requeue(pending, pointers)
                 self._suspect = True  # Redis may come back empty

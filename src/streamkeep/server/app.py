@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import streamkeep
+import streamkeep.server.observability as observability
 from streamkeep.config import Settings, load_settings
 from streamkeep.gateway.messages import router as messages_router
 from streamkeep.gateway.responses import router as responses_router
@@ -36,6 +38,7 @@ from streamkeep.http.limits import Limiter
 from streamkeep.http.metrics import Metrics
 from streamkeep.http.proxy_identity import TrustedHeaders
 from streamkeep.http.quotas import Quotas
+from streamkeep.http.request_id import RequestIds
 from streamkeep.http.responses import RAW_SEND
 from streamkeep.http.tokens import JwtVerifier
 from streamkeep.llm.registry import ModelRegistry
@@ -60,6 +63,7 @@ from streamkeep.server.routes import (
 )
 from streamkeep.server.security import Guard, HostPolicy
 from streamkeep.store import ChatStore, Database
+from streamkeep.telemetry import Export
 from streamkeep.tools import Toolbox
 
 WEB_DIR = Path(streamkeep.__file__).parent / "web"
@@ -127,11 +131,22 @@ class App(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if self.direct_body:
-                scope[RAW_SEND] = send
-            limit = self.max_body_size
-            if limit is not None and _declared_length(scope) > limit:
-                await body_too_large(limit)(scope, receive, send)
-                return
+                scope[RAW_SEND] = send  # the server's own: bodies skip `RequestIds` too
+            await self._request_ids(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    @functools.cached_property
+    def _request_ids(self) -> RequestIds:
+        # Outside everything, Starlette's own error middleware included: every response
+        # gets its `x-request-id` (see `http.request_id`).
+        return RequestIds(self._limited, getattr(self.state, "metrics", None))
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self.max_body_size
+        if limit is not None and _declared_length(scope) > limit:
+            await body_too_large(limit)(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
 
 
@@ -167,7 +182,9 @@ def create_app(settings: Settings | None = None) -> App:
         max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
-    app.state.metrics = Metrics()
+    app.state.metrics = metrics = Metrics()
+    app.state.worker_id = worker_id = default_worker_id()
+    app.state.telemetry = observability.install(app, metrics, worker_id)
     app.state.oidc = OidcSignIn.from_settings(settings)
     install_errors(app)
     app.add_middleware(Guard, policy=HostPolicy(settings.host, settings.allowed_hosts))
@@ -203,24 +220,38 @@ def create_app(settings: Settings | None = None) -> App:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
+    export: Export | None = app.state.telemetry
+    tracer_provider = export.tracer_provider if export is not None else None
     database = Database.from_url(settings.resolved_database_url)
     metrics.watch_database(database)
-    registry = ModelRegistry(settings)
+    registry = ModelRegistry(
+        settings,
+        tracer_provider=tracer_provider,
+        meter_provider=export.meter_provider if export is not None else None,
+        observer=metrics,
+    )
     redis = connect_redis(settings.redis_url) if settings.redis_url else None
     leases: asyncio.Task[None] | None = None
     toolbox: Toolbox | None = None
     try:
         await database.upgrade()
         store = ChatStore(database)
-        worker_id = default_worker_id()
+        worker_id: str = app.state.worker_id
         cluster = None
         if redis is not None:
             cluster = Cluster.from_settings(redis, store, settings, worker_id)
         toolbox = Toolbox.from_settings(settings.tools)
         await toolbox.start()
         manager = GenerationManager(
-            store, registry, settings, worker_id=worker_id, cluster=cluster, toolbox=toolbox
+            store,
+            registry,
+            settings,
+            worker_id=worker_id,
+            cluster=cluster,
+            toolbox=toolbox,
+            tracer_provider=tracer_provider,
         )
+        observability.watch(metrics, database, manager, cluster)
         await manager.start()
         registry.prepare()
         app.state.database, app.state.store = database, store
@@ -262,6 +293,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if redis is not None:
             await redis.aclose()
         await database.dispose()
+        await observability.shutdown(export)
 
 
 def begin_shutdown(app: FastAPI) -> asyncio.Task[None]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,8 @@ class Database:
     def __init__(self, engine: AsyncEngine, *, sqlite: tuple[Path, float] | None = None) -> None:
         self.engine = engine
         self._watchers = _Watchers()
+        # Told how long each transaction of `reading`/`writing` took, by kind (metrics).
+        self.on_transaction: Callable[[str, float], None] | None = None
         self._wal: WalCheckpointer | None = None
         # SQLite allows one writer at a time. Writers of this process queue here, on the
         # event loop, instead of each holding a connection (and a thread) while sleeping
@@ -112,25 +115,35 @@ class Database:
         """A read transaction: its statements all see one snapshot of the database
         (on PostgreSQL at REPEATABLE READ: its default READ COMMITTED gives each
         statement its own snapshot). It ends in a rollback."""
-        if self._held_reader is not None:
-            async with self._held_reader.transaction() as direct:
-                yield direct
-            return
-        async with self.engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="REPEATABLE READ")
-            yield EngineConnection(conn)
+        started = time.perf_counter()
+        try:
+            if self._held_reader is not None:
+                async with self._held_reader.transaction() as direct:
+                    yield direct
+                return
+            async with self.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+                yield EngineConnection(conn)
+        finally:
+            if self.on_transaction is not None:
+                self.on_transaction("read", time.perf_counter() - started)
 
     @contextlib.asynccontextmanager
     async def writing(self) -> AsyncIterator[CoreConnection]:
         """A write transaction, committed on a clean exit and rolled back on error. On
         SQLite it starts with BEGIN IMMEDIATE (it takes the write lock up front, so it
         cannot fail later when a read turns into a write)."""
-        if self._held_writer is not None:
-            async with self._held_writer.transaction() as direct:
-                yield direct
-            return
-        async with self.engine.connect() as conn, conn.begin():
-            yield EngineConnection(conn)
+        started = time.perf_counter()
+        try:
+            if self._held_writer is not None:
+                async with self._held_writer.transaction() as direct:
+                    yield direct
+                return
+            async with self.engine.connect() as conn, conn.begin():
+                yield EngineConnection(conn)
+        finally:
+            if self.on_transaction is not None:
+                self.on_transaction("write", time.perf_counter() - started)
 
     def watch(
         self, on_statement: Callable[[str, bool], None] | None, on_commit: Callable[[], None]

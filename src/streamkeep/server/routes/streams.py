@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from opentelemetry import trace
 
 from streamkeep.generation import Generation
+from streamkeep.generation.tracing import link_current
 from streamkeep.http.auth import CallerDep, check_owner
 from streamkeep.http.deps import ManagerDep, MetricsDep, StoreDep
 from streamkeep.server.relay import remote_stream_response, resume_point, stream_response
@@ -43,6 +45,7 @@ async def resume(
     if resumed is None:
         return Response(status_code=204)
     generation, after = resumed.generation, resumed.after
+    link_current(generation.traceparent, "resume")
     if isinstance(generation, Generation):
         return stream_response(generation, metrics, after=after)
     return remote_stream_response(generation, after=after)  # another worker runs it
@@ -77,4 +80,6 @@ async def stop(chat_id: str, store: StoreDep, manager: ManagerDep, caller: Calle
     await check_owner(store, caller, chat_id=chat_id)
     if manager.live(chat_id) is None:
         await store.get_chat(chat_id)  # an unknown chat is a 404, not {stopped: false}
+    if trace.get_current_span().is_recording():  # traced: link to what it stops
+        link_current(await manager.traceparent(chat_id), "stop")
     return StopResult(stopped=await manager.stop(chat_id))
