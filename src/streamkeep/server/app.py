@@ -37,6 +37,7 @@ from streamkeep.http.metrics import Metrics
 from streamkeep.http.quotas import Quotas
 from streamkeep.http.responses import RAW_SEND
 from streamkeep.llm.registry import ModelRegistry
+from streamkeep.llm.runtime import EmbeddedRuntime
 from streamkeep.scaleout import Cluster
 from streamkeep.scaleout import connect as connect_redis
 from streamkeep.server.docs import install as install_docs
@@ -152,7 +153,9 @@ def _declared_length(scope: Scope) -> int:
     return 0
 
 
-def create_app(settings: Settings | None = None) -> App:
+def create_app(settings: Settings | None = None, *, runtime: EmbeddedRuntime | None = None) -> App:
+    """`runtime`: the embedded model's (default: from the settings, prepared in the
+    background when missing; see `llm.runtime`)."""
     settings = settings or load_settings()
     app = App(
         title="streamkeep",
@@ -164,6 +167,7 @@ def create_app(settings: Settings | None = None) -> App:
         max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
+    app.state.runtime = runtime
     app.state.metrics = Metrics()
     install_errors(app)
     app.add_middleware(Guard, policy=HostPolicy(settings.host, settings.allowed_hosts))
@@ -194,7 +198,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics: Metrics = app.state.metrics
     database = Database.from_url(settings.resolved_database_url)
     metrics.watch_database(database)
-    registry = ModelRegistry(settings)
+    runtime: EmbeddedRuntime | None = app.state.runtime
+    if runtime is None and any(c.kind == "local" for c in settings.all_providers().values()):
+        runtime = EmbeddedRuntime.from_settings(settings)
+    registry = ModelRegistry(settings, runtime=runtime)
     redis = connect_redis(settings.redis_url) if settings.redis_url else None
     leases: asyncio.Task[None] | None = None
     toolbox: Toolbox | None = None
@@ -212,6 +219,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         await manager.start()
         registry.prepare()
+        if runtime is not None:
+            runtime.start()  # in the background: the server answers meanwhile
         app.state.database, app.state.store = database, store
         limiter = (
             Limiter.with_redis(redis, settings.redis_prefix)
@@ -239,6 +248,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if leases is not None:
             leases.cancel()
         await metrics.aclose()
+        if runtime is not None:
+            await runtime.aclose()
         if toolbox is not None:
             await toolbox.aclose()
         await registry.aclose()
