@@ -167,3 +167,32 @@ def test_the_default_steps_build_only_a_wheel_not_in_the_cache(tmp_path: Path) -
     assert "install" in build_then_install[-1]
     (tmp_path / "llama_cpp_python-0.3.36-cp311-cp311-linux_x86_64.whl").touch()
     assert default_steps(tmp_path) == build_then_install[1:]
+
+
+async def test_a_second_server_waits_for_the_first_ones_build_and_runs_none_of_its_own(
+    tmp_path: Path, build: Build
+) -> None:
+    """Two servers on one machine share the wheel cache's lock: the second one's command
+    (which would fail) never runs, and it is ready once the first one's build is."""
+    lines: list[str] = []
+    second = EmbeddedRuntime(
+        tmp_path / "second.log",
+        command=[sys.executable, "-c", "raise SystemExit('must not run')"],
+        module=build.module,
+        cache=tmp_path / "wheels",
+        announce=lines.append,
+    )
+    build.runtime.start()
+    try:
+        await build.at_half()
+        second.start()
+        await eventually(lambda: second.log_path.exists())
+        assert second.status().detail.startswith("preparing: waiting for the build lock")
+        build.gate.touch()
+        assert await build.runtime.wait() == "ready"
+        assert await second.wait() == "ready"
+    finally:
+        await build.runtime.aclose()
+        await second.aclose()
+    assert "must not run" not in second.log_path.read_text()
+    assert lines[-1] == "embedded model local/smollm2 is ready"

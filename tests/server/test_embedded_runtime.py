@@ -154,3 +154,16 @@ async def test_a_failed_build_keeps_the_server_serving_and_says_why(
     finally:
         await stop_server(running)
     assert sys.modules.get(build.module) is None
+
+
+async def test_a_reply_asked_of_it_in_a_chat_answers_503_and_stores_nothing(
+    preparing: tuple[httpx.AsyncClient, Build],
+) -> None:
+    client, _ = preparing
+    chat = (await client.post("/api/chats", json={"model": "fake/fake-model"})).json()
+    path = f"/api/chats/{chat['id']}/messages"
+    r = await client.post(path, json={"content": "hi", "model": LOCAL})
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["type"] == "model_not_ready"
+    assert int(r.headers["retry-after"]) >= 5
+    assert (await client.get(f"/api/chats/{chat['id']}")).json()["messages"] == []

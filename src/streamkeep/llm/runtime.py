@@ -220,8 +220,8 @@ class EmbeddedRuntime:
                 await _locked(lock)
                 if self._importable():  # another server on this machine prepared it
                     self._state = "ready"
-                    return
-                await self._steps(log)
+                else:
+                    await self._steps(log)
         except asyncio.CancelledError:
             self._state, self._why = "failed", "the server stopped during the preparation"
             raise
