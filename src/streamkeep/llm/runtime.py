@@ -47,7 +47,9 @@ State = Literal["ready", "preparing", "failed", "off"]
 # How long a step takes on two cores when nothing says better (cmake's "[ 45%]" does).
 _BUILD_SECONDS = 600.0
 _INSTALL_SECONDS = 30.0
+# Build progress as the build tool prints it: Make's "[ 45%]", Ninja's "[123/456]".
 _PERCENT = re.compile(rb"\[\s*(\d{1,3})%\]")
+_STEPS = re.compile(rb"^\s*\[(\d+)/(\d+)\]")
 _CMAKE_X86_64_V3 = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 _CMAKE_AVX512 = (
     f"{_CMAKE_X86_64_V3} -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON "
@@ -276,8 +278,8 @@ class EmbeddedRuntime:
             async for line in proc.stdout:
                 log.write(line)
                 log.flush()
-                if found := _PERCENT.search(line):
-                    self._percent = min(99.0, max(1.0, float(found.group(1))))
+                if (done := _progress(line)) is not None:
+                    self._percent = min(99.0, max(1.0, done))
                 if text := line.decode(errors="replace").strip():
                     tail = text
             await proc.wait()
@@ -316,6 +318,15 @@ async def _locked(lock: IO[str]) -> None:
             return
         except BlockingIOError:
             await asyncio.sleep(1.0)
+
+
+def _progress(line: bytes) -> float | None:
+    """The percentage of the build a line of its output reports, if any."""
+    if found := _PERCENT.search(line):
+        return float(found.group(1))
+    if (steps := _STEPS.search(line)) and int(steps.group(2)) > 0:
+        return 100.0 * int(steps.group(1)) / int(steps.group(2))
+    return None
 
 
 def _duration(seconds: int) -> str:
