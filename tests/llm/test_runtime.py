@@ -20,16 +20,20 @@ from streamkeep.llm.runtime import EmbeddedRuntime, default_steps
 from tests.scaleout.waits import eventually
 
 BUILD = """\
-import pathlib, sys, time
+import pathlib, subprocess, sys, time
 site, module, gate, status = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3]), int(sys.argv[4])
 print("[ 10%] Building C object ggml.c.o", flush=True)
 print("[150/300] Building CXX object llama.cpp.o", flush=True)  # Ninja's form
+# A compiler of its own, as pip's build has: it must end when the preparation is stopped.
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+pathlib.Path(site, "child.pid").write_text(str(child.pid))
 while not gate.exists():
     time.sleep(0.01)
 if status == 0 and module != "-":
     (pathlib.Path(site) / f"{module}.py").write_text("READY = True\\n")
 if status:
     print("error: no C compiler found", flush=True)
+child.kill()
 sys.exit(status)
 """
 
@@ -128,12 +132,24 @@ async def test_a_build_that_installs_nothing_is_a_failure(
     assert "still not importable" in empty.runtime.status().detail
 
 
-async def test_stopping_the_server_stops_the_build(build: Build) -> None:
+async def test_stopping_the_server_stops_the_build_and_what_it_started(build: Build) -> None:
     build.runtime.start()
     await build.at_half()
+    await eventually(lambda: (build.site / "child.pid").exists())
+    child = int((build.site / "child.pid").read_text())
     await build.runtime.aclose()
     assert build.runtime.state == "failed"
     assert not (build.site / f"{build.module}.py").exists()
+    await eventually(lambda: not _alive(child), within=10)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, killed but not yet reaped by init, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
 
 
 async def test_with_preparing_off_nothing_runs_and_the_model_says_how_to_install(

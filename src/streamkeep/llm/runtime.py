@@ -30,6 +30,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -271,6 +272,8 @@ class EmbeddedRuntime:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=env,
+            # Its own process group: a stop ends the compilers pip started too.
+            start_new_session=True,
         )
         tail = ""
         try:
@@ -285,7 +288,8 @@ class EmbeddedRuntime:
             await proc.wait()
         finally:
             if proc.returncode is None:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
         return tail[:300]
 
