@@ -20,12 +20,14 @@ from streamkeep.llm.runtime import EmbeddedRuntime, default_steps
 from tests.scaleout.waits import eventually
 
 BUILD = """\
-import pathlib, subprocess, sys, time
+import pathlib, signal, subprocess, sys, time
 site, module, gate, status = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3]), int(sys.argv[4])
 print("[ 10%] Building C object ggml.c.o", flush=True)
 print("[150/300] Building CXX object llama.cpp.o", flush=True)  # Ninja's form
-# A compiler of its own, as pip's build has: it must end when the preparation is stopped.
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+# A compiler, run as Ninja runs one: in a process group of its own, ended by Ninja only
+# when Ninja is asked to stop (SIGTERM). It must end when the preparation is stopped.
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], process_group=0)
+signal.signal(signal.SIGTERM, lambda *_: (child.kill(), sys.exit(143)))
 pathlib.Path(site, "child.pid").write_text(str(child.pid))
 while not gate.exists():
     time.sleep(0.01)

@@ -48,6 +48,8 @@ State = Literal["ready", "preparing", "failed", "off"]
 # How long a step takes on two cores when nothing says better (cmake's "[ 45%]" does).
 _BUILD_SECONDS = 600.0
 _INSTALL_SECONDS = 30.0
+# Seconds a stopped step gets to end its own children before they are killed.
+_TERM_GRACE = 5.0
 # Build progress as the build tool prints it: Make's "[ 45%]", Ninja's "[123/456]".
 _PERCENT = re.compile(rb"\[\s*(\d{1,3})%\]")
 _STEPS = re.compile(rb"^\s*\[(\d+)/(\d+)\]")
@@ -288,9 +290,7 @@ class EmbeddedRuntime:
             await proc.wait()
         finally:
             if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+                await _stop_group(proc)
         return tail[:300]
 
     def _fail(self, why: str) -> None:
@@ -322,6 +322,22 @@ async def _locked(lock: IO[str]) -> None:
             return
         except BlockingIOError:
             await asyncio.sleep(1.0)
+
+
+async def _stop_group(proc: asyncio.subprocess.Process) -> None:
+    """End a step and everything it started. SIGTERM first: Ninja runs each compiler in
+    a process group of its own and ends them only when it is asked to stop, not when
+    killed; then SIGKILL for whatever is left of the step's group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        async with asyncio.timeout(_TERM_GRACE):
+            await proc.wait()
+    except TimeoutError:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    await proc.wait()
 
 
 def _progress(line: bytes) -> float | None:
