@@ -38,12 +38,14 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# A wheel the server built (streamkeep.llm.runtime, same flags) counts as built.
 $(LLAMA_WHEEL): | $(BIN)/python
-	@echo "building llama-cpp-python $(LLAMA_VERSION) ($(LLAMA_ISA)) from source: this takes" \
-		"5-12 minutes with no output, once per machine (kept in $(WHEELS))"
 	mkdir -p $(WHEELS)
+	@ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || { \
+	echo "building llama-cpp-python $(LLAMA_VERSION) ($(LLAMA_ISA)) from source: this takes" \
+		"5-12 minutes with no output, once per machine (kept in $(WHEELS))"; \
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel --quiet --no-cache-dir --no-deps \
-		--wheel-dir $(WHEELS) 'llama-cpp-python==$(LLAMA_VERSION)'
+		--wheel-dir $(WHEELS) 'llama-cpp-python==$(LLAMA_VERSION)'; }
 	touch $@
 
 # `make run` needs only the base install (and the GGUF file's package): the server
