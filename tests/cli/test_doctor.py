@@ -191,3 +191,18 @@ def test_secrets_are_masked_wherever_they_are() -> None:
         "tools": {"mcp": {"m": {"env": {"TOKEN": "***"}, "headers": {"x": "***"}, "url": "u"}}},
         "port": 8000,
     }
+
+
+async def test_the_embedded_models_build_log_is_named_with_its_last_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "logs").mkdir(parents=True)
+    log = data / "logs" / "embedded-runtime.log"
+    log.write_text(
+        "$ pip wheel llama-cpp-python\n[150/300] Building ggml.c\nerror: no compiler\n\n"
+    )
+    run = await doctor(f'data_dir = "{data}"\n', "--json", cwd=tmp_path)
+    assert run.status == 0, run.out + run.err
+    embedded = run.json()["embedded"]
+    assert embedded["build_log"] == str(log)
+    assert embedded["build_log_last_line"] == "error: no compiler"
+    assert embedded["model"] == "local/smollm2"

@@ -216,10 +216,19 @@ def embedded_info(settings: Settings) -> dict[str, Any] | None:
     info["cached_wheel"] = wheels[0].name if wheels else None
     log = runtime.log_path.resolve()
     info["build_log"] = str(log) if log.is_file() else None
+    info["build_log_last_line"] = _last_line(log) if log.is_file() else None
     path = gguf_file()
     info["gguf"] = str(path) if path else None
     info["gguf_bytes"] = path.stat().st_size if path else None
     return info
+
+
+def _last_line(path: Path) -> str:
+    """The last non-empty line of a log (its end only: a build log runs to megabytes)."""
+    with path.open("rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+        lines = [line.strip() for line in f.read().decode(errors="replace").splitlines()]
+    return next((line for line in reversed(lines) if line), "")[:200]
 
 
 async def diagnose(settings: Settings, limit: float) -> Report:

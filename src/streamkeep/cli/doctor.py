@@ -106,6 +106,7 @@ def _embedded(info: dict[str, Any]) -> list[str]:
     lines.append(_row("", f"wheel cache: {info['wheel_cache']} ({wheel})"))
     if info["build_log"]:
         lines.append(_row("", f"build log: {info['build_log']}"))
+        lines.append(_row("", f"  last line: {info['build_log_last_line']}"))
     lines.append(_row("", f"model package: {info['model_package']}"))
     gguf = info["gguf"]
     lines.append(
