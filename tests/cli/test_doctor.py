@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import streamkeep
 from streamkeep.cli.checks import mask_url, masked
 from streamkeep.store.db import Database
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL, free_port, require_service
@@ -73,7 +74,7 @@ async def test_a_sqlite_file_and_a_reachable_provider_are_reported_with_secrets_
     assert run.status == 0, run.out + run.err
     assert SECRET not in run.out and "hdr-SECRET" not in run.out
     lines = run.out.splitlines()
-    assert lines[0] == "streamkeep       0.1.0"
+    assert lines[0] == f"streamkeep       {streamkeep.__version__}"
     assert f"data dir         {data} (exists)" in lines
     assert any(line.startswith(f"sqlite file      {data / 'streamkeep.db'} (") for line in lines)
     assert next(line for line in lines if line.startswith("database ")).split()[1] == "ok"
