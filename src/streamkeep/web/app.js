@@ -40,6 +40,7 @@ const state = {
   chat: null, // the open chat (without its messages), or null for a new one
   messages: [],
   models: [],
+  modelStatus: new Map(), // model id -> its /v1/models entry, for one not ready yet
   // {chatId, msg, controller, started, stopRequested} while a reply streams: `started`
   // once the server has answered the request (it knows the generation), `stopRequested`
   // once Stop was pressed (the stop goes out when `started`).
@@ -120,7 +121,7 @@ async function loadModels() {
 }
 
 function modelLabel(name) {
-  const status = state.modelStatus && state.modelStatus.get(name);
+  const status = state.modelStatus.get(name);
   if (!status) return name;
   const left = status.seconds_left ? `, about ${Math.ceil(status.seconds_left / 60)} min left` : "";
   return `${name} (${status.status}${left})`;
@@ -132,7 +133,7 @@ function renderModels() {
   if (current && !names.includes(current)) names.unshift(current);
   ui.model.replaceChildren(
     ...names.map((m) => {
-      const status = state.modelStatus && state.modelStatus.get(m);
+      const status = state.modelStatus.get(m);
       return el("option", { value: m, title: status ? status.status_detail : m }, modelLabel(m));
     }),
   );
@@ -513,12 +514,14 @@ function startChats() {
 // in the DOM or in memory, for whoever uses the browser next.
 function clearChats() {
   if (state.live) state.live.controller.abort(); // the reply goes on in the server
+  clearTimeout(modelRecheck);
   Object.assign(state, {
     chats: [],
     nextCursor: null,
     chat: null,
     messages: [],
     models: [],
+    modelStatus: new Map(),
     live: null,
     starting: false,
     elements: new Map(),
