@@ -207,7 +207,7 @@ def test_the_embedded_model_is_prepared_while_the_page_serves_then_answers(
     if not any(cache.glob(f"llama_cpp_python-{LLAMA_VERSION}-*.whl")):
         if IN_CI:
             pytest.fail(f"no llama-cpp-python wheel in {cache}: `make test` builds it first")
-        pytest.skip(f"no llama-cpp-python wheel in {cache} (`make install` builds it)")
+        pytest.skip(f"no llama-cpp-python wheel in {cache} (`make test` builds it)")
     script, gate = tmp_path / "prepare.py", tmp_path / "go"
     script.write_text(PREPARE)
     command = shlex.join(
