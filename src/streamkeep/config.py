@@ -175,6 +175,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("ANTHROPIC_API_KEY", "STREAMKEEP_ANTHROPIC_API_KEY"),
     )
     enable_local_model: bool = True
+    # When llama-cpp-python (the embedded model's runtime) is missing, the server
+    # prepares it in the background (`llm.runtime`): pip-installs the machine's cached
+    # wheel, building it first if there is none. Off: the model stays unavailable.
+    local_runtime_prepare: bool = True
+    # One command (shell-quoted) that prepares it instead of the default steps.
+    local_runtime_command: str | None = None
 
     # Generations
     checkpoint_interval: float = 1.0  # seconds between batched checkpoints of live replies

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from streamkeep.config import SettingsError
 
 # module name -> registered in this order in `streamkeep --help`
-_SUBCOMMAND_MODULES = ("serve", "db", "chat", "chats", "users", "keys", "usage")
+_SUBCOMMAND_MODULES = ("serve", "doctor", "db", "chat", "chats", "users", "keys", "usage")
 
 
 def build_parser() -> argparse.ArgumentParser:

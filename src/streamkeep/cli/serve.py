@@ -29,13 +29,21 @@ from streamkeep.scaleout.workers import check_workers, run_workers
 from streamkeep.server import begin_shutdown, create_app
 from streamkeep.store import ChatStore, Database
 
+_WHERE_DATA_GOES = """\
+Where data goes: chats, messages, users and keys are in the database: by default the
+SQLite file streamkeep.db in the data directory (--data-dir, STREAMKEEP_DATA_DIR;
+default ./.streamkeep, relative to the directory you start the server in), or
+--database-url. The data directory also holds logs/embedded-runtime.log, the log of
+preparing the embedded model's runtime (llama-cpp-python, built once per machine into
+~/.cache/streamkeep/wheels). `streamkeep doctor` shows every one of these places."""
+
 # Past the grace period, the interrupted generations still need a moment to be stored.
 _SHUTDOWN_MARGIN = 5.0
 
 
 def add_parser(subparsers: Any) -> None:
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "serve", help="run the HTTP server", description=__doc__
+        "serve", help="run the HTTP server", description=__doc__, epilog=_WHERE_DATA_GOES
     )
     p.add_argument("--host", help="address to listen on (STREAMKEEP_HOST, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (STREAMKEEP_PORT, 8000)")

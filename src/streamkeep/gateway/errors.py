@@ -12,7 +12,9 @@ exception classes (BadRequestError, NotFoundError, ...) for our failures too.
     413  request_too_large       a body over max_body_bytes (`server.errors.body_too_large`)
     4xx  (the provider's)        the provider refused the request: passed through
     502  upstream_error          the provider failed (5xx, broken connection, in-stream)
-    503  service_unavailable     the model is not configured, or we are shutting down
+    503  service_unavailable     the model is not configured, or we are shutting down,
+                                 or it is being prepared (code model_not_ready,
+                                 with Retry-After)
     504  timeout                 the provider did not answer in time
 """
 
@@ -26,6 +28,7 @@ from starlette.responses import Response
 from streamkeep.llm.errors import (
     ConfigurationError,
     LLMError,
+    ModelNotReady,
     ProviderHTTPError,
     ProviderTimeout,
     UnknownModelError,
@@ -81,6 +84,11 @@ def from_llm_error(error: LLMError) -> GatewayError:
     """The response for a failure that happened before the first byte was sent."""
     if isinstance(error, UnknownModelError):
         return GatewayError(404, error.message, param="model", code="model_not_found")
+    if isinstance(error, ModelNotReady):
+        headers = {"retry-after": str(error.retry_after)}
+        return GatewayError(
+            503, error.message, type="service_unavailable", code=error.kind, headers=headers
+        )
     if isinstance(error, ConfigurationError):
         return GatewayError(503, error.message, type="service_unavailable", code=error.kind)
     if isinstance(error, ProviderHTTPError) and 400 <= error.status < 500:

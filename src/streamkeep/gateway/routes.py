@@ -71,14 +71,33 @@ _BODY_DOC = body_doc(
 @router.get("/v1/models")
 async def list_models(registry: RegistryDep, caller: CallerDep) -> Response:
     """Every configured `provider/model`, and the models a pass-through provider (one
-    configured without a list, e.g. `OPENAI_BASE_URL`) lists itself, in OpenAI's shape."""
+    configured without a list, e.g. `OPENAI_BASE_URL`) lists itself, in OpenAI's shape.
+    A model that cannot answer yet (the embedded one while its runtime is prepared) has
+    `status` (`preparing`, `failed`, `unavailable`), `status_detail` and, while
+    preparing, `seconds_left`."""
     data = [
-        # A fallback alias (no "/") is streamkeep's own.
-        {"id": name, "object": "model", "created": 0, "owned_by": _owner(name)}
+        _model_entry(name, registry)
         for name in await registry.available_models()
         if caller.may_use(name)
     ]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+
+def _model_entry(name: str, registry: ModelRegistry) -> dict[str, object]:
+    # A fallback alias (no "/") is streamkeep's own.
+    entry: dict[str, object] = {
+        "id": name,
+        "object": "model",
+        "created": 0,
+        "owned_by": _owner(name),
+    }
+    status = registry.status(name)
+    if status is not None:
+        entry["status"] = "unavailable" if status.state == "off" else status.state
+        entry["status_detail"] = status.detail
+        if status.seconds_left is not None:
+            entry["seconds_left"] = status.seconds_left
+    return entry
 
 
 def _owner(model: str) -> str:

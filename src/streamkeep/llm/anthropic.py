@@ -52,8 +52,9 @@ from streamkeep.llm.events import (
     TextDelta,
 )
 from streamkeep.llm.http_provider import HTTPProvider
+from streamkeep.llm.openai import model_ids
 from streamkeep.llm.parser import StreamParser, count
-from streamkeep.llm.transport import RetryPolicy, Timeouts
+from streamkeep.llm.transport import RetryPolicy, Timeouts, get_json
 from streamkeep.llm.types import ChatRequest, FinishReason, Message, ReasoningPart, Usage
 from streamkeep.text import loads_repairing
 
@@ -100,6 +101,16 @@ class AnthropicProvider(HTTPProvider):
             headers["x-api-key"] = api_key
         super().__init__(name, url, headers, timeouts=timeouts, retry=retry, client=client)
         self._default_max_tokens = default_max_tokens
+        self._models_url = url.removesuffix("/messages") + "/models"
+
+    async def list_models(self) -> list[str]:
+        """The model ids `GET /v1/models` lists (its first page: `streamkeep doctor`
+        asks whether the key works, not for every model); bound it with
+        `asyncio.timeout`. Raises a `ProviderError` subclass, or ValueError."""
+        body = await get_json(
+            self.open(), self._models_url, headers=self._headers, provider=self.name
+        )
+        return model_ids(body)
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         return request_body(request, self._default_max_tokens)

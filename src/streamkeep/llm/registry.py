@@ -35,6 +35,7 @@ from streamkeep.llm.errors import LLMError, ProviderError, UnknownModelError
 from streamkeep.llm.events import EventStream
 from streamkeep.llm.fallback import fallback_stream
 from streamkeep.llm.provider import Provider
+from streamkeep.llm.runtime import EmbeddedRuntime, Status
 from streamkeep.llm.tracing import CallObserver, error_type, traced_stream
 from streamkeep.llm.types import ChatRequest
 from streamkeep.llm.usage import with_usage
@@ -81,11 +82,14 @@ class ModelRegistry:
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
         observer: CallObserver | None = None,
+        runtime: EmbeddedRuntime | None = None,
     ) -> None:
         """`tracer_provider`, `meter_provider`: where the calls' GenAI telemetry goes
         (None: OpenTelemetry's global ones); `observer`: told of every call and retry
         (the app's Prometheus metrics). Message content goes into the spans only with
-        the setting `capture_content`."""
+        the setting `capture_content`. `runtime`: the embedded model's, which a
+        `local/...` model waits for (None: the model is built as soon as asked)."""
+        self.runtime = runtime
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
         self._observer = observer
@@ -100,6 +104,14 @@ class ModelRegistry:
         none), then the fallback aliases."""
         named = [f"{name}/{model}" for name, cfg in self._configs.items() for model in cfg.models]
         return [*named, *self._aliases]
+
+    def status(self, model: str) -> Status | None:
+        """Why `model` cannot answer yet (the embedded runtime's state), or None."""
+        cfg = self._configs.get(model.partition("/")[0])
+        if cfg is None or cfg.kind != "local" or self.runtime is None:
+            return None
+        status = self.runtime.status()
+        return None if status.state == "ready" else status
 
     def alias(self, model: str) -> list[str] | None:
         """The models a fallback alias tries, in order; None for any other name."""
@@ -236,6 +248,8 @@ class ModelRegistry:
     def _provider(self, name: str, cfg: ProviderConfig) -> Provider:
         provider = self._providers.get(name)
         if provider is None:
+            if cfg.kind == "local" and self.runtime is not None:
+                self.runtime.check()  # ModelNotReady while its runtime is prepared
             on_retry = partial(_retried, self._observer) if self._observer is not None else None
             provider = self._providers[name] = build_provider(name, cfg, on_retry=on_retry)
         return provider
@@ -280,6 +294,13 @@ def build_provider(
     return AnthropicProvider(
         name, base_url, cfg.api_key, timeouts=timeouts, retry=retry, extra_headers=cfg.extra_headers
     )
+
+
+def provider_url(cfg: ProviderConfig) -> str:
+    """Where a provider is reached: its base URL ("in-process" for the embedded model)."""
+    if cfg.kind == "local":
+        return "in-process"
+    return cfg.base_url or _DEFAULT_BASE_URLS[cfg.kind]
 
 
 def _host(cfg: ProviderConfig) -> str | None:

@@ -42,6 +42,7 @@ from streamkeep.http.request_id import RequestIds
 from streamkeep.http.responses import RAW_SEND
 from streamkeep.http.tokens import JwtVerifier
 from streamkeep.llm.registry import ModelRegistry
+from streamkeep.llm.runtime import EmbeddedRuntime
 from streamkeep.scaleout import Cluster
 from streamkeep.scaleout import connect as connect_redis
 from streamkeep.server.docs import install as install_docs
@@ -170,7 +171,9 @@ def _declared_length(scope: Scope) -> int:
     return 0
 
 
-def create_app(settings: Settings | None = None) -> App:
+def create_app(settings: Settings | None = None, *, runtime: EmbeddedRuntime | None = None) -> App:
+    """`runtime`: the embedded model's (default: from the settings, prepared in the
+    background when missing; see `llm.runtime`)."""
     settings = settings or load_settings()
     app = App(
         title="streamkeep",
@@ -186,6 +189,7 @@ def create_app(settings: Settings | None = None) -> App:
     app.state.worker_id = worker_id = default_worker_id()
     app.state.telemetry = observability.install(app, metrics, worker_id)
     app.state.oidc = OidcSignIn.from_settings(settings)
+    app.state.runtime = runtime
     install_errors(app)
     app.add_middleware(Guard, policy=HostPolicy(settings.host, settings.allowed_hosts))
     # Matched in this order, each router's routes in turn: the gateway's three APIs
@@ -224,11 +228,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     tracer_provider = export.tracer_provider if export is not None else None
     database = Database.from_url(settings.resolved_database_url)
     metrics.watch_database(database)
+    runtime: EmbeddedRuntime | None = app.state.runtime
+    if runtime is None and any(c.kind == "local" for c in settings.all_providers().values()):
+        runtime = EmbeddedRuntime.from_settings(settings)
     registry = ModelRegistry(
         settings,
         tracer_provider=tracer_provider,
         meter_provider=export.meter_provider if export is not None else None,
         observer=metrics,
+        runtime=runtime,
     )
     redis = connect_redis(settings.redis_url) if settings.redis_url else None
     leases: asyncio.Task[None] | None = None
@@ -254,6 +262,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         observability.watch(metrics, database, manager, cluster)
         await manager.start()
         registry.prepare()
+        if runtime is not None:
+            runtime.start()  # in the background: the server answers meanwhile
         app.state.database, app.state.store = database, store
         limiter = (
             Limiter.with_redis(redis, settings.redis_prefix)
@@ -287,6 +297,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if leases is not None:
             leases.cancel()
         await metrics.aclose()
+        if runtime is not None:
+            await runtime.aclose()
         if toolbox is not None:
             await toolbox.aclose()
         await registry.aclose()

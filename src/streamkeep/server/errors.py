@@ -17,6 +17,8 @@ maps httpcore's exceptions onto its own):
     422  invalid_request, invalid_operation   a malformed or impossible request
     429  rate_limited                  over a limit of the user's or key's (`Retry-After`)
     503  shutting_down, database_unavailable, redis_unavailable  try again later
+    503  model_not_ready               the embedded model is being prepared (`Retry-After`)
+    503  configuration_error           the model cannot be used as configured (says why)
 
 An `invalid_request` names its `field` (`"body"` when the JSON itself is broken, with
 the line and column in the message). A kind the table does not know is a bug: a 500,
@@ -43,7 +45,7 @@ from starlette.routing import Match, Mount
 from streamkeep.generation.errors import GenerationError
 from streamkeep.http.auth import IdentityUnavailable, Unauthorized
 from streamkeep.http.limits import LimitExceeded
-from streamkeep.llm.errors import LLMError
+from streamkeep.llm.errors import LLMError, ModelNotReady
 from streamkeep.store.errors import StoreError
 from streamkeep.tools import UnknownTools
 
@@ -88,6 +90,9 @@ ANSWERS: dict[str, Answer] = {
     "image_too_large": Answer(413),
     "unsupported_image_type": Answer(415),
     "shutting_down": Answer(503, "the server is shutting down", retry=True),
+    # The embedded model's runtime is being prepared (`llm.runtime`).
+    "model_not_ready": Answer(503, fields=("retry_after",)),
+    "configuration_error": Answer(503),
     "database_unavailable": Answer(503, "the database is not reachable"),
     # A JWT's signing keys (the product's JWKS) could not be fetched.
     "identity_unavailable": Answer(503, retry=True),
@@ -244,6 +249,8 @@ async def _known(request: Request, exc: Exception) -> JSONResponse:
     response.headers.update(dict(answer.headers))
     if isinstance(exc, LimitExceeded):
         response.headers.update(exc.headers)
+    if isinstance(exc, ModelNotReady):
+        response.headers["retry-after"] = str(exc.retry_after)
     return response
 
 

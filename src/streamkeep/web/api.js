@@ -92,9 +92,11 @@ export const api = {
   stop: (id) => json("POST", `api/chats/${encodeURIComponent(id)}/stop`),
   // The tools a chat may switch on: {items: [{name, description, input_schema, source}]}.
   tools: () => json("GET", "api/tools"),
+  // [{id, status?, status_detail?}]: `status` is set on a model that cannot answer yet
+  // (the embedded one while its runtime is prepared: "preparing").
   async models() {
     const body = await json("GET", "v1/models");
-    return (body && body.data ? body.data : []).map((m) => m.id);
+    return body && body.data ? body.data : [];
   },
 };
 

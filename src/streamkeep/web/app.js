@@ -40,6 +40,7 @@ const state = {
   chat: null, // the open chat (without its messages), or null for a new one
   messages: [],
   models: [],
+  modelStatus: new Map(), // model id -> its /v1/models entry, for one not ready yet
   // {chatId, msg, controller, started, stopRequested} while a reply streams: `started`
   // once the server has answered the request (it knows the generation), `stopRequested`
   // once Stop was pressed (the stop goes out when `started`).
@@ -101,20 +102,41 @@ const tools = createToolsPicker(state, { showError });
 
 // ---------- models ----------
 
+// Asked again this often while a model is being prepared, so it turns ready in place.
+const MODEL_RECHECK_MS = 15000;
+let modelRecheck = null;
+
 async function loadModels() {
+  let listed = [];
   try {
-    state.models = await api.models();
+    listed = await api.models();
   } catch {
-    state.models = []; // no model list: the chat's own model is still offered below
+    // no model list: the chat's own model is still offered below
   }
+  state.models = listed.map((m) => m.id);
+  state.modelStatus = new Map(listed.filter((m) => m.status).map((m) => [m.id, m]));
   renderModels();
+  clearTimeout(modelRecheck);
+  if (state.modelStatus.size > 0) modelRecheck = setTimeout(loadModels, MODEL_RECHECK_MS);
+}
+
+function modelLabel(name) {
+  const status = state.modelStatus.get(name);
+  if (!status) return name;
+  const left = status.seconds_left ? `, about ${Math.ceil(status.seconds_left / 60)} min left` : "";
+  return `${name} (${status.status}${left})`;
 }
 
 function renderModels() {
   const current = state.chat ? state.chat.model : ui.model.value || state.models[0];
   const names = [...state.models];
   if (current && !names.includes(current)) names.unshift(current);
-  ui.model.replaceChildren(...names.map((m) => el("option", { value: m }, m)));
+  ui.model.replaceChildren(
+    ...names.map((m) => {
+      const status = state.modelStatus.get(m);
+      return el("option", { value: m, title: status ? status.status_detail : m }, modelLabel(m));
+    }),
+  );
   if (current) ui.model.value = current;
   ui.model.hidden = names.length === 0;
 }
@@ -492,12 +514,14 @@ function startChats() {
 // in the DOM or in memory, for whoever uses the browser next.
 function clearChats() {
   if (state.live) state.live.controller.abort(); // the reply goes on in the server
+  clearTimeout(modelRecheck);
   Object.assign(state, {
     chats: [],
     nextCursor: null,
     chat: null,
     messages: [],
     models: [],
+    modelStatus: new Map(),
     live: null,
     starting: false,
     elements: new Map(),
