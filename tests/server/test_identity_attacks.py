@@ -12,6 +12,7 @@ import json
 import httpx
 import jwt
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
 from tests.server.conftest import Server, ServerFactory
@@ -191,3 +192,74 @@ async def test_a_huge_token_is_refused_cleanly(server_factory: ServerFactory) ->
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         r = await client.get("/api/me", headers={"authorization": f"Bearer {token}"})
     assert r.status_code in (200, 400, 401, 431), r.text
+
+
+async def test_token_users_reach_none_of_each_others_gateway_calls_or_usage(
+    server_factory: ServerFactory,
+) -> None:
+    server = await server_factory(jwt_secret=SECRET, **JWT_SETTINGS)
+    async with (
+        bearer(server, hs_token("u-ann")) as ann,
+        bearer(server, hs_token("u-ben")) as ben,
+    ):
+        body = {"model": "fake/fake-model", "input": "hi"}
+        r = await ann.post("/v1/responses", json=body)
+        assert r.status_code == 200, r.text
+        response_id = r.json()["id"]
+        chat_id = r.headers["x-streamkeep-chat-id"]
+        for method, path in (
+            ("GET", f"/v1/responses/{response_id}"),
+            ("DELETE", f"/v1/responses/{response_id}"),
+        ):
+            other = await ben.request(method, path)
+            assert other.status_code == 404, (method, other.text)
+        r = await ben.post("/v1/responses", json={**body, "previous_response_id": response_id})
+        assert r.status_code == 404, r.text
+        messages = {
+            "model": "fake/fake-model",
+            "max_tokens": 10,
+            "messages": [{"role": "user", "content": "x"}],
+        }
+        r = await ben.post("/v1/messages", json=messages, headers={"x-streamkeep-chat-id": chat_id})
+        assert r.status_code == 404, r.text
+
+        assert (await ben.get("/api/usage", params={"group_by": "user"})).json()["items"] == []
+        r = await ben.get("/api/usage", params={"group_by": "user", "user": "u-ann"})
+        assert r.status_code == 404, r.text
+        mine = (await ann.get("/api/usage", params={"group_by": "user"})).json()["items"]
+        assert [i["group"] for i in mine] == ["u-ann"]
+        assert (await ann.get(f"/v1/responses/{response_id}")).status_code == 200
+
+
+async def test_a_jwks_that_fails_is_asked_at_most_once_per_interval(
+    server_factory: ServerFactory,
+) -> None:
+    """Before any set was fetched, a failing JWKS was asked again by every request with
+    a JWT (anyone can send one): with an issuer that hangs, each waited its timeout in
+    turn behind the fetch lock."""
+    asked = 0
+
+    async def failing(_: web.Request) -> web.Response:
+        nonlocal asked
+        asked += 1
+        return web.Response(status=503, text="down")
+
+    app = web.Application()
+    app.router.add_get("/jwks.json", failing)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/jwks.json"
+    try:
+        server = await server_factory(jwt_jwks_url=url, jwks_refresh_interval=3600, **JWT_SETTINGS)
+        key = rsa_key("k1")
+        for n in range(4):
+            async with bearer(server, key_token(key, f"u-{n}")) as client:
+                r = await client.get("/api/me")
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["type"] == "identity_unavailable"
+            assert "could not be fetched" in r.json()["error"]["message"]
+        assert asked == 1
+    finally:
+        await runner.cleanup()
