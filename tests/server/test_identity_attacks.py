@@ -4,10 +4,12 @@ real HTTP, tokens made with PyJWT."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import time
 
 import httpx
 import jwt
@@ -263,3 +265,16 @@ async def test_a_jwks_that_fails_is_asked_at_most_once_per_interval(
         assert asked == 1
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.slow
+async def test_a_cached_token_is_refused_once_expired(server_factory: ServerFactory) -> None:
+    """The verified-token cache keeps a token until its `exp` plus the leeway only."""
+    server = await server_factory(jwt_secret=SECRET, jwt_leeway=0, **JWT_SETTINGS)
+    exp = int(time.time()) + 3
+    async with bearer(server, hs_token("u-short", exp=exp)) as client:
+        assert (await client.get("/api/me")).status_code == 200  # verified, now cached
+        await asyncio.sleep(max(0.0, exp - time.time()) + 0.5)
+        r = await client.get("/api/me")
+    assert r.status_code == 401, r.text
+    assert "expired" in r.json()["error"]["message"]
