@@ -133,3 +133,40 @@ async def test_without_oidc_its_routes_are_404s(server: Server) -> None:
         assert (await server.client.get(path)).status_code == 404
     methods = (await server.client.get("/api/auth/methods")).json()
     assert methods == {"password": True, "oidc": None}
+
+
+async def test_allowed_domains_take_only_a_verified_email_of_exactly_that_domain(
+    server_factory: ServerFactory, provider: str
+) -> None:
+    server = await server_factory(
+        oidc_issuer=provider,
+        oidc_client_id="streamkeep",
+        oidc_client_secret="the client's secret",
+        oidc_provider_name="Corp",
+        oidc_allowed_domains=["corp.example"],
+    )
+    cases: dict[str, tuple[dict[str, Any], int]] = {
+        # Many providers let anyone register any email, unverified.
+        "unverified": ({"email": "mal@corp.example", "email_verified": False}, 403),
+        "unverified, as a string": ({"email": "mal@corp.example", "email_verified": "false"}, 403),
+        "two @": ({"email": "mal@corp.example@evil.example", "email_verified": True}, 403),
+        "a subdomain": ({"email": "mal@sub.corp.example", "email_verified": True}, 403),
+        "a suffix": ({"email": "mal@corp.example.evil.example", "email_verified": True}, 403),
+        "no email": ({}, 403),
+        "upper case, verified": ({"email": "Ann@CORP.example", "email_verified": True}, 302),
+        "no email_verified claim": ({"email": "bo@corp.example"}, 302),
+    }
+    for number, (case, (email_claims, status)) in enumerate(cases.items()):
+        sub = f"probe-{number}"
+        async with httpx.AsyncClient() as admin_of_provider:
+            r = await admin_of_provider.put(
+                f"{provider}/users/{sub}", json={"preferred_username": sub, **email_claims}
+            )
+            assert r.status_code < 300, r.text
+        async with new_browser(server) as browser:
+            back = await sign_in(browser, server, sub)
+            assert back.status_code == status, (case, back.text)
+            signed_in = (await browser.get("/api/me")).status_code == 200
+            assert signed_in == (status == 302), case
+    names = sorted(u.name for u in await server.store.list_users())
+    assert names == ["probe-6", "probe-7"]

@@ -1,7 +1,7 @@
 """A JSON Web Key Set fetched over HTTP, cached, and refetched when a token names a
 key it does not hold (the product rotated its keys), at most once per
 `refresh_interval`: a stream of tokens with made-up `kid`s cannot make every request
-a fetch.
+a fetch, nor can a JWKS that fails before any set was held.
 
 Async (httpx) rather than PyJWT's own `PyJWKClient`, whose urllib fetch would block
 the event loop; PyJWT still parses the set (`PyJWKSet`). Concurrent requests that miss
@@ -41,6 +41,10 @@ class JwksCache:
         self._clock = clock
         self._keys: dict[str | None, PyJWK] = {}
         self._fetched_at: float | None = None
+        # The last failed fetch while no set is held, and why: the set is not asked
+        # again before `refresh_interval` (each request with a JWT would, anyone's).
+        self._failed_at: float | None = None
+        self._failure = ""
         self._lock = asyncio.Lock()
         #: how many times the set was fetched (for the tests and the logs)
         self.fetches = 0
@@ -56,13 +60,16 @@ class JwksCache:
 
     def _needs_fetch(self, kid: str | None) -> bool:
         if self._fetched_at is None:
-            return True
+            failed = self._failed_at
+            return failed is None or self._clock() - failed >= self._refresh_interval
         age = self._clock() - self._fetched_at
         if age >= self._max_age:
             return True
         return kid not in self._keys and age >= self._refresh_interval
 
     def _find(self, kid: str | None) -> PyJWK:
+        if not self._keys:
+            raise IdentityUnavailable(self._failure)
         found = self._keys.get(kid)
         if found is None:
             named = f"key id {kid!r}" if kid is not None else "no key id (`kid`)"
@@ -83,9 +90,9 @@ class JwksCache:
                 )
                 self._fetched_at = self._clock()
                 return
-            raise IdentityUnavailable(
-                f"the token's signing keys could not be fetched: {exc}"
-            ) from None
+            self._failed_at = self._clock()
+            self._failure = f"the token's signing keys could not be fetched: {exc}"
+            raise IdentityUnavailable(self._failure) from None
         self.fetches += 1
         keys: dict[str | None, PyJWK] = {k.key_id: k for k in keyset.keys}
         if len(keyset.keys) == 1:

@@ -31,6 +31,8 @@ from streamkeep.http.jwks import JwksCache
 from streamkeep.store.external_users import ExternalIdentity
 
 REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub"]
+# The JWK key type (`kty`) each public-key algorithm family verifies with.
+_KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 CACHE_SIZE = 4096
 
 
@@ -90,7 +92,15 @@ class JwtVerifier:
         key: Any = self._secret
         if self.jwks is not None:
             kid = header.get("kid")
-            key = (await self.jwks.key(kid if isinstance(kid, str) else None)).key
+            jwk = await self.jwks.key(kid if isinstance(kid, str) else None)
+            # PyJWT picks the algorithm from the header and raises a TypeError (not a
+            # PyJWTError) for a key of another kind: the JWKS is public, so anyone could
+            # name its EC key with RS256. Refuse that here, as a 401.
+            if _KEY_TYPES.get(alg[:2]) != jwk.key_type:
+                raise Unauthorized(
+                    f"the token's {alg} cannot verify with the {jwk.key_type} key it names"
+                )
+            key = jwk.key
         claims = self._decode(token, key)
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:

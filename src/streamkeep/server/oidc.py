@@ -10,7 +10,8 @@ No session middleware: it would sit on every request, streams' included.
 
 The signed-in user is `(iss, sub)` in the users table (`store.external_users`),
 created the first time; their email and admin role follow the claims at each sign-in.
-Who may sign in at all: `oidc_allowed_domains` (the `email` claim's domain) and
+Who may sign in at all: `oidc_allowed_domains` (the `email` claim's domain, unless
+`email_verified` is false) and
 `oidc_required_group` (in `oidc_groups_claim`); anyone else is a 403.
 """
 
@@ -141,6 +142,13 @@ class OidcSignIn:
             if email.rpartition("@")[2].lower() not in domains:
                 raise RequestRefused(
                     403, "forbidden", f"{email or 'an account without email'} may not sign in here"
+                )
+            # Many providers let anyone register any address: one they say is not
+            # verified proves no domain (as oauth2-proxy: refused when the claim says
+            # false; a provider that never sends it is believed). Cognito sends a string.
+            if str(claims.get("email_verified", True)).lower() == "false":
+                raise RequestRefused(
+                    403, "forbidden", f"{email} is not verified by {self.name}: it may not sign in"
                 )
         group = self.settings.oidc_required_group
         if group is not None and group not in _values(claims.get(self.settings.oidc_groups_claim)):
