@@ -20,11 +20,9 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from streamkeep.llm.runtime import LLAMA_VERSION, wheel_cache
-from tests.browser.conftest import browser
+from tests.browser.conftest import open_browser
 from tests.browser.procs import clean_env, stop_process, wait_ready
 from tests.conftest import IN_CI, free_port
-
-__all__ = ["browser"]  # the fixture, used here
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +41,14 @@ PACKAGE_DATA = [
     "streamkeep/store/migrations/versions/0001_initial.py",
     "streamkeep/py.typed",
 ]
+
+
+# This module's own, closed at its end: the browser package's fixture, imported here,
+# would stay open (and its event loop running) until the session's end, failing every
+# async test collected after this file.
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    yield from open_browser()
 
 
 @pytest.fixture(scope="module")

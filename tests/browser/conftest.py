@@ -68,10 +68,11 @@ def server(fake_provider: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         stop_process(proc)
 
 
-# Package scope, not session: Playwright's sync API keeps an event loop running in the
-# main thread while it is open, and pytest-asyncio cannot start loops for later tests.
-@pytest.fixture(scope="package")
-def browser() -> Iterator[Browser]:
+def open_browser() -> Iterator[Browser]:
+    """Chromium, for a fixture to yield from. Playwright's sync API keeps an event loop
+    running in the main thread while it is open, and pytest-asyncio cannot start loops
+    for later tests: such a fixture must end before any async test runs (package scope
+    here; module scope for a file outside this package)."""
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
         if IN_CI:
             pytest.fail(f"no Chromium at {CHROMIUM}; .ci/run should have installed it")
@@ -81,6 +82,11 @@ def browser() -> Iterator[Browser]:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="package")
+def browser() -> Iterator[Browser]:
+    yield from open_browser()
 
 
 @pytest.fixture
