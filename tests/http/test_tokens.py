@@ -4,7 +4,10 @@ a token that fails is never kept."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +47,20 @@ async def test_a_refused_token_is_refused_again() -> None:
     for _ in range(2):
         with pytest.raises(Unauthorized, match="audience"):
             await check.identify(token)
+
+
+def test_a_server_without_jwts_or_oidc_loads_neither_pyjwt_nor_authlib(tmp_path: Path) -> None:
+    # They add about 15 MB to every server's memory (issue 17's RSS goal): imported
+    # only where a token is checked or OIDC is configured.
+    code = (
+        "import sys\n"
+        "from streamkeep.config import Settings\n"
+        "from streamkeep.server.app import create_app\n"
+        f"create_app(Settings(enable_local_model=False, data_dir={str(tmp_path)!r}))\n"
+        "print(sorted(m for m in ('jwt', 'authlib', 'httpx2') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

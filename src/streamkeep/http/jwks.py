@@ -14,12 +14,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-
-import httpx
-from jwt import PyJWK, PyJWKSet
-from jwt.exceptions import PyJWKSetError
+from typing import TYPE_CHECKING
 
 from streamkeep.http.auth_errors import IdentityUnavailable, Unauthorized
+
+if TYPE_CHECKING:
+    from jwt import PyJWK
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,11 @@ class JwksCache:
         return found
 
     async def _fetch(self) -> None:
+        # Imported on the first fetch, as `tokens` imports PyJWT: see there.
+        import httpx
+        from jwt import PyJWKSet
+        from jwt.exceptions import PyJWKSetError
+
         try:
             async with httpx.AsyncClient(timeout=FETCH_TIMEOUT) as client:
                 response = await client.get(self.url, headers={"accept": "application/json"})

@@ -23,8 +23,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import jwt
-
 from streamkeep.config import Settings
 from streamkeep.http.auth_errors import Unauthorized
 from streamkeep.http.jwks import JwksCache
@@ -80,6 +78,10 @@ class JwtVerifier:
         return identity
 
     async def _verify(self, token: str) -> tuple[ExternalIdentity, float]:
+        # PyJWT (and `cryptography` under it) only where tokens are checked: they add
+        # about 15 MB to a server's memory, and most servers are configured without JWTs.
+        import jwt
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -117,6 +119,8 @@ class JwtVerifier:
         return identity, float(claims["exp"]) + self._leeway
 
     def _decode(self, token: str, key: Any) -> dict[str, Any]:
+        import jwt
+
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,

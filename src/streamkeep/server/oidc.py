@@ -21,8 +21,6 @@ import hashlib
 import hmac
 from typing import Any
 
-import httpx
-from authlib.integrations.starlette_client import OAuth, OAuthError
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,14 +29,6 @@ from streamkeep.config import Settings
 from streamkeep.http.auth import IdentityUnavailable, Unauthorized
 from streamkeep.server.errors import RequestRefused
 from streamkeep.store.external_users import ExternalIdentity
-
-# Authlib's HTTP client is httpx2 where installed, else httpx: either one's failures.
-try:
-    import httpx2
-
-    HTTP_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPError, httpx2.HTTPError)
-except ImportError:  # pragma: no cover - httpx2 comes with the SDKs streamkeep uses
-    HTTP_ERRORS = (httpx.HTTPError,)
 
 STATE_COOKIE = "streamkeep_oidc"
 STATE_PATH = "/api/auth/oidc"
@@ -53,6 +43,13 @@ class OidcSignIn:
         self.settings = settings
         self.name = settings.oidc_provider_name
         secret = settings.oidc_client_secret.get_secret_value()
+        # Imported here, not with the module: Authlib and its HTTP clients add about
+        # 15 MB to a server's memory, and only a server with OIDC configured uses them.
+        from authlib.integrations.starlette_client import OAuth, OAuthError
+
+        self._oauth_error: type[Exception] = OAuthError
+        self._http_errors = _http_errors()
+        self._start_errors = (OAuthError, *self._http_errors, ValueError)
         self.client: Any = OAuth().register(
             name="oidc",
             client_id=settings.oidc_client_id,
@@ -77,7 +74,7 @@ class OidcSignIn:
         )
         try:
             response: Response = await self.client.authorize_redirect(request, redirect_uri)
-        except (OAuthError, *HTTP_ERRORS, ValueError) as exc:  # discovery failed
+        except self._start_errors as exc:  # discovery failed
             raise IdentityUnavailable(f"{self.name} could not be reached: {exc}") from None
         response.set_cookie(
             STATE_COOKIE,
@@ -98,9 +95,9 @@ class OidcSignIn:
             raise Unauthorized(f"{self.name} did not sign you in: {said[:200]}")
         try:
             token = await self.client.authorize_access_token(request)
-        except OAuthError as exc:
+        except self._oauth_error as exc:
             raise Unauthorized(f"the sign-in with {self.name} failed: {_said(exc)}") from None
-        except HTTP_ERRORS as exc:
+        except self._http_errors as exc:
             raise IdentityUnavailable(f"{self.name} could not be reached: {exc}") from None
         claims: dict[str, Any] = dict(token.get("userinfo") or {})
         self._check_allowed(claims)
@@ -176,5 +173,19 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _said(exc: OAuthError) -> str:
-    return str(exc.description or exc.error or exc)[:300]
+def _http_errors() -> tuple[type[Exception], ...]:
+    """Authlib's HTTP client is httpx2 where installed, else httpx: either one's
+    failures."""
+    import httpx
+
+    try:
+        import httpx2
+    except ImportError:  # pragma: no cover - httpx2 comes with the SDKs streamkeep uses
+        return (httpx.HTTPError,)
+    return (httpx.HTTPError, httpx2.HTTPError)
+
+
+def _said(exc: Exception) -> str:
+    """An `OAuthError`'s own words (its description, else its error code)."""
+    said = getattr(exc, "description", None) or getattr(exc, "error", None) or exc
+    return str(said)[:300]
