@@ -165,6 +165,25 @@ async def test_an_anthropic_provider_lists_its_models_with_its_own_headers(
     assert headers["x-api-key"] == SECRET and "anthropic-version" in headers
 
 
+async def test_a_password_in_a_urls_user_part_or_query_is_masked_everywhere(
+    tmp_path: Path,
+) -> None:
+    """A provider's base URL (its target line too), a DSN's `?password=` and a
+    key-like query parameter (`?api-key=`, as Azure's endpoints take) are secrets."""
+    closed = free_port()
+    database = f"postgresql://u:db-SECRET@127.0.0.1:{free_port()}/x?password=qs-SECRET"
+    config = "enable_local_model = false\n" + provider(
+        "azure", f"http://user:base-SECRET@127.0.0.1:{closed}/v1?api-key=key-SECRET"
+    )
+    for args in ((), ("--json",)):
+        run = await doctor(config, *args, "--database-url", database, cwd=tmp_path)
+        assert run.status == 1, run.out + run.err
+        for secret in ("db-SECRET", "qs-SECRET", "base-SECRET", "key-SECRET"):
+            assert secret not in run.out, (secret, run.out)
+    (azure,) = run.json()["providers"]
+    assert azure["target"] == f"openai http://user:***@127.0.0.1:{closed}/v1?api-key=***"
+
+
 async def test_a_timeout_of_zero_is_refused(tmp_path: Path) -> None:
     run = await doctor("", "--timeout", "0", cwd=tmp_path)
     assert run.status != 0
@@ -176,6 +195,13 @@ def test_secrets_are_masked_wherever_they_are() -> None:
     assert mask_url("postgresql://u:pw@db.example:5432/x") == "postgresql://u:***@db.example:5432/x"
     assert mask_url("redis://:pw@[::1]:6379/0") == "redis://:***@[::1]:6379/0"
     assert mask_url("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
+    assert mask_url("postgresql://h/x?sslmode=require&password=pw") == (
+        "postgresql://h/x?sslmode=require&password=***"
+    )
+    assert mask_url("rediss://h:6380/0?Token=t&db=1") == "rediss://h:6380/0?Token=***&db=1"
+    assert mask_url("https://x.example/v1?api-key=k&sig=s") == (
+        "https://x.example/v1?api-key=***&sig=***"
+    )
     settings = {
         "openai_api_key": "sk-1",
         "anthropic_api_key": None,

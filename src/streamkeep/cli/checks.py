@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import streamkeep
 from streamkeep.config import ProviderConfig, Settings
@@ -27,6 +28,9 @@ MASK = "***"
 # (headers may carry `Authorization`; an MCP server's env its own keys).
 _SECRET_FIELDS = frozenset({"api_key", "openai_api_key", "anthropic_api_key"})
 _SECRET_MAPS = frozenset({"extra_headers", "headers", "env"})
+# Query parameters that carry a credential: libpq's `?password=`, Redis's, Azure's
+# `?api-key=`, a signed URL's `sig`, tokens.
+_SECRET_QUERY = re.compile(r"pass|pwd|secret|token|key|sig|auth|credential", re.IGNORECASE)
 
 
 @dataclass(slots=True)
@@ -62,16 +66,25 @@ class Report:
 
 
 def mask_url(url: str) -> str:
-    """`url` with any password replaced by `***` (a DSN, a Redis URL)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port is not None else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}{port}"))
+    """`url` with any password, and any credential-like query value, replaced by `***`
+    (a DSN, a Redis URL, a provider's base URL)."""
+    parts = original = urlsplit(url)
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port is not None else ""
+        parts = parts._replace(netloc=f"{user}:{MASK}@{host}{port}")
+    if parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        if any(_SECRET_QUERY.search(name) for name, _ in pairs):
+            query = urlencode(
+                [(n, MASK if _SECRET_QUERY.search(n) else v) for n, v in pairs], safe="*"
+            )
+            parts = parts._replace(query=query)
+    # Reassembled only when masked: urlunsplit drops an empty authority (`sqlite:////`).
+    return url if parts is original else urlunsplit(parts)
 
 
 def masked(value: Any, key: str = "") -> Any:
@@ -173,7 +186,7 @@ async def probe_provider(name: str, cfg: ProviderConfig, limit: float) -> Probe:
     """Ask a remote provider for its models (`GET .../models`): it answers, or why not."""
     from streamkeep.llm.registry import build_provider, provider_url
 
-    probe = Probe(f"provider {name}", f"{cfg.kind} {provider_url(cfg)}", ok=None)
+    probe = Probe(f"provider {name}", f"{cfg.kind} {mask_url(provider_url(cfg))}", ok=None)
     probe.models = list(cfg.models)
     provider = build_provider(name, cfg)
     try:
