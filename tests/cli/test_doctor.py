@@ -184,6 +184,27 @@ async def test_a_password_in_a_urls_user_part_or_query_is_masked_everywhere(
     assert azure["target"] == f"openai http://user:***@127.0.0.1:{closed}/v1?api-key=***"
 
 
+async def test_malformed_urls_are_reported_as_unreachable_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """Doctor is what a user runs when the configuration is wrong: a port that is not a
+    number, or a database it does not support, is the report's subject."""
+    for database in ("postgresql://u:db-SECRET@127.0.0.1:notaport/x", "mysql://u:db-SECRET@h/x"):
+        run = await doctor(
+            "enable_local_model = false\n",
+            "--database-url", database,
+            "--redis-url", "redis://:rd-SECRET@127.0.0.1:notaport/0",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert run.status == 1, run.out + run.err
+        assert "Traceback" not in run.err, run.err
+        assert "SECRET" not in run.out + run.err
+        assert run.out.splitlines()[-1] == "unreachable: database, redis"
+        lines = run.out.splitlines()
+        assert next(x for x in lines if x.startswith("redis ")).split()[1] == "UNREACHABLE:"
+        assert "redis://:***@127.0.0.1:notaport/0" in [x.strip() for x in lines]
+
+
 async def test_a_timeout_of_zero_is_refused(tmp_path: Path) -> None:
     run = await doctor("", "--timeout", "0", cwd=tmp_path)
     assert run.status != 0

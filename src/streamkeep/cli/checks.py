@@ -74,7 +74,9 @@ def mask_url(url: str) -> str:
         host = parts.hostname or ""
         if ":" in host:
             host = f"[{host}]"
-        port = f":{parts.port}" if parts.port is not None else ""
+        # As written: `.port` raises on one that is not a number, and doctor reports that.
+        port = parts.netloc.rpartition("@")[2].rpartition("]")[2]
+        port = port[port.index(":") :] if ":" in port else ""
         parts = parts._replace(netloc=f"{user}:{MASK}@{host}{port}")
     if parts.query:
         pairs = parse_qsl(parts.query, keep_blank_values=True)
@@ -150,7 +152,11 @@ async def probe_database(settings: Settings, limit: float) -> Probe:
     if settings.database_url is None and not (settings.data_dir / "streamkeep.db").is_file():
         probe.ok, probe.detail = True, "SQLite file not created yet (made at first serve)"
         return probe
-    database = Database.from_url(url)
+    try:  # a URL it cannot use (a bad port, another database) is reported too
+        database = Database.from_url(url)
+    except Exception as exc:
+        probe.ok, probe.detail = False, _why(exc, limit)
+        return probe
     try:
         probe.latency_ms, answered = await _timed(database.ping(), limit)
         probe.ok = bool(answered)
@@ -169,9 +175,13 @@ async def probe_redis(settings: Settings, limit: float) -> Probe:
     if not settings.redis_url:
         return Probe("redis", "", ok=None, detail="not configured (single process)")
     probe = Probe("redis", mask_url(settings.redis_url), ok=None)
-    client = aioredis.from_url(
-        settings.redis_url, socket_connect_timeout=limit, socket_timeout=limit
-    )
+    try:  # a URL it cannot use (a bad port, an unknown scheme) is reported too
+        client = aioredis.from_url(
+            settings.redis_url, socket_connect_timeout=limit, socket_timeout=limit
+        )
+    except Exception as exc:
+        probe.ok, probe.detail = False, _why(exc, limit)
+        return probe
     try:
         probe.latency_ms, _ = await _timed(client.ping(), limit)
         probe.ok = True
