@@ -88,16 +88,22 @@ class Database:
 
     @classmethod
     def from_url(cls, url: str, *, sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> Database:
+        # hide_parameters: a driver error's text (logged) would else carry the bound
+        # values, i.e. message content.
         parsed = normalize_url(url)
         if parsed.get_backend_name() == "postgresql":
-            return cls(create_async_engine(parsed, pool_pre_ping=True, json_deserializer=load_json))
+            return cls(
+                create_async_engine(
+                    parsed, pool_pre_ping=True, json_deserializer=load_json, hide_parameters=True
+                )
+            )
         if parsed.database in (None, "", ":memory:"):
             # Each connection would be a separate empty database.
             raise ValueError("in-memory SQLite is not supported: give a file path")
         path = Path(parsed.database).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         parsed = parsed.set(database=str(path))
-        engine = create_async_engine(parsed, json_deserializer=load_json)
+        engine = create_async_engine(parsed, json_deserializer=load_json, hide_parameters=True)
         _configure_sqlite(engine, busy_timeout=sqlite_busy_timeout)
         return cls(engine, sqlite=(path, sqlite_busy_timeout))
 

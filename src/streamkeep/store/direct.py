@@ -193,5 +193,6 @@ class DirectConnection:
 
 
 def _wrapped(sql: str, args: Sequence[Any], exc: sqlite3.Error) -> Exception:
-    """SQLAlchemy's exception for a driver error, as its own execution raises it."""
-    return DBAPIError.instance(sql, args, exc, sqlite3.Error)
+    """SQLAlchemy's exception for a driver error, as its own execution raises it (with
+    `hide_parameters`, as the engines are made: the values are message content)."""
+    return DBAPIError.instance(sql, args, exc, sqlite3.Error, hide_parameters=True)
