@@ -205,6 +205,25 @@ async def test_malformed_urls_are_reported_as_unreachable_not_a_traceback(
         assert "redis://:***@127.0.0.1:notaport/0" in [x.strip() for x in lines]
 
 
+async def test_a_provider_that_echoes_its_key_in_an_error_does_not_put_it_in_the_report(
+    tmp_path: Path, fake_upstream: FakeUpstream
+) -> None:
+    """Some OpenAI-compatible proxies answer a refused key with the key in the message."""
+    echoed = {"error": {"message": f"Invalid key. Received API Key = {SECRET}, or hdr-SECRET"}}
+    fake_upstream.models_answer = Script(status=401, raw=[json.dumps(echoed).encode()])
+    config = "enable_local_model = false\n" + provider(
+        "proxy", fake_upstream.base_url, api_key=f'"{SECRET}"',
+        extra_headers='{ "x-team-token" = "hdr-SECRET" }',
+    )  # fmt: skip
+    for args in ((), ("--json",)):
+        run = await doctor(config, *args, cwd=tmp_path)
+        assert run.status == 1, run.out + run.err
+        assert SECRET not in run.out and "hdr-SECRET" not in run.out, run.out
+    (proxy,) = run.json()["providers"]
+    assert proxy["ok"] is False
+    assert "Received API Key = ***" in proxy["detail"]
+
+
 async def test_a_timeout_of_zero_is_refused(tmp_path: Path) -> None:
     run = await doctor("", "--timeout", "0", cwd=tmp_path)
     assert run.status != 0

@@ -329,7 +329,10 @@ class FakeUpstream:
             return
         if script.hang_before_first_byte:
             await asyncio.sleep(script.hang_before_first_byte)
-        if script.status is not None:
+        if script.status is not None and script.raw is not None:  # an error body of one's own
+            body = b"".join(p for p in script.raw if isinstance(p, bytes))
+            await _write(writer, _head(script.status, "application/json", length=len(body)) + body)
+        elif script.status is not None:
             message = f"fake upstream error {script.status}"
             await _send_json(writer, script.status, wire.openai_error(script.status, message))
         elif script.raw is not None:

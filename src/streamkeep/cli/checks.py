@@ -207,10 +207,19 @@ async def probe_provider(name: str, cfg: ProviderConfig, limit: float) -> Probe:
         elif missing := [m for m in cfg.models if m not in listed]:
             probe.detail = f"configured but not listed by the provider: {', '.join(missing)}"
     except Exception as exc:  # refused, 401, timeout, not JSON: all reported
-        probe.ok, probe.detail = False, _why(exc, limit)
+        # A provider's error may quote the key it refused (some proxies do).
+        secrets = [cfg.api_key or "", *cfg.extra_headers.values()]
+        probe.ok, probe.detail = False, _hidden(_why(exc, limit), secrets)
     finally:
         await provider.aclose()
     return probe
+
+
+def _hidden(text: str, secrets: list[str]) -> str:
+    """`text` with each of `secrets` (the longest first) replaced by `***`."""
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
 
 
 def embedded_info(settings: Settings) -> dict[str, Any] | None:
