@@ -101,7 +101,7 @@ def serve(port: int, upstream_port: int) -> None:
                     upstream.transport.write(data)
                 self.pending.clear()
 
-        server = await loop.create_server(Client, "127.0.0.1", port)
+        server = await loop.create_server(Client, "127.0.0.1", port, backlog=4096)
         print("ready", flush=True)
         await server.serve_forever()
 

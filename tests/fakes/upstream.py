@@ -148,8 +148,11 @@ class FakeUpstream:
         self._queue.append(script)
 
     async def start(self) -> None:
+        # A deep accept queue: asyncio's default (100) drops the SYNs of a burst of 500
+        # connections, and each dropped one waits a second for its retry (the benchmark's
+        # 500 streams, through any path, direct included).
         self._server = await asyncio.start_server(
-            self._on_connect, self.host, self.port, ssl=self.ssl
+            self._on_connect, self.host, self.port, ssl=self.ssl, backlog=4096
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
