@@ -4,13 +4,17 @@ OTLP endpoint is set."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -39,6 +43,8 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     "streamkeep_db_transaction_duration_seconds": ("histogram", {"kind"}),
     "streamkeep_redis_flush_duration_seconds": ("histogram", set()),
     "streamkeep_relay_queue_depth": ("gauge", set()),
+    "streamkeep_stream_backlog_frames": ("gauge", set()),
+    "streamkeep_stream_backlog_frames_max": ("gauge", set()),
     "streamkeep_http_requests": ("counter", {"method", "route", "status"}),
     "streamkeep_http_request_duration_seconds": ("histogram", {"method", "route"}),
     "streamkeep_relayed_chunks": ("counter", set()),
@@ -132,6 +138,58 @@ async def test_metrics_parse_and_answer_operators(server: Server) -> None:
             assert chat["id"] not in str(sample.labels)
 
 
+async def backlogs(server: Server) -> tuple[float, float]:
+    """(all streams' unwritten frames, the deepest stream's), as /metrics says."""
+    found = families((await server.client.get("/metrics")).text)
+    (total,) = [s.value for s in found["streamkeep_stream_backlog_frames"][1]]
+    (deepest,) = [s.value for s in found["streamkeep_stream_backlog_frames_max"][1]]
+    return total, deepest
+
+
+@pytest.mark.slow  # 100,000 tokens to a client that stops reading (~10 s)
+async def test_a_client_that_stops_reading_shows_in_the_stream_backlog(server: Server) -> None:
+    chat = await server.new_chat()
+    url = urlsplit(server.url)
+    assert url.hostname is not None and url.port is not None
+    # A small receive window, and no reads: the kernel's buffers fill (a few MB) and the
+    # rest of the answer waits in the generation's log for this client.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (url.hostname, url.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    body = orjson.dumps({"content": "[[tokens=100000]] hi"})
+    head = (
+        f"POST /api/chats/{chat['id']}/messages HTTP/1.1\r\nhost: {url.netloc}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    writer.write(head.encode() + body)
+    await writer.drain()
+    try:
+        async with asyncio.timeout(120):
+            while True:
+                generation = server.app.state.manager.live(chat["id"])
+                if generation is not None:
+                    break
+                await asyncio.sleep(0.01)
+            await generation.wait()  # every frame is in its log; the client read none
+        total, deepest = await backlogs(server)
+        assert deepest > 10_000  # most of the 100,000 deltas wait for this client
+        assert total >= deepest
+        # The client reads it all: nothing is left behind, and the stream's end takes
+        # it out of the gauges.
+        async with asyncio.timeout(120):
+            seen = b""
+            while b"data: [DONE]" not in seen[-64:]:
+                seen = seen[-64:] + await reader.read(1 << 16)
+            while True:
+                if await backlogs(server) == (0.0, 0.0):
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        writer.close()
+
+
 def _imports(tmp_path: Path, **env: str) -> set[str]:
     """The OpenTelemetry modules loaded by building an app and serving one request."""
     code = (
@@ -194,6 +252,7 @@ def test_the_dashboard_queries_metrics_that_exist_and_the_readme_shows_them() ->
         "streamkeep_db_commits",
         "streamkeep_provider_calls",
         "streamkeep_http_request_duration_seconds",
+        "streamkeep_stream_backlog_frames",  # the panel shows the deepest stream's
     }
 
 

@@ -145,7 +145,13 @@ async def stream_generation(
     if first:
         metrics.ttft.observe(time.perf_counter() - started_at)
     frames_out = _prepend(first, frames, tap.opened)
-    return RelayResponse(frames_out, headers={**sse.HEADERS, **headers}, metrics=metrics)
+    log, start = gen.log, gen.first_seq - 1  # it reads the log from its start
+    return RelayResponse(
+        frames_out,
+        headers={**sse.HEADERS, **headers},
+        metrics=metrics,
+        available=lambda: log.next_seq - 1 - start,
+    )
 
 
 async def whole_generation(

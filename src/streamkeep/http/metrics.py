@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -43,6 +43,12 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 _HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0, 120.0)
 MAX_MODEL_LABELS = 50
 OTHER = "other"
+
+
+class Backlogged(Protocol):
+    """A client stream that can tell how many frames it has not written yet."""
+
+    def backlog(self) -> int: ...
 
 
 class Metrics:
@@ -101,6 +107,24 @@ class Metrics:
             "streamkeep_relay_queue_depth",
             "Frames queued for the next Redis pipeline (0 without Redis)",
             registry=r,
+        )
+        # Each client stream's frames not yet written to it, read when scraped (no
+        # per-chunk work): a slow or stalled client shows in the max.
+        self._streams: set[Backlogged] = set()
+        self.stream_backlog = Gauge(
+            "streamkeep_stream_backlog_frames",
+            "Frames of live generations not yet written to their clients, over this "
+            "worker's streams",
+            registry=r,
+        )
+        self.stream_backlog.set_function(lambda: sum(s.backlog() for s in list(self._streams)))
+        self.stream_backlog_max = Gauge(
+            "streamkeep_stream_backlog_frames_max",
+            "The most frames any one client stream of this worker has not been written yet",
+            registry=r,
+        )
+        self.stream_backlog_max.set_function(
+            lambda: max((s.backlog() for s in list(self._streams)), default=0)
         )
         self.checkpoint_lag = Gauge(
             "streamkeep_checkpoint_lag_seconds",
@@ -213,6 +237,13 @@ class Metrics:
         self.redis_queued.set_function(queued)
         observe: Callable[[float], None] = self.redis_seconds.observe
         return observe
+
+    def stream_started(self, stream: Backlogged) -> None:
+        """Count `stream` in the backlog gauges until `stream_ended`."""
+        self._streams.add(stream)
+
+    def stream_ended(self, stream: Backlogged) -> None:
+        self._streams.discard(stream)
 
     def watch_checkpoints(self, last_success: Callable[[], float]) -> None:
         """The checkpoint lag, from the monotonic time of the last good tick."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -99,7 +99,9 @@ class RelayResponse(SSEResponse):
     events sent to them (added once, when the response ends: a metric's lock per write
     adds up). Given `started_at` (a `perf_counter` reading of the request that started a
     generation), the first UI-stream delta it sends feeds the time-to-first-token
-    histogram."""
+    histogram. Given `available` (how many frames its log holds for it so far), its
+    backlog (those not written yet) is in the metrics while it streams, read when they
+    are scraped."""
 
     def __init__(
         self,
@@ -108,15 +110,25 @@ class RelayResponse(SSEResponse):
         headers: Mapping[str, str],
         metrics: Metrics,
         started_at: float | None = None,
+        available: Callable[[], int] | None = None,
     ) -> None:
         super().__init__(frames, headers=headers)
         self._metrics = metrics
         self._started_at = started_at
+        self._available = available
         self._relayed = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._metrics.active_streams.inc()  # `ended` takes it back
+        if self._available is not None:
+            self._metrics.stream_started(self)
         await super().__call__(scope, receive, send)
+
+    def backlog(self) -> int:
+        """Frames its log holds for it that it has not written yet."""
+        if self._available is None:
+            return 0
+        return max(0, self._available() - self._relayed)
 
     def sent(self, chunk: bytes) -> None:
         if self._started_at is not None and _DELTA in chunk:
@@ -125,6 +137,7 @@ class RelayResponse(SSEResponse):
         self._relayed += chunk.count(b"\n\n")
 
     def ended(self) -> None:
+        self._metrics.stream_ended(self)
         self._metrics.active_streams.dec()
         self._metrics.relayed_chunks.inc(self._relayed)
 

@@ -48,7 +48,14 @@ def stream_response(
     """
     frames = generation.subscribe(after)
     headers = _headers(generation.chat_id, generation.message_id)
-    return RelayResponse(frames, headers=headers, metrics=metrics, started_at=started_at)
+    log, start = generation.log, max(after, generation.first_seq - 1)
+    return RelayResponse(
+        frames,
+        headers=headers,
+        metrics=metrics,
+        started_at=started_at,
+        available=lambda: log.next_seq - 1 - start,
+    )
 
 
 def remote_stream_response(generation: GenerationView, *, after: int) -> SSEResponse:
